@@ -1,0 +1,91 @@
+# The kit's commands. Quick start: `make demo`, `make test` (see README.md).
+SHELL := /bin/bash
+PY_SYS ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is installed first and kept out of the hashed lock: the CPU build on
+# laptops/CI; on a GPU host pre-install your CUDA torch into the venv (or set
+# TORCH_SPEC) and it is kept.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+PRESET ?= smoke
+GPUS ?= 1
+RUN ?= run
+DATA ?= data/arc2concept-aug-1000
+CKPT ?=
+OUT ?=
+PROFILE ?= kaggle-2026
+COMP ?= arc-prize-2025
+VERSION ?=
+REPO ?=
+DRY_RUN ?=
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help install demo test lint lock data data-kaggle train evaluate bench \
+        kaggle-wheels kaggle-wheels-check kaggle-datasets hf-publish kaggle-kernel kaggle-submit kaggle-sim clean
+
+help:
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q --require-hashes -r requirements.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the kit from the lock
+
+demo: $(STAMP) ## the main job on the bundled ARC-AGI-2 data (CPU, minutes)
+	$(PY) -m trm.demo
+
+test: $(STAMP) ## the whole test suite
+	$(PY) -m pytest -q
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check .
+
+lock: $(STAMP) ## regenerate requirements.lock from requirements.in
+	$(VENV)/bin/pip-compile --quiet --generate-hashes --no-emit-index-url --no-emit-find-links \
+	  --allow-unsafe --unsafe-package torch -o requirements.lock requirements.in
+
+data: $(STAMP) ## upstream's bundled ARC JSON (kaggle/combined at e7b6871) into data/raw/
+	$(PY) -m dataset_builder.fetch upstream --out data/raw
+
+data-kaggle: $(STAMP) ## competition files via the kaggle CLI (needs credentials)
+	$(PY) -m dataset_builder.fetch kaggle --competition $(COMP) --out data/kaggle/$(COMP)
+
+train: $(STAMP) ## papermill the training notebook: make train PRESET=paper-arc2 GPUS=8 RUN=name
+	$(PY) -m trm.notebooks train --preset $(PRESET) --gpus $(GPUS) --run $(RUN) --data $(DATA)
+
+evaluate: $(STAMP) ## papermill the evaluation notebook: make evaluate CKPT=runs/x/checkpoints/step_N
+	$(PY) -m trm.notebooks evaluate --checkpoint $(CKPT) --data $(DATA) $(if $(OUT),--out $(OUT))
+
+bench: $(STAMP) ## CPU benchmarks (print figures)
+	$(PY) bench/model_step.py
+	$(PY) bench/evaluate.py
+
+kaggle-wheels: $(STAMP) ## offline wheelhouse for a Kaggle image profile (PROFILE=kaggle-2026)
+	$(PY) wheels/build.py --profile $(PROFILE)
+
+kaggle-wheels-check: $(STAMP) ## offline install + import + forward pass from the wheelhouse
+	$(PY) wheels/check.py --profile $(PROFILE)
+
+kaggle-datasets: $(STAMP) ## stage (and push, with credentials) the wheels / repo / weights bundles
+	$(PY) kaggle/bundles.py push --profile $(PROFILE) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(DRY_RUN),--dry-run)
+
+hf-publish: $(STAMP) ## upload the weights bundle to Hugging Face: make hf-publish REPO=owner/name
+	$(PY) kaggle/bundles.py hf-publish --repo $(REPO) $(if $(CKPT),--checkpoint $(CKPT))
+
+kaggle-kernel: $(STAMP) ## push the competition notebook as a Kaggle kernel
+	$(PY) kaggle/bundles.py kernel-push --competition $(COMP)
+
+kaggle-submit: $(STAMP) ## submit a kernel version: make kaggle-submit VERSION=n
+	$(PY) kaggle/bundles.py submit --competition $(COMP) --version $(VERSION)
+
+kaggle-sim: $(STAMP) ## run the competition notebook offline in a local Kaggle-like root
+	$(PY) kaggle/sim.py $(if $(COMP_DIR),--comp-dir $(COMP_DIR))
+
+clean:
+	rm -rf build runs/demo .pytest_cache

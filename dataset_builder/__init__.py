@@ -1,0 +1,1 @@
+"""ARC JSON -> TRM dataset (byte-identical to upstream's build_arc_dataset.py)."""

@@ -1,0 +1,44 @@
+"""Shared test fixtures: where the golden data and the ARC JSON live.
+
+TRM_SHARED_DIR (default ../shared beside the repo) holds spec/, golden/ and data/;
+TRM_GOLDEN_DIR (default $TRM_SHARED_DIR/golden) can point the golden tests at another
+golden set of identical structure. Tests that need them skip with a reason when absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    return Path(os.environ.get("TRM_SHARED_DIR", REPO.parent / "shared")).resolve()
+
+
+def golden_dir() -> Path:
+    return Path(os.environ.get("TRM_GOLDEN_DIR", shared_dir() / "golden")).resolve()
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def golden() -> Path:
+    g = golden_dir()
+    if not g.is_dir():
+        pytest.skip(f"golden data not found at {g} (set TRM_GOLDEN_DIR or TRM_SHARED_DIR)")
+    return g
+
+
+@pytest.fixture(scope="session")
+def arc_data() -> Path:
+    d = shared_dir() / "data"
+    if not d.is_dir():
+        pytest.skip(f"ARC JSON not found at {d} (set TRM_SHARED_DIR)")
+    return d

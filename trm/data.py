@@ -152,3 +152,118 @@ def iter_test_batches(
         hi = min(start + local.stop, end)
         batch = collate(split.inputs[lo:hi], split.labels[lo:hi], ids[lo:hi], local_size, ignore)
         yield batch, hi - lo
+
+
+# ---------------------------------------------------------------------------------------
+# Train sampling (upstream `PuzzleDataset._iter_train`, trm-upstream.md §6), resumable.
+#
+# One *iteration* covers `epochs_per_iter` (= eval_interval) epochs; an epoch is one pass
+# over the groups (original tasks). Iteration i (0-based) draws from its own
+# Generator(Philox(seed + i + 1)) (upstream's persistent worker counts iterations from 1):
+#   1. group_order = concatenation of `epochs_per_iter` permutations of the groups;
+#   2. greedy packing, group by group: one random puzzle (augmented version) of the group,
+#      `rng.integers(start, end)`, then its examples in a random order, truncated to the
+#      room left in the global batch (the leftover examples are dropped);
+#   3. the final incomplete batch is dropped.
+# Deliberate difference: upstream draws the example order with NumPy's *global* RNG inside
+# its DataLoader worker, which is not reproducible from `seed` and can differ across ranks
+# (§11.1 #11). Here the same seeded Generator draws it, so every rank builds the identical
+# global batch and a resumed run can continue the exact stream.
+# ---------------------------------------------------------------------------------------
+
+
+def _rng_state_to_plain(state: dict) -> dict:
+    """A bit-generator state with numpy arrays turned into lists (JSON / pickle friendly)."""
+    return {k: (_rng_state_to_plain(v) if isinstance(v, dict) else v.tolist() if isinstance(v, np.ndarray) else v)
+            for k, v in state.items()}
+
+
+def _rng_state_from_plain(state: dict) -> dict:
+    out = {}
+    for k, v in state.items():
+        if isinstance(v, dict):
+            out[k] = _rng_state_from_plain(v)
+        elif isinstance(v, list):
+            out[k] = np.array(v, dtype=np.uint64)
+        else:
+            out[k] = v
+    return out
+
+
+@dataclass
+class TrainBatch:
+    """One global batch: example rows and the puzzle identifier of each row (both [global_batch])."""
+
+    example_indices: np.ndarray  # int64 rows of split.inputs / split.labels
+    puzzle_identifiers: np.ndarray  # int32
+
+    def collate(self, split: Split, rows: slice) -> dict[str, np.ndarray]:
+        """Collate the rows `rows` of this global batch (a rank's or micro-batch's slice)."""
+        idx = self.example_indices[rows]
+        order = np.argsort(idx, kind="stable")  # read the memmap in ascending order, then restore
+        inv = np.empty_like(order)
+        inv[order] = np.arange(order.size)
+        inputs = np.asarray(split.inputs[idx[order]])[inv]
+        labels = np.asarray(split.labels[idx[order]])[inv]
+        return collate(inputs, labels, self.puzzle_identifiers[rows], idx.size,
+                       split.meta.get("ignore_label_id", 0))
+
+
+class TrainSampler:
+    """Upstream's train batches as a resumable stream of global batches.
+
+    `position` = {"iteration", "batch", "cursor", "rng"}: the iteration index, how many
+    batches of it were already produced, the next index into its group order and the
+    Generator state at that point (None at an iteration's start). Saving it after a
+    step and passing it back to `iter_iteration` continues the stream exactly.
+    """
+
+    def __init__(self, split: Split, global_batch_size: int, epochs_per_iter: int, seed: int):
+        self.split = split
+        self.global_batch_size = int(global_batch_size)
+        self.epochs_per_iter = int(epochs_per_iter)
+        self.seed = int(seed)
+        self._group_starts = split.group_indices[:-1].astype(np.int64)
+        self._group_ends = split.group_indices[1:].astype(np.int64)
+        self._puzzle_starts = split.puzzle_indices[:-1].astype(np.int64)
+        self._puzzle_sizes = np.diff(split.puzzle_indices).astype(np.int64)
+
+    @staticmethod
+    def start_position(iteration: int = 0) -> dict:
+        return {"iteration": int(iteration), "batch": 0, "cursor": 0, "rng": None}
+
+    def _group_order(self, iteration: int) -> tuple[np.random.Generator, np.ndarray]:
+        rng = np.random.Generator(np.random.Philox(self.seed + iteration + 1))
+        n = self.split.num_groups
+        order = np.concatenate([rng.permutation(n).astype(np.int32) for _ in range(self.epochs_per_iter)])
+        return rng, order
+
+    def iter_iteration(self, position: dict) -> Iterator[tuple[TrainBatch, dict]]:
+        """Yield (global batch, position after it) for the rest of `position`'s iteration."""
+        it = int(position["iteration"])
+        rng, order = self._group_order(it)
+        if position.get("rng") is not None:
+            rng.bit_generator.state = _rng_state_from_plain(position["rng"])
+        cursor, batch_no = int(position["cursor"]), int(position["batch"])
+        gbs = self.global_batch_size
+        while cursor < order.size:
+            rows, pids, size = [], [], 0
+            while cursor < order.size and size < gbs:
+                g = order[cursor]
+                cursor += 1
+                puzzle = int(rng.integers(self._group_starts[g], self._group_ends[g]))
+                n = int(self._puzzle_sizes[puzzle])
+                take = min(n, gbs - size)
+                rows.append(self._puzzle_starts[puzzle] + rng.permutation(n)[:take])
+                pids.append(np.full(take, self.split.puzzle_identifiers[puzzle], dtype=np.int32))
+                size += take
+            if size < gbs:  # upstream drops the last incomplete batch
+                return
+            batch_no += 1
+            pos = {"iteration": it, "batch": batch_no, "cursor": cursor,
+                   "rng": _rng_state_to_plain(rng.bit_generator.state)}
+            yield TrainBatch(np.concatenate(rows).astype(np.int64), np.concatenate(pids)), pos
+
+    def count_batches(self, iteration: int = 0) -> int:
+        """Batches iteration `iteration` yields (walks the stream; cheap for small sets)."""
+        return sum(1 for _ in self.iter_iteration(self.start_position(iteration)))

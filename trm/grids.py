@@ -35,23 +35,29 @@ AUG_SEP = "|||"
 
 
 def dihedral(grid: np.ndarray, tid: int) -> np.ndarray:
-    """Apply dihedral transform `tid` (0..7) to a 2-D array."""
+    """Apply dihedral transform `tid` (0..7) to a 2-D array (a view, like np.rot90).
+
+    Written as slicing views: the same arrays as np.rot90 / np.fliplr / np.flipud /
+    .T (tests/test_grids.py checks this), ~10x cheaper per call, which matters for the
+    builder (millions of small grids).
+    """
+    grid = np.asarray(grid)
     if tid == 0:
         return grid
     if tid == 1:
-        return np.rot90(grid, k=1)
+        return grid.T[::-1]  # np.rot90(grid, 1): counter-clockwise
     if tid == 2:
-        return np.rot90(grid, k=2)
+        return grid[::-1, ::-1]  # np.rot90(grid, 2)
     if tid == 3:
-        return np.rot90(grid, k=3)
+        return grid.T[:, ::-1]  # np.rot90(grid, 3)
     if tid == 4:
-        return np.fliplr(grid)
+        return grid[:, ::-1]  # np.fliplr
     if tid == 5:
-        return np.flipud(grid)
+        return grid[::-1]  # np.flipud
     if tid == 6:
-        return grid.T
+        return grid.T  # transpose
     if tid == 7:
-        return np.fliplr(np.rot90(grid, k=1))  # anti-diagonal transpose
+        return grid.T[::-1, ::-1]  # np.fliplr(np.rot90(grid)): anti-diagonal transpose
     raise ValueError(f"dihedral id must be 0..7, got {tid}")
 
 

@@ -1,0 +1,571 @@
+"""Stage and publish the kit's Kaggle datasets, competition kernel and Hugging Face weights.
+
+    python kaggle/bundles.py push [--profile kaggle-2026] [--checkpoint DIR] [--owner NAME] [--dry-run]
+    python kaggle/bundles.py kernel-push --competition arc-prize-2025 [--dry-run]
+    python kaggle/bundles.py submit --competition arc-prize-2025 --version N
+    python kaggle/bundles.py hf-publish --repo owner/name [--checkpoint DIR] [--dry-run]
+
+Three datasets, staged under build/kaggle/<bundle>/ with a dataset-metadata.json rendered from
+kaggle/templates/ (owner from --owner, KAGGLE_USERNAME or kaggle.json; slugs <prefix>-<bundle>):
+  wheels   the offline wheelhouse of wheels/build.py (built first if missing)
+  repo     the committed tree (`git archive HEAD`) + COMMIT; a dirty tree is refused without --force
+  weights  trm.checkpoint.export_slim of --checkpoint, README.md model card (kaggle/model_card.py),
+           and the run's COMMANDS.txt / ENVIRONMENT.txt / TRM_COMMIT.txt / metrics.json
+Everything staged is scanned for credentials first (key files, tokens, private keys); any hit
+refuses the push. The real kaggle CLI does the pushing: `datasets status` decides create or
+version (create exits 0 on a slug clash, so `create || version` never works); any printed
+"... error: ..." line is a failure even at exit 0; a bundle whose content hash equals the one
+in build/kaggle/pushed.json is skipped. Without credentials everything is staged, the plan is
+printed and the exit code is 2; --dry-run does the same on purpose and exits 0.
+Credentials are read by the CLI / huggingface_hub only: never printed, never copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import string
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+TEMPLATES = HERE / "templates"
+STAGE = REPO / "build" / "kaggle"
+BUNDLES = ("wheels", "repo", "weights")
+PROVENANCE = ("COMMANDS.txt", "ENVIRONMENT.txt", "TRM_COMMIT.txt", "metrics.json")
+SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{4,48})[a-z0-9]$")  # Kaggle: 6-50 chars
+OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,49}$")
+NO_OWNER = "YOUR_KAGGLE_USERNAME"
+CLI_ERROR = re.compile(r"(?i)\berror:|authentication required|are not valid .* sources")
+
+# Names and contents that must never leave the machine (kaggle.md §5, lesson 5).
+SECRET_NAMES = re.compile(r"(?i)^(kaggle.*\.json|access_token(\.txt)?|\.env(\.(?!example$|sample$|template$)[^/]*)?"
+                          r"|id_(rsa|dsa|ecdsa|ed25519)|.*\.pem|\.netrc|\.git-credentials|\.pypirc)$")
+SECRET_TEXT = re.compile(
+    rb"(?P<private_key>-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----)"
+    rb"|(?P<kaggle_token>\bKGAT_[A-Za-z0-9]{16,})"
+    rb"|(?P<hf_token>\bhf_[A-Za-z0-9]{30,})"
+    rb"|(?P<kaggle_key>\"key\"\s*:\s*\"[0-9a-f]{32}\"|KAGGLE_KEY\s*[=:]\s*[\"']?[0-9a-f]{32})"
+    rb"|(?P<aws_key_id>\b(?:AKIA|ASIA)[0-9A-Z]{16}\b)"
+    rb"|(?P<aws_secret>(?i:aws_secret_access_key)\s*[=:]\s*[\"']?[A-Za-z0-9/+]{40})")
+
+
+class BundleError(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------- helpers
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def files_of(d: Path) -> list[Path]:
+    return sorted(p for p in d.rglob("*") if p.is_file())
+
+
+def content_hash(d: Path) -> str:
+    """sha256 over (relative path, file sha256) of everything but the metadata file."""
+    h = hashlib.sha256()
+    for p in files_of(d):
+        rel = p.relative_to(d).as_posix()
+        if rel != "dataset-metadata.json":
+            h.update(f"{rel}\0{sha256_file(p)}\n".encode())
+    return h.hexdigest()
+
+
+def render(template: Path, **values) -> dict:
+    """Substitute ${name} in every string of a JSON template; a name left unset is an error."""
+    def sub(x):
+        if isinstance(x, str):
+            try:
+                return string.Template(x).substitute(values)
+            except (KeyError, ValueError) as e:
+                raise BundleError(f"{template.name}: bad or unset placeholder in {x!r} ({e})") from None
+        if isinstance(x, list):
+            return [sub(v) for v in x]
+        if isinstance(x, dict):
+            return {k: sub(v) for k, v in x.items()}
+        return x
+    return sub(json.loads(template.read_text()))
+
+
+def check_dataset_meta(meta: dict) -> None:
+    owner, _, slug = meta["id"].partition("/")
+    if not SLUG.match(slug):
+        raise BundleError(f"dataset slug {slug!r}: 6-50 chars of a-z, 0-9 and '-' (not at the ends)")
+    if owner != NO_OWNER and not OWNER.match(owner):
+        raise BundleError(f"owner {owner!r} is not a Kaggle user name")
+    if not 6 <= len(meta["title"]) <= 50:
+        raise BundleError(f"title {meta['title']!r} must be 6-50 characters")
+    if meta.get("subtitle") and not 20 <= len(meta["subtitle"]) <= 80:
+        raise BundleError(f"subtitle {meta['subtitle']!r} must be 20-80 characters")
+    if len(meta.get("licenses", [])) != 1:
+        raise BundleError("exactly one licence is required")
+
+
+def git(*args: str, cwd: Path = REPO) -> str:
+    r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if r.returncode:
+        raise BundleError(f"git {' '.join(args)}: {r.stderr.strip()}")
+    return r.stdout.strip()
+
+
+def load_pushed(stage: Path) -> dict:
+    p = stage / "pushed.json"
+    return json.loads(p.read_text()) if p.is_file() else {"datasets": {}, "kernels": {}}
+
+
+def save_pushed(stage: Path, pushed: dict) -> None:
+    stage.mkdir(parents=True, exist_ok=True)
+    tmp = stage / "pushed.json.tmp"
+    tmp.write_text(json.dumps(pushed, indent=1, sort_keys=True) + "\n")
+    tmp.replace(stage / "pushed.json")
+
+
+# ---------------------------------------------------------------- secret scan
+
+def _scan_bytes(blob_iter, where: str, found: list[str]) -> None:
+    tail = b""
+    for chunk in blob_iter:
+        buf = tail + chunk
+        for m in SECRET_TEXT.finditer(buf):
+            found.append(f"{where}: looks like a {m.lastgroup.replace('_', ' ')}")
+            return
+        tail = buf[-512:]  # a token split across two chunks is still seen
+
+
+def scan_secrets(root: Path) -> list[str]:
+    """Every credential-looking file name or content under root (zips and wheels opened too)."""
+    found: list[str] = []
+    for p in files_of(root):
+        rel = p.relative_to(root).as_posix()
+        if SECRET_NAMES.match(p.name):
+            found.append(f"{rel}: a credentials file name")
+        with open(p, "rb") as f:
+            _scan_bytes(iter(lambda: f.read(8 << 20), b""), rel, found)
+        if p.suffix in (".zip", ".whl") and zipfile.is_zipfile(p):
+            with zipfile.ZipFile(p) as z:
+                for info in z.infolist():
+                    inner = f"{rel}!{info.filename}"
+                    if SECRET_NAMES.match(Path(info.filename).name):
+                        found.append(f"{inner}: a credentials file name")
+                    with z.open(info) as f:
+                        _scan_bytes(iter(lambda f=f: f.read(8 << 20), b""), inner, found)
+    return found
+
+
+# ---------------------------------------------------------------- credentials
+
+def kaggle_credentials() -> tuple[str | None, str | None]:
+    """(where the CLI would find credentials, user name if known) -- never the secret itself.
+    Order as in the CLI: tokens, KAGGLE_USERNAME/KAGGLE_KEY, kaggle.json (kaggle.md §3.2)."""
+    env = os.environ
+    home = Path(env.get("HOME", "~")).expanduser()
+    dirs = [Path(env["KAGGLE_CONFIG_DIR"])] if env.get("KAGGLE_CONFIG_DIR") else []
+    dirs += [home / ".kaggle", Path(env.get("XDG_CONFIG_HOME") or home / ".config") / "kaggle"]
+    user = env.get("KAGGLE_USERNAME")
+    for var in ("KAGGLE_API_V1_TOKEN", "KAGGLE_API_TOKEN"):
+        if env.get(var):
+            return var, user
+    for name in ("access_token", "access_token.txt"):
+        if (home / ".kaggle" / name).is_file():
+            return f"~/.kaggle/{name}", user
+    if user and env.get("KAGGLE_KEY"):
+        return "KAGGLE_USERNAME/KAGGLE_KEY", user
+    for d in dirs:
+        kj = d / "kaggle.json"
+        if kj.is_file():
+            if kj.stat().st_mode & 0o077:
+                print(f"warning: {kj} is readable by others; run chmod 600 {kj}")
+            try:
+                user = user or json.loads(kj.read_text()).get("username")
+            except (OSError, ValueError):
+                pass
+            return str(kj), user
+    return None, user
+
+
+NO_CREDENTIALS = """no Kaggle credentials found, so nothing was pushed. Provide one of:
+  - KAGGLE_USERNAME and KAGGLE_KEY environment variables (your API key from kaggle.com/settings),
+  - ~/.kaggle/kaggle.json {"username": ..., "key": ...} with mode 600 (chmod 600 ~/.kaggle/kaggle.json),
+  - KAGGLE_API_TOKEN (a token value or a file path; tokens start with KGAT_), plus --owner.
+Then rerun the same command."""
+
+
+# ---------------------------------------------------------------- the kaggle CLI
+
+def kaggle_exe() -> str:
+    beside = Path(sys.executable).with_name("kaggle")
+    exe = str(beside) if beside.exists() else shutil.which("kaggle")
+    if not exe:
+        raise BundleError("the kaggle CLI is not installed (pip install kaggle==2.2.5 kagglesdk==0.1.38 six)")
+    return exe
+
+
+def _mask(text: str) -> str:
+    for var in ("KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_API_V1_TOKEN", "HF_TOKEN"):
+        v = os.environ.get(var)
+        if v and len(v) >= 6:
+            text = text.replace(v, "***")
+    return text
+
+
+def run_cli(args: list[str], check: bool = True) -> tuple[int, str]:
+    """Run `kaggle ARGS`, echo its output (progress bars dropped, secrets masked); with check,
+    a non-zero exit OR a printed error line raises BundleError."""
+    print("$ kaggle " + " ".join(args), flush=True)
+    r = subprocess.run([kaggle_exe(), *args], capture_output=True, text=True)
+    out = _mask(r.stdout + r.stderr)
+    for line in out.splitlines():
+        if line.strip() and "%|" not in line:
+            print("  " + line)
+    if check and (r.returncode or CLI_ERROR.search(out)):
+        raise BundleError(f"`kaggle {args[0]} {args[1]}` failed (exit {r.returncode})")
+    return r.returncode, out
+
+
+def dataset_exists(ref: str) -> bool:
+    rc, out = run_cli(["datasets", "status", ref], check=False)
+    if rc == 0 and not CLI_ERROR.search(out):
+        return True
+    if "not found" in out.lower() or "404" in out:
+        return False
+    raise BundleError(f"cannot tell whether {ref} exists (`kaggle datasets status` exit {rc})")
+
+
+# ---------------------------------------------------------------- staging
+
+def _wheels_module():
+    spec = importlib.util.spec_from_file_location("trm_wheels_build", REPO / "wheels" / "build.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def stage_wheels(dest: Path, profile: dict, wheelhouse: Path) -> dict:
+    if not (wheelhouse / "MANIFEST.json").is_file():
+        print(f"no wheelhouse at {wheelhouse}; building it")
+        subprocess.run([sys.executable, str(REPO / "wheels" / "build.py"), "--profile", profile["name"],
+                        "--out", str(wheelhouse)], check=True)
+    manifest = json.loads((wheelhouse / "MANIFEST.json").read_text())
+    if manifest["profile"] != profile["name"]:
+        raise BundleError(f"{wheelhouse} holds a {manifest['profile']} wheelhouse, not {profile['name']}")
+    dest.mkdir(parents=True)
+    for f in manifest["files"]:
+        shutil.copy2(wheelhouse / f["file"], dest / f["file"])
+        if sha256_file(dest / f["file"]) != f["sha256"]:
+            raise BundleError(f"{f['file']} does not match {wheelhouse}/MANIFEST.json")
+    for name in ("MANIFEST.json", "requirements.txt"):
+        shutil.copy2(wheelhouse / name, dest / name)
+    return {"profile": profile["name"], "python": profile["python"]}
+
+
+def stage_repo(dest: Path, repo: Path, force: bool) -> dict:
+    dirty = git("status", "--porcelain", "--untracked-files=no", cwd=repo)
+    if dirty and not force:
+        raise BundleError("the working tree has uncommitted changes; commit them, or pass --force "
+                          "(the repo bundle is always HEAD):\n" + dirty)
+    commit = git("rev-parse", "HEAD", cwd=repo)
+    dest.mkdir(parents=True)
+    proc = subprocess.Popen(["git", "archive", "--format=tar", "HEAD"], cwd=repo, stdout=subprocess.PIPE)
+    with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+        tar.extractall(dest, filter="data")
+    if proc.wait():
+        raise BundleError("git archive HEAD failed")
+    (dest / "COMMIT").write_text(commit + "\n")
+    return {"commit": commit}
+
+
+def stage_weights(dest: Path, ckpt: Path, metrics_path: Path | None, name: str) -> dict:
+    """Slim export + model card + the run's provenance files (nearest run dir first)."""
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    if str(REPO) not in sys.path:
+        sys.path.append(str(REPO))  # `trm` from this tree when the kit is not pip-installed
+    from model_card import find_metrics, render_card
+
+    from trm.checkpoint import export_slim
+
+    ckpt = ckpt.resolve()
+    if not ckpt.is_dir():
+        raise BundleError(f"--checkpoint {ckpt} is not a checkpoint directory")
+    export_slim(ckpt, dest)
+    meta_path = dest / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    if Path(str(meta.get("source", ""))).is_absolute():  # no absolute host paths in a public bundle
+        meta["source"] = ckpt.name
+        meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+    src_meta = json.loads((ckpt / "meta.json").read_text()) if (ckpt / "meta.json").is_file() else {}
+    copied = []
+    for fname in PROVENANCE[:-1]:
+        for d in [ckpt, *list(ckpt.parents)[:3]]:
+            if (d / fname).is_file():
+                shutil.copy2(d / fname, dest / fname)
+                copied.append(fname)
+                break
+    metrics, source, note = find_metrics(ckpt, meta, metrics_path)
+    if metrics is not None:
+        if metrics.get("checkpoint"):  # trm.evaluate records the path it was given: keep the name only
+            metrics = {**metrics, "checkpoint": Path(metrics["checkpoint"]).name}
+        (dest / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        copied.append("metrics.json")
+        print(f"weights: solve rates from {source}")
+    else:
+        print(f"weights: no solve rates in the card: {note}")
+    (dest / "README.md").write_text(render_card(meta, metrics, name=name, provenance=copied, metrics_note=note,
+                                                trained_git=src_meta.get("git")))
+    return {"checkpoint": ckpt.name, "step": meta.get("step", "unknown")}
+
+
+def stage_all(a, owner: str, profile: dict) -> list[dict]:
+    """Stage the chosen bundles; returns [{bundle, dir, id, hash, files, bytes}] (scan included)."""
+    commit = git("rev-parse", "HEAD", cwd=a.repo_dir) if (a.repo_dir / ".git").exists() else "unknown"
+    staged = []
+    for bundle in a.bundles:
+        dest = a.out / bundle
+        shutil.rmtree(dest, ignore_errors=True)
+        if bundle == "weights" and not a.checkpoint:
+            print("weights: skipped (no --checkpoint given; e.g. --checkpoint runs/x/checkpoints/step_N)")
+            continue
+        values = {"owner": owner, "slug": f"{a.slug_prefix}-{bundle}", "commit": commit,
+                  "profile": profile["name"], "python": profile["python"]}
+        if bundle == "wheels":
+            values.update(stage_wheels(dest, profile, a.wheels_dir or REPO / "build" / "wheels" / profile["name"]))
+        elif bundle == "repo":
+            values.update(stage_repo(dest, a.repo_dir, a.force))
+        else:
+            name = getattr(a, "card_name", None) or f"{a.slug_prefix}-weights"
+            values.update(stage_weights(dest, a.checkpoint, a.metrics, name))
+        meta = render(TEMPLATES / f"{bundle}-dataset-metadata.json", **values)
+        check_dataset_meta(meta)
+        (dest / "dataset-metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+        files = [p for p in files_of(dest) if p.name != "dataset-metadata.json"]
+        staged.append({"bundle": bundle, "dir": dest, "id": meta["id"], "hash": content_hash(dest),
+                       "files": len(files), "bytes": sum(p.stat().st_size for p in files), "commit": commit})
+    return staged
+
+
+def refuse_secrets(dirs: list[Path]) -> None:
+    found = [f"{d.name}/{hit}" for d in dirs for hit in scan_secrets(d)]
+    if found:
+        raise BundleError("refusing to publish: credential-like content was found (remove it, and rotate any "
+                          "key that ever reached git history):\n  " + "\n  ".join(found))
+
+
+# ---------------------------------------------------------------- commands
+
+def resolve_owner(a) -> tuple[str | None, str]:
+    where, user = kaggle_credentials()
+    owner = a.owner or user or NO_OWNER
+    if not OWNER.match(owner):
+        raise BundleError(f"owner {owner!r} is not a Kaggle user name")
+    return where, owner
+
+
+def cmd_push(a) -> int:
+    profile = _wheels_module().load_profile(a.profile)
+    where, owner = resolve_owner(a)
+    staged = stage_all(a, owner, profile)
+    refuse_secrets([s["dir"] for s in staged])
+    pushed = load_pushed(a.out)
+    print(f"\npush plan (owner {owner}; credentials: {where or 'none found'}):")
+    for s in staged:
+        d = os.path.relpath(s["dir"])
+        print(f"  {s['bundle']:8} {s['id']}  {s['files']} files, {s['bytes'] / 1e6:.2f} MB, content {s['hash'][:12]}")
+        if pushed["datasets"].get(s["id"], {}).get("hash") == s["hash"]:
+            print("           unchanged since the last push: skip")
+            continue
+        s["notes"] = f"{s['bundle']} bundle, kit commit {s['commit'][:12]}, content {s['hash'][:12]}"
+        print(f"           kaggle datasets status {s['id']}\n"
+              f"           then if it is new:  kaggle datasets create -p {d} --dir-mode zip"
+              + (" --public" if a.public else "") +
+              f"\n           else:               kaggle datasets version -p {d} --dir-mode zip -m \"{s['notes']}\"")
+    if a.dry_run:
+        print("dry run: staged and checked, nothing pushed")
+        return 0
+    if where is None or owner == NO_OWNER:
+        print(NO_CREDENTIALS if where is None else "a token does not name its user: pass --owner NAME")
+        return 2
+    for s in staged:
+        if "notes" not in s:
+            continue
+        if dataset_exists(s["id"]):
+            run_cli(["datasets", "version", "-p", str(s["dir"]), "--dir-mode", "zip", "-m", s["notes"]])
+        else:
+            run_cli(["datasets", "create", "-p", str(s["dir"]), "--dir-mode", "zip"] + (["--public"] if a.public else []))
+        pushed["datasets"][s["id"]] = {k: s[k] for k in ("bundle", "hash", "files", "bytes", "commit")}
+        save_pushed(a.out, pushed)  # after each bundle: a later failure keeps what already went up
+        print(f"pushed {s['id']}")
+    return 0
+
+
+def slugify(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+
+
+def render_kernel(a, owner: str) -> dict:
+    """kernel-metadata.json from the template: placeholders filled, then the fields that must hold
+    for a competition rerun forced (kaggle.md §3.8)."""
+    ds = {f"{b}_dataset": f"{owner}/{a.slug_prefix}-{b}" for b in BUNDLES}
+    meta = render(a.template, owner=owner, competition=a.competition, **ds)
+    title = meta.get("title") or ""
+    if len(title) < 5:
+        raise BundleError(f"{a.template}: title {title!r} must be at least 5 characters")
+    slug = a.kernel_slug or slugify(title)
+    meta.pop("id_no", None)
+    meta.update(id=f"{owner}/{slug}", code_file=a.notebook.name, enable_internet=False)
+    meta.setdefault("language", "python")
+    meta.setdefault("kernel_type", "notebook")
+    meta["competition_sources"] = list(dict.fromkeys([*meta.get("competition_sources", []), a.competition]))
+    wanted = [ds["wheels_dataset"], ds["repo_dataset"]] + ([] if a.no_weights else [ds["weights_dataset"]])
+    meta["dataset_sources"] = list(dict.fromkeys([*meta.get("dataset_sources", []), *wanted]))
+    return meta
+
+
+def cmd_kernel_push(a) -> int:
+    where, owner = resolve_owner(a)
+    meta = render_kernel(a, owner)
+    dest = a.out / "kernel"
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    shutil.copy2(a.notebook, dest / a.notebook.name)
+    (dest / "kernel-metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    refuse_secrets([dest])
+    print(f"kernel {meta['id']}: {a.notebook.name}, datasets {', '.join(meta['dataset_sources'])}, "
+          f"competition {a.competition}, internet off\n  $ kaggle kernels push -p {os.path.relpath(dest)}")
+    if a.dry_run:
+        print("dry run: staged, nothing pushed")
+        return 0
+    if where is None or owner == NO_OWNER:
+        print(NO_CREDENTIALS if where is None else "a token does not name its user: pass --owner NAME")
+        return 2
+    _, out = run_cli(["kernels", "push", "-p", str(dest)] + (["--accelerator", a.accelerator] if a.accelerator else []))
+    m = re.search(r"Kernel version (\d+) successfully", out)
+    version = int(m.group(1)) if m else None
+    pushed = load_pushed(a.out)
+    pushed["kernels"][meta["id"]] = {"version": version, "competition": a.competition}
+    save_pushed(a.out, pushed)
+    print(f"pushed {meta['id']} version {version}; once it has run: "
+          f"make kaggle-submit COMP={a.competition} VERSION={version}")
+    return 0
+
+
+def cmd_submit(a) -> int:
+    where, owner = resolve_owner(a)
+    kernels = load_pushed(a.out)["kernels"]
+    kernel = a.kernel or (f"{owner}/{a.kernel_slug}" if a.kernel_slug else None)
+    if kernel is None:
+        mine = [k for k, v in kernels.items() if v.get("competition") == a.competition]
+        kernel = mine[-1] if mine else render_kernel(a, owner)["id"]
+    version = a.version or kernels.get(kernel, {}).get("version")
+    if not version:
+        raise BundleError("which kernel version? pass --version N (printed by kernel-push)")
+    msg = a.message or f"{kernel} v{version} (kit commit {git('rev-parse', '--short', 'HEAD')})"
+    args = ["competitions", "submit", a.competition, "-k", kernel, "-v", str(version), "-f", a.file, "-m", msg]
+    print("$ kaggle " + " ".join(args))
+    if a.dry_run:
+        print("dry run: nothing submitted")
+        return 0
+    if where is None or owner == NO_OWNER:
+        print(NO_CREDENTIALS)
+        return 2
+    run_cli(args)
+    return 0
+
+
+def cmd_hf_publish(a) -> int:
+    a.bundles, a.card_name = ["weights"], a.repo.split("/")[-1]
+    dest = a.out / "weights"
+    if a.checkpoint:
+        stage_all(a, a.owner or NO_OWNER, {"name": "-", "python": "-"})
+    elif not (dest / "README.md").is_file():
+        raise BundleError("nothing to publish: pass --checkpoint DIR (or stage it with `push --checkpoint`)")
+    refuse_secrets([dest])
+    from huggingface_hub import HfApi, get_token
+
+    endpoint = os.environ.get("HF_ENDPOINT")  # read here too, whatever was imported first
+    files = [p.relative_to(dest).as_posix() for p in files_of(dest) if p.name != "dataset-metadata.json"]
+    print(f"hf-publish plan: {len(files)} files from {os.path.relpath(dest)} -> model repo {a.repo}"
+          f" ({'public' if a.public else 'private'} if new) on {endpoint or 'huggingface.co'}: {', '.join(files)}")
+    if a.dry_run:
+        print("dry run: nothing uploaded")
+        return 0
+    token = get_token()
+    if not token:
+        print("no Hugging Face token: set HF_TOKEN or run `hf auth login`, then rerun")
+        return 2
+    api = HfApi(endpoint=endpoint, token=token)
+    api.create_repo(a.repo, repo_type="model", private=not a.public, exist_ok=True)
+    info = api.upload_folder(folder_path=dest, repo_id=a.repo, repo_type="model",
+                             ignore_patterns=["dataset-metadata.json"],
+                             commit_message=f"TRM weights ({content_hash(dest)[:12]})")
+    print(f"uploaded: {info.commit_url}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--owner", help="Kaggle user (default: KAGGLE_USERNAME or kaggle.json)")
+    common.add_argument("--slug-prefix", default="trm-kit", help="datasets are <prefix>-wheels/-repo/-weights")
+    common.add_argument("--out", type=Path, default=STAGE, help="staging dir (default build/kaggle)")
+    common.add_argument("--dry-run", action="store_true", help="stage, check and print the plan only")
+    weights = argparse.ArgumentParser(add_help=False)
+    weights.add_argument("--checkpoint", type=Path, help="kit checkpoint dir for the weights bundle")
+    weights.add_argument("--metrics", type=Path, help="metrics.json of its evaluation (default: searched)")
+    weights.add_argument("--repo-dir", type=Path, default=REPO, help=argparse.SUPPRESS)
+    weights.add_argument("--force", action="store_true", help="stage the repo bundle from a dirty tree")
+    kernel = argparse.ArgumentParser(add_help=False)
+    kernel.add_argument("--competition", required=True)
+    kernel.add_argument("--kernel-slug", help="default: slugify(title of the template)")
+    kernel.add_argument("--template", type=Path, default=HERE / "kernel-metadata.json")
+    kernel.add_argument("--notebook", type=Path, default=HERE / "trm_arc2_inference_notebook.ipynb")
+
+    p = sub.add_parser("push", parents=[common, weights], help="stage and push the Kaggle datasets")
+    p.add_argument("--profile", help="wheels/profiles.json entry (default kaggle-2026)")
+    p.add_argument("--wheels-dir", type=Path, help="default build/wheels/<profile>")
+    p.add_argument("--bundles", default=",".join(BUNDLES), help="comma list of wheels,repo,weights")
+    p.add_argument("--public", action="store_true", help="create new datasets public (default private)")
+    p = sub.add_parser("kernel-push", parents=[common, kernel], help="push the competition notebook")
+    p.add_argument("--no-weights", action="store_true", help="do not attach the weights dataset")
+    p.add_argument("--accelerator", help="machine shape, e.g. NvidiaL4 (overrides the template)")
+    p = sub.add_parser("submit", parents=[common, kernel], help="submit a pushed kernel version")
+    p.add_argument("--version", type=int, help="kernel version (default: the last kernel-push)")
+    p.add_argument("--kernel", help="owner/slug (default: the last kernel-push for the competition)")
+    p.add_argument("--file", default="submission.json", help="the kernel's output file")
+    p.add_argument("-m", "--message")
+    p.add_argument("--no-weights", action="store_true", help=argparse.SUPPRESS)
+    p = sub.add_parser("hf-publish", parents=[common, weights], help="upload the weights bundle to the HF Hub")
+    p.add_argument("--repo", required=True, help="owner/name of the model repo")
+    p.add_argument("--public", action="store_true", help="make a new repo public (default private)")
+    a = ap.parse_args(argv)
+    a.out = a.out.resolve()
+    if a.cmd == "push":
+        a.bundles = [b.strip() for b in a.bundles.split(",") if b.strip()]
+        if set(a.bundles) - set(BUNDLES):
+            ap.error(f"--bundles: choose from {', '.join(BUNDLES)}")
+    try:
+        return {"push": cmd_push, "kernel-push": cmd_kernel_push, "submit": cmd_submit,
+                "hf-publish": cmd_hf_publish}[a.cmd](a)
+    except BundleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Model card (README.md with Hugging Face YAML front matter) for an exported TRM checkpoint.
+
+    from model_card import find_metrics, render_card      # kaggle/ on sys.path (bundles.py does it)
+    metrics, source, note = find_metrics(ckpt_dir, meta)
+    Path("README.md").write_text(render_card(meta, metrics, name="trm-arc2", ...))
+
+Only solve rates reach `model-index`: pass@K (upstream's per-task macro average) and the Kaggle
+score (the official micro average over test outputs), as measured by `trm.evaluate` in its
+metrics.json. Token or row accuracy is never reported as a result (kaggle.md §5, lesson 3), and
+metrics measured on another checkpoint (a different step, an ensemble) are refused (lesson 4).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCardData
+
+PASS_KEY = re.compile(r"^pass@(\d+)$")
+ARC_PAPER = "https://arxiv.org/abs/2510.04871"
+UPSTREAM = "https://github.com/SamsungSAILMontreal/TinyRecursiveModels"
+
+
+def solve_rates(metrics: dict) -> list[tuple[str, str, float]]:
+    """(metric type, display name, value) for each measured solve rate; None values are skipped."""
+    out = []
+    for key, value in metrics.items():
+        m = PASS_KEY.match(key)
+        if m and isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.append((key, f"pass@{m.group(1)} (per-task macro average)", float(value)))
+    score = metrics.get("kaggle_score")
+    if isinstance(score, (int, float)) and not isinstance(score, bool):
+        out.append(("kaggle_score", "Kaggle score (official; micro average over test outputs)", float(score)))
+    out.sort(key=lambda t: (t[0] != "pass@2", t[0] != "kaggle_score", t[0]))  # headline first
+    return out
+
+
+def find_metrics(ckpt: Path, meta: dict, explicit: Path | None = None) -> tuple[dict | None, str | None, str]:
+    """metrics.json of an evaluation of exactly this checkpoint: `explicit`, else the checkpoint dir,
+    its run dirs (parents, up to 3 levels) and their eval/ subdirs. Returns (metrics, source, note)."""
+    ckpt = Path(ckpt).resolve()
+    candidates = [explicit] if explicit else [
+        p for d in [ckpt, *list(ckpt.parents)[:3]] for p in (d / "metrics.json", d / "eval" / "metrics.json")]
+    for path in candidates:
+        if not path or not path.is_file():
+            continue
+        metrics = json.loads(path.read_text())
+        step, m_step = meta.get("step"), metrics.get("step")
+        named = metrics.get("checkpoint")
+        if (metrics.get("n_checkpoints") or 1) > 1:
+            return None, str(path), f"{path.name} scores an ensemble of {metrics['n_checkpoints']} checkpoints"
+        if step is not None and m_step is not None and int(step) != int(m_step):
+            return None, str(path), f"{path} was measured at step {m_step}, this checkpoint is step {step}"
+        if named and Path(named).name != ckpt.name and Path(named).resolve() != ckpt:
+            return None, str(path), f"{path} evaluated {named}, not {ckpt.name}"
+        return metrics, str(path), ""
+    return None, None, "no metrics.json found for this checkpoint (run `make evaluate` first)"
+
+
+def render_card(meta: dict, metrics: dict | None, *, name: str, dataset: str = "ARC-AGI-2 evaluation",
+                provenance: list[str] = (), metrics_note: str = "", license: str = "mit",
+                trained_git: dict | None = None) -> str:
+    """meta: the slim export's meta.json; trained_git: the source checkpoint's git record (the
+    export's own `git` is the tree at export time, not the one that trained it)."""
+    rates = solve_rates(metrics or {})
+    results = [EvalResult(task_type="other", task_name="ARC-AGI abstract reasoning", dataset_type="arc-agi-2",
+                          dataset_name=dataset, dataset_split="evaluation", metric_type=mtype,
+                          metric_name=label, metric_value=value) for mtype, label, value in rates]
+    data = ModelCardData(license=license, library_name="pytorch", tags=["trm", "arc-agi", "arc-prize"],
+                         model_name=name, eval_results=results or None)
+    cfg = meta.get("model_config") or {}
+    def commit(g: dict | None) -> str:
+        g = g or {}
+        return f"{g.get('sha') or 'unknown'}" + (" (uncommitted changes)" if g.get("dirty") else "")
+    lines = [f"---\n{data.to_yaml()}\n---", "", f"# {name}", "",
+             f"A Tiny Recursive Model ([TRM]({ARC_PAPER}), [upstream]({UPSTREAM})) checkpoint exported by the "
+             "TRM Kaggle kit (`trm.checkpoint.export_slim`): weights without the per-puzzle embedding table, "
+             "plus its mean row for new tasks.", "", "## Results", ""]
+    if rates:
+        n = (metrics or {}).get("n_test_outputs")
+        lines += ["| metric | value |", "|---|---|"] + [f"| {label} | {value:.4f} |" for _, label, value in rates]
+        lines += ["", f"Measured by `trm.evaluate` on {dataset}" + (f" ({n} test outputs)" if n else "") + "."]
+    else:
+        lines += ["No solve rate was measured for this checkpoint" + (f": {metrics_note}" if metrics_note else "") + "."]
+    lines += ["", "Token/cell accuracy is not a solve rate and is deliberately not reported here.", "",
+              "## Checkpoint", "",
+              f"- step: {meta.get('step', 'unknown')}",
+              f"- weights: {meta.get('weights', 'unknown')}",
+              f"- trained at kit commit: {commit(trained_git)}",
+              f"- exported at kit commit: {commit(meta.get('git'))}",
+              f"- puzzle rows in the source checkpoint: {meta.get('source_puzzle_rows', 'unknown')}"]
+    if cfg:
+        lines += ["", "Model config:", "", "```json", json.dumps(cfg, indent=1, sort_keys=True), "```"]
+    lines += ["", "## Loading", "", "```python",
+              "from trm.checkpoint import load_checkpoint",
+              "# slim: the puzzle table is rebuilt for your dataset, every row = the mean row",
+              "model, meta = load_checkpoint('path/to/this/folder', dataset_dir='data/your-build')", "```"]
+    if provenance:
+        lines += ["", "## Provenance", "", *[f"- `{p}`" for p in provenance]]
+    return "\n".join(lines) + "\n"

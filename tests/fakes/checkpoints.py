@@ -1,0 +1,32 @@
+"""A tiny real kit checkpoint inside a run directory, for the bundle and publishing tests.
+
+    ckpt = make_run(tmp_path / "runs" / "x", step=5, metrics={"pass@2": 0.25, ...})
+    # -> runs/x/checkpoints/step_5 (trm.checkpoint.save_checkpoint), runs/x/{COMMANDS,ENVIRONMENT,
+    #    TRM_COMMIT}.txt, runs/x/eval/metrics.json (as trm.evaluate writes it) when metrics is given
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TINY = dict(hidden_size=32, num_heads=2, n_layers=1, n_outer_cycles=1, n_latent_steps=1, halt_max_steps=2,
+            puzzle_emb_ndim=32, num_puzzle_identifiers=6, forward_dtype="float32")
+
+
+def make_run(run: Path, step: int = 5, metrics: dict | None = None) -> Path:
+    import torch
+
+    from trm.checkpoint import save_checkpoint
+    from trm.model import TRM, ModelConfig
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(run / "checkpoints" / f"step_{step}", TRM(ModelConfig(**TINY)), meta={"step": step})
+    (run / "COMMANDS.txt").write_text("python -m trm.train --preset smoke\n")
+    (run / "ENVIRONMENT.txt").write_text("Python 3.11\ntorch 2.13.0+cpu\n")
+    (run / "TRM_COMMIT.txt").write_text("kit git sha: 0123456789abcdef\n")
+    if metrics is not None:
+        (run / "eval").mkdir(parents=True, exist_ok=True)
+        (run / "eval" / "metrics.json").write_text(json.dumps({"checkpoint": str(ckpt), "step": step,
+                                                                "n_checkpoints": 1, **metrics}, indent=1))
+    return ckpt

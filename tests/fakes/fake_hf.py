@@ -1,0 +1,169 @@
+"""A loopback fake of the Hugging Face Hub, enough for create_repo + upload_folder (huggingface_hub 2.x).
+
+The client must run with HF_ENDPOINT=<fake.url> (read at import: use a subprocess, or pass
+HfApi(endpoint=...)) and HF_HUB_DISABLE_XET=1, so uploads are plain commits instead of Xet CAS
+transfers (kaggle.md §4). Every file is answered `uploadMode: regular`, so its bytes arrive
+base64-encoded inside the NDJSON commit; LFS is never asked for.
+
+    with FakeHub() as hub:
+        ...; hub.repos["me/model"]["files"]   # {path: bytes} after the last commit
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+
+class FakeHub:
+    def __init__(self, user: str = "tester"):
+        self.user = user
+        self.repos: dict[str, dict] = {}  # "owner/name" -> {"type", "private", "files", "commits"}
+        self.calls: list[tuple[str, str]] = []
+        self.auth: list[str | None] = []  # Authorization header of each request
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def __enter__(self) -> FakeHub:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def env(self, tmp, base: dict, token: str | None = "hf_test_token") -> dict:
+        from pathlib import Path
+
+        home = Path(tmp) / "hf-home"
+        home.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in base.items() if not k.startswith("HF_") and k != "HUGGING_FACE_HUB_TOKEN"}
+        env.update(HF_ENDPOINT=self.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(home),
+                   HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_OFFLINE="0", NO_PROXY="127.0.0.1,localhost",
+                   no_proxy="127.0.0.1,localhost")
+        if token:
+            env["HF_TOKEN"] = token
+        return env
+
+    def route(self, method: str, path: str, body: bytes) -> tuple[int, object]:
+        parts = path.strip("/").split("/")
+        if path == "/api/whoami-v2":
+            return 200, {"type": "user", "name": self.user, "auth": {"type": "access_token"}, "orgs": []}
+        if path == "/api/repos/create" and method == "POST":
+            req = json.loads(body)
+            repo_id = f"{req.get('organization') or self.user}/{req['name']}"
+            url = f"{self.url}/{repo_id}"
+            if repo_id in self.repos:
+                return 409, {"error": "You already created this model repo", "url": url}
+            self.repos[repo_id] = {"type": req.get("type") or "model", "files": {}, "commits": [],
+                                   "private": req.get("private", req.get("visibility") == "private")}
+            return 200, {"url": url, "name": repo_id}
+        if path == "/api/validate-yaml" and method == "POST":
+            problems = check_card(json.loads(body).get("content", ""))
+            return (400 if problems else 200), {"errors": [{"message": m} for m in problems], "warnings": []}
+        # /api/{type}s/{owner}/{name}/{action}/{rev...}
+        if len(parts) >= 5 and parts[0] == "api" and parts[1] in ("models", "datasets", "spaces"):
+            repo_id, action = f"{parts[2]}/{parts[3]}", parts[4]
+            repo = self.repos.get(repo_id)
+            if repo is None:
+                return 404, {"error": f"Repository {repo_id} not found"}
+            if action == "preupload":
+                files = json.loads(body).get("files", [])
+                return 200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                       for f in files], "commitOid": self._head(repo)}
+            if action == "commit":
+                return self._commit(repo_id, repo, body)
+            if action == "revision":
+                return 200, {"id": repo_id, "sha": self._head(repo), "private": repo["private"],
+                             "siblings": [{"rfilename": p} for p in repo["files"]]}
+            if action == "paths-info":
+                return 200, []
+        return 404, {"error": f"fake hub has no {method} {path}"}
+
+    @staticmethod
+    def _head(repo: dict) -> str:
+        return repo["commits"][-1] if repo["commits"] else "0" * 40
+
+    def _commit(self, repo_id: str, repo: dict, body: bytes) -> tuple[int, object]:
+        header, added = None, {}
+        for line in body.decode().splitlines():
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            if item["key"] == "header":
+                header = item["value"]
+            elif item["key"] == "file":
+                v = item["value"]
+                data = v["content"].encode()
+                added[v["path"]] = base64.b64decode(data) if v.get("encoding") == "base64" else data
+            elif item["key"] == "deletedFile":
+                repo["files"].pop(item["value"]["path"], None)
+            else:  # lfsFile and the rest: this fake never asks for LFS
+                return 400, {"error": f"unexpected commit operation {item['key']}"}
+        oid = hashlib.sha1(json.dumps([header, sorted(added)]).encode() + bytes(len(repo["commits"]))).hexdigest()
+        repo["files"].update(added)
+        repo["commits"].append(oid)
+        return 200, {"commitUrl": f"{self.url}/{repo_id}/commit/{oid}", "commitOid": oid,
+                     "commitMessage": (header or {}).get("summary")}
+
+
+def check_card(readme: str) -> list[str]:
+    """The Hub's README metadata check, reduced to what a model-index needs."""
+    import yaml
+
+    if not readme.startswith("---\n"):
+        return ["no YAML front matter"]
+    try:
+        meta = yaml.safe_load(readme.split("\n---", 1)[0][4:])
+    except yaml.YAMLError as e:
+        return [f"YAML: {e}"]
+    problems = [] if isinstance(meta, dict) else ["front matter is not a mapping"]
+    for entry in (meta or {}).get("model-index", []) if not problems else []:
+        for res in entry.get("results", []):
+            if not res.get("task", {}).get("type") or not res.get("dataset", {}).get("type"):
+                problems.append("model-index result without task.type / dataset.type")
+            for m in res.get("metrics", []):
+                if "type" not in m or not isinstance(m.get("value"), (int, float, str)):
+                    problems.append(f"bad metric {m}")
+    return problems
+
+
+def _handler(hub: FakeHub):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _serve(self, method: str) -> None:
+            path = unquote(urlsplit(self.path).path)
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.headers.get("Content-Encoding") == "gzip":
+                import gzip
+
+                body = gzip.decompress(body)
+            with hub._lock:
+                hub.calls.append((method, path))
+                hub.auth.append(self.headers.get("Authorization"))
+                status, payload = hub.route(method, path, body)
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if method != "HEAD":
+                self.wfile.write(data)
+
+        def do_GET(self):
+            self._serve("GET")
+
+        def do_POST(self):
+            self._serve("POST")
+
+        def do_HEAD(self):
+            self._serve("HEAD")
+
+    return Handler

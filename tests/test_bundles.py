@@ -1,0 +1,245 @@
+"""Kaggle bundles without any server: staging, metadata, secret scan, credentials, dry run, model card.
+
+    .venv/bin/python -m pytest -q tests/test_bundles.py
+
+bundles.py is loaded by path (the top-level kaggle/ folder is not a package: it must never
+shadow the real `kaggle` CLI package). Repos are throwaway git repos under tmp_path; the weights
+bundle uses a real tiny kit checkpoint (tests/fakes/checkpoints.py). Planted secrets are built at
+run time, so this file itself stays clean for the repo bundle's own scan.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fakes.checkpoints import make_run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load():
+    sys.path.insert(0, str(REPO / "kaggle"))  # model_card.py beside bundles.py
+    spec = importlib.util.spec_from_file_location("trm_kaggle_bundles", REPO / "kaggle" / "bundles.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+bundles = _load()
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    r = tmp_path / "src"
+    (r / "pkg").mkdir(parents=True)
+    (r / "README.md").write_text("# demo\nhf_publish and kaggle/templates are fine words\n")
+    (r / "pkg" / "mod.py").write_text("X = 1\n")
+    (r / ".gitignore").write_text("ignored.txt\n")
+    (r / "ignored.txt").write_text("not in the bundle\n")
+    git(r, "init", "-q")
+    git(r, "add", "-A")
+    git(r, "commit", "-qm", "init")
+    return r
+
+
+@pytest.fixture
+def wheelhouse(tmp_path) -> Path:
+    """A stand-in wheelhouse (wheels/build.py output shape) so these tests need no pip."""
+    wh = tmp_path / "wh"
+    wh.mkdir()
+    w = wh / "trm_kaggle_kit-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(w, "w") as z:
+        z.writestr("trm/__init__.py", "")
+    files = [{"file": w.name, "name": "trm-kaggle-kit", "version": "0.1.0", "tags": "py3-none-any",
+              "sha256": bundles.sha256_file(w), "size": w.stat().st_size}]
+    (wh / "MANIFEST.json").write_text(json.dumps({"profile": "kaggle-2026", "files": files}))
+    (wh / "requirements.txt").write_text(f"trm-kaggle-kit==0.1.0 --hash=sha256:{files[0]['sha256']}\n")
+    return wh
+
+
+@pytest.fixture
+def no_creds(tmp_path, monkeypatch):
+    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_API_V1_TOKEN", "KAGGLE_CONFIG_DIR",
+                "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+def push(*args, out: Path, repo: Path, wh: Path) -> int:
+    return bundles.main(["push", "--out", str(out), "--repo-dir", str(repo), "--wheels-dir", str(wh), *args])
+
+
+# ---------------------------------------------------------------- staging
+
+def test_stage_wheels_and_repo(tmp_path, repo, wheelhouse, no_creds, capsys):
+    out = tmp_path / "stage"
+    assert push("--owner", "someone", "--dry-run", out=out, repo=repo, wh=wheelhouse) == 0
+    head = git(repo, "rev-parse", "HEAD")
+    staged = {p.relative_to(out / "repo").as_posix() for p in (out / "repo").rglob("*") if p.is_file()}
+    assert staged == {"README.md", "pkg/mod.py", ".gitignore", "COMMIT", "dataset-metadata.json"}
+    assert (out / "repo" / "COMMIT").read_text() == head + "\n"
+    meta = json.loads((out / "repo" / "dataset-metadata.json").read_text())
+    assert meta["id"] == "someone/trm-kit-repo" and 6 <= len(meta["title"]) <= 50
+    assert meta["licenses"] == [{"name": "other"}] and head in meta["description"]
+    wmeta = json.loads((out / "wheels" / "dataset-metadata.json").read_text())
+    assert wmeta["id"] == "someone/trm-kit-wheels" and "kaggle-2026" in wmeta["subtitle"]
+    assert sorted(p.name for p in (out / "wheels").iterdir()) == [
+        "MANIFEST.json", "dataset-metadata.json", "requirements.txt", "trm_kaggle_kit-0.1.0-py3-none-any.whl"]
+    text = capsys.readouterr().out
+    assert "kaggle datasets create -p" in text and "kaggle datasets version -p" in text
+    assert "weights: skipped (no --checkpoint" in text and "dry run" in text
+    assert not (out / "weights").exists()
+
+
+def test_dirty_tree_refused_unless_forced(tmp_path, repo, wheelhouse, no_creds, capsys):
+    (repo / "pkg" / "mod.py").write_text("X = 2\n")
+    out = tmp_path / "stage"
+    assert push("--dry-run", "--bundles", "repo", out=out, repo=repo, wh=wheelhouse) == 1
+    assert "uncommitted changes" in capsys.readouterr().err
+    assert push("--dry-run", "--bundles", "repo", "--force", out=out, repo=repo, wh=wheelhouse) == 0
+    assert (out / "repo" / "pkg" / "mod.py").read_text() == "X = 1\n"  # HEAD, not the dirty file
+
+
+@pytest.mark.parametrize("prefix", ["ab", "Trm_Kit", "x" * 49, "-bad"])
+def test_slug_validation(tmp_path, repo, wheelhouse, no_creds, capsys, prefix):
+    assert push("--dry-run", "--bundles", "repo", "--slug-prefix", prefix, out=tmp_path / "s", repo=repo,
+                wh=wheelhouse) == 1
+    assert "slug" in capsys.readouterr().err
+
+
+def test_templates_have_no_personal_names():
+    for t in (REPO / "kaggle" / "templates").glob("*-dataset-metadata.json"):
+        meta = json.loads(t.read_text())
+        assert meta["id"] == "${owner}/${slug}" and len(meta["licenses"]) == 1, t
+
+
+# ---------------------------------------------------------------- secrets
+
+def planted() -> dict[str, str]:
+    """name -> content; assembled here so no secret-shaped literal sits in this file."""
+    hexkey = "0123456789abcdef" * 2
+    return {
+        "kaggle (1).json": "{}",
+        "access_token": "x",
+        ".env": "X=1",
+        "deploy_key.txt": "-----BEGIN " + "OPENSSH PRIVATE KEY-----\nabc\n",
+        "notes/token.txt": "token: " + "KGAT" + "_" + "a1B2" * 6,
+        "notes/hf.md": "use " + "hf" + "_" + "Ab3" * 12,
+        "conf/settings.json": '{"username": "me", "key' + '": "' + hexkey + '"}',
+        "conf/aws.cfg": "aws_access_key_id = " + "AKIA" + "ABCDEFGHIJKLMNOP",
+    }
+
+
+def test_planted_secrets_refuse_the_push(tmp_path, repo, wheelhouse, no_creds, capsys):
+    for name, text in planted().items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    with zipfile.ZipFile(repo / "archive.zip", "w") as z:
+        z.writestr("inner/kaggle.json", "{}")
+    git(repo, "add", "-f", "-A")
+    git(repo, "commit", "-qm", "oops")
+    assert push("--dry-run", "--bundles", "repo", out=tmp_path / "s", repo=repo, wh=wheelhouse) == 1
+    err = capsys.readouterr().err
+    assert "refusing to publish" in err
+    for expect in ["kaggle (1).json: a credentials file name", "access_token: a credentials file name",
+                   ".env: a credentials file name", "deploy_key.txt: looks like a private key",
+                   "notes/token.txt: looks like a kaggle token", "notes/hf.md: looks like a hf token",
+                   "conf/settings.json: looks like a kaggle key", "conf/aws.cfg: looks like a aws key id",
+                   "archive.zip!inner/kaggle.json: a credentials file name"]:
+        assert expect in err, expect
+
+
+def test_clean_tree_and_this_repo_scan_clean(repo):
+    assert bundles.scan_secrets(repo) == []
+    # the kit's own sources (this test file included) must not trip the scanner
+    for d in ("kaggle", "wheels", "tests", "trm"):
+        assert bundles.scan_secrets(REPO / d) == [], d
+
+
+# ---------------------------------------------------------------- credentials
+
+def test_missing_credentials_stage_plan_and_fail(tmp_path, repo, wheelhouse, no_creds, capsys):
+    out = tmp_path / "stage"
+    assert push(out=out, repo=repo, wh=wheelhouse) == 2
+    text = capsys.readouterr().out
+    for needle in ("KAGGLE_USERNAME and KAGGLE_KEY", "~/.kaggle/kaggle.json", "chmod 600", "KAGGLE_API_TOKEN",
+                   "push plan", "YOUR_KAGGLE_USERNAME/trm-kit-repo"):
+        assert needle in text, needle
+    assert (out / "repo" / "COMMIT").is_file() and (out / "wheels" / "MANIFEST.json").is_file()
+
+
+def test_kaggle_json_gives_owner_and_is_never_copied(tmp_path, repo, wheelhouse, no_creds, capsys, monkeypatch):
+    kdir = tmp_path / "home" / ".kaggle"
+    kdir.mkdir(parents=True)
+    secret = "f" * 32
+    (kdir / "kaggle.json").write_text(json.dumps({"username": "jsonuser", "key": secret}))
+    (kdir / "kaggle.json").chmod(0o600)
+    out = tmp_path / "stage"
+    assert push("--dry-run", out=out, repo=repo, wh=wheelhouse) == 0
+    text = capsys.readouterr().out
+    assert "jsonuser/trm-kit-repo" in text and secret not in text
+    assert str(kdir / "kaggle.json") in text  # where, never what
+    assert all(secret not in p.read_text(errors="ignore") for p in out.rglob("*") if p.is_file())
+
+
+# ---------------------------------------------------------------- weights + model card
+
+def front_matter(readme: str) -> dict:
+    assert readme.startswith("---\n")
+    return yaml.safe_load(readme.split("\n---", 1)[0][4:])
+
+
+def test_weights_bundle_card_and_provenance(tmp_path, repo, wheelhouse, no_creds):
+    ckpt = make_run(tmp_path / "runs" / "x", step=5, metrics={
+        "pass@1": 0.125, "pass@2": 0.25, "pass@1000": None, "kaggle_score": 0.2, "kaggle_correct": 1,
+        "n_test_outputs": 5, "token_accuracy": 0.9, "exact_row_accuracy": 0.5})
+    out = tmp_path / "stage"
+    assert push("--dry-run", "--bundles", "weights", "--owner", "me", "--checkpoint", str(ckpt),
+                out=out, repo=repo, wh=wheelhouse) == 0
+    w = out / "weights"
+    assert sorted(p.name for p in w.iterdir()) == sorted([
+        "COMMANDS.txt", "ENVIRONMENT.txt", "README.md", "TRM_COMMIT.txt", "dataset-metadata.json",
+        "meta.json", "metrics.json", "model.pt"])
+    meta = json.loads((w / "meta.json").read_text())
+    assert meta["kind"] == "slim" and meta["step"] == 5 and not Path(meta["source"]).is_absolute()
+    assert json.loads((w / "metrics.json").read_text())["checkpoint"] == "step_5"
+    card = (w / "README.md").read_text()
+    fm = front_matter(card)
+    metrics = {m["type"]: m["value"] for m in fm["model-index"][0]["results"][0]["metrics"]}
+    assert metrics == {"pass@2": 0.25, "kaggle_score": 0.2, "pass@1": 0.125}
+    assert "accuracy" not in json.dumps(fm) and "0.9" not in card
+    dmeta = json.loads((w / "dataset-metadata.json").read_text())
+    assert dmeta["id"] == "me/trm-kit-weights" and "step 5" in dmeta["description"]
+    assert str(tmp_path) not in (w / "README.md").read_text() + (w / "dataset-metadata.json").read_text()
+
+    # the slim export loads back through the kit's loader
+    from trm.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(w, num_puzzle_identifiers=3)
+    assert model.config.num_puzzle_identifiers == 3
+
+
+def test_metrics_of_another_step_are_not_published(tmp_path, repo, wheelhouse, no_creds, capsys):
+    run = tmp_path / "runs" / "y"
+    ckpt = make_run(run, step=7)
+    (run / "eval").mkdir()
+    (run / "eval" / "metrics.json").write_text(json.dumps({"step": 3, "pass@2": 0.5, "n_checkpoints": 1}))
+    out = tmp_path / "stage"
+    assert push("--dry-run", "--bundles", "weights", "--checkpoint", str(ckpt), out=out, repo=repo,
+                wh=wheelhouse) == 0
+    card = (out / "weights" / "README.md").read_text()
+    assert "model-index" not in front_matter(card) and "measured at step 3" in card
+    assert not (out / "weights" / "metrics.json").exists()

@@ -1,0 +1,351 @@
+"""Checkpoints: the kit's directory format, upstream `step_N` files, slim exports.
+
+    from trm.checkpoint import save_checkpoint, load_checkpoint, load_train_state, export_slim
+    save_checkpoint("runs/x/step_1000", model, meta={"step": 1000, "train_config": cfg},
+                    ema_weights=ema.shadows, train_state={...}, dataset_dir="data/arc2")
+    model, meta = load_checkpoint("runs/x/step_1000", dataset_dir="data/arc2")
+    model, meta = load_checkpoint("hf/arc_v2_public/step_723914")      # upstream + all_config.yaml
+
+Kit layout (one directory, written to a temp sibling, fsynced, then renamed into place):
+    model.pt        TRM state_dict, kit key names, on CPU. The INFERENCE weights: the EMA shadows
+                    when `ema_weights` is given, else the live parameters; buffers (puzzle table,
+                    H_init/L_init) always come from the live model -- exactly what upstream's EMA
+                    checkpoints hold (spec §5).
+    train_state.pt  optional, opaque to this module: whatever the trainer passes. Convention:
+                    {"model": raw state_dict (needed to resume when model.pt holds EMA weights),
+                     "optimizers": [opt.state_dict() ...], "ema": shadows, "rng": ..., "step": int,
+                     "loader": position}. Loaded with load_train_state() (not weights-only).
+    meta.json       written last: format, kind (full|slim), model_config, weights (ema|raw),
+                    dataset {fingerprint = sha256 of identifiers.json, num_puzzle_identifiers,
+                    path}, git {sha, dirty}, torch version, the caller's `meta` (step,
+                    train_config, metrics...), and files {name: {bytes, sha256}}. A loader checks
+                    every listed file, so a truncated or partial checkpoint is refused.
+Slim layout (export_slim): model.pt without the puzzle table plus `puzzle_emb.mean_row`
+(~27 MB instead of ~2.4 GB at ARC-AGI-2 scale); loading one needs the new table's row count.
+
+Puzzle-table rows: a checkpoint only makes sense with the identifiers.json it was trained on.
+A row-count or fingerprint mismatch with the target dataset is an error unless
+reset_puzzle_emb="mean": then every row gets the mean of the checkpoint's rows 1..N-1 and row 0
+("<blank>", never trained, used only by padding rows) stays zero. Upstream instead silently
+mean-fills every row including row 0, with the mean taken over all rows (#55).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from trm.model import TRM, ModelConfig, count_parameters
+from trm.yamlish import load_yaml
+
+FORMAT = "trm-kit-checkpoint/1"
+MODEL_FILE, TRAIN_FILE, META_FILE = "model.pt", "train_state.pt", "meta.json"
+TABLE_KEY, MEAN_KEY = "puzzle_emb.weights", "puzzle_emb.mean_row"
+# upstream state-dict names -> kit names (after the wrapper prefixes are stripped)
+KEY_RENAMES = [("embed_tokens.embedding_weight", "embed_tokens.weight"),
+               ("embed_pos.embedding_weight", "embed_pos.weight"),
+               ("L_level.layers.", "net.blocks."), (".self_attn.", ".attn.")]
+_RESERVED_META = {"format", "kind", "model_config", "files"}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is incomplete, truncated, corrupt or of an unknown layout."""
+
+
+def upstream_key_to_kit(key: str) -> str:
+    """'_orig_mod.model.inner.L_level.layers.0.self_attn.o_proj.weight' -> 'net.blocks.0.attn.o_proj.weight'."""
+    for prefix in ("_orig_mod.", "model.inner.", "inner."):
+        key = key.removeprefix(prefix)
+    for old, new in KEY_RENAMES:
+        key = key.replace(old, new)
+    return key
+
+
+def kit_key_to_upstream(key: str, prefix: str = "_orig_mod.model.inner.") -> str:
+    for old, new in KEY_RENAMES:
+        key = key.replace(new, old)
+    return prefix + key
+
+
+def dataset_fingerprint(dataset_dir: str | Path) -> str:
+    """sha256 (hex) of the builder's identifiers.json: it fixes what every puzzle id means."""
+    f = Path(dataset_dir) / "identifiers.json"
+    if not f.is_file():
+        raise FileNotFoundError(f"{f} not found: dataset_dir must be a builder output directory")
+    return hashlib.sha256(f.read_bytes()).hexdigest()
+
+
+def _dataset_info(dataset_dir: str | Path) -> dict:
+    d = Path(dataset_dir)
+    rows = json.loads((d / "train" / "dataset.json").read_text())["num_puzzle_identifiers"]
+    return {"fingerprint": dataset_fingerprint(d), "num_puzzle_identifiers": rows, "path": str(d)}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _git_info() -> dict | None:
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+        st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                            capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if sha.returncode != 0:
+        return None
+    return {"sha": sha.stdout.strip(), "dirty": bool(st.stdout.strip())}
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_atomic_dir(path: Path, objects: dict[str, object], meta: dict) -> Path:
+    """torch.save each object into a temp sibling dir, then meta.json, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        files = {}
+        for name, obj in objects.items():
+            with open(tmp / name, "wb") as f:
+                torch.save(obj, f)
+                f.flush()
+                os.fsync(f.fileno())
+            files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+        meta = {**meta, "files": files}
+        with open(tmp / META_FILE, "w") as f:
+            json.dump(meta, f, indent=1, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        old = None
+        if path.exists():  # a directory can't be renamed onto a non-empty one: move it aside first
+            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+            path.rename(old)
+        tmp.rename(path)
+        _fsync_dir(path.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _unwrap(model: nn.Module) -> TRM:
+    model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    model = getattr(model, "model", model)  # TRMWithLoss
+    if not isinstance(model, TRM):
+        raise TypeError(f"expected a TRM (or a wrapper of one), got {type(model).__name__}")
+    return model
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, *, meta: dict | None = None,
+                    train_state: dict | None = None, ema_weights: dict[str, Tensor] | None = None,
+                    dataset_dir: str | Path | None = None) -> Path:
+    """Write a kit checkpoint directory atomically (see the module docstring); returns its path.
+
+    ema_weights: EMA shadows of the parameters ({name: tensor}; names as in named_parameters() of
+    the TRM, a TRMWithLoss or a compiled wrapper); they replace the parameters in model.pt.
+    """
+    trm = _unwrap(model)
+    sd = {k: v.detach().cpu().clone() for k, v in trm.state_dict().items()}
+    if ema_weights:
+        for name, value in ema_weights.items():
+            key = name.removeprefix("_orig_mod.").removeprefix("model.")
+            if key not in sd:
+                raise KeyError(f"ema_weights has {name!r}, which is not a TRM state-dict key")
+            sd[key] = value.detach().to(device="cpu", dtype=sd[key].dtype).clone()
+    clash = _RESERVED_META & set(meta or {})
+    if clash:
+        raise ValueError(f"meta may not set reserved keys {sorted(clash)}")
+    out = {"format": FORMAT, "kind": "full", "model_config": trm.config.to_dict(),
+           "weights": "ema" if ema_weights else "raw", "num_parameters": count_parameters(trm),
+           "git": _git_info(), "torch_version": torch.__version__,
+           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if dataset_dir is not None:
+        out["dataset"] = _dataset_info(dataset_dir)
+    out.update(meta or {})
+    objects = {MODEL_FILE: sd} | ({TRAIN_FILE: train_state} if train_state is not None else {})
+    return _write_atomic_dir(Path(path), objects, out)
+
+
+def _read_kit_meta(d: Path, verify: bool) -> dict:
+    if not (d / META_FILE).is_file():
+        raise CheckpointError(f"{d} has no {META_FILE}: not a kit checkpoint, or its save did not "
+                              "finish (meta.json is written last)")
+    try:
+        meta = json.loads((d / META_FILE).read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{d / META_FILE} is corrupt: {e}") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{d}: unknown checkpoint format {meta.get('format')!r}")
+    for name, info in meta["files"].items() if verify else ():
+        f = d / name
+        if not f.is_file():
+            raise CheckpointError(f"checkpoint {d} is incomplete: {name} is missing")
+        if f.stat().st_size != info["bytes"]:
+            raise CheckpointError(f"checkpoint {d} is truncated or corrupt: {name} has "
+                                  f"{f.stat().st_size} bytes, meta.json says {info['bytes']}")
+        if _sha256(f) != info["sha256"]:
+            raise CheckpointError(f"checkpoint {d} is corrupt: {name} fails its sha256 check")
+    return meta
+
+
+def _read_upstream(f: Path, config, map_location) -> tuple[ModelConfig, dict, dict]:
+    """An upstream `step_N` state_dict; config from `config` or all_config.yaml beside the file."""
+    raw = torch.load(f, map_location=map_location, weights_only=True)
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{f} is not a state_dict")
+    sd = {upstream_key_to_kit(k): v for k, v in raw.items()}
+    if config is None:
+        yaml_file = f.parent / "all_config.yaml"
+        if not yaml_file.is_file():
+            raise CheckpointError(f"no config for {f}: pass config= or put all_config.yaml beside it")
+        config = load_yaml(yaml_file.read_text())["arch"]
+    cfg = config if isinstance(config, ModelConfig) else ModelConfig.from_upstream(config)
+    # vocab and table size are injected from the dataset at run time upstream: read them off the tensors
+    fix = {"vocab_size": sd["embed_tokens.weight"].shape[0]}
+    if TABLE_KEY in sd:
+        fix.update(num_puzzle_identifiers=sd[TABLE_KEY].shape[0], puzzle_emb_ndim=sd[TABLE_KEY].shape[1])
+    if "embed_pos.weight" in sd:
+        fix["seq_len"] = sd["embed_pos.weight"].shape[0] - cfg.prefix_len
+    cfg = dataclasses.replace(cfg, **fix)
+    return cfg, sd, {"format": "upstream", "kind": "full", "source": str(f), "model_config": cfg.to_dict()}
+
+
+def _read_source(path: Path, config, map_location, verify: bool) -> tuple[ModelConfig, dict, dict]:
+    if path.is_dir():
+        if not (path / META_FILE).exists() and not (path / MODEL_FILE).exists():
+            steps = sorted(p.name for p in path.glob("step_*"))
+            raise CheckpointError(f"{path} is not a kit checkpoint" +
+                                  (f"; pass one of its upstream files {steps[:5]}" if steps else ""))
+        meta = _read_kit_meta(path, verify)
+        sd = torch.load(path / MODEL_FILE, map_location=map_location, weights_only=True)
+        return ModelConfig.from_dict(meta["model_config"]), sd, meta
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    return _read_upstream(path, config, map_location)
+
+
+def mean_table(table: Tensor, rows: int) -> Tensor:
+    """A [rows, D] table: every row = mean of table rows 1.. (row 0 = blank stays zero)."""
+    mean = table[1:].mean(0) if table.shape[0] > 1 else table.mean(0)
+    out = mean.expand(rows, -1).clone()
+    out[0] = 0
+    return out
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu",
+                    config: ModelConfig | dict | None = None, num_puzzle_identifiers: int | None = None,
+                    reset_puzzle_emb: str | None = None, dataset_dir: str | Path | None = None,
+                    overrides: dict | None = None, verify: bool = True) -> tuple[TRM, dict]:
+    """Rebuild a TRM from a kit directory (full or slim) or an upstream `step_N` file.
+
+    num_puzzle_identifiers / dataset_dir give the target dataset (its train/dataset.json row
+    count and identifiers.json fingerprint); a mismatch with the checkpoint's table is an error
+    unless reset_puzzle_emb="mean". A slim checkpoint always mean-fills and needs one of them.
+    config: for upstream files only (else all_config.yaml beside the file is read).
+    overrides: ModelConfig fields to change, e.g. {"forward_dtype": "float16"} on a T4.
+    map_location: device for the returned model (a str or torch.device). Returns (model, meta).
+    """
+    path = Path(path)
+    if reset_puzzle_emb not in (None, "mean"):
+        raise ValueError(f"reset_puzzle_emb must be None or 'mean', got {reset_puzzle_emb!r}")
+    cfg, sd, meta = _read_source(path, config, "cpu", verify)
+    target, ds = num_puzzle_identifiers, None
+    if dataset_dir is not None:
+        ds = _dataset_info(dataset_dir)
+        if target is not None and target != ds["num_puzzle_identifiers"]:
+            raise ValueError(f"num_puzzle_identifiers={target} contradicts {dataset_dir} "
+                             f"({ds['num_puzzle_identifiers']} rows)")
+        target = ds["num_puzzle_identifiers"]
+
+    table = sd.pop(TABLE_KEY, None)
+    mean_row = sd.pop(MEAN_KEY, None)
+    if mean_row is not None:  # slim: no table to check, always a fresh mean-filled one
+        if target is None:
+            raise ValueError(f"{path} is a slim checkpoint: pass num_puzzle_identifiers= or dataset_dir=")
+        table = mean_table(torch.stack([torch.zeros_like(mean_row), mean_row]), target)
+    elif table is not None:
+        ck_rows, ck_ds = table.shape[0], meta.get("dataset") or {}
+        if reset_puzzle_emb == "mean":
+            table = mean_table(table, target or ck_rows)
+        else:
+            row_bad = target is not None and target != ck_rows
+            fp_bad = ds is not None and ck_ds.get("fingerprint") not in (None, ds["fingerprint"])
+            if row_bad or fp_bad:
+                raise ValueError(
+                    f"checkpoint {path} was trained on a dataset with {ck_rows} puzzle ids "
+                    f"(identifiers.json sha256 {ck_ds.get('fingerprint', 'unknown')}"
+                    + (f", built at {ck_ds['path']}" if ck_ds.get("path") else "") + "), but the target "
+                    + (f"dataset {ds['path']} has {ds['num_puzzle_identifiers']} ids (sha256 {ds['fingerprint']})"
+                       if ds else f"needs {target} ids") + ". Puzzle ids only mean something with the exact "
+                    "identifiers.json the checkpoint was trained on: use that dataset (same ARC inputs, "
+                    "subsets, seed and num_aug), or pass reset_puzzle_emb='mean' to start every puzzle "
+                    "from the mean embedding (new tasks / fine-tuning).")
+    if table is not None:
+        cfg = dataclasses.replace(cfg, num_puzzle_identifiers=table.shape[0])
+    cfg = dataclasses.replace(cfg, **(overrides or {}))
+
+    model = TRM(dataclasses.replace(cfg, num_puzzle_identifiers=1))  # tiny table: swapped below
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if set(missing) - {TABLE_KEY} or unexpected:
+        raise CheckpointError(f"{path}: state_dict mismatch; missing {sorted(set(missing) - {TABLE_KEY})}, "
+                              f"unexpected {sorted(unexpected)}")
+    if table is not None:
+        model.puzzle_emb.weights = table.float().contiguous()
+    model.config = cfg
+    meta = {**meta, "model_config": cfg.to_dict()}
+    return model.to(map_location), meta
+
+
+def load_train_state(path: str | Path, *, map_location: str | torch.device = "cpu", verify: bool = True):
+    """The trainer's train_state.pt of a kit checkpoint (checksum-verified), or None if absent."""
+    path = Path(path)
+    meta = _read_kit_meta(path, verify)
+    if TRAIN_FILE not in meta["files"]:
+        return None
+    return torch.load(path / TRAIN_FILE, map_location=map_location, weights_only=False)
+
+
+def export_slim(src: str | Path, dst: str | Path, *, config: ModelConfig | dict | None = None) -> Path:
+    """Copy a checkpoint without its puzzle table: weights + the mean puzzle row + config."""
+    src = Path(src)
+    cfg, sd, meta = _read_source(src, config, "cpu", True)
+    table = sd.pop(TABLE_KEY, None)
+    if table is not None:
+        sd[MEAN_KEY] = mean_table(table, 2)[1].clone()
+    out = {"format": FORMAT, "kind": "slim", "model_config": cfg.to_dict(),
+           "weights": meta.get("weights", "unknown"), "source": str(src),
+           "source_puzzle_rows": None if table is None else table.shape[0],
+           "dataset": meta.get("dataset"), "step": meta.get("step"), "git": _git_info(),
+           "torch_version": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return _write_atomic_dir(Path(dst), {MODEL_FILE: sd}, out)

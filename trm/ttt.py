@@ -1,0 +1,601 @@
+"""Test-time training (TTT) on the hidden ARC tasks: the Kaggle competition notebook's logic.
+
+The notebook (kaggle/trm_arc2_inference_notebook.py) holds parameters and five calls:
+
+    ctx = start()                    # clock starts; competition folder found; fallback submission.json
+    params = TTTParams.from_namespace(globals())
+    install(ctx, params)             # wheels / repo / weights bundles found; wheels pip-installed offline
+    report = run(ctx, params)        # dataset -> fine-tune to a deadline -> vote -> submission.json
+    print(summary(report))
+
+Why TTT (kaggle.md §5-6): offline weights know nothing about the hidden tasks. The puzzle table
+has one learned row per *training* puzzle, so a hidden task must get a fresh row, initialised to
+the mean of the pretrained rows (upstream's load_checkpoint reset; a slim checkpoint carries just
+that mean row), and those rows -- plus, by default, the whole network -- are fine-tuned on the
+hidden tasks' demonstration pairs, augmented like the training data. Inference-only TRM scores ~0
+on Kaggle; NVARC (1st place) and Trelis fine-tuned inside the notebook this way.
+
+Flow of `run`:
+  1. mode: "submit" on the hidden set; "validate" when the test file is the public placeholder
+     (every id has a known solution in the attached *_solutions.json files) or when asked. The
+     validation run takes the *evaluation* tasks through the same path and prints the official
+     score; submission.json then stays the (valid) fallback for the placeholder.
+     KAGGLE_IS_COMPETITION_RERUN forces "submit".
+  2. dataset: the tasks' demo pairs -> train split (num_aug augmentations each), test inputs -> test
+     split, outputs dummy (dataset_builder, in memory; the file is read as it is, never hash-checked).
+  3. fine-tune in a subprocess (`python -m trm.ttt finetune SPEC`, under torchrun when several GPUs
+     are visible) until its share of the clock, then save; a hard kill backs the deadline up.
+  4. evaluate in a subprocess (`python -m trm.evaluate`, torchrun-able): augmentation voting ->
+     two distinct attempts per test input; merged with the fallback for anything missing,
+     validated, written atomically. Any failure leaves the fallback in place (and re-raises).
+
+Clock: the deadline is start() + budget_hours - safety_minutes; after the dataset build, the
+fine-tune gets (1 - eval_share) of what is left, the evaluation the rest.
+
+Import-time dependencies are the standard library only (and trm.submission, which is stdlib-only):
+the notebook imports this module from the repo bundle before any wheel is installed. torch,
+numpy and the rest of the kit are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trm.submission import fallback_submission, score_submission, validate_submission, write_json_atomic
+
+TEST_CHALLENGES = "arc-agi_test_challenges.json"
+EVAL_CHALLENGES = "arc-agi_evaluation_challenges.json"
+EVAL_SOLUTIONS = "arc-agi_evaluation_solutions.json"
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+# A bundle is the first folder (shallowest) holding all of its marker files. The weights markers are
+# trm.checkpoint's META_FILE / MODEL_FILE (not imported: that module needs torch).
+BUNDLE_MARKERS = {
+    "wheels": ("MANIFEST.json", "requirements.txt"),
+    "repo": ("COMMIT", "trm/__init__.py"),
+    "weights": ("meta.json", "model.pt"),
+}
+CRASH_ENV = "TRM_TTT_CRASH_AFTER_STEPS"  # test hook: the fine-tune raises after N steps
+
+
+@dataclass
+class TTTParams:
+    """Everything the notebook's `parameters` cell sets (same names); defaults = the Kaggle run."""
+
+    mode: str = "auto"  # auto | submit | validate
+    budget_hours: float = 12.0  # Kaggle's limit, counted from start()
+    safety_minutes: float = 45.0  # runtime is obfuscated by up to 10 min; boot, installs, writes
+    eval_share: float = 0.15  # of the time left after the dataset build, reserved for evaluation
+    num_aug: int = 128  # augmented versions per task (NVARC 128)
+    global_batch_size: int = 384  # Trelis 384 on 4xL4 (96 rows per GPU)
+    grad_accum_steps: int = 1  # micro-batches per GPU step; same maths, less memory
+    lr: float = 1e-4  # upstream / NVARC
+    puzzle_emb_lr: float = 1e-2  # upstream / NVARC
+    lr_warmup_steps: int = 200  # NVARC
+    weight_decay: float = 0.1
+    puzzle_emb_weight_decay: float = 0.1
+    ema: bool = True  # upstream's recipe; the evaluation uses the EMA weights + the live table
+    ema_rate: float = 0.999
+    freeze_weights: bool = False  # True: train only the new puzzle embeddings (upstream option)
+    max_steps: int = 0  # 0 = until the fine-tune deadline
+    halt_max_steps: int = 0  # 0 = as pretrained (16); NVARC used 10
+    eval_batch_size: int = 768  # global, split over GPUs
+    max_tasks: int = 0  # 0 = every test task; N = the first N get TTT, the rest keep the fallback
+    validate_tasks: int = 0  # validation mode: first N evaluation tasks (0 = all 120)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"  # auto = trm.model.pick_dtype: bf16 on cc >= 8.0 (L4), fp16 on T4, fp32 on CPU
+    n_gpus: int = 0  # 0 = every visible GPU
+    log_interval: int = 50  # fine-tune steps between progress lines
+    crash_after_steps: int = 0  # test hook (also env TRM_TTT_CRASH_AFTER_STEPS): fail after N steps
+    install_wheels: bool = True
+    wheels_dir: str = ""  # "" = discover under the input root
+    weights_dir: str = ""
+    scratch_dir: str = ""  # "" = /tmp/trm-ttt (outside working/, which Kaggle saves as output)
+
+    @classmethod
+    def from_namespace(cls, ns: dict) -> TTTParams:
+        """The fields found in `ns` (e.g. the notebook's globals()); the rest keep their defaults."""
+        return cls(**{f.name: ns[f.name] for f in dataclasses.fields(cls) if f.name in ns})
+
+
+@dataclass
+class Context:
+    """What the notebook's cells pass along: the clock, the folders and the bundles."""
+
+    t0: float
+    input_root: Path
+    working_dir: Path
+    comp_dir: Path
+    scratch: Path
+    bundles: dict[str, Path | None] = field(default_factory=dict)
+
+    def deadline(self, p: TTTParams) -> float:
+        return self.t0 + p.budget_hours * 3600 - p.safety_minutes * 60
+
+
+def log(msg: str) -> None:
+    print(f"[ttt {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------- discovery
+
+def _walk_dirs(root: Path, max_depth: int = 8):
+    """Every directory under root (root included), shallowest first, symlinks followed."""
+    level = [root]
+    for _ in range(max_depth + 1):
+        nxt = []
+        for d in level:
+            yield d
+            try:
+                nxt += sorted(p for p in d.iterdir() if p.is_dir())
+            except OSError:
+                continue
+        level = nxt
+
+
+def _has(d: Path, markers) -> bool:
+    return all((d / m).is_file() for m in markers)
+
+
+def _archives(root: Path) -> list[Path]:
+    out = []
+    for d in _walk_dirs(root):
+        try:
+            out += sorted(f for f in d.iterdir() if f.is_file() and f.name.endswith(ARCHIVE_SUFFIXES))
+        except OSError:
+            continue
+    return out
+
+
+def _archive_members(path: Path) -> list[str]:
+    import tarfile
+    import zipfile
+
+    try:
+        if path.name.endswith(".zip"):
+            with zipfile.ZipFile(path) as z:
+                return z.namelist()
+        with tarfile.open(path) as t:
+            return t.getnames()
+    except (OSError, zipfile.BadZipFile, tarfile.TarError):
+        return []
+
+
+def _unpack(archive: Path, dest: Path) -> Path:
+    """Extract once into dest/<archive name> (reused when already there)."""
+    out = dest / archive.name.replace(".", "_")
+    if not (out / ".unpacked").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        kw = {} if archive.name.endswith(".zip") else {"filter": "data"}
+        shutil.unpack_archive(str(archive), str(out), **kw)
+        (out / ".unpacked").write_text(str(archive))
+    return out
+
+
+def find_bundle(root: str | Path, kind: str, unpack_to: str | Path) -> Path | None:
+    """The shallowest folder under root holding the `kind` bundle's markers (BUNDLE_MARKERS), else
+    the same inside an archive Kaggle left unextracted (.zip/.tar*, unpacked into unpack_to)."""
+    markers = BUNDLE_MARKERS[kind]
+    root = Path(root)
+    for d in _walk_dirs(root):
+        if _has(d, markers):
+            return d
+    for a in _archives(root):
+        if any(m.rstrip("/").endswith(markers[0]) for m in _archive_members(a)):
+            for d in _walk_dirs(_unpack(a, Path(unpack_to))):
+                if _has(d, markers):
+                    return d
+    return None
+
+
+def find_competition_dir(root: str | Path) -> Path:
+    """The folder with arc-agi_test_challenges.json: /kaggle/input/<slug>/ (classic) or
+    /kaggle/input/competitions/<slug>/ (2026), or wherever it is; a folder that also has the
+    evaluation files (the real competition) wins over a stray copy, then the shallowest."""
+    root = Path(root)
+    found = [d for d in _walk_dirs(root) if (d / TEST_CHALLENGES).is_file()]
+    if not found:
+        listing = sorted(str(p.relative_to(root)) for p in root.glob("*/*"))[:30] if root.is_dir() else []
+        raise FileNotFoundError(f"no {TEST_CHALLENGES} under {root} (attach the competition data); "
+                                f"found: {listing}")
+    return sorted(found, key=lambda d: (not (d / EVAL_CHALLENGES).is_file(), len(d.parts)))[0]
+
+
+def _read_json(path: Path):
+    with open(path) as f:
+        return json.load(f)
+
+
+# --------------------------------------------------------------------------- notebook steps
+
+def start(input_root: str | None = None, working_dir: str | None = None) -> Context:
+    """Start the clock, find the competition folder, write the fallback submission.json.
+
+    Paths default to $TRM_KAGGLE_INPUT (/kaggle/input) and $TRM_KAGGLE_WORKING (/kaggle/working).
+    The fallback (trm.submission.fallback_submission: the test input, then a flip of it) is
+    validated and written atomically before anything that can fail runs.
+    """
+    t0 = time.time()
+    root = Path(input_root or os.environ.get("TRM_KAGGLE_INPUT", "/kaggle/input"))
+    working = Path(working_dir or os.environ.get("TRM_KAGGLE_WORKING", "/kaggle/working"))
+    comp = find_competition_dir(root)
+    challenges = _read_json(comp / TEST_CHALLENGES)
+    sub = fallback_submission(challenges)
+    errors = validate_submission(sub, challenges)
+    if errors:
+        raise RuntimeError(f"fallback submission invalid: {errors[:5]}")
+    write_json_atomic(working / "submission.json", sub)
+    n_inputs = sum(len(t.get("test", [])) for t in challenges.values())
+    log(f"fallback submission.json written: {len(challenges)} tasks, {n_inputs} test inputs "
+        f"({comp / TEST_CHALLENGES})")
+    scratch = Path(os.environ.get("TRM_TTT_SCRATCH", "/tmp/trm-ttt"))
+    return Context(t0=t0, input_root=root, working_dir=working, comp_dir=comp, scratch=scratch)
+
+
+def _stream(cmd: list[str], env: dict | None = None, timeout: float | None = None) -> int:
+    """Run cmd, echo its output line by line (a notebook shows a child's output only this way);
+    on timeout kill its whole process group (torchrun and its workers) and return -9."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True, bufsize=1)
+    end = None if timeout is None else time.time() + max(timeout, 1.0)
+    timer = None
+    if end is not None:
+        import threading
+
+        def kill():
+            log(f"deadline reached: killing {cmd[:6]}")
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+        timer = threading.Timer(end - time.time(), kill)
+        timer.daemon = True
+        timer.start()
+    try:
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+        return proc.wait()
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def install(ctx: Context, p: TTTParams) -> dict[str, Path | None]:
+    """Find the wheels / repo / weights bundles (any layout, extracted or not) and pip-install the
+    wheels offline: `pip install --no-index --find-links DIR -r DIR/requirements.txt`."""
+    unpack = ctx.scratch / "bundles"
+    ctx.bundles = {
+        "wheels": Path(p.wheels_dir) if p.wheels_dir else find_bundle(ctx.input_root, "wheels", unpack),
+        "repo": repo_root(ctx),
+        "weights": Path(p.weights_dir) if p.weights_dir else find_bundle(ctx.input_root, "weights", unpack),
+    }
+    for k, v in ctx.bundles.items():
+        log(f"{k} bundle: {v}")
+    if ctx.bundles["weights"] is None:
+        raise FileNotFoundError(f"no weights bundle (a folder with {BUNDLE_MARKERS['weights']}) under "
+                                f"{ctx.input_root}; attach the weights dataset")
+    wheels = ctx.bundles["wheels"]
+    if p.install_wheels and wheels is not None:
+        cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(wheels),
+               "-r", str(wheels / "requirements.txt"), "--disable-pip-version-check", "--no-warn-script-location"]
+        if _stream(cmd) != 0:
+            raise RuntimeError(f"offline wheel install failed: {' '.join(cmd)}")
+    elif p.install_wheels:
+        log("no wheels bundle found: relying on the image's packages and the repo bundle")
+    return ctx.bundles
+
+
+def repo_root(ctx: Context) -> Path:
+    """The folder holding the `trm` package in use (child processes get it on PYTHONPATH).
+    When the notebook imported trm straight from an unextracted .zip, that zip is unpacked."""
+    import trm
+
+    pkg = Path(trm.__file__).parent
+    for anc in pkg.parents:
+        if anc.is_file() and anc.name.endswith(".zip"):  # ".../repo.zip/<prefix>/trm"
+            inner = pkg.relative_to(anc).parent
+            return _unpack(anc, ctx.scratch / "bundles") / inner
+    return pkg.parent
+
+
+def resolve_mode(ctx: Context, p: TTTParams, challenges: dict) -> str:
+    if os.environ.get("KAGGLE_IS_COMPETITION_RERUN"):
+        return "submit"  # the scoring rerun: never anything else
+    if p.mode in ("submit", "validate"):
+        return p.mode
+    if p.mode != "auto":
+        raise ValueError(f"mode must be auto | submit | validate, got {p.mode!r}")
+    known: set[str] = set()
+    for f in sorted(ctx.comp_dir.glob("arc-agi_*_solutions.json")):
+        known |= set(_read_json(f))
+    placeholder = bool(challenges) and set(challenges) <= known
+    log(f"test challenges {'are' if placeholder else 'are not'} the public placeholder "
+        f"(ids {'all' if placeholder else 'not all'} in the attached solutions files)")
+    return "validate" if placeholder else "submit"
+
+
+def _first(d: dict, n: int) -> dict:
+    return dict(list(d.items())[:n]) if n > 0 else dict(d)
+
+
+def _gpus(p: TTTParams) -> int:
+    import torch
+
+    if p.device == "cpu" or not torch.cuda.is_available():
+        return 0
+    n = torch.cuda.device_count()
+    return min(n, p.n_gpus) if p.n_gpus > 0 else n
+
+
+def _launch(module_args: list[str], n_procs: int, repo: Path, timeout: float | None) -> int:
+    """`python -m ...` (one process) or torchrun over n_procs GPUs, repo first on PYTHONPATH."""
+    if n_procs > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n_procs}",
+               "-m", *module_args]
+    else:
+        cmd = [sys.executable, "-m", *module_args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join([str(repo), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    return _stream(cmd, env=env, timeout=timeout)
+
+
+def build_ttt_dataset(challenges: dict, out_dir: Path, num_aug: int, seed: int = 42) -> dict:
+    """Demo pairs -> train split (augmented), test inputs -> test split (dummy outputs)."""
+    from dataset_builder.build import BuildConfig, build_dataset
+
+    return build_dataset(BuildConfig(output_dir=out_dir, task_data={"test": challenges}, subsets=["test"],
+                                     test_set_name="test", num_aug=num_aug, seed=seed, quiet=True, force=True))
+
+
+def run(ctx: Context, p: TTTParams) -> dict:
+    """The whole TTT pipeline (module docstring); returns the report also written to
+    working/ttt_report.json. Raises on failure, leaving the fallback submission.json in place."""
+    deadline = ctx.deadline(p)
+    test = _read_json(ctx.comp_dir / TEST_CHALLENGES)
+    mode = resolve_mode(ctx, p, test)
+    report: dict = {"mode": mode, "params": dataclasses.asdict(p), "status": "running",
+                    "deadline_in_s": round(deadline - time.time(), 1)}
+    report_path = ctx.working_dir / "ttt_report.json"
+    if mode == "validate":
+        challenges = _first(_read_json(ctx.comp_dir / EVAL_CHALLENGES), p.validate_tasks)
+        solutions = {k: v for k, v in _read_json(ctx.comp_dir / EVAL_SOLUTIONS).items() if k in challenges}
+        full, out_file = challenges, ctx.working_dir / "validation" / "submission.json"
+    else:
+        full, solutions = test, None
+        challenges, out_file = _first(test, p.max_tasks), ctx.working_dir / "submission.json"
+    report.update(tasks=len(challenges), test_inputs=sum(len(t["test"]) for t in challenges.values()))
+    log(f"mode {mode}: TTT on {report['tasks']} tasks / {report['test_inputs']} test inputs; "
+        f"{(deadline - time.time()) / 3600:.2f} h left before the deadline")
+    work = ctx.scratch / "run"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    write_json_atomic(work / "challenges.json", challenges)
+    try:
+        t = time.time()
+        built = build_ttt_dataset(challenges, work / "data", p.num_aug)
+        report["dataset"] = {"num_puzzle_identifiers": built["num_puzzle_identifiers"],
+                             "splits": built["splits"], "seconds": round(time.time() - t, 1)}
+        log(f"dataset built in {time.time() - t:.1f} s: {built['splits']}, "
+            f"{built['num_puzzle_identifiers']} puzzle ids (all new: mean-initialised)")
+
+        n_gpus, repo = _gpus(p), ctx.bundles.get("repo") or repo_root(ctx)
+        left = deadline - time.time()
+        train_deadline = time.time() + (1 - p.eval_share) * left
+        spec = {"data": str(work / "data"), "weights": str(ctx.bundles["weights"]), "out": str(work / "finetuned"),
+                "deadline": train_deadline, "params": dataclasses.asdict(p)}
+        write_json_atomic(work / "finetune.json", spec)
+        log(f"fine-tune on {max(n_gpus, 1)} {'GPU' if n_gpus else 'CPU process'}(s) for up to "
+            f"{(train_deadline - time.time()) / 60:.1f} min")
+        # backstop: the worker stops itself at train_deadline; kill it if saving overruns by far
+        rc = _launch(["trm.ttt", "finetune", str(work / "finetune.json")], n_gpus, repo,
+                     timeout=train_deadline - time.time() + 0.5 * (deadline - train_deadline))
+        if rc != 0:
+            raise RuntimeError(f"fine-tuning failed (exit code {rc}); submission.json stays the fallback")
+        report["finetune"] = _read_json(work / "finetuned" / "ttt_finetune.json")
+
+        t = time.time()
+        eval_dir = work / "eval"
+        args = ["trm.evaluate", "--checkpoint", str(work / "finetuned"), "--data", str(work / "data"),
+                "--output-dir", str(eval_dir), "--batch-size", str(_divisible(p.eval_batch_size, n_gpus)),
+                "--device", "cpu" if n_gpus == 0 else "cuda", "--challenges", str(work / "challenges.json"),
+                "--pictures", "0"] + (["--dtype", p.dtype] if p.dtype != "auto" else [])
+        rc = _launch(args, n_gpus, repo, timeout=deadline - time.time())
+        if rc != 0:
+            raise RuntimeError(f"evaluation failed (exit code {rc}); submission.json stays the fallback")
+        report["eval_seconds"] = round(time.time() - t, 1)
+
+        report.update(finalize(_read_json(eval_dir / "submission.json"), full, out_file, solutions))
+        report["status"] = "ok"
+        return report
+    except BaseException as e:
+        report["status"] = f"failed: {type(e).__name__}: {e}"
+        raise
+    finally:
+        report["elapsed_s"] = round(time.time() - ctx.t0, 1)
+        write_json_atomic(report_path, report, indent=2)
+
+
+def _divisible(batch: int, n_gpus: int) -> int:
+    n = max(n_gpus, 1)
+    return max(n, batch - batch % n)
+
+
+def finalize(predicted: dict, challenges: dict, out_file: Path, solutions: dict | None) -> dict:
+    """Model attempts where present and valid, the fallback elsewhere; validated; written atomically."""
+    sub = fallback_submission(challenges)
+    used = 0
+    for task_id, entries in predicted.items():
+        if task_id in sub and isinstance(entries, list) and len(entries) == len(sub[task_id]):
+            if not validate_submission({task_id: entries}, {task_id: challenges[task_id]}):
+                sub[task_id], used = entries, used + 1
+    errors = validate_submission(sub, challenges)
+    if errors:
+        raise RuntimeError(f"merged submission invalid, not written: {errors[:5]}")
+    write_json_atomic(out_file, sub)
+    n_same = sum(e["attempt_1"] == e["attempt_2"] for v in sub.values() for e in v)
+    out = {"submission": str(out_file), "tasks_from_model": used, "tasks_fallback": len(sub) - used,
+           "identical_attempts": n_same}
+    log(f"wrote {out_file}: {used} tasks from the model, {len(sub) - used} from the fallback; valid")
+    if solutions is not None:
+        s = score_submission(sub, solutions)
+        out["score"] = {k: s[k] for k in ("score", "n_correct", "n_test_outputs", "n_tasks")}
+        log(f"official score (micro over test outputs): {s['score']:.4f} = "
+            f"{s['n_correct']}/{s['n_test_outputs']} on {s['n_tasks']} tasks")
+    return out
+
+
+def summary(report: dict) -> str:
+    lines = [f"mode: {report.get('mode')}   status: {report.get('status')}   "
+             f"elapsed: {report.get('elapsed_s', 0) / 60:.1f} min"]
+    ft = report.get("finetune") or {}
+    if ft:
+        lines.append(f"fine-tune: {ft['steps']} steps in {ft['seconds'] / 60:.1f} min ({ft['stopped_by']}), "
+                     f"{ft['world_size']} process(es), {ft['dtype']}, {ft['num_puzzle_identifiers']} puzzle ids "
+                     f"(mean-initialised: {ft['mean_init']}), last loss {ft.get('last_loss')}")
+    if "submission" in report:
+        lines.append(f"{report['submission']}: {report['tasks_from_model']} tasks from the model, "
+                     f"{report['tasks_fallback']} fallback, {report['identical_attempts']} identical attempt pairs")
+    if "score" in report:
+        s = report["score"]
+        lines.append(f"official score: {s['score']:.4f} ({s['n_correct']}/{s['n_test_outputs']} test outputs)")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- fine-tune worker
+
+def finetune(spec: dict) -> dict:
+    """Fine-tune spec["weights"] on spec["data"]'s train split until spec["deadline"] (unix time) or
+    params.max_steps, then save a kit checkpoint to spec["out"]. torchrun-compatible.
+
+    Reuses trm.train's Trainer (optimisers, LR schedule, EMA, ACT carries, all-reduce), adding
+    what TTT needs: initial weights with a mean-initialised puzzle table for the new ids, a
+    wall-clock stop that every rank agrees on, and the crash hook.
+    """
+    import torch
+
+    from trm import distributed as D
+    from trm.checkpoint import load_checkpoint, save_checkpoint
+    from trm.config import TrainConfig
+    from trm.data import TrainSampler, load_split
+    from trm.model import ModelConfig, pick_dtype
+    from trm.train import EMA, Trainer
+
+    p = TTTParams(**spec["params"])
+    crash_after = int(os.environ.get(CRASH_ENV) or p.crash_after_steps or 0)
+    ctx = D.setup(p.device)
+    try:
+        t0 = time.time()
+        split = load_split(spec["data"], "train")
+        meta = split.meta
+        weights_meta = _read_json(Path(spec["weights"]) / "meta.json")
+        arch = ModelConfig.from_dict(weights_meta["model_config"])
+        dtype = str(pick_dtype(ctx.device, p.dtype)).removeprefix("torch.")
+        arch = dataclasses.replace(arch, forward_dtype=dtype, vocab_size=meta["vocab_size"], seq_len=meta["seq_len"],
+                                   num_puzzle_identifiers=meta["num_puzzle_identifiers"],
+                                   halt_max_steps=p.halt_max_steps or arch.halt_max_steps)
+        gbs = _divisible(p.global_batch_size, ctx.world_size * p.grad_accum_steps)
+        # One sampler iteration = `epochs` passes over the tasks; the loop below moves on to the
+        # next iteration (fresh permutations) when one runs out, so this only sets its length.
+        epochs = 1000
+        cfg = TrainConfig(arch=arch, data_path=spec["data"], global_batch_size=gbs, epochs=epochs,
+                          eval_interval=epochs, evaluate=False, lr=p.lr, lr_warmup_steps=p.lr_warmup_steps,
+                          lr_min_ratio=1.0, weight_decay=p.weight_decay, puzzle_emb_lr=p.puzzle_emb_lr,
+                          puzzle_emb_weight_decay=p.puzzle_emb_weight_decay, freeze_weights=p.freeze_weights,
+                          ema=p.ema, ema_rate=p.ema_rate, seed=p.seed, grad_accum_steps=p.grad_accum_steps,
+                          device=p.device, progress=False)
+        torch.manual_seed(p.seed + ctx.rank)
+        trainer = Trainer(cfg, ctx, split)
+        model = trainer.model
+        mean_init = None
+        if ctx.is_main:
+            loaded, _ = load_checkpoint(spec["weights"], map_location="cpu", dataset_dir=spec["data"],
+                                        reset_puzzle_emb="mean")
+            table = loaded.puzzle_emb.weights
+            mean_init = bool(table.shape[0] < 3 or torch.equal(table[1:], table[1:2].expand_as(table[1:])))
+            model.load_state_dict(loaded.state_dict())
+            del loaded
+        D.broadcast_module(model, ctx)
+        if cfg.ema:
+            trainer.ema = EMA(model, cfg.ema_rate)
+        sampler = TrainSampler(split, gbs, epochs, cfg.seed)
+        if ctx.is_main:
+            print(f"fine-tune: {split.num_groups} tasks, {split.num_examples} demo examples, "
+                  f"{meta['num_puzzle_identifiers']} puzzle ids; world {ctx.world_size} on {ctx.device} ({dtype}), "
+                  f"global batch {gbs}, {'embeddings only' if p.freeze_weights else 'full model'}", flush=True)
+
+        deadline, stopped_by, losses = float(spec["deadline"]), "deadline", []
+        t_loop = time.time()
+        while True:
+            for gbatch, pos in sampler.iter_iteration(trainer.position):
+                trainer.train_step(gbatch)
+                trainer.position = pos
+                if crash_after and trainer.step >= crash_after:
+                    raise RuntimeError(f"injected crash after {trainer.step} fine-tune steps ({CRASH_ENV})")
+                if trainer.step % p.log_interval == 0:
+                    m = trainer.pop_metrics()
+                    losses.append(round(m.get("train/loss", float("nan")), 5))
+                    if ctx.is_main:
+                        print(f"step {trainer.step}: loss {m.get('train/loss', 0):.4f} "
+                              f"acc {m.get('train/accuracy', 0):.3f} exact {m.get('train/exact_accuracy', 0):.3f} "
+                              f"lr {m.get('train/lr', 0):.2e}; {(time.time() - t_loop) / trainer.step:.3f} s/step, "
+                              f"{(deadline - time.time()) / 60:.1f} min left", flush=True)
+                if p.max_steps and trainer.step >= p.max_steps:
+                    stopped_by = "max_steps"
+                    break
+                if _all_agree(time.time() >= deadline, ctx):
+                    break
+            else:
+                trainer.position = TrainSampler.start_position(trainer.position["iteration"] + 1)
+                continue
+            break
+        seconds = time.time() - t_loop
+        if ctx.is_main:
+            save_checkpoint(spec["out"], model, ema_weights=trainer.ema.shadows if trainer.ema else None,
+                            dataset_dir=spec["data"], meta={"step": trainer.step, "ttt": spec})
+            result = {"steps": trainer.step, "seconds": round(seconds, 1), "stopped_by": stopped_by,
+                      "s_per_step": round(seconds / max(trainer.step, 1), 4), "world_size": ctx.world_size,
+                      "global_batch_size": gbs, "dtype": dtype, "num_puzzle_identifiers": meta["num_puzzle_identifiers"],
+                      "mean_init": mean_init, "losses": losses, "last_loss": losses[-1] if losses else None,
+                      "setup_seconds": round(t_loop - t0, 1)}
+            write_json_atomic(Path(spec["out"]) / "ttt_finetune.json", result, indent=2)
+            print(f"fine-tune done: {trainer.step} steps in {seconds:.1f} s ({stopped_by}); saved {spec['out']}",
+                  flush=True)
+        D.barrier(ctx)
+        return {"steps": trainer.step}
+    finally:
+        D.teardown(ctx)
+
+
+def _all_agree(flag: bool, ctx) -> bool:
+    """True on every rank when any rank says True (ranks' clocks may straddle the deadline)."""
+    if not ctx.distributed:
+        return flag
+    import torch
+
+    from trm import distributed as D
+
+    return bool(D.all_reduce_sum(torch.tensor([float(flag)], device=ctx.device), ctx).item() > 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) != 2 or argv[0] != "finetune":
+        print("usage: python -m trm.ttt finetune SPEC.json   (written by trm.ttt.run)", file=sys.stderr)
+        return 2
+    finetune(_read_json(Path(argv[1])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,6 +20,8 @@ COMP ?= arc-prize-2025
 VERSION ?=
 REPO ?=
 DRY_RUN ?=
+PUBLIC ?=
+FORCE ?=
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help install demo test lint lock data data-kaggle train evaluate bench \
@@ -73,16 +75,16 @@ kaggle-wheels-check: $(STAMP) ## offline install + import + forward pass from th
 	$(PY) wheels/check.py --profile $(PROFILE)
 
 kaggle-datasets: $(STAMP) ## stage (and push, with credentials) the wheels / repo / weights bundles
-	$(PY) kaggle/bundles.py push --profile $(PROFILE) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(DRY_RUN),--dry-run)
+	$(PY) kaggle/bundles.py push --profile $(PROFILE) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(DRY_RUN),--dry-run) $(if $(FORCE),--force)
 
 hf-publish: $(STAMP) ## upload the weights bundle to Hugging Face: make hf-publish REPO=owner/name
-	$(PY) kaggle/bundles.py hf-publish --repo $(REPO) $(if $(CKPT),--checkpoint $(CKPT))
+	$(PY) kaggle/bundles.py hf-publish --repo $(REPO) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(PUBLIC),--public)
 
 kaggle-kernel: $(STAMP) ## push the competition notebook as a Kaggle kernel
 	$(PY) kaggle/bundles.py kernel-push --competition $(COMP)
 
 kaggle-submit: $(STAMP) ## submit a kernel version: make kaggle-submit VERSION=n
-	$(PY) kaggle/bundles.py submit --competition $(COMP) --version $(VERSION)
+	$(PY) kaggle/bundles.py submit --competition $(COMP) $(if $(VERSION),--version $(VERSION))
 
 kaggle-sim: $(STAMP) ## run the competition notebook offline in a local Kaggle-like root
 	$(PY) kaggle/sim.py $(if $(COMP_DIR),--comp-dir $(COMP_DIR))

@@ -44,6 +44,7 @@ def read_json(path: str | Path, what: str = "file", with_raw: bool = False) -> A
 
 
 _BOOL_WORDS = re.compile(rb"true|false")
+_KINDS = {bool: "a boolean", float: "a float", str: "a string", list: "a list", dict: "an object"}
 
 
 def may_hold_bools(raw: bytes | str) -> bool:
@@ -92,8 +93,10 @@ def check_grid(grid: Any, where: str, fast: bool = False) -> np.ndarray:
         # `type(v) is int` rejects bools (a subclass of int) and floats such as 1.0.
         if not all(type(v) is int for v in row):
             c, v = next((c, v) for c, v in enumerate(row) if type(v) is not int)
-            kind = "a bool" if isinstance(v, bool) else type(v).__name__
-            raise BuildError(f"{where}: row {r} col {c}: {json.dumps(v)} is {kind}, not an integer colour 0-9")
+            kind = _KINDS.get(type(v), type(v).__name__)
+            shown = json.dumps(v) if isinstance(v, (bool, float, str, type(None))) else repr(v)
+            what = f"{shown} is {kind}" if v is not None else shown
+            raise BuildError(f"{where}: row {r} col {c}: {what}, not an integer colour 0-9")
         if min(row) < 0 or max(row) >= NUM_COLORS:
             c, v = next((c, v) for c, v in enumerate(row) if not 0 <= v < NUM_COLORS)
             raise BuildError(f"{where}: row {r} col {c}: value {v} outside 0-9")

@@ -180,7 +180,8 @@ class GroupEncoder:
         luts = np.empty((n_puz, COLOR_OFFSET + 10), dtype=np.uint8)
         luts[:, 0], luts[:, 1] = 0, EOS
         luts[:, COLOR_OFFSET:] = cmaps + COLOR_OFFSET
-        blocks = [np.zeros((n_puz * n_ex, _CANVAS, _CANVAS), dtype=np.uint8) for _ in range(2)]
+        n_rows = n_puz * n_ex
+        blocks = [np.zeros((n_rows, _CANVAS, _CANVAS), dtype=np.uint8) for _ in range(2)]
         for t in np.unique(trans).tolist():
             puz = np.flatnonzero(trans == t)
             lut_t = luts[puz]
@@ -189,9 +190,11 @@ class GroupEncoder:
                 r, c = pad_r[puz, e], pad_c[puz, e]
                 for block, tpl in zip(blocks, pair_t):
                     a, b = tpl.shape
-                    values = lut_t[:, tpl.ravel()].reshape(len(puz), a, b)
-                    win = np.lib.stride_tricks.sliding_window_view(block, (a, b), axis=(1, 2), writeable=True)
-                    win[rows, r, c] = values
+                    # All (a, b) windows of every row, as a strided view of the block
+                    # (what sliding_window_view builds, without its per-call overhead).
+                    win = np.ndarray((n_rows, _CANVAS + 1 - a, _CANVAS + 1 - b, a, b), np.uint8, block,
+                                     strides=(_CANVAS * _CANVAS, _CANVAS, 1, _CANVAS, 1))
+                    win[rows, r, c] = lut_t[:, tpl.ravel()].reshape(len(puz), a, b)
         return [blk[:, :GRID_MAX, :GRID_MAX].reshape(n_puz * n_ex, GRID_MAX * GRID_MAX) for blk in blocks]
 
 

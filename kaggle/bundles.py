@@ -29,7 +29,6 @@ import json
 import os
 import re
 import shutil
-import string
 import subprocess
 import sys
 import tarfile
@@ -45,6 +44,7 @@ PROVENANCE = ("COMMANDS.txt", "ENVIRONMENT.txt", "TRM_COMMIT.txt", "metrics.json
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{4,48})[a-z0-9]$")  # Kaggle: 6-50 chars
 OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,49}$")
 NO_OWNER = "YOUR_KAGGLE_USERNAME"
+DEFAULT_KERNEL = "trm-arc2-inference"
 CLI_ERROR = re.compile(r"(?i)\berror:|authentication required|are not valid .* sources")
 
 # Names and contents that must never leave the machine (kaggle.md §5, lesson 5).
@@ -57,6 +57,9 @@ SECRET_TEXT = re.compile(
     rb"|(?P<kaggle_key>\"key\"\s*:\s*\"[0-9a-f]{32}\"|KAGGLE_KEY\s*[=:]\s*[\"']?[0-9a-f]{32})"
     rb"|(?P<aws_key_id>\b(?:AKIA|ASIA)[0-9A-Z]{16}\b)"
     rb"|(?P<aws_secret>(?i:aws_secret_access_key)\s*[=:]\s*[\"']?[A-Za-z0-9/+]{40})")
+
+SECRET_LABELS = {"private_key": "a private key", "kaggle_token": "a Kaggle API token", "hf_token": "a Hugging Face token",
+                 "kaggle_key": "a Kaggle API key", "aws_key_id": "an AWS access key id", "aws_secret": "an AWS secret key"}
 
 
 class BundleError(RuntimeError):
@@ -73,6 +76,11 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def show(p: Path) -> str:
+    """A path as typed from the current directory when it lies below it, else absolute."""
+    return os.path.relpath(p) if Path(p).resolve().is_relative_to(Path.cwd()) else str(p)
+
+
 def files_of(d: Path) -> list[Path]:
     return sorted(p for p in d.rglob("*") if p.is_file())
 
@@ -87,14 +95,20 @@ def content_hash(d: Path) -> str:
     return h.hexdigest()
 
 
+PLACEHOLDER = re.compile(r"\$?\{([A-Za-z_]\w*)\}")  # ${name} or {name}
+
+
 def render(template: Path, **values) -> dict:
-    """Substitute ${name} in every string of a JSON template; a name left unset is an error."""
+    """Substitute ${name} / {name} in every string of a JSON template; an unknown name is an error."""
+    def fill(m: re.Match) -> str:
+        if m.group(1) not in values:
+            raise BundleError(f"{template.name}: no value for placeholder {m.group(0)} "
+                              f"(known: {', '.join(sorted(values))})")
+        return str(values[m.group(1)])
+
     def sub(x):
         if isinstance(x, str):
-            try:
-                return string.Template(x).substitute(values)
-            except (KeyError, ValueError) as e:
-                raise BundleError(f"{template.name}: bad or unset placeholder in {x!r} ({e})") from None
+            return PLACEHOLDER.sub(fill, x)
         if isinstance(x, list):
             return [sub(v) for v in x]
         if isinstance(x, dict):
@@ -121,7 +135,7 @@ def git(*args: str, cwd: Path = REPO) -> str:
     r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
     if r.returncode:
         raise BundleError(f"git {' '.join(args)}: {r.stderr.strip()}")
-    return r.stdout.strip()
+    return r.stdout.rstrip()
 
 
 def load_pushed(stage: Path) -> dict:
@@ -143,15 +157,15 @@ def _scan_bytes(blob_iter, where: str, found: list[str]) -> None:
     for chunk in blob_iter:
         buf = tail + chunk
         for m in SECRET_TEXT.finditer(buf):
-            found.append(f"{where}: looks like a {m.lastgroup.replace('_', ' ')}")
+            found.append(f"{where}: looks like {SECRET_LABELS[m.lastgroup]}")
             return
         tail = buf[-512:]  # a token split across two chunks is still seen
 
 
-def scan_secrets(root: Path) -> list[str]:
+def scan_secrets(root: Path, files: list[Path] | None = None) -> list[str]:
     """Every credential-looking file name or content under root (zips and wheels opened too)."""
     found: list[str] = []
-    for p in files_of(root):
+    for p in files if files is not None else files_of(root):
         rel = p.relative_to(root).as_posix()
         if SECRET_NAMES.match(p.name):
             found.append(f"{rel}: a credentials file name")
@@ -256,14 +270,24 @@ def _wheels_module():
     return mod
 
 
-def stage_wheels(dest: Path, profile: dict, wheelhouse: Path) -> dict:
-    if not (wheelhouse / "MANIFEST.json").is_file():
-        print(f"no wheelhouse at {wheelhouse}; building it")
-        subprocess.run([sys.executable, str(REPO / "wheels" / "build.py"), "--profile", profile["name"],
-                        "--out", str(wheelhouse)], check=True)
+def stage_wheels(dest: Path, profile: dict, wheelhouse: Path | None, force: bool) -> dict:
+    """Copy a wheelhouse in. Without --wheels-dir the default one is (re)built first, with the extras
+    it was built with, so the bundle always matches the tree (an unchanged tree rebuilds to the
+    same bytes, and then the push skips it)."""
+    if wheelhouse is None:
+        wheelhouse = REPO / "build" / "wheels" / profile["name"]
+        old = wheelhouse / "MANIFEST.json"
+        extras = json.loads(old.read_text()).get("extras", []) if old.is_file() else []
+        cmd = [sys.executable, str(REPO / "wheels" / "build.py"), "--profile", profile["name"],
+               "--out", str(wheelhouse), *[x for e in extras for x in ("--extra", e)]]
+        if subprocess.run(cmd).returncode:
+            raise BundleError("wheels/build.py failed")
     manifest = json.loads((wheelhouse / "MANIFEST.json").read_text())
     if manifest["profile"] != profile["name"]:
         raise BundleError(f"{wheelhouse} holds a {manifest['profile']} wheelhouse, not {profile['name']}")
+    if manifest.get("source", {}).get("dirty") and not force:
+        raise BundleError("the kit wheel was built from uncommitted sources (trm/, dataset_builder/, "
+                          "pyproject.toml); commit them, or pass --force")
     dest.mkdir(parents=True)
     for f in manifest["files"]:
         shutil.copy2(wheelhouse / f["file"], dest / f["file"])
@@ -279,6 +303,8 @@ def stage_repo(dest: Path, repo: Path, force: bool) -> dict:
     if dirty and not force:
         raise BundleError("the working tree has uncommitted changes; commit them, or pass --force "
                           "(the repo bundle is always HEAD):\n" + dirty)
+    if dirty:
+        print("repo: --force: uncommitted changes are NOT in the bundle (it is HEAD)")
     commit = git("rev-parse", "HEAD", cwd=repo)
     dest.mkdir(parents=True)
     proc = subprocess.Popen(["git", "archive", "--format=tar", "HEAD"], cwd=repo, stdout=subprocess.PIPE)
@@ -337,14 +363,14 @@ def stage_all(a, owner: str, profile: dict) -> list[dict]:
     staged = []
     for bundle in a.bundles:
         dest = a.out / bundle
-        shutil.rmtree(dest, ignore_errors=True)
         if bundle == "weights" and not a.checkpoint:
             print("weights: skipped (no --checkpoint given; e.g. --checkpoint runs/x/checkpoints/step_N)")
             continue
+        shutil.rmtree(dest, ignore_errors=True)  # restaged from scratch: no stale files
         values = {"owner": owner, "slug": f"{a.slug_prefix}-{bundle}", "commit": commit,
                   "profile": profile["name"], "python": profile["python"]}
         if bundle == "wheels":
-            values.update(stage_wheels(dest, profile, a.wheels_dir or REPO / "build" / "wheels" / profile["name"]))
+            values.update(stage_wheels(dest, profile, a.wheels_dir, a.force))
         elif bundle == "repo":
             values.update(stage_repo(dest, a.repo_dir, a.force))
         else:
@@ -384,7 +410,7 @@ def cmd_push(a) -> int:
     pushed = load_pushed(a.out)
     print(f"\npush plan (owner {owner}; credentials: {where or 'none found'}):")
     for s in staged:
-        d = os.path.relpath(s["dir"])
+        d = show(s["dir"])
         print(f"  {s['bundle']:8} {s['id']}  {s['files']} files, {s['bytes'] / 1e6:.2f} MB, content {s['hash'][:12]}")
         if pushed["datasets"].get(s["id"], {}).get("hash") == s["hash"]:
             print("           unchanged since the last push: skip")
@@ -418,21 +444,26 @@ def slugify(title: str) -> str:
 
 
 def render_kernel(a, owner: str) -> dict:
-    """kernel-metadata.json from the template: placeholders filled, then the fields that must hold
-    for a competition rerun forced (kaggle.md §3.8)."""
-    ds = {f"{b}_dataset": f"{owner}/{a.slug_prefix}-{b}" for b in BUNDLES}
-    meta = render(a.template, owner=owner, competition=a.competition, **ds)
+    """kernel-metadata.json from the template (placeholders: owner, competition, kernel_slug,
+    {wheels,repo,weights}_slug and {wheels,repo,weights}_dataset = owner/slug), then the fields a
+    competition rerun depends on are forced (kaggle.md §3.8): id, code_file, internet off, the
+    competition and the kit's datasets as sources."""
+    raw_title = json.loads(a.template.read_text()).get("title") or ""
+    slug = a.kernel_slug or (slugify(raw_title) if not PLACEHOLDER.search(raw_title) else DEFAULT_KERNEL)
+    slugs = {f"{b}_slug": f"{a.slug_prefix}-{b}" for b in BUNDLES}
+    ds = {f"{b}_dataset": f"{owner}/{slugs[f'{b}_slug']}" for b in BUNDLES}
+    meta = render(a.template, owner=owner, competition=a.competition, kernel_slug=slug, **slugs, **ds)
     title = meta.get("title") or ""
-    if len(title) < 5:
-        raise BundleError(f"{a.template}: title {title!r} must be at least 5 characters")
-    slug = a.kernel_slug or slugify(title)
+    if len(title) < 5 or slugify(title) != slug:
+        raise BundleError(f"{a.template}: title {title!r} must be 5+ characters and slugify to {slug!r}")
     meta.pop("id_no", None)
     meta.update(id=f"{owner}/{slug}", code_file=a.notebook.name, enable_internet=False)
     meta.setdefault("language", "python")
     meta.setdefault("kernel_type", "notebook")
     meta["competition_sources"] = list(dict.fromkeys([*meta.get("competition_sources", []), a.competition]))
-    wanted = [ds["wheels_dataset"], ds["repo_dataset"]] + ([] if a.no_weights else [ds["weights_dataset"]])
-    meta["dataset_sources"] = list(dict.fromkeys([*meta.get("dataset_sources", []), *wanted]))
+    wanted = [ds["wheels_dataset"], ds["repo_dataset"], ds["weights_dataset"]]
+    sources = list(dict.fromkeys([*meta.get("dataset_sources", []), *wanted]))
+    meta["dataset_sources"] = [s for s in sources if not (a.no_weights and s == ds["weights_dataset"])]
     return meta
 
 
@@ -446,7 +477,7 @@ def cmd_kernel_push(a) -> int:
     (dest / "kernel-metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
     refuse_secrets([dest])
     print(f"kernel {meta['id']}: {a.notebook.name}, datasets {', '.join(meta['dataset_sources'])}, "
-          f"competition {a.competition}, internet off\n  $ kaggle kernels push -p {os.path.relpath(dest)}")
+          f"competition {a.competition}, internet off\n  $ kaggle kernels push -p {show(dest)}")
     if a.dry_run:
         print("dry run: staged, nothing pushed")
         return 0
@@ -499,7 +530,7 @@ def cmd_hf_publish(a) -> int:
 
     endpoint = os.environ.get("HF_ENDPOINT")  # read here too, whatever was imported first
     files = [p.relative_to(dest).as_posix() for p in files_of(dest) if p.name != "dataset-metadata.json"]
-    print(f"hf-publish plan: {len(files)} files from {os.path.relpath(dest)} -> model repo {a.repo}"
+    print(f"hf-publish plan: {len(files)} files from {show(dest)} -> model repo {a.repo}"
           f" ({'public' if a.public else 'private'} if new) on {endpoint or 'huggingface.co'}: {', '.join(files)}")
     if a.dry_run:
         print("dry run: nothing uploaded")
@@ -532,13 +563,13 @@ def main(argv: list[str] | None = None) -> int:
     weights.add_argument("--force", action="store_true", help="stage the repo bundle from a dirty tree")
     kernel = argparse.ArgumentParser(add_help=False)
     kernel.add_argument("--competition", required=True)
-    kernel.add_argument("--kernel-slug", help="default: slugify(title of the template)")
+    kernel.add_argument("--kernel-slug", help=f"default: slugify(the template's title), else {DEFAULT_KERNEL}")
     kernel.add_argument("--template", type=Path, default=HERE / "kernel-metadata.json")
     kernel.add_argument("--notebook", type=Path, default=HERE / "trm_arc2_inference_notebook.ipynb")
 
     p = sub.add_parser("push", parents=[common, weights], help="stage and push the Kaggle datasets")
     p.add_argument("--profile", help="wheels/profiles.json entry (default kaggle-2026)")
-    p.add_argument("--wheels-dir", type=Path, help="default build/wheels/<profile>")
+    p.add_argument("--wheels-dir", type=Path, help="a built wheelhouse (default: build/wheels/<profile>, rebuilt)")
     p.add_argument("--bundles", default=",".join(BUNDLES), help="comma list of wheels,repo,weights")
     p.add_argument("--public", action="store_true", help="create new datasets public (default private)")
     p = sub.add_parser("kernel-push", parents=[common, kernel], help="push the competition notebook")

@@ -13,6 +13,7 @@ metrics measured on another checkpoint (a different step, an ensemble) are refus
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -38,25 +39,30 @@ def solve_rates(metrics: dict) -> list[tuple[str, str, float]]:
 
 
 def find_metrics(ckpt: Path, meta: dict, explicit: Path | None = None) -> tuple[dict | None, str | None, str]:
-    """metrics.json of an evaluation of exactly this checkpoint: `explicit`, else the checkpoint dir,
-    its run dirs (parents, up to 3 levels) and their eval/ subdirs. Returns (metrics, source, note)."""
+    """metrics.json of an evaluation of exactly this checkpoint: `explicit`, else where the kit writes
+    it: <run>/evaluate/<step_N>/ (make evaluate), the checkpoint dir, <run>/ and <run>/eval/ (up to 3
+    levels up), $TRM_RUNS_DIR/evaluate/<step_N>/. Files measured on another step, another checkpoint
+    or an ensemble are skipped. Returns (metrics, source, note)."""
     ckpt = Path(ckpt).resolve()
-    candidates = [explicit] if explicit else [
-        p for d in [ckpt, *list(ckpt.parents)[:3]] for p in (d / "metrics.json", d / "eval" / "metrics.json")]
-    for path in candidates:
-        if not path or not path.is_file():
+    cands = [explicit] if explicit else [ckpt / "metrics.json"] + [
+        p for d in list(ckpt.parents)[:3]
+        for p in (d / "evaluate" / ckpt.name / "metrics.json", d / "metrics.json", d / "eval" / "metrics.json")
+    ] + [Path(os.environ.get("TRM_RUNS_DIR", "runs")) / "evaluate" / ckpt.name / "metrics.json"]
+    notes = []
+    for path in cands:
+        if not path.is_file():
             continue
         metrics = json.loads(path.read_text())
-        step, m_step = meta.get("step"), metrics.get("step")
-        named = metrics.get("checkpoint")
+        step, m_step, named = meta.get("step"), metrics.get("step"), metrics.get("checkpoint")
         if (metrics.get("n_checkpoints") or 1) > 1:
-            return None, str(path), f"{path.name} scores an ensemble of {metrics['n_checkpoints']} checkpoints"
-        if step is not None and m_step is not None and int(step) != int(m_step):
-            return None, str(path), f"{path} was measured at step {m_step}, this checkpoint is step {step}"
-        if named and Path(named).name != ckpt.name and Path(named).resolve() != ckpt:
-            return None, str(path), f"{path} evaluated {named}, not {ckpt.name}"
-        return metrics, str(path), ""
-    return None, None, "no metrics.json found for this checkpoint (run `make evaluate` first)"
+            notes.append(f"{path} scores an ensemble of {metrics['n_checkpoints']} checkpoints")
+        elif step is not None and m_step is not None and int(step) != int(m_step):
+            notes.append(f"{path} was measured at step {m_step}, this checkpoint is step {step}")
+        elif named and Path(named).name != ckpt.name and Path(named).resolve() != ckpt:
+            notes.append(f"{path} evaluated {named}, not {ckpt.name}")
+        else:
+            return metrics, str(path), ""
+    return None, None, "; ".join(notes) or "no metrics.json found for this checkpoint (run `make evaluate` first)"
 
 
 def render_card(meta: dict, metrics: dict | None, *, name: str, dataset: str = "ARC-AGI-2 evaluation",

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from fakes.checkpoints import make_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,9 +112,9 @@ def test_dirty_tree_refused_unless_forced(tmp_path, repo, wheelhouse, no_creds, 
     assert (out / "repo" / "pkg" / "mod.py").read_text() == "X = 1\n"  # HEAD, not the dirty file
 
 
-@pytest.mark.parametrize("prefix", ["ab", "Trm_Kit", "x" * 49, "-bad"])
+@pytest.mark.parametrize("prefix", ["", "Trm_Kit", "x" * 46, "-bad", "a b"])
 def test_slug_validation(tmp_path, repo, wheelhouse, no_creds, capsys, prefix):
-    assert push("--dry-run", "--bundles", "repo", "--slug-prefix", prefix, out=tmp_path / "s", repo=repo,
+    assert push("--dry-run", "--bundles", "repo", f"--slug-prefix={prefix}", out=tmp_path / "s", repo=repo,
                 wh=wheelhouse) == 1
     assert "slug" in capsys.readouterr().err
 
@@ -129,17 +128,18 @@ def test_templates_have_no_personal_names():
 # ---------------------------------------------------------------- secrets
 
 def planted() -> dict[str, str]:
-    """name -> content; assembled here so no secret-shaped literal sits in this file."""
-    hexkey = "0123456789abcdef" * 2
+    """name -> content, assembled at run time (str.join is not constant-folded into the .pyc), so
+    no secret-shaped literal sits in this file or its bytecode."""
+    j = "".join
     return {
         "kaggle (1).json": "{}",
         "access_token": "x",
         ".env": "X=1",
-        "deploy_key.txt": "-----BEGIN " + "OPENSSH PRIVATE KEY-----\nabc\n",
-        "notes/token.txt": "token: " + "KGAT" + "_" + "a1B2" * 6,
-        "notes/hf.md": "use " + "hf" + "_" + "Ab3" * 12,
-        "conf/settings.json": '{"username": "me", "key' + '": "' + hexkey + '"}',
-        "conf/aws.cfg": "aws_access_key_id = " + "AKIA" + "ABCDEFGHIJKLMNOP",
+        "deploy_key.txt": j(["-----BEGIN OPENSSH ", "PRIVATE KEY-----\nabc\n"]),
+        "notes/token.txt": j(["token: KGAT", "_", "a1B2" * 6]),
+        "notes/hf.md": j(["use hf", "_", "Ab3" * 12]),
+        "conf/settings.json": j(['{"username": "me", "key', '": "', "0123456789abcdef" * 2, '"}']),
+        "conf/aws.cfg": j(["aws_access_key_id = AKIA", "ABCDEFGHIJKLMNOP"]),
     }
 
 
@@ -156,17 +156,19 @@ def test_planted_secrets_refuse_the_push(tmp_path, repo, wheelhouse, no_creds, c
     assert "refusing to publish" in err
     for expect in ["kaggle (1).json: a credentials file name", "access_token: a credentials file name",
                    ".env: a credentials file name", "deploy_key.txt: looks like a private key",
-                   "notes/token.txt: looks like a kaggle token", "notes/hf.md: looks like a hf token",
-                   "conf/settings.json: looks like a kaggle key", "conf/aws.cfg: looks like a aws key id",
+                   "notes/token.txt: looks like a Kaggle API token", "notes/hf.md: looks like a Hugging Face token",
+                   "conf/settings.json: looks like a Kaggle API key", "conf/aws.cfg: looks like an AWS access key id",
                    "archive.zip!inner/kaggle.json: a credentials file name"]:
         assert expect in err, expect
 
 
 def test_clean_tree_and_this_repo_scan_clean(repo):
     assert bundles.scan_secrets(repo) == []
-    # the kit's own sources (this test file included) must not trip the scanner
-    for d in ("kaggle", "wheels", "tests", "trm"):
-        assert bundles.scan_secrets(REPO / d) == [], d
+    # what the kit's repo bundle will hold (tracked + not ignored; this file included) must pass too
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    files = [REPO / f for f in listed if f and (REPO / f).is_file()]
+    assert bundles.scan_secrets(REPO, files) == []
 
 
 # ---------------------------------------------------------------- credentials
@@ -232,14 +234,41 @@ def test_weights_bundle_card_and_provenance(tmp_path, repo, wheelhouse, no_creds
     assert model.config.num_puzzle_identifiers == 3
 
 
-def test_metrics_of_another_step_are_not_published(tmp_path, repo, wheelhouse, no_creds, capsys):
+def test_metrics_of_another_step_or_an_ensemble_are_not_published(tmp_path, repo, wheelhouse, no_creds):
     run = tmp_path / "runs" / "y"
     ckpt = make_run(run, step=7)
     (run / "eval").mkdir()
     (run / "eval" / "metrics.json").write_text(json.dumps({"step": 3, "pass@2": 0.5, "n_checkpoints": 1}))
+    (run / "metrics.json").write_text(json.dumps({"step": 7, "pass@2": 0.6, "n_checkpoints": 2}))
     out = tmp_path / "stage"
     assert push("--dry-run", "--bundles", "weights", "--checkpoint", str(ckpt), out=out, repo=repo,
                 wh=wheelhouse) == 0
     card = (out / "weights" / "README.md").read_text()
-    assert "model-index" not in front_matter(card) and "measured at step 3" in card
+    assert "model-index" not in front_matter(card) and "measured at step 3" in card and "ensemble of 2" in card
     assert not (out / "weights" / "metrics.json").exists()
+
+    (run / "eval" / "metrics.json").write_text(json.dumps({"step": 7, "pass@2": 0.5, "n_checkpoints": 1}))
+    assert push("--dry-run", "--bundles", "weights", "--checkpoint", str(ckpt), out=out, repo=repo,
+                wh=wheelhouse) == 0  # training's own eval of step 7 (run/eval/) is found and used
+    fm = front_matter((out / "weights" / "README.md").read_text())
+    assert fm["model-index"][0]["results"][0]["metrics"][0] == {
+        "type": "pass@2", "value": 0.5, "name": "pass@2 (per-task macro average)"}
+
+
+def test_the_kits_kernel_template_renders(tmp_path, no_creds):
+    tpl = REPO / "kaggle" / "kernel-metadata.json"
+    if not tpl.is_file():
+        pytest.skip("kaggle/kernel-metadata.json not written yet")
+    nb = REPO / "kaggle" / "trm_arc2_inference_notebook.ipynb"
+    if not nb.is_file():
+        nb = tmp_path / nb.name
+        nb.write_text(json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []}))
+    out = tmp_path / "stage"
+    assert bundles.main(["kernel-push", "--owner", "someone", "--competition", "arc-prize-2025", "--dry-run",
+                         "--out", str(out), "--notebook", str(nb)]) == 0
+    meta = json.loads((out / "kernel" / "kernel-metadata.json").read_text())
+    assert meta["id"] == "someone/trm-arc2-inference" and meta["title"] == "trm-arc2-inference"
+    assert meta["dataset_sources"] == ["someone/trm-kit-wheels", "someone/trm-kit-repo", "someone/trm-kit-weights"]
+    assert meta["competition_sources"] == ["arc-prize-2025"] and meta["enable_internet"] is False
+    assert meta["code_file"] == nb.name and (out / "kernel" / nb.name).is_file()
+    assert bundles.PLACEHOLDER.search(json.dumps(meta)) is None  # no placeholder left

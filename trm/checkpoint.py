@@ -320,7 +320,9 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     if set(missing) - {TABLE_KEY} or unexpected:
         raise CheckpointError(f"{path}: state_dict mismatch; missing {sorted(set(missing) - {TABLE_KEY})}, "
                               f"unexpected {sorted(unexpected)}")
-    if table is not None:
+    if cfg.puzzle_emb_ndim > 0:
+        if table is None:
+            raise CheckpointError(f"{path}: no puzzle table ({TABLE_KEY}) although puzzle_emb_ndim > 0")
         model.puzzle_emb.weights = table.float().contiguous()
     model.config = cfg
     meta = {**meta, "model_config": cfg.to_dict()}

@@ -526,5 +526,6 @@ def pick_dtype(device: torch.device | str, requested: str | torch.dtype | None =
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Trainable nn.Parameter elements (the puzzle table and z inits are buffers, not counted)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """nn.Parameter elements, as upstream logs num_params (6,829,058 for ARC). The puzzle table and
+    H_init/L_init are buffers and not counted (the table holds ~0.6 B values at ARC-AGI-2 scale)."""
+    return sum(p.numel() for p in model.parameters())

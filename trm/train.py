@@ -549,7 +549,20 @@ def _train(config: TrainConfig, ctx: D.DistContext, argv) -> Path:
                    desc=cfg.run_name)
     stop = cfg.stop_at_step or math.inf
     finished = trainer.step >= trainer.total_steps or trainer.step >= stop
-    t_last, s_last = time.time(), trainer.step
+    timer = [time.time(), trainer.step]  # (time, step) of the last metrics line
+
+    def flush_metrics(it: int) -> None:
+        rec = trainer.pop_metrics()
+        if not rec:
+            return
+        now = time.time()
+        rec.update(step=trainer.step, iteration=it, s_per_step=(now - timer[0]) / max(trainer.step - timer[1], 1))
+        timer[:] = [now, trainer.step]
+        log(rec)
+        if bar is not None:
+            bar.set_postfix(loss=f"{rec['train/loss']:.3f}", acc=f"{rec.get('train/accuracy', 0):.3f}",
+                            lr=f"{rec['train/lr']:.2e}", s_step=f"{rec['s_per_step']:.2f}", refresh=False)
+
     try:
         while not finished and trainer.position["iteration"] < n_iters:
             it = trainer.position["iteration"]
@@ -560,15 +573,7 @@ def _train(config: TrainConfig, ctx: D.DistContext, argv) -> Path:
                     raise OutOfMemory(_oom_message(cfg, ctx, trainer.micro, trainer.step)) from None
                 trainer.position = pos
                 if trainer.step % cfg.log_interval == 0 or trainer.step >= trainer.total_steps:
-                    rec = trainer.pop_metrics()
-                    now = time.time()
-                    rec.update(step=trainer.step, iteration=it,
-                               s_per_step=(now - t_last) / max(trainer.step - s_last, 1))
-                    t_last, s_last = now, trainer.step
-                    log(rec)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{rec['train/loss']:.3f}", acc=f"{rec.get('train/accuracy', 0):.3f}",
-                                        lr=f"{rec['train/lr']:.2e}", s_step=f"{rec['s_per_step']:.2f}", refresh=False)
+                    flush_metrics(it)
                 if bar is not None:
                     bar.update(1)
                 if trainer.step >= trainer.total_steps or trainer.step >= stop:
@@ -578,6 +583,7 @@ def _train(config: TrainConfig, ctx: D.DistContext, argv) -> Path:
                     save()
             else:
                 trainer.position = TrainSampler.start_position(it + 1)
+            flush_metrics(it)
             done = trainer.step >= trainer.total_steps or trainer.position["iteration"] >= n_iters
             if trainer.step >= stop and not done:
                 if saved_step != trainer.step:
@@ -587,6 +593,7 @@ def _train(config: TrainConfig, ctx: D.DistContext, argv) -> Path:
             m = evaluate() if (it >= cfg.min_eval_interval or done) else None
             if (cfg.checkpoint_every_eval or done) and saved_step != trainer.step:
                 save(m)
+            timer[:] = [time.time(), trainer.step]  # s/step excludes evals and checkpoints
             if done:
                 break
         else:

@@ -31,6 +31,7 @@ from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = Path(__file__).resolve().parent / "profiles.json"
+PACKAGED = ("trm", "dataset_builder", "pyproject.toml", "README.md")  # what goes into the kit wheel
 
 
 def load_profile(name: str | None) -> dict:
@@ -92,14 +93,23 @@ def pip(*args: str, cwd: Path | None = None, env: dict | None = None) -> subproc
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
 
 
+def source_state(repo: Path) -> dict:
+    """The last commit that changed the packaged sources, its time, and whether they differ from
+    it (edits or new untracked files). Commits elsewhere in the repo leave all three unchanged."""
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True).stdout.strip()
+    last = git("log", "-1", "--format=%H %ct", "--", *PACKAGED).split()
+    return {"commit": last[0] if last else None, "time": int(last[1]) if last else 315532800,
+            "dirty": bool(git("status", "--porcelain", "--", *PACKAGED))}
+
+
 def build_kit_wheel(repo: Path, dest: Path) -> Path:
     """`pip wheel --no-deps --no-build-isolation` of a clean copy of the tracked + untracked-unignored
     files: no stale setuptools build/ dir, no egg-info written into the shared tree."""
     files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                            cwd=repo, capture_output=True, text=True, check=True).stdout.split("\0")
-    # reproducible zip timestamps, so an unchanged tree gives a byte-identical wheel (push skips it)
-    epoch = subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=repo, capture_output=True, text=True)
-    env = {**os.environ, "SOURCE_DATE_EPOCH": epoch.stdout.strip() or "315532800"}
+    # reproducible zip timestamps, so unchanged sources give a byte-identical wheel (push skips it)
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(source_state(repo)["time"])}
     with tempfile.TemporaryDirectory(prefix="trm-kit-src-") as src:
         for rel in filter(None, files):
             if (repo / rel).is_file():
@@ -130,7 +140,21 @@ def fetch(req: Requirement, profile: dict, dest: Path, index_args: list[str], is
     return next(p for p in new or dest.glob("*.whl") if canonicalize_name(p.name.split("-")[0]) == name)
 
 
+def preinstalled(req: Requirement, profile: dict) -> bool:
+    """True if the image provides it (its version must meet the pin); exits on a refusal."""
+    name, pre = canonicalize_name(req.name), profile["preinstalled"]
+    if name in pre:  # never shipped or replaced, but it must satisfy the requirement
+        if pre[name] and not req.specifier.contains(Version(pre[name]), prereleases=True):
+            sys.exit(f"{req} is not met by the image's {name} {pre[name]}; refusing to replace it")
+        return True
+    if forbidden(name, profile):
+        sys.exit(f"refusing to ship {req}: torch/CUDA packages come from the image only")
+    return False
+
+
 def build(profile: dict, out: Path, extras: list[str], index_args: list[str], isolation: bool) -> dict:
+    for e in extras:  # refuse early, before any building
+        preinstalled(Requirement(e), profile)
     out.mkdir(parents=True, exist_ok=True)
     for old in [*out.glob("*.whl"), out / "MANIFEST.json", out / "requirements.txt"]:
         old.unlink(missing_ok=True)
@@ -143,14 +167,10 @@ def build(profile: dict, out: Path, extras: list[str], index_args: list[str], is
     while queue:
         req, req_extras = queue.pop(0)
         name = canonicalize_name(req.name)
-        pre = profile["preinstalled"]
-        if name in pre:  # the image has it: never ship or replace, but it must satisfy the pin
-            if pre[name] and not req.specifier.contains(Version(pre[name]), prereleases=True):
-                sys.exit(f"{req} is not met by the image's {name} {pre[name]}; refusing to replace it")
-            notes.append(f"{name} {pre[name] or '(version not recorded)'}: preinstalled, satisfies {req}")
+        if preinstalled(req, profile):
+            version = profile["preinstalled"][name] or "(version not recorded)"
+            notes.append(f"{name} {version}: preinstalled, satisfies {req}")
             continue
-        if forbidden(name, profile):
-            sys.exit(f"refusing to ship {req}: torch/CUDA packages come from the image only")
         if name in shipped:
             v = parse_wheel_filename(shipped[name].name)[1]
             if not req.specifier.contains(v, prereleases=True):
@@ -170,7 +190,8 @@ def build(profile: dict, out: Path, extras: list[str], index_args: list[str], is
                       "tags": "-".join(w.name[:-4].split("-")[-3:]),  # python-abi-platform, as in the name
                       "sha256": sha256(w), "size": w.stat().st_size})
     manifest = {"profile": profile["name"], "python": profile["python"], "abi": profile["abi"],
-                "files": files, "preinstalled_not_shipped": notes}
+                "source": source_state(REPO), "extras": extras, "files": files,
+                "preinstalled_not_shipped": notes}
     (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
     lines = [f"# trm-kaggle-kit wheelhouse for {profile['name']} (CPython {profile['python']}), "
              "written by wheels/build.py",

@@ -2,7 +2,8 @@
 
     ckpt = make_run(tmp_path / "runs" / "x", step=5, metrics={"pass@2": 0.25, ...})
     # -> runs/x/checkpoints/step_5 (trm.checkpoint.save_checkpoint), runs/x/{COMMANDS,ENVIRONMENT,
-    #    TRM_COMMIT}.txt, runs/x/eval/metrics.json (as trm.evaluate writes it) when metrics is given
+    #    TRM_COMMIT}.txt and, when metrics is given, runs/x/evaluate/step_5/metrics.json shaped as
+    #    trm.evaluate writes it (where `make evaluate` puts it: trm.notebooks.eval_output_dir)
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ def make_run(run: Path, step: int = 5, metrics: dict | None = None) -> Path:
     (run / "ENVIRONMENT.txt").write_text("Python 3.11\ntorch 2.13.0+cpu\n")
     (run / "TRM_COMMIT.txt").write_text("kit git sha: 0123456789abcdef\n")
     if metrics is not None:
-        (run / "eval").mkdir(parents=True, exist_ok=True)
-        (run / "eval" / "metrics.json").write_text(json.dumps({"checkpoint": str(ckpt), "step": step,
-                                                                "n_checkpoints": 1, **metrics}, indent=1))
+        out = run / "evaluate" / ckpt.name
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps({"checkpoint": str(ckpt), "step": step, "n_checkpoints": 1,
+                                                      **metrics}, indent=1))
     return ckpt

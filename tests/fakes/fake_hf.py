@@ -42,7 +42,8 @@ class FakeHub:
 
         home = Path(tmp) / "hf-home"
         home.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in base.items() if not k.startswith("HF_") and k != "HUGGING_FACE_HUB_TOKEN"}
+        env = {k: v for k, v in base.items() if not k.startswith("HF_") and k != "HUGGING_FACE_HUB_TOKEN"
+               and k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
         env.update(HF_ENDPOINT=self.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(home),
                    HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_OFFLINE="0", NO_PROXY="127.0.0.1,localhost",
                    no_proxy="127.0.0.1,localhost")

@@ -1,0 +1,98 @@
+"""Time trm.evaluate's prediction loop at the paper config: default vs early exit.
+
+    .venv/bin/python bench/evaluate.py                      # CPU, first 4 test rows, ~3 min
+    .venv/bin/python bench/evaluate.py --rows 36 --batch-size 36 --device cuda --dtype bfloat16
+
+Model: the ARC paper config (hidden 512, 8 heads, 2 layers, H_cycles 3, L_cycles 4,
+halt_max_steps 16, 512-d puzzle embedding), random init, num_puzzle_identifiers from the
+dataset. Data: a built dataset's test split (default: the golden build, 36 test rows;
+or build one with `python -m dataset_builder ... --num-aug 8`).
+
+Three timed runs over the same rows:
+  default     every row runs all 16 ACT steps (upstream's eval; what the kit does by default)
+  early exit  rows stop at q_halt > 0 and their slot is refilled. At random init q_head has
+              bias -5, so q_halt ~ -5 and NOTHING exits early: same cost as default.
+  early exit, q_head bias forced to +5 (DEMO ONLY, not a real model): every row halts after
+              its first step, which shows the mechanism and its best-case speed-up.
+Voting/scoring over the predicted rows is timed too (it is CPU work in every case).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from trm.evaluate import evaluate_predictions, predict
+from trm.model import TRM, ModelConfig, pick_dtype
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def default_data() -> Path:
+    shared = Path(os.environ.get("TRM_SHARED_DIR", REPO.parent / "shared"))
+    return Path(os.environ.get("TRM_GOLDEN_DIR", shared / "golden")) / "arc_build" / "output"
+
+
+def timed(fn):
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=default_data())
+    ap.add_argument("--rows", type=int, default=4, help="first N test rows (CPU: ~1 s per row-step in fp32)")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", help="default: trm.model.pick_dtype(device) (float32 on CPU)")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = str(pick_dtype(device, args.dtype)).removeprefix("torch.")
+    n_ids = json.loads((args.data / "test" / "dataset.json").read_text())["num_puzzle_identifiers"]
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_puzzle_identifiers=n_ids, forward_dtype=dtype)
+    model = TRM(cfg).to(device).eval()
+    print(f"paper config: hidden {cfg.hidden_size}, heads {cfg.num_heads}, layers {cfg.n_layers}, "
+          f"H {cfg.n_outer_cycles}, L {cfg.n_latent_steps}, halt_max_steps {cfg.halt_max_steps}, "
+          f"{n_ids} puzzle ids; {dtype} on {device} ({torch.get_num_threads()} threads), "
+          f"{args.rows} rows, batch {args.batch_size}, data {args.data}")
+
+    kw = dict(global_batch_size=args.batch_size, device=device, limit_rows=args.rows)
+    predict(model, args.data, **{**kw, "limit_rows": min(args.batch_size, args.rows)})  # warm-up
+    results = {}
+    results["default"] = timed(lambda: predict(model, args.data, **kw))
+    results["early exit (random init)"] = timed(lambda: predict(model, args.data, early_exit=True, **kw))
+    with torch.no_grad():
+        saved = model.q_head.bias.clone()
+        model.q_head.bias[0] = 5.0
+    results["early exit, q bias +5 (DEMO ONLY)"] = timed(lambda: predict(model, args.data, early_exit=True, **kw))
+    with torch.no_grad():
+        model.q_head.bias.copy_(saved)
+
+    print(f"{'mode':36s} {'rows/s':>9s} {'s/row':>8s} {'mean steps':>10s} {'max q_halt':>10s}")
+    for name, (p, sec) in results.items():
+        print(f"{name:36s} {len(p) / sec:9.3f} {sec / len(p):8.2f} {p.steps.mean():10.2f} {p.q_halt.max():10.2f}")
+    base = results["default"][1]
+    for name, (_, sec) in list(results.items())[1:]:
+        print(f"speed-up of '{name}' over default: {base / sec:.2f}x")
+    if results["early exit (random init)"][0].steps.min() == cfg.halt_max_steps:
+        print("note: at random init no row has q_halt > 0, so early exit cannot trigger (expected)")
+    _, sec = timed(lambda: evaluate_predictions(results["default"][0], args.data, None, verbose=False))
+    print(f"voting + scoring {args.rows} rows: {sec:.3f} s")
+
+
+if __name__ == "__main__":
+    main()

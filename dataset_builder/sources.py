@@ -127,6 +127,8 @@ def _finish(subsets: list[Subset], raw: list[list[tuple[str, dict]]], solutions:
     chosen = _select(subsets, raw, tasks, task_ids)
     seen: dict[str, Subset] = {}
     for subset, items, sol in zip(subsets, chosen, solutions):
+        if sol == _INLINE:
+            items = _own_copy(subset, items)
         for task_id, task in items:
             check_task(task, task_id, subset.source)
             if task_id in seen:
@@ -141,6 +143,18 @@ def _finish(subsets: list[Subset], raw: list[list[tuple[str, dict]]], solutions:
     if not seen:
         raise BuildError("no tasks to build (empty subsets or selection)")
     return subsets
+
+
+def _own_copy(subset: Subset, items: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """Copy caller-owned tasks (outputs get filled in) -- only the selected ones -- via
+    JSON, which also yields the text for the boolean check (validate.may_hold_bools)."""
+    try:
+        text = json.dumps(dict(items))
+    except (TypeError, ValueError):
+        subset.fast = False
+        return [(task_id, copy.deepcopy(task)) for task_id, task in items]
+    subset.fast = not may_hold_bools(text)
+    return list(json.loads(text).items())
 
 
 def load_files(files: Mapping[str, str | Path], *, solutions: Mapping[str, str | Path | None] | None = None,
@@ -170,19 +184,15 @@ def load_prefix(prefix: str, subset_names: Sequence[str], **select) -> list[Subs
 
 def load_memory(data: Mapping[str, Mapping[str, dict]], subset_names: Sequence[str] | None = None,
                 source: str = "memory", **select) -> list[Subset]:
-    """{subset: {task_id: task}}; the dicts are deep-copied (outputs get filled in)."""
+    """{subset: {task_id: task}}; the selected tasks are copied (outputs get filled in)."""
     names = list(subset_names) if subset_names is not None else list(data)
     subsets, raw = [], []
     for name in names:
         if name not in data:
             raise BuildError(f"{source}: no subset {name!r} (has: {', '.join(data)})")
         where = f"{source}[{name}]"
-        raw.append(_check_file_tasks(copy.deepcopy(data[name]), where))
-        try:
-            fast = not may_hold_bools(json.dumps(data[name]))
-        except (TypeError, ValueError):
-            fast = False
-        subsets.append(Subset(name, where, fast=fast))
+        raw.append(_check_file_tasks(data[name], where))
+        subsets.append(Subset(name, where))
     return _finish(subsets, raw, [_INLINE] * len(subsets), **select)
 
 

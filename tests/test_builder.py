@@ -107,23 +107,30 @@ def test_task_ids_on_full_files_reproduce_golden(golden, arc_data, tmp_path):
 
 # ---------------------------------------------------------------- counts (trm-upstream.md §7.5, §12)
 
-@pytest.mark.parametrize("num_aug,ids,train_ex,test_ex", [(10, 14_079, None, None)])
-def test_counts_arc2(arc_data, num_aug, ids, train_ex, test_ex):
-    s = build_dataset(BuildConfig(input_file_prefix=str(arc_data / "arc-agi" / "arc-agi"), num_aug=num_aug,
+def test_counts_arc2_num_aug_10(arc_data):
+    """trm-upstream.md §12: 14,079 ids at num_aug 10 (ARC-AGI-2 + concept)."""
+    s = build_dataset(BuildConfig(input_file_prefix=str(arc_data / "arc-agi" / "arc-agi"), num_aug=10,
                                   count_only=True, quiet=True))
-    assert s["num_puzzle_identifiers"] == ids
+    assert s["num_puzzle_identifiers"] == 14_079
     assert s["splits"]["train"]["groups"] == 1280 and s["splits"]["test"]["groups"] == 120
 
 
 @pytest.mark.slow
-def test_counts_arc2_num_aug_1000(arc_data):
-    """The paper's dataset: augmentation, de-duplication and ids only (no arrays)."""
-    s = build_dataset(BuildConfig(input_file_prefix=str(arc_data / "arc-agi" / "arc-agi"), num_aug=1000,
-                                  count_only=True, quiet=True))
-    assert s["num_puzzle_identifiers"] == 1_191_730
-    assert s["splits"]["train"] == {"groups": 1280, "puzzles": 1_191_729, "examples": 5_163_277}
-    assert s["splits"]["test"] == {"groups": 120, "puzzles": 118_766, "examples": 170_393}
-    assert s["first_test_id"] == 927_073
+@pytest.mark.parametrize("subsets,test_set,ids,train,test,first_test_id", [
+    (["training2", "evaluation2", "concept"], "evaluation2", 1_191_730, (1280, 1_191_729, 5_163_277),
+     (120, 118_766, 170_393), 927_073),
+    (["training", "evaluation", "concept"], "evaluation", 876_406, (960, 876_405, 3_633_410),
+     (400, 368_150, 385_815), 362_365),
+])
+def test_counts_num_aug_1000(arc_data, subsets, test_set, ids, train, test, first_test_id):
+    """trm-upstream.md §7.5 (the paper's datasets): augmentation, de-duplication and ids
+    only (count_only writes no arrays)."""
+    s = build_dataset(BuildConfig(input_file_prefix=str(arc_data / "arc-agi" / "arc-agi"), subsets=subsets,
+                                  test_set_name=test_set, num_aug=1000, count_only=True, quiet=True))
+    assert s["num_puzzle_identifiers"] == ids
+    keys = ("groups", "puzzles", "examples")
+    assert s["splits"]["train"] == dict(zip(keys, train)) and s["splits"]["test"] == dict(zip(keys, test))
+    assert s["first_test_id"] == first_test_id
 
 
 # ---------------------------------------------------------------- sources
@@ -184,7 +191,8 @@ def test_kaggle_dir_flag(arc_data, tmp_path):
 
 def test_kaggle_placeholder_duplicates_are_reported(arc_data, tmp_path):
     # The public arc-agi_test_challenges.json repeats training tasks.
-    proc = run_builder(["--kaggle-dir", arc_data / "arc-prize-2025", "--output-dir", tmp_path / "k"])
+    proc = run_builder(["--kaggle-dir", arc_data / "arc-prize-2025", "--subsets", "training", "evaluation",
+                        "test", "--count-only", "--output-dir", tmp_path / "k"])
     assert proc.returncode == 2
     assert "is also in subset 'training'" in proc.stderr and not (tmp_path / "k").exists()
 

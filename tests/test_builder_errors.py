@@ -198,3 +198,11 @@ def test_missing_kaggle_dir(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dataset_builder", "--kaggle-dir", str(tmp_path / "nope"),
                            "--output-dir", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert_error(proc, out, "nope: no such directory (--kaggle-dir)")
+
+
+def test_empty_example_list(tmp_path):
+    task = good_task()
+    task["train"] = []
+    path = write(tmp_path, "a", {"abc": task})
+    proc, out = run(tmp_path, "--subsets", "a")
+    assert_error(proc, out, f"{path}: task 'abc' train: no examples")

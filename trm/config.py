@@ -66,6 +66,7 @@ class TrainConfig:
     # hardware / scale (kit)
     grad_accum_steps: int = 1  # micro-batches per rank per step; same global batch, same maths
     device: str = "auto"  # auto | cpu | cuda
+    num_threads: int = 0  # torch CPU threads (0 = torch's default); 1 is fastest on a busy machine
     compile: bool = False  # torch.compile the model (upstream compiles unless DISABLE_COMPILE)
     eval_batch_size: int = 0  # 0 = global_batch_size (as upstream)
 

@@ -66,10 +66,13 @@ def setup(device: str = "auto") -> DistContext:
                        device=dev, object_group=group, owns_group=owns)
 
 
-def teardown(ctx: DistContext) -> None:
+def teardown(ctx: DistContext, clean: bool = True) -> None:
+    """Leave the process group we created. After an error (clean=False) skip the barrier: the
+    other ranks may be blocked in a collective, and torchrun stops them when this one exits."""
     if ctx.owns_group and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+        if clean:
+            dist.barrier()
+            dist.destroy_process_group()
 
 
 def broadcast_module(module: torch.nn.Module, ctx: DistContext, src: int = 0) -> None:

@@ -13,6 +13,17 @@ candidates are ranked by (vote count, then mean sigmoid(q_halt)), descending, ex
 upstream. pass@K is upstream's per-task macro average; the Kaggle score is the official
 micro average over test outputs of the written submission.json (trm.submission).
 
+Labels: from --solutions, else from test_puzzles.json unless every output there is the
+builder's [[0]] dummy (an unlabelled Kaggle test set); without labels pass@K and the
+score are null. Tasks: every task of --challenges (those without votes get fallback
+attempts and count 0), else the tasks of test_puzzles.json.
+
+Outputs (rank 0, each written to a temp file then renamed): submission.json; metrics.json
+(pass@1..pass@1000, kaggle_score, n_tasks, n_test_outputs, n_rows, token_accuracy,
+exact_row_accuracy, mean_steps, checkpoint, step, ...); per_task.csv (one line per test
+input: solved, correct_rank, n_votes, n_candidates, where each attempt came from, then
+rank{k}_votes / _mean_q / _hash / _shape for the top 3); pictures/*.png (trm.plots).
+
 Deliberate differences from upstream's `evaluators/arc.py`:
 - Votes belong to ONE evaluation (one checkpoint). Upstream's default aggregated_voting
   never clears its vote store, so the pass@K it logs during training silently ensembles

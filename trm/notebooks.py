@@ -26,10 +26,12 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -40,8 +42,35 @@ NOTEBOOKS = {"build": "01_build_dataset", "train": "02_train", "evaluate": "03_e
 PROVENANCE = ("COMMANDS.txt", "TRM_COMMIT.txt", "ENVIRONMENT.txt", "config.json")
 
 
+# In a kernel without ipywidgets, tqdm.auto warns "IProgress not found" and falls back to its text
+# bar; importing it here once, silenced, keeps that warning out of every notebook's output.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import tqdm.auto  # noqa: F401
+
+
 class NotebookError(RuntimeError):
     """A notebook cell failed; the executed notebook and its HTML are kept (paths in the message)."""
+
+
+class MarkdownText:
+    """Markdown for notebook display that also reads as plain text (papermill's terminal log
+    and `print` show text/plain)."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def _repr_markdown_(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _show(text: str) -> None:
+    from IPython.display import display
+
+    display(MarkdownText(text))
 
 
 # ------------------------------------------------------------------------------ running notebooks
@@ -56,6 +85,20 @@ def render_html(ipynb: str | Path) -> Path:
     out = ipynb.with_suffix(".html")
     out.write_text(body, encoding="utf-8")
     return out
+
+
+def _kernel_manager(sockets: str) -> dict:
+    """Kernel over Unix sockets in a private dir (POSIX): no TCP port race between concurrent
+    kernels on a shared machine, and no unencrypted-TCP warning."""
+    if os.name != "posix":
+        return {}
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(transport="ipc", ip=os.path.join(sockets, "kernel"), **kwargs)
+
+    return {"kernel_manager_class": IPCKernelManager}
 
 
 def execute_notebook(name: str, out_dir: str | Path, parameters: dict, *, log_output: bool = True,
@@ -78,14 +121,19 @@ def execute_notebook(name: str, out_dir: str | Path, parameters: dict, *, log_ou
         if not log.handlers:
             handler = logging.StreamHandler(sys.stdout)
             handler.setFormatter(logging.Formatter("%(message)s"))
+            handler.addFilter(lambda r: not r.getMessage().startswith("Ending Cell"))
             log.addHandler(handler)
         log.setLevel(logging.INFO)
     failure = None
+    sockets = tempfile.mkdtemp(prefix="trm-kernel-")
     try:
         pm.execute_notebook(str(src), str(out), parameters=parameters, kernel_name="python3", language="python",
-                            cwd=str(cwd or Path.cwd()), log_output=log_output, progress_bar=False)
+                            cwd=str(cwd or Path.cwd()), log_output=log_output, progress_bar=False,
+                            **_kernel_manager(sockets))
     except pm.PapermillExecutionError as e:
         failure = e
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
     if out.is_file():
         render_html(out)
     if failure is not None:
@@ -98,8 +146,6 @@ def execute_notebook(name: str, out_dir: str | Path, parameters: dict, *, log_ou
 
 def show_dataset(summary: dict) -> None:
     """The builder's summary as a table: splits, groups (tasks), puzzles (versions), examples."""
-    from IPython.display import Markdown, display
-
     rows = ["| split | groups (tasks) | puzzles (augmented versions) | examples |", "|---|---|---|---|"]
     rows += [f"| {name} | {s['groups']} | {s['puzzles']} | {s['examples']} |" for name, s in summary["splits"].items()]
     subsets = ", ".join(f"{k} ({v} tasks)" for k, v in summary["subsets"].items())
@@ -109,14 +155,17 @@ def show_dataset(summary: dict) -> None:
     if summary.get("not_full"):
         notes.append(f"{len(summary['not_full'])} task(s) got fewer than num_aug augmentations "
                      "(too few distinct versions; upstream accepts this too).")
-    display(Markdown("\n\n".join(notes) + "\n\n" + "\n".join(rows)))
+    _show("\n\n".join(notes) + "\n\n" + "\n".join(rows))
 
 
 # ------------------------------------------------------------------------------ 02: training
 
 def training_argv(preset: str | None, overrides=(), run_name: str | None = None,
                   data_path: str | None = None) -> list[str]:
-    """trm.train's command-line arguments for the notebook's parameters (overrides win, as last)."""
+    """trm.train's command-line arguments for the notebook's parameters (overrides win, as last).
+    overrides: a list of tokens, or one string (`papermill -p overrides "--resume runs/x"`)."""
+    if isinstance(overrides, str):
+        overrides = shlex.split(overrides)
     argv = [f"--preset={preset}"] if preset else []
     argv += [f"--data_path={data_path}"] if data_path else []
     argv += [f"--run_name={run_name}"] if run_name else []
@@ -148,7 +197,8 @@ def resolve_training(preset: str | None, overrides=(), run_name: str | None = No
 
 
 class MetricsTail:
-    """While a run trains, print a line from its metrics.jsonl every `every` seconds and every eval.
+    """While a run trains, print its latest metrics.jsonl line every `every` seconds (the evals
+    print their own report).
 
     Used instead of tqdm inside notebooks (a text bar re-drawn with \\r is unreadable in a saved
     notebook and floods papermill's log). Reads only lines appended after start().
@@ -174,13 +224,6 @@ class MetricsTail:
 
     @staticmethod
     def format(rec: dict) -> str:
-        if any(k.startswith("eval/") for k in rec):
-            def f(k):
-                v = rec.get(f"eval/{k}")
-                return "n/a" if v is None else f"{v:.4f}"
-
-            return (f"step {rec.get('step')}: eval pass@2 {f('pass@2')}, kaggle score {f('kaggle_score')}, "
-                    f"token accuracy (per cell) {f('token_accuracy')}")
         parts = [f"step {rec.get('step')}"]
         for key, label, fmt in (("train/loss", "loss", ".4f"), ("train/accuracy", "accuracy (per cell)", ".3f"),
                                 ("train/exact_accuracy", "exact", ".3f"), ("train/lr", "lr", ".2e"),
@@ -209,9 +252,7 @@ class MetricsTail:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if any(k.startswith("eval/") for k in rec):
-                print(self.format(rec), flush=True)
-            else:
+            if "train/loss" in rec:
                 self._last = rec
 
     def _run(self) -> None:
@@ -274,7 +315,7 @@ def launch_training(preset: str | None, overrides=(), n_gpus: int = 1, run_name:
 def show_run(run_dir: str | Path, max_env_lines: int = 12) -> None:
     """Training curves inline (curves.png, drawn from metrics.jsonl if missing), the checkpoints,
     and the run's provenance files (the pip freeze part of ENVIRONMENT.txt is cut)."""
-    from IPython.display import Image, Markdown, display
+    from IPython.display import Image, display
 
     run_dir = Path(run_dir)
     png, metrics = run_dir / "curves.png", run_dir / "metrics.jsonl"
@@ -296,7 +337,7 @@ def show_run(run_dir: str | Path, max_env_lines: int = 12) -> None:
             head = text.split("# pip freeze")[0].rstrip().splitlines()
             text = "\n".join(head[:max_env_lines]) + "\n# (pip freeze: see the file)"
         lines += ["", f"**{name}**", "```", text.rstrip(), "```"]
-    display(Markdown("\n".join(lines)))
+    _show("\n".join(lines))
 
 
 # ------------------------------------------------------------------------------ 03: evaluation
@@ -363,10 +404,8 @@ def metrics_rows(m: dict) -> list[tuple[str, str]]:
 
 
 def metrics_table(m: dict):
-    """The evaluation metrics as a Markdown table (displayable; str() is the Markdown text)."""
-    from IPython.display import Markdown
-
-    return Markdown("| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in metrics_rows(m)))
+    """The evaluation metrics as a Markdown table (a notebook cell's value displays it)."""
+    return MarkdownText("| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in metrics_rows(m)))
 
 
 def headline(m: dict) -> str:
@@ -383,8 +422,6 @@ def read_per_task(output_dir) -> list[dict]:
 
 def show_solved(output_dir, max_rows: int = 20) -> None:
     """Solved / unsolved test inputs from per_task.csv, and the first rows of it."""
-    from IPython.display import Markdown, display
-
     rows = read_per_task(output_dir)
     solved = [r for r in rows if r["solved"] == "1"]
     unsolved = [r for r in rows if r["solved"] == "0"]
@@ -398,7 +435,7 @@ def show_solved(output_dir, max_rows: int = 20) -> None:
     table = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     table += ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows[:max_rows]]
     more = f"\n\n({len(rows) - max_rows} more rows in per_task.csv)" if len(rows) > max_rows else ""
-    display(Markdown("\n\n".join(text) + "\n\n" + "\n".join(table) + more))
+    _show("\n\n".join(text) + "\n\n" + "\n".join(table) + more)
 
 
 def show_pictures(output_dir, n: int = 4) -> None:
@@ -422,9 +459,9 @@ def challenges_for(data, challenges=None) -> dict:
             for t, task in load_test_puzzles(data).items()}
 
 
-def check_submission(output_dir, data, challenges=None, strict: bool = True) -> list[str]:
-    """Validate output_dir/submission.json (trm.submission) and print the verdict; returns the
-    errors, or raises ValueError on any when strict."""
+def check_submission(output_dir, data, challenges=None) -> None:
+    """Validate output_dir/submission.json with trm.submission and print the verdict; raises
+    ValueError when it is invalid."""
     from trm.submission import validate_submission
 
     path = Path(output_dir) / "submission.json"
@@ -433,9 +470,8 @@ def check_submission(output_dir, data, challenges=None, strict: bool = True) -> 
     n_inputs = sum(len(t["test"]) for t in ch.values())
     verdict = "VALID" if not errors else f"INVALID ({len(errors)} errors: {errors[:3]})"
     print(f"{path}: {verdict} against {len(ch)} tasks / {n_inputs} test inputs")
-    if errors and strict:
+    if errors:
         raise ValueError(f"{path} is not a valid submission: {errors[:5]}")
-    return errors
 
 
 # ------------------------------------------------------------------------------ Jupytext pairs

@@ -178,6 +178,8 @@ def config_from_cli(argv: list[str]) -> TrainConfig:
     base = None
     if keys.get("resume") and "preset" not in keys and os.environ.get("RANK", "0") == "0":
         base = _resume_base(keys["resume"])
+        if base is not None:  # the run continues where its checkpoint lies (the dir may have moved)
+            base.run_dir, base.stop_at_step = None, 0  # and stop_at_step applied to that invocation only
     return resolve_config(None, argv, base=base)
 
 
@@ -436,11 +438,18 @@ def _oom_message(cfg: TrainConfig, ctx: D.DistContext, micro: int, step: int) ->
 
 def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
     """Train with `config`; returns the run directory (runs/<run_name> by default)."""
+    threads = torch.get_num_threads()
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
     ctx = D.setup(config.device)
+    ok = False
     try:
-        return _train(config, ctx, argv)
+        out = _train(config, ctx, argv)
+        ok = True
+        return out
     finally:
-        D.teardown(ctx)
+        D.teardown(ctx, clean=ok)  # after an error, no barrier: the other ranks may be stuck
+        torch.set_num_threads(threads)  # in-process callers (notebooks, tests) get theirs back
 
 
 def _train(config: TrainConfig, ctx: D.DistContext, argv) -> Path:
@@ -473,9 +482,12 @@ def _train(config: TrainConfig, ctx: D.DistContext, argv) -> Path:
     train_state = None
     if ctx.is_main and (resume_ckpt or cfg.load_checkpoint):
         src = resume_ckpt or cfg.load_checkpoint
-        loaded, _ = load_checkpoint(src, map_location="cpu", dataset_dir=cfg.data_path,
-                                    reset_puzzle_emb="mean" if cfg.load_puzzle_emb == "mean" and not resume_ckpt
-                                    else None, verify=not resume_ckpt)  # find_checkpoint verified it
+        try:
+            loaded, _ = load_checkpoint(src, map_location="cpu", dataset_dir=cfg.data_path,
+                                        reset_puzzle_emb="mean" if cfg.load_puzzle_emb == "mean" and not resume_ckpt
+                                        else None, verify=not resume_ckpt)  # find_checkpoint verified it
+        except ValueError as e:  # e.g. a puzzle table for another dataset
+            raise ConfigError(f"{src}: {e} (for load_checkpoint: --load_puzzle_emb mean)") from None
         diff = {k: (getattr(loaded.config, k), getattr(cfg.arch, k)) for k in SHAPE_FIELDS
                 if getattr(loaded.config, k) != getattr(cfg.arch, k)}
         if diff:

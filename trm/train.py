@@ -1,4 +1,4 @@
-"""Train a TRM: one process, or torchrun over GPUs / nodes; resumable; EMA; provenance.
+r"""Train a TRM: one process, or torchrun over GPUs / nodes; resumable; EMA; provenance.
 
     python -m trm.train --preset smoke --data_path data/demo                       # CPU toy run
     python -m trm.train --preset paper-arc2 --grad-accum-steps 8                   # one GPU
@@ -59,6 +59,7 @@ from trm.config import (
     valid_keys,
 )
 from trm.data import TrainSampler, load_split
+from trm.evaluate import evaluate_model
 from trm.model import TRM, TRMWithLoss, pick_dtype
 from trm.optim import SparseSignSGD, cosine_schedule_with_warmup_lr, make_adam_atan2
 from trm.provenance import write_provenance
@@ -433,7 +434,8 @@ def _oom_message(cfg: TrainConfig, ctx: D.DistContext, micro: int, step: int) ->
             f"(per-rank micro-batch {micro}). The kit never lowers the batch or the precision silently. "
             f"Options: more GPUs (torchrun --nproc-per-node N, or more nodes), or "
             f"--grad-accum-steps {2 * k} (same global batch and maths, {micro // 2 or 1} rows per "
-            "micro-batch); a smaller --global_batch_size changes the recipe.")
+            "micro-batch); a smaller --global_batch_size changes the recipe. If it happened in an eval, "
+            f"lower --eval_batch_size (now {cfg.eval_batch_size or cfg.global_batch_size}).")
 
 
 def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
@@ -551,8 +553,6 @@ def _train(config: TrainConfig, ctx: D.DistContext, argv) -> Path:
             _plot(run_dir)
         return m
 
-    from trm.evaluate import evaluate_model
-
     bar = None
     if ctx.is_main and cfg.progress:
         from tqdm.auto import tqdm
@@ -579,10 +579,7 @@ def _train(config: TrainConfig, ctx: D.DistContext, argv) -> Path:
         while not finished and trainer.position["iteration"] < n_iters:
             it = trainer.position["iteration"]
             for gbatch, pos in sampler.iter_iteration(trainer.position):
-                try:
-                    trainer.train_step(gbatch)
-                except torch.cuda.OutOfMemoryError:
-                    raise OutOfMemory(_oom_message(cfg, ctx, trainer.micro, trainer.step)) from None
+                trainer.train_step(gbatch)
                 trainer.position = pos
                 if trainer.step % cfg.log_interval == 0 or trainer.step >= trainer.total_steps:
                     flush_metrics(it)
@@ -611,6 +608,8 @@ def _train(config: TrainConfig, ctx: D.DistContext, argv) -> Path:
         else:
             if saved_step != trainer.step and trainer.step > 0:
                 save()
+    except torch.cuda.OutOfMemoryError:
+        raise OutOfMemory(_oom_message(cfg, ctx, trainer.micro, trainer.step)) from None
     finally:
         if bar is not None:
             bar.close()

@@ -29,8 +29,12 @@ Flow of `run`:
      two distinct attempts per test input; merged with the fallback for anything missing,
      validated, written atomically. Any failure leaves the fallback in place (and re-raises).
 
-Clock: the deadline is start() + budget_hours - safety_minutes; after the dataset build, the
-fine-tune gets (1 - eval_share) of what is left, the evaluation the rest.
+Clock: the deadline is start() + budget_hours - safety_minutes. The fine-tune stops at the earlier of
+(a) (1 - eval_share) of the time left after the dataset build and (b) the deadline minus twice the
+evaluation time predicted from its own measured speed (+5 min): an evaluation row costs
+halt_max_steps x H / (H + 2) training rows (forward only, every ACT step; a training row runs H
+outer cycles forward and back-propagates through one). Whatever the evaluation does not finish by the
+deadline is killed, and the fallback stays.
 
 Import-time dependencies are the standard library only (and trm.submission, which is stdlib-only):
 the notebook imports this module from the repo bundle before any wheel is installed. torch,
@@ -71,8 +75,8 @@ class TTTParams:
 
     mode: str = "auto"  # auto | submit | validate
     budget_hours: float = 12.0  # Kaggle's limit, counted from start()
-    safety_minutes: float = 45.0  # runtime is obfuscated by up to 10 min; boot, installs, writes
-    eval_share: float = 0.15  # of the time left after the dataset build, reserved for evaluation
+    safety_minutes: float = 30.0  # before start(): container and kernel boot; after: final writes
+    eval_share: float = 0.05  # minimum share of the time left (after the build) kept for evaluation
     num_aug: int = 128  # augmented versions per task (NVARC 128)
     global_batch_size: int = 384  # Trelis 384 on 4xL4 (96 rows per GPU)
     grad_accum_steps: int = 0  # micro-batches per GPU step (same maths, less memory); 0 = auto (free memory)
@@ -276,12 +280,13 @@ def _stream(cmd: list[str], env: dict | None = None, timeout: float | None = Non
 
 
 def install(ctx: Context, p: TTTParams) -> dict[str, Path | None]:
-    """Find the wheels / repo / weights bundles (any layout, extracted or not) and pip-install the
-    wheels offline: `pip install --no-index --find-links DIR -r DIR/requirements.txt`."""
+    """Find the wheels and weights bundles (any layout, extracted or not) and the kit code in use,
+    and pip-install the wheels offline: `pip install --no-index --find-links DIR -r DIR/requirements.txt`
+    (never compiles, never reaches the network; the image's torch/numpy are never replaced)."""
     unpack = ctx.scratch / "bundles"
     ctx.bundles = {
         "wheels": Path(p.wheels_dir) if p.wheels_dir else find_bundle(ctx.input_root, "wheels", unpack),
-        "repo": repo_root(ctx),
+        "code": repo_root(ctx),  # the kit in use (repo bundle folder, or the unpacked kit wheel)
         "weights": Path(p.weights_dir) if p.weights_dir else find_bundle(ctx.input_root, "weights", unpack),
     }
     for k, v in ctx.bundles.items():
@@ -384,6 +389,8 @@ def run(ctx: Context, p: TTTParams) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     write_json_atomic(work / "challenges.json", challenges)
+    if solutions is not None:  # labels for trm.evaluate's pass@K (never seen by the fine-tune)
+        write_json_atomic(work / "solutions.json", solutions)
     try:
         t = time.time()
         built = build_ttt_dataset(challenges, work / "data", p.num_aug)
@@ -392,11 +399,12 @@ def run(ctx: Context, p: TTTParams) -> dict:
         log(f"dataset built in {time.time() - t:.1f} s: {built['splits']}, "
             f"{built['num_puzzle_identifiers']} puzzle ids (all new: mean-initialised)")
 
-        n_gpus, repo = _gpus(p), ctx.bundles.get("repo") or repo_root(ctx)
+        n_gpus, repo = _gpus(p), ctx.bundles.get("code") or repo_root(ctx)
         left = deadline - time.time()
         train_deadline = time.time() + (1 - p.eval_share) * left
         spec = {"data": str(work / "data"), "weights": str(ctx.bundles["weights"]), "out": str(work / "finetuned"),
-                "deadline": train_deadline, "params": dataclasses.asdict(p)}
+                "deadline": train_deadline, "final_deadline": deadline,
+                "eval_rows": built["splits"]["test"]["examples"], "params": dataclasses.asdict(p)}
         write_json_atomic(work / "finetune.json", spec)
         log(f"fine-tune on {f'{n_gpus} GPU(s)' if n_gpus else 'the CPU'} for up to "
             f"{(train_deadline - time.time()) / 60:.1f} min")
@@ -412,11 +420,14 @@ def run(ctx: Context, p: TTTParams) -> dict:
         args = ["trm.evaluate", "--checkpoint", str(work / "finetuned"), "--data", str(work / "data"),
                 "--output-dir", str(eval_dir), "--batch-size", str(_divisible(p.eval_batch_size, n_gpus)),
                 "--device", "cpu" if n_gpus == 0 else "cuda", "--challenges", str(work / "challenges.json"),
-                "--pictures", "0"] + (["--dtype", p.dtype] if p.dtype != "auto" else [])
+                "--pictures", "0"] + (["--dtype", p.dtype] if p.dtype != "auto" else []) \
+            + (["--solutions", str(work / "solutions.json")] if solutions is not None else [])
         rc = _launch(args, n_gpus, repo, timeout=deadline - time.time())
         if rc != 0:
             raise RuntimeError(f"evaluation failed (exit code {rc}); submission.json stays the fallback")
         report["eval_seconds"] = round(time.time() - t, 1)
+        metrics = _read_json(eval_dir / "metrics.json")
+        report["eval"] = {k: metrics.get(k) for k in ("n_rows", "n_votes", "n_fallback_attempts", "pass@1", "pass@2")}
 
         report.update(finalize(_read_json(eval_dir / "submission.json"), full, out_file, solutions))
         report["status"] = "ok"
@@ -466,6 +477,11 @@ def summary(report: dict) -> str:
         lines.append(f"fine-tune: {ft['steps']} steps in {ft['seconds'] / 60:.1f} min ({ft['stopped_by']}), "
                      f"{ft['world_size']} process(es), {ft['dtype']}, {ft['num_puzzle_identifiers']} puzzle ids "
                      f"(mean-initialised: {ft['mean_init']}), last loss {ft.get('last_loss')}")
+    ev = report.get("eval") or {}
+    if ev:
+        lines.append(f"evaluation: {ev['n_rows']} augmented rows voted in {report['eval_seconds'] / 60:.1f} min, "
+                     f"{ev['n_fallback_attempts']} fallback attempts"
+                     + (f", pass@2 (per-task macro) {ev['pass@2']:.4f}" if ev.get("pass@2") is not None else ""))
     if "submission" in report:
         lines.append(f"{report['submission']}: {report['tasks_from_model']} tasks from the model, "
                      f"{report['tasks_fallback']} fallback, {report['identical_attempts']} identical attempt pairs")
@@ -508,6 +524,12 @@ def finetune(spec: dict) -> dict:
                                    num_puzzle_identifiers=meta["num_puzzle_identifiers"],
                                    halt_max_steps=p.halt_max_steps or arch.halt_max_steps)
         accum = p.grad_accum_steps or _auto_accum(arch, p.global_batch_size // ctx.world_size, ctx.device)
+        if ctx.distributed:  # every rank must split the same way: take the most cautious
+            import torch.distributed as dist
+
+            t = torch.tensor([accum], device=ctx.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            accum = int(t.item())
         gbs = _divisible(p.global_batch_size, ctx.world_size * accum)
         # One sampler iteration = `epochs` passes over the tasks; the loop below moves on to the
         # next iteration (fresh permutations) when one runs out, so this only sets its length.
@@ -540,6 +562,8 @@ def finetune(spec: dict) -> dict:
                   f"{'embeddings only' if p.freeze_weights else 'full model'}", flush=True)
 
         deadline, stopped_by, losses = float(spec["deadline"]), "deadline", []
+        final, eval_rows = float(spec.get("final_deadline", deadline)), int(spec.get("eval_rows", 0))
+        eval_cost = arch.halt_max_steps * arch.n_outer_cycles / (arch.n_outer_cycles + 2)  # train rows per eval row
         t_loop = time.time()
         while True:
             for gbatch, pos in sampler.iter_iteration(trainer.position):
@@ -558,7 +582,13 @@ def finetune(spec: dict) -> dict:
                 if p.max_steps and trainer.step >= p.max_steps:
                     stopped_by = "max_steps"
                     break
-                if _all_agree(time.time() >= deadline, ctx):
+                now = time.time()
+                if trainer.step >= 5 and eval_rows:  # keep 2x the predicted evaluation time + 5 min
+                    eval_s = eval_rows * eval_cost * (now - t_loop) / (trainer.step * gbs)
+                    if now >= final - 2 * eval_s - 300 and now < deadline:
+                        stopped_by = f"eval reserve (evaluation predicted at {eval_s / 60:.1f} min)"
+                        deadline = now
+                if _all_agree(now >= deadline, ctx):
                     break
             else:
                 trainer.position = TrainSampler.start_position(trainer.position["iteration"] + 1)

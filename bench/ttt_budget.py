@@ -174,8 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     a_ = m["arch"]
     print(f"model: {cfg} (hidden {a_.hidden_size}, {a_.n_layers} layers, H{a_.n_outer_cycles} L{a_.n_latent_steps}, "
           f"halt_max_steps {a_.halt_max_steps}), {m['dtype']} on {m['device']}")
-    print(f"measured: fine-tune {m['step_s']:.3f} s/step at micro-batch {micro} = {m['train_rows_s']:.1f} rows/s; "
-          f"inference {m['infer_rows_s']:.2f} rows/s (all {m['halt_max_steps']} ACT steps)")
+    print(f"measured: fine-tune {m['step_s']:.3f} s/step at micro-batch {micro} = {m['train_rows_s']:.3g} rows/s; "
+          f"inference {m['infer_rows_s']:.3g} rows/s (all {m['halt_max_steps']} ACT steps)")
     if m["peak_bytes"] is not None:
         per_row = m["peak_bytes"] / micro
         unit = (a_.prefix_len + a_.seq_len) * a_.hidden_size * a_.n_layers * (a_.n_latent_steps + 1)
@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> None:
           "the measurement)")
     print(f"  reference: {REFERENCE_STEPS:,} steps + eval + build + ~{overhead / 60:.0f} min overhead = "
           f"{fmt_h(ref_total).strip()} = {ref_total / (p.budget_hours * HOURS):.1%} of the {p.budget_hours:g} h budget")
+    if ft_budget <= 0:
+        print(f"  default budget: NO time left to fine-tune: the evaluation alone needs {eval_s / HOURS:.1f} h")
+        return
     print(f"  default budget: {ft_budget / HOURS:.2f} h of fine-tuning = {ft_budget / step_s:,.0f} steps "
           f"(~{ft_budget / step_s * p.global_batch_size / (HIDDEN_TASKS * 3.3):,.0f} epochs of ~3.3 demo pairs x "
           f"{HIDDEN_TASKS} tasks); evaluation needs {eval_s / reserve:.0%} of its reserved {reserve / HOURS:.2f} h")

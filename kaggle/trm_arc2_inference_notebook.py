@@ -49,17 +49,26 @@ grad_accum_steps = 0  # 0: as many micro-batches as the GPU memory needs
 lr = 1e-4
 puzzle_emb_lr = 1e-2
 lr_warmup_steps = 200
+weight_decay = 0.1
+puzzle_emb_weight_decay = 0.1
 ema = True
+ema_rate = 0.999
 freeze_weights = False  # True: train only the new puzzle embeddings
 max_steps = 0  # 0: until the fine-tune deadline
 halt_max_steps = 0  # 0: as pretrained
 eval_batch_size = 768
 max_tasks = 0  # 0: all test tasks
 validate_tasks = 0  # 0: all 120 evaluation tasks
+seed = 0
 device = "auto"
-dtype = "auto"
+dtype = "auto"  # auto: bf16 on L4/A100/H100, fp16 on T4, fp32 on CPU
+n_gpus = 0  # 0: every visible GPU
 log_interval = 50
 crash_after_steps = 0  # test hook: fail the fine-tune after N steps
+install_wheels = True
+wheels_dir = ""  # "": found under the input root
+weights_dir = ""
+scratch_dir = ""  # "": /tmp/trm-ttt (not saved as output)
 
 # %%
 params = ttt.TTTParams.from_namespace(globals())

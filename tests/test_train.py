@@ -20,7 +20,7 @@ from trm.data import IGNORE_LABEL_ID, TrainSampler, load_split, rank_slice
 TINY = ["--arch.hidden_size", "32", "--arch.num_heads", "2", "--arch.n_layers", "1", "--arch.n_outer_cycles", "1",
         "--arch.n_latent_steps", "1", "--arch.halt_max_steps", "2", "--arch.halt_exploration_prob", "0",
         "--global_batch_size", "8", "--epochs", "1", "--eval_interval", "1", "--evaluate", "false",
-        "--progress", "false", "--log_interval", "1", "--lr", "1e-3", "--lr_warmup_steps", "1"]
+        "--progress", "false", "--log_interval", "1", "--lr", "1e-3", "--lr_warmup_steps", "1", "--num_threads", "1"]
 
 
 @pytest.fixture(scope="module")

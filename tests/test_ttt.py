@@ -9,6 +9,7 @@ pretrained weights. The full offline notebook run is tests/test_kaggle_sim.py.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -295,3 +296,18 @@ def test_auto_accum():
 
     assert ttt._auto_accum(ModelConfig(), 96, torch.device("cpu")) == 1
     assert ttt._divisible(768, 3) == 768 - 768 % 3 and ttt._divisible(2, 4) == 4
+
+
+@pytest.mark.slow
+def test_finetune_under_torchrun_two_processes(ttt_setup, tmp_path):
+    """The multi-GPU path on CPU (gloo): 2 ranks split the batch, agree on when to stop, rank 0 saves."""
+    d, _ = ttt_setup
+    spec = _spec(d, "dist", max_steps=3)
+    spec.update(final_deadline=spec["deadline"], eval_rows=9)
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                        "-m", "trm.ttt", "finetune", str(tmp_path / "spec.json")],
+                       capture_output=True, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    res = json.loads((d / "dist" / "ttt_finetune.json").read_text())
+    assert res["world_size"] == 2 and res["steps"] == 3 and res["global_batch_size"] == 4

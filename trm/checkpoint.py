@@ -176,13 +176,13 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, meta: dict | None = N
     the TRM, a TRMWithLoss or a compiled wrapper); they replace the parameters in model.pt.
     """
     trm = _unwrap(model)
-    sd = {k: v.detach().cpu().clone() for k, v in trm.state_dict().items()}
+    sd = {k: v.detach().cpu() for k, v in trm.state_dict().items()}  # no copy on CPU: 2.4 GB table
     if ema_weights:
         for name, value in ema_weights.items():
             key = name.removeprefix("_orig_mod.").removeprefix("model.")
             if key not in sd:
                 raise KeyError(f"ema_weights has {name!r}, which is not a TRM state-dict key")
-            sd[key] = value.detach().to(device="cpu", dtype=sd[key].dtype).clone()
+            sd[key] = value.detach().to(device="cpu", dtype=sd[key].dtype)
     clash = _RESERVED_META & set(meta or {})
     if clash:
         raise ValueError(f"meta may not set reserved keys {sorted(clash)}")

@@ -1,10 +1,10 @@
 """Test-time training (TTT) on the hidden ARC tasks: the Kaggle competition notebook's logic.
 
-The notebook (kaggle/trm_arc2_inference_notebook.py) holds parameters and five calls:
+The notebook (kaggle/trm_arc2_inference_notebook.py) holds a bootstrap, parameters and five calls:
 
     ctx = start()                    # clock starts; competition folder found; fallback submission.json
     params = TTTParams.from_namespace(globals())
-    install(ctx, params)             # wheels / repo / weights bundles found; wheels pip-installed offline
+    install(ctx, params)             # wheels / weights bundles found; wheels pip-installed offline
     report = run(ctx, params)        # dataset -> fine-tune to a deadline -> vote -> submission.json
     print(summary(report))
 
@@ -24,7 +24,8 @@ Flow of `run`:
   2. dataset: the tasks' demo pairs -> train split (num_aug augmentations each), test inputs -> test
      split, outputs dummy (dataset_builder, in memory; the file is read as it is, never hash-checked).
   3. fine-tune in a subprocess (`python -m trm.ttt finetune SPEC`, under torchrun when several GPUs
-     are visible) until its share of the clock, then save; a hard kill backs the deadline up.
+     are visible; trm.train's Trainer does the steps) until its share of the clock, then save; a
+     hard kill backs the deadline up. Micro-batches per GPU are chosen from free memory.
   4. evaluate in a subprocess (`python -m trm.evaluate`, torchrun-able): augmentation voting ->
      two distinct attempts per test input; merged with the fallback for anything missing,
      validated, written atomically. Any failure leaves the fallback in place (and re-raises).
@@ -283,6 +284,8 @@ def install(ctx: Context, p: TTTParams) -> dict[str, Path | None]:
     """Find the wheels and weights bundles (any layout, extracted or not) and the kit code in use,
     and pip-install the wheels offline: `pip install --no-index --find-links DIR -r DIR/requirements.txt`
     (never compiles, never reaches the network; the image's torch/numpy are never replaced)."""
+    if p.scratch_dir:
+        ctx.scratch = Path(p.scratch_dir)
     unpack = ctx.scratch / "bundles"
     ctx.bundles = {
         "wheels": Path(p.wheels_dir) if p.wheels_dir else find_bundle(ctx.input_root, "wheels", unpack),

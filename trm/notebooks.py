@@ -576,7 +576,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--tasks", type=int, help="only the first N tasks of each subset")
     b.add_argument("--force", action="store_true", help="replace an existing output directory")
     b.add_argument("--nb-dir", help="where the executed notebook goes (default: into the dataset dir)")
-    t = sp.add_parser("train", allow_abbrev=False, help="02_train; other --key value arguments are TrainConfig overrides")
+    t = sp.add_parser("train", allow_abbrev=False, help="02_train; other --key value arguments are TrainConfig overrides",
+                      epilog="Any other argument is a TrainConfig override passed to trm.train (its --help lists "
+                             "the keys): e.g. --resume runs/NAME, --grad_accum_steps 8, --epochs 200, "
+                             "arch.L_cycles=4.")
     t.add_argument("--preset", help="smoke, paper-arc2, paper-arc1 (omit with --resume to reuse the run's config)")
     t.add_argument("--gpus", type=int, default=1, help="> 1: torchrun --nproc-per-node GPUS")
     t.add_argument("--run", help="run name: the run dir is $TRM_RUNS_DIR/RUN (default runs/<preset>-<time>)")

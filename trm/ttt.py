@@ -569,6 +569,7 @@ def finetune(spec: dict) -> dict:
         eval_cost = arch.halt_max_steps * arch.n_outer_cycles / (arch.n_outer_cycles + 2)  # train rows per eval row
         t_loop = time.time()
         while True:
+            start_step = trainer.step
             for gbatch, pos in sampler.iter_iteration(trainer.position):
                 trainer.train_step(gbatch)
                 trainer.position = pos
@@ -594,6 +595,9 @@ def finetune(spec: dict) -> dict:
                 if _all_agree(now >= deadline, ctx):
                     break
             else:
+                if trainer.step == start_step:  # upstream drops incomplete batches: never loop idle
+                    raise RuntimeError(f"{epochs} epochs of {split.num_examples} demo examples fill no batch "
+                                       f"of {gbs}: lower global_batch_size")
                 trainer.position = TrainSampler.start_position(trainer.position["iteration"] + 1)
                 continue
             break

@@ -5,9 +5,12 @@ Run: .venv/bin/python -m pytest -q tests/test_dtype_policy.py
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
+import trm.model as model_mod
 from trm.model import TRM, ModelConfig, TRMWithLoss, pick_dtype
 
 
@@ -41,10 +44,16 @@ def test_ampere_and_newer_get_bf16(fake_gpu):
     assert pick_dtype("cuda", "fp16") == torch.float16
 
 
-def test_cpu_is_float32_unless_asked():
+def test_cpu_is_float32_unless_asked(monkeypatch):
     assert pick_dtype("cpu") == torch.float32
     assert pick_dtype("cpu", "auto") == torch.float32
-    assert pick_dtype("cpu", "bfloat16") == torch.bfloat16
+    monkeypatch.setattr(model_mod, "_cpu_has_native_bf16", lambda: True)  # AMX
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert pick_dtype("cpu", "bfloat16") == torch.bfloat16
+    monkeypatch.setattr(model_mod, "_cpu_has_native_bf16", lambda: False)  # AVX2 only: honoured, with a warning
+    with pytest.warns(UserWarning, match="slower"):
+        assert pick_dtype("cpu", "bfloat16") == torch.bfloat16
     with pytest.raises(ValueError):
         pick_dtype("cpu", "int8")
 

@@ -520,6 +520,9 @@ def pick_dtype(device: torch.device | str, requested: str | torch.dtype | None =
     if req == "float32":
         return torch.float32
     if device.type != "cuda":
+        if req == "bfloat16" and device.type == "cpu" and not _cpu_has_native_bf16():
+            warnings.warn("bfloat16 on a CPU without AMX / AVX512-BF16: matmuls run ~10-20x slower "
+                          "than float32 here", stacklevel=2)
         return torch.float32 if req == "auto" else getattr(torch, req)
     major, _ = torch.cuda.get_device_capability(device)
     if major >= 8:
@@ -527,6 +530,13 @@ def pick_dtype(device: torch.device | str, requested: str | torch.dtype | None =
     if req == "bfloat16":
         warnings.warn(f"bfloat16 requested on CUDA cc {major}.x (no native bf16): using float16", stacklevel=2)
     return torch.float16
+
+
+def _cpu_has_native_bf16() -> bool:
+    """AMX or AVX512-BF16 (torch.cpu's private probes; True when they are missing: no false alarms)."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    probes = [p for p in probes if p is not None]
+    return not probes or any(p() for p in probes)
 
 
 def count_parameters(model: nn.Module) -> int:

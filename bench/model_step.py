@@ -1,7 +1,8 @@
 """Time one TRM training step and one full eval pass at the paper ARC config.
 
-    .venv/bin/python bench/model_step.py --dtype float32            # ~2 min on a 2-core CPU
-    .venv/bin/python bench/model_step.py --dtype bfloat16 --compile
+    .venv/bin/python bench/model_step.py --dtype float32            # 2-8 min on a 2-core CPU
+    .venv/bin/python bench/model_step.py --dtype bfloat16           # only sensible with AMX / AVX512-BF16
+    .venv/bin/python bench/model_step.py --dtype bfloat16 --compile --device cuda
     .venv/bin/python bench/model_step.py --preset smoke               # seconds, for a sanity check
 
 A training step = one ACT step: forward + backward of loss/B + SparseSignSGD + AdamATan2 steps.

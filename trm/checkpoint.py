@@ -238,7 +238,7 @@ def _read_upstream(f: Path, config, map_location) -> tuple[ModelConfig, dict, di
     if "embed_pos.weight" in sd:
         fix["seq_len"] = sd["embed_pos.weight"].shape[0] - cfg.prefix_len
     cfg = dataclasses.replace(cfg, **fix)
-    return cfg, sd, {"format": "upstream", "kind": "full", "source": str(f), "model_config": cfg.to_dict()}
+    return cfg, sd, {"format": "upstream", "kind": "full", "source": f.name, "model_config": cfg.to_dict()}
 
 
 def _read_source(path: Path, config, map_location, verify: bool) -> tuple[ModelConfig, dict, dict]:
@@ -346,8 +346,10 @@ def export_slim(src: str | Path, dst: str | Path, *, config: ModelConfig | dict 
     if table is not None:
         sd[MEAN_KEY] = mean_table(table, 2)[1].clone()
     out = {"format": FORMAT, "kind": "slim", "model_config": cfg.to_dict(),
-           "weights": meta.get("weights", "unknown"), "source": str(src),
+           "weights": meta.get("weights", "unknown"), "source": src.name,  # no machine paths in bundles
            "source_puzzle_rows": None if table is None else table.shape[0],
-           "dataset": meta.get("dataset"), "step": meta.get("step"), "git": _git_info(),
+           "dataset": meta.get("dataset"), "step": meta.get("step"),
+           "git": meta.get("git") or _git_info(),  # the training commit when the source records it
+           "exported_git": _git_info(),
            "torch_version": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     return _write_atomic_dir(Path(dst), {MODEL_FILE: sd}, out)

@@ -17,6 +17,7 @@ An unknown key is a ConfigError listing the valid keys (the CLI exits 2).
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 import json
 import types
@@ -265,7 +266,7 @@ def resolve_config(preset: str | None = None, overrides: typing.Sequence[str] = 
         cfg = PRESETS[preset]()
         cfg.preset = preset
     else:
-        cfg = base if base is not None else TrainConfig()
+        cfg = copy.deepcopy(base) if base is not None else TrainConfig()
     return apply_overrides(cfg, rest)
 
 

@@ -1,0 +1,90 @@
+"""CUDA-only checks, run on a GPU by bench/gpu_check.sh (`pytest -m cuda`); CI deselects them.
+
+Tolerances: bf16 keeps 8 mantissa bits (relative rounding ~4e-3 per op); over one ACT step of
+the smoke-sized recursion (H*(L+1) = 6 applications of a 2-block post-norm net) we accept
+logits within 0.15 absolute / 5 % of their scale, and gradients whose cosine similarity with
+the fp32 CPU gradients is >= 0.98 per tensor.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trm.model import TRM, ModelConfig, TRMWithLoss, pick_dtype
+from trm.optim import AdamATan2
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run by bench/gpu_check.sh)"),
+]
+
+
+def _cfg(dtype: str) -> ModelConfig:
+    return ModelConfig(hidden_size=128, num_heads=4, n_layers=2, n_outer_cycles=2, n_latent_steps=2,
+                       halt_max_steps=4, halt_exploration_prob=0.0, puzzle_emb_ndim=128,
+                       num_puzzle_identifiers=16, forward_dtype=dtype)
+
+
+def _batch(device) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    inputs = torch.randint(2, 12, (4, 900), generator=g, dtype=torch.int32)
+    labels = torch.randint(2, 12, (4, 900), generator=g, dtype=torch.int32)
+    labels[:, 300:] = -100
+    ids = torch.tensor([1, 2, 3, 2], dtype=torch.int32)
+    return {k: v.to(device) for k, v in dict(inputs=inputs, labels=labels, puzzle_identifiers=ids).items()}
+
+
+def test_dtype_policy_on_this_gpu():
+    major, _ = torch.cuda.get_device_capability()
+    want = torch.bfloat16 if major >= 8 else torch.float16
+    assert pick_dtype("cuda") == want
+    assert pick_dtype("cuda", "float32") == torch.float32
+
+
+def test_bf16_forward_backward_matches_cpu_fp32():
+    if torch.cuda.get_device_capability()[0] < 8:
+        pytest.skip("bf16 needs compute capability >= 8.0")
+    torch.manual_seed(0)
+    ref = TRMWithLoss(TRM(_cfg("float32"))).train()
+    with torch.no_grad():
+        ref.model.puzzle_emb.weights.normal_(0, 0.1)
+    gpu = TRMWithLoss(TRM(_cfg("bfloat16"))).train()
+    state = {k: (v.to(torch.bfloat16) if k in ("H_init", "L_init") else v) for k, v in ref.model.state_dict().items()}
+    gpu.model.load_state_dict(state)
+    gpu = gpu.cuda()
+
+    outs = []
+    for model, dev in ((ref, "cpu"), (gpu, "cuda")):
+        batch = _batch(dev)
+        carry = model.initial_carry(batch)
+        carry, loss, _, out, _ = model(carry, batch)
+        loss.backward()
+        grads = {n: p.grad.detach().float().cpu() for n, p in model.named_parameters() if p.grad is not None}
+        outs.append((out["logits"].float().cpu(), loss.item(), grads))
+    (l32, loss32, g32), (l16, loss16, g16) = outs
+    scale = l32.abs().max().item()
+    err = (l32 - l16).abs().max().item()
+    print(f"bf16 vs fp32: max |logit diff| {err:.4f} (scale {scale:.2f}); loss {loss16:.4f} vs {loss32:.4f}")
+    assert err <= max(0.15, 0.05 * scale)
+    assert abs(loss16 - loss32) <= 0.02 * abs(loss32)
+    for name, g in g32.items():
+        if g.norm() == 0:
+            continue
+        cos = torch.nn.functional.cosine_similarity(g.flatten(), g16[name].flatten(), dim=0).item()
+        assert cos >= 0.98, f"{name}: gradient cosine {cos:.4f}"
+
+
+def test_pure_adam_atan2_same_on_cuda_and_cpu():
+    torch.manual_seed(0)
+    p0 = torch.randn(256, 64)
+    grads = [torch.randn_like(p0) * 1e-3 for _ in range(3)]
+    results = []
+    for dev in ("cpu", "cuda"):
+        p = torch.nn.Parameter(p0.clone().to(dev))
+        opt = AdamATan2([p], lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+        for g in grads:
+            p.grad = g.clone().to(dev)
+            opt.step()
+        results.append(p.detach().cpu())
+    torch.testing.assert_close(results[0], results[1], atol=1e-6, rtol=0)

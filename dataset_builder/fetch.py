@@ -26,6 +26,8 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from trm.util import sha256_file
+
 UPSTREAM_REPO = "SamsungSAILMontreal/TinyRecursiveModels"
 UPSTREAM_COMMIT = "e7b68717f0a6c4cbb4ce6fbef787b14f42083bd9"
 UPSTREAM_DIR = "kaggle/combined"
@@ -61,12 +63,6 @@ def upstream_files() -> list[tuple[str, str]]:
     return [(name, f"{base}/{name}") for name in names]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _atomic_write(dest: Path, data: bytes) -> None:
@@ -85,7 +81,7 @@ def fetch_upstream(out: Path, quiet: bool = False, timeout: float = 60.0) -> lis
     for name, url in upstream_files():
         dest = out / name
         want = UPSTREAM_SHA256[name]
-        if dest.is_file() and _sha256(dest) == want:
+        if dest.is_file() and sha256_file(dest) == want:
             written.append(dest)
             continue
         try:

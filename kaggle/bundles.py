@@ -35,6 +35,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+from trm.util import sha256_file
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 TEMPLATES = HERE / "templates"
@@ -68,12 +70,6 @@ class BundleError(RuntimeError):
 
 # ---------------------------------------------------------------- helpers
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def show(p: Path) -> str:

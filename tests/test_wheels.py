@@ -141,7 +141,7 @@ def test_build_ships_only_the_kit(tmp_path):
     m = json.loads((wh / "MANIFEST.json").read_text())
     assert [f["name"] for f in m["files"]] == ["trm-kaggle-kit"]  # torch, numpy, tqdm: the image's
     kit = m["files"][0]
-    assert kit["tags"] == "py3-none-any" and kit["sha256"] == wb.sha256(wh / kit["file"])
+    assert kit["tags"] == "py3-none-any" and kit["sha256"] == wb.sha256_file(wh / kit["file"])
     assert kit["size"] == (wh / kit["file"]).stat().st_size
     assert f"trm-kaggle-kit==0.1.0 --hash=sha256:{kit['sha256']}" in (wh / "requirements.txt").read_text()
     with zipfile.ZipFile(wh / kit["file"]) as z:

@@ -37,7 +37,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -46,6 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from trm.model import TRM, ModelConfig, count_parameters
+from trm.util import git_state, sha256_file
 from trm.yamlish import load_yaml
 
 FORMAT = "trm-kit-checkpoint/1"
@@ -91,25 +91,9 @@ def _dataset_info(dataset_dir: str | Path) -> dict:
     return {"fingerprint": dataset_fingerprint(d), "num_puzzle_identifiers": rows, "path": str(d)}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _git_info() -> dict | None:
-    repo = Path(__file__).resolve().parents[1]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
-        st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                            capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if sha.returncode != 0:
-        return None
-    return {"sha": sha.stdout.strip(), "dirty": bool(st.stdout.strip())}
+    state = git_state()
+    return state if state["sha"] else None
 
 
 def _fsync_dir(d: Path) -> None:
@@ -138,7 +122,7 @@ def _write_atomic_dir(path: Path, objects: dict[str, object], meta: dict) -> Pat
                 torch.save(obj, f)
                 f.flush()
                 os.fsync(f.fileno())
-            files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+            files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
         meta = {**meta, "files": files}
         with open(tmp / META_FILE, "w") as f:
             json.dump(meta, f, indent=1, default=str)
@@ -214,7 +198,7 @@ def _read_kit_meta(d: Path, verify: bool) -> dict:
         if f.stat().st_size != info["bytes"]:
             raise CheckpointError(f"checkpoint {d} is truncated or corrupt: {name} has "
                                   f"{f.stat().st_size} bytes, meta.json says {info['bytes']}")
-        if _sha256(f) != info["sha256"]:
+        if sha256_file(f) != info["sha256"]:
             raise CheckpointError(f"checkpoint {d} is corrupt: {name} fails its sha256 check")
     return meta
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
+from trm.util import sha256_file
+
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = Path(__file__).resolve().parent / "profiles.json"
 PACKAGED = ("trm", "dataset_builder", "pyproject.toml", "README.md")  # what goes into the kit wheel
@@ -42,12 +43,6 @@ def load_profile(name: str | None) -> dict:
     return {"name": name, **doc["profiles"][name]}
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def forbidden(name: str, profile: dict) -> bool:
@@ -188,7 +183,7 @@ def build(profile: dict, out: Path, extras: list[str], index_args: list[str], is
         version = parse_wheel_filename(w.name)[1]
         files.append({"file": w.name, "name": name, "version": str(version),
                       "tags": "-".join(w.name[:-4].split("-")[-3:]),  # python-abi-platform, as in the name
-                      "sha256": sha256(w), "size": w.stat().st_size})
+                      "sha256": sha256_file(w), "size": w.stat().st_size})
     manifest = {"profile": profile["name"], "python": profile["python"], "abi": profile["abi"],
                 "source": source_state(REPO), "extras": extras, "files": files,
                 "preinstalled_not_shipped": notes}

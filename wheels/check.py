@@ -78,7 +78,7 @@ def verify_wheelhouse(wh: Path, profile: dict) -> dict:
         p = wh / f["file"]
         if wb.forbidden(f["name"], profile):
             sys.exit(f"{f['file']}: torch/CUDA packages must never be shipped")
-        if not p.is_file() or p.stat().st_size != f["size"] or wb.sha256(p) != f["sha256"]:
+        if not p.is_file() or p.stat().st_size != f["size"] or wb.sha256_file(p) != f["sha256"]:
             sys.exit(f"{f['file']}: missing or differs from MANIFEST.json")
     return manifest
 

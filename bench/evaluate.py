@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", help="default: trm.model.pick_dtype(device) (float32 on CPU)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--tiny", action="store_true", help="hidden 64, H2 L2, 4 ACT steps: a quick dry run")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -65,8 +66,11 @@ def main() -> None:
     n_ids = json.loads((args.data / "test" / "dataset.json").read_text())["num_puzzle_identifiers"]
     torch.manual_seed(0)
     cfg = ModelConfig(num_puzzle_identifiers=n_ids, forward_dtype=dtype)
+    if args.tiny:
+        cfg = ModelConfig(hidden_size=64, num_heads=2, n_outer_cycles=2, n_latent_steps=2, halt_max_steps=4,
+                          puzzle_emb_ndim=64, num_puzzle_identifiers=n_ids, forward_dtype=dtype)
     model = TRM(cfg).to(device).eval()
-    print(f"paper config: hidden {cfg.hidden_size}, heads {cfg.num_heads}, layers {cfg.n_layers}, "
+    print(f"{'TINY' if args.tiny else 'paper'} config: hidden {cfg.hidden_size}, heads {cfg.num_heads}, layers {cfg.n_layers}, "
           f"H {cfg.n_outer_cycles}, L {cfg.n_latent_steps}, halt_max_steps {cfg.halt_max_steps}, "
           f"{n_ids} puzzle ids; {dtype} on {device} ({torch.get_num_threads()} threads), "
           f"{args.rows} rows, batch {args.batch_size}, data {args.data}")

@@ -129,3 +129,14 @@ def test_partial_checkpoints_are_refused(data, full_run, tmp_path, capsys):
     # resuming the run dir continues from the last complete checkpoint and rewrites the bad one
     assert T.main(["--resume", str(run)]) == 0
     assert T.find_checkpoint(run) == run / "checkpoints" / f"step_{last}"
+
+
+def test_load_checkpoint_starts_a_new_run(data, full_run, tmp_path, capsys):
+    """+load_checkpoint= takes the weights only: a fresh step counter, optimisers and data stream."""
+    src = full_run / "checkpoints" / f"step_{_steps(full_run)[-1]}"
+    run = tmp_path / "run"
+    assert T.main(_args(data, run, "--epochs", "1", f"+load_checkpoint={src}")) == 0
+    assert f"initial weights from {src}" in capsys.readouterr().out
+    lines = _train_lines(run)
+    assert lines[0]["step"] == 1
+    assert lines[0]["train/loss"] < _train_lines(full_run)[0]["train/loss"]  # trained weights, not a fresh init

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 import trm
+from trm.util import git_state
 
 SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH")
 # Environment variables worth recording (exact names or prefixes).
@@ -138,23 +139,6 @@ def environment_report() -> str:
     lines += [f"gpu {i}: {name}" for i, name in enumerate(gpus)]
     lines += ["", "# pip freeze", _pip_freeze().rstrip()]
     return redact("\n".join(lines)) + "\n"
-
-
-def git_state(repo: Path | None = None) -> dict:
-    """{'sha': ..., 'dirty': bool | None} of the checkout holding this package (None outside git)."""
-    repo = repo or Path(trm.__file__).resolve().parents[1]
-
-    def git(*args):
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30)
-
-    try:
-        head = git("rev-parse", "HEAD")
-        if head.returncode != 0:
-            return {"sha": None, "dirty": None}
-        status = git("status", "--porcelain", "--untracked-files=no")
-        return {"sha": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
-    except (OSError, subprocess.TimeoutExpired):
-        return {"sha": None, "dirty": None}
 
 
 def write_commit(run_dir: Path) -> dict:

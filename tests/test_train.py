@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -158,3 +159,11 @@ def test_cuda_oom_stops_with_advice(data, tmp_path, monkeypatch, capsys):
     assert rc != 0
     assert "Global batch 8" in err and "micro-batch 4" in err
     assert "--grad-accum-steps 4" in err and "more GPUs" in err and "never lowers" in err
+
+
+def test_curves_png_is_optional(tmp_path, monkeypatch, capsys):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "train/loss": 2.0}\n{"step": 2, "train/loss": 1.5}\n')
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    T._plot(tmp_path)
+    assert "curves.png skipped: matplotlib is not installed" in capsys.readouterr().out
+    assert not (tmp_path / "curves.png").exists()

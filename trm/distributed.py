@@ -105,6 +105,15 @@ def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return t
 
 
+def all_gather_cat(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Concatenation over ranks along dim 0 (rank 0's rows first), on every rank."""
+    if not ctx.distributed:
+        return t
+    out = t.new_empty((ctx.world_size * t.shape[0], *t.shape[1:]))
+    dist.all_gather_into_tensor(out, t.contiguous())
+    return out
+
+
 def gather_objects(obj, ctx: DistContext) -> list | None:
     """Rank 0 gets [obj of rank 0, obj of rank 1, ...]; other ranks get None."""
     if not ctx.distributed:

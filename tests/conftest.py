@@ -42,3 +42,18 @@ def arc_data() -> Path:
     if not d.is_dir():
         pytest.skip(f"ARC JSON not found at {d} (set TRM_SHARED_DIR)")
     return d
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """With TRM_NO_SKIPS=1 (set by .ci/run) a skipped test fails the run: in CI every test must
+    run (a missing dev package or missing ../shared data would otherwise pass silently)."""
+    if not os.environ.get("TRM_NO_SKIPS") or exitstatus != 0:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if skipped:
+        reporter.ensure_newline()
+        reporter.write_line(f"TRM_NO_SKIPS: {len(skipped)} test(s) skipped, which CI does not allow:", red=True)
+        for r in skipped:
+            reporter.write_line(f"  {r.nodeid}: {r.longrepr[-1] if isinstance(r.longrepr, tuple) else r.longrepr}")
+        session.exitstatus = 1

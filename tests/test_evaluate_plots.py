@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from trm.plots import plot_test_input, plot_training_curves  # noqa: E402
+from trm.plots import curve_keys, plot_test_input, plot_training_curves  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -37,3 +37,18 @@ def test_plot_training_curves(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     assert plot_training_curves(empty, tmp_path / "e.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_curve_keys_put_solve_rates_first():
+    """A real run logs 12 train keys before the first eval line: the eval solve rates must still
+    get panels (they came after max_panels in first-seen order once), bookkeeping keys none."""
+    train = {k: 0.5 for k in ("train/accuracy", "train/count", "train/exact_accuracy", "train/lm_loss",
+                              "train/loss", "train/q_halt_accuracy", "train/q_halt_loss", "train/steps",
+                              "train/lr", "train/puzzle_emb_lr", "s_per_step")}
+    records = [{**train, "step": 10, "iteration": 0},
+               {"step": 10, "eval/pass@1": 0.1, "eval/pass@2": 0.2, "eval/pass@5": 0.3, "eval/kaggle_score": 0.2,
+                "eval/kaggle_correct": 3, "eval/n_tasks": 4, "eval/token_accuracy": 0.9}]
+    keys = curve_keys(records)
+    assert keys[:3] == ["eval/pass@2", "eval/kaggle_score", "eval/pass@1"]
+    assert not {"step", "iteration", "train/count", "train/puzzle_emb_lr", "eval/n_tasks"} & set(keys)
+    assert {"train/loss", "eval/pass@5", "eval/token_accuracy"} <= set(keys) and len(keys) == len(set(keys))

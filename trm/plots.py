@@ -74,11 +74,31 @@ def plot_test_input(out_png, test_input, attempts, truth=None, *, title: str = "
         plt.close(fig)
 
 
+# Default panel order: solve rates first (the numbers that matter), then the losses and per-cell
+# accuracies, then the schedule and speed. Bookkeeping keys are never drawn by default.
+CURVE_PRIORITY = ("eval/pass@2", "eval/kaggle_score", "eval/pass@1", "train/loss", "train/lm_loss",
+                  "train/q_halt_loss", "train/accuracy", "train/exact_accuracy", "train/q_halt_accuracy",
+                  "train/steps", "train/lr", "s_per_step")
+CURVE_SKIP = frozenset({"step", "iteration", "train/count", "train/puzzle_emb_lr", "eval/kaggle_correct",
+                        "eval/kaggle_scored_outputs", "eval/n_tasks", "eval/n_test_outputs", "eval/step"})
+
+
+def curve_keys(records: list[dict]) -> list[str]:
+    """The numeric keys of `records` in panel order: CURVE_PRIORITY's first, then the rest in
+    first-seen order, CURVE_SKIP left out."""
+    seen: list[str] = []
+    for rec in records:
+        for k, v in rec.items():
+            if k not in CURVE_SKIP and k not in seen and isinstance(v, int | float) and not isinstance(v, bool):
+                seen.append(k)
+    return [k for k in CURVE_PRIORITY if k in seen] + [k for k in seen if k not in CURVE_PRIORITY]
+
+
 def plot_training_curves(metrics_jsonl, out_png, keys=None, max_panels: int = 12) -> Path:
     """One panel per numeric metric in a JSON-lines log, against `step` (else line number).
 
-    keys: metrics to draw (default: every numeric key except step, in first-seen order).
-    Non-finite values and lines that are not JSON objects are skipped.
+    keys: metrics to draw (default: curve_keys, i.e. solve rates first, then losses, ...), at most
+    max_panels. Non-finite values and lines that are not JSON objects are skipped.
     """
     records = []
     for line in Path(metrics_jsonl).read_text().splitlines():
@@ -91,13 +111,7 @@ def plot_training_curves(metrics_jsonl, out_png, keys=None, max_panels: int = 12
             continue
         if isinstance(rec, dict):
             records.append(rec)
-    if keys is None:
-        keys = []
-        for rec in records:
-            for k, v in rec.items():
-                if k != "step" and k not in keys and isinstance(v, int | float) and not isinstance(v, bool):
-                    keys.append(k)
-    keys = list(keys)[:max_panels]
+    keys = list(curve_keys(records) if keys is None else keys)[:max_panels]
     plt = _plt()
     n = max(len(keys), 1)
     cols = min(n, 3)

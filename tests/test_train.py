@@ -134,18 +134,32 @@ def test_tiny_run_end_to_end(data, tmp_path, capsys):
     assert "in-process trm.train.train(config)" in (run / "COMMANDS.txt").read_text()
 
 
-def test_stops_exactly_at_total_steps(data, tmp_path):
-    """Upstream keeps counting no-op batches past total_steps; the kit stops at it."""
+def _with_mean_examples(data, tmp_path, mean: float):
     ds = tmp_path / "ds"
     shutil.copytree(data, ds)
     meta_path = ds / "train" / "dataset.json"
-    meta = json.loads(meta_path.read_text())
-    meta["mean_puzzle_examples"] = 1.5  # total_steps = int(2 * 11 * 1.5 / 8) = 4 < batches available
-    meta_path.write_text(json.dumps(meta))
+    meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "mean_puzzle_examples": mean}))
+    return ds
+
+
+def test_stops_exactly_at_total_steps(data, tmp_path, capsys):
+    """Upstream keeps counting no-op batches past total_steps; the kit stops at it."""
+    ds = _with_mean_examples(data, tmp_path, 1.5)  # total_steps = int(2 * 11 * 1.5 / 8) = 4 < batches available
     run = T.train(resolve_config("smoke", TINY + ["--epochs", "2", "--eval_interval", "2", "--data_path", str(ds),
                                                   "--run_dir", str(tmp_path / "run")]))
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == 4 and [p.name for p in (run / "checkpoints").iterdir()] == ["step_4"]
+    assert f"run directory: {run} (step 4/4)\n" in capsys.readouterr().out
+
+
+def test_epochs_done_before_total_steps_estimate_says_so(data, tmp_path, capsys):
+    """total_steps is an estimate; when the sampler runs out first the last line says why."""
+    ds = _with_mean_examples(data, tmp_path, 10.0)  # total_steps = int(2 * 11 * 10 / 8) = 27 > batches available
+    run = T.train(resolve_config("smoke", TINY + ["--epochs", "2", "--eval_interval", "2", "--data_path", str(ds),
+                                                  "--run_dir", str(tmp_path / "run")]))
+    last = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    assert last < 27
+    assert f"(step {last}/27; all 2 epochs done, total_steps is upstream's estimate)" in capsys.readouterr().out
 
 
 def test_cuda_oom_stops_with_advice(data, tmp_path, monkeypatch, capsys):

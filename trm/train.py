@@ -610,7 +610,13 @@ def _train(config: TrainConfig, ctx: D.DistContext, argv) -> Path:
         if bar is not None:
             bar.close()
         wb.finish()
-    print0(ctx, f"run directory: {run_dir} (step {trainer.step}/{trainer.total_steps})")
+    note = ""
+    if trainer.step < trainer.total_steps and trainer.position["iteration"] >= n_iters:
+        # total_steps is upstream's estimate (epochs x groups x mean examples / batch); the sampler,
+        # as upstream's, truncates the puzzle that overflows each batch and drops each iteration's
+        # incomplete last batch, so with small batches all epochs end sooner (demo: 202 of 220)
+        note = f"; all {cfg.epochs} epochs done, total_steps is upstream's estimate"
+    print0(ctx, f"run directory: {run_dir} (step {trainer.step}/{trainer.total_steps}{note})")
     return run_dir
 
 

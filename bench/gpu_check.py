@@ -3,16 +3,18 @@
     python3 bench/gpu_check.py                 # on a CUDA machine (driven by bench/gpu_check.sh)
     python3 bench/gpu_check.py --dry-run       # CPU, tiny config: proves the script runs
 
-Sections (each recorded even when it fails, with its error):
+Sections (each recorded even when it fails, with its error; `--budget` seconds in all, a section
+that would not fit in what is left is skipped and listed):
   env         GPU name, compute capability, torch / CUDA / cuDNN versions
+  ceiling     measured dense bf16 matmul TFLOP/s (8192^3): the realistic ceiling beside the datasheet
   cuda_tests  the test suite's `-m cuda` tests (dtype policy, fused vs pure AdamATan2, bf16 vs fp32)
-  train       training throughput at the paper ARC config for per-GPU batches 96 and 192, bf16,
-              with and without torch.compile: steps/s, tokens/s, peak memory, MFU
-  eval        16-step evaluation throughput (rows/s), default and early-exit (bench/evaluate.py)
-  ttt_budget  bench/ttt_budget.py: projected competition-notebook time, scaled to Kaggle 4xL4
-  smoke       a short smoke-preset training to the CPU learning test's exact-match threshold
-  profile     one training step under torch.profiler: time in attention, matmuls, the float64
+  train       trm.train.Trainer.train_step at the paper ARC config (a real dataset of evaluation
+              tasks) for per-GPU batches 96 and 192, bf16, per compile variant (--compile off,net,head):
+              steps/s, tokens/s, peak memory, MFU
+  profile     one eager training step under torch.profiler: time in attention, matmuls, the float64
               loss and everything else (Python overhead of the recursion shows as CPU-side gaps)
+  eval        16-step evaluation throughput (rows/s), default and early-exit (bench/evaluate.py)
+  smoke       the learning test (tests/test_learns.py) on the GPU, when time is left
 
 MFU. One network application (2 post-norm blocks over S = 16 + 900 tokens, hidden d, SwiGLU
 inner i) costs, per sequence,
@@ -27,6 +29,7 @@ and MFU = FLOPs/step * steps/s / peak, with peak = dense bf16 tensor-core FLOP/s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -44,11 +47,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from trm.model import TRM, ModelConfig, TRMWithLoss, pick_dtype  # noqa: E402
-from trm.optim import AdamATan2, SparseSignSGD  # noqa: E402
 
 # Dense (no sparsity) tensor-core peaks in FLOP/s, bf16 unless noted; from NVIDIA datasheets.
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "T4": 65e12, "A10": 125e12}
-L4_PEAK = PEAK_FLOPS["L4"]
 
 
 def peak_for(name: str) -> float | None:
@@ -91,48 +92,76 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def train_throughput(device, batch: int, compile_: bool, steps: int, warmup: int, tiny: bool) -> dict:
-    dtype = str(pick_dtype(device, "auto" if torch.device(device).type == "cuda" else "float32")).split(".")[-1]
-    cfg = paper_config(1024, dtype, tiny)
+def build_data(out: Path, comp: Path, tasks: int, num_aug: int) -> Path:
+    """A real dataset (evaluation tasks of the competition folder) for the Trainer and the eval."""
+    from dataset_builder.build import BuildConfig, build_dataset
+
+    build_dataset(BuildConfig(output_dir=out, kaggle_dir=comp, subsets=["evaluation"], test_set_name="evaluation",
+                              tasks=tasks, num_aug=num_aug, quiet=True, force=True))
+    return out
+
+
+def train_throughput(device, data: Path, batch: int, compile_: str, steps: int, warmup: int, tiny: bool) -> dict:
+    """Seconds per optimizer step of trm.train.Trainer.train_step (AdamATan2, sparse SignSGD, EMA,
+    ACT carries: what `python -m trm.train` runs) at the paper config, one process.
+    compile_: "off" | "net" (the Trainer's compile: the recurrent net) | "head" (bench only: the
+    whole TRMWithLoss, loss included, compiled as one graph)."""
+    import trm.distributed as D
+    from trm.config import TrainConfig
+    from trm.data import TrainSampler, load_split
+    from trm.train import EMA, Trainer
+
+    dtype = "float32" if torch.device(device).type != "cuda" else "bfloat16"
+    split = load_split(data, "train")
+    meta = split.meta
+    arch = dataclasses.replace(paper_config(meta["num_puzzle_identifiers"], dtype, tiny),
+                               vocab_size=meta["vocab_size"], seq_len=meta["seq_len"])
+    cfg = TrainConfig(arch=arch, data_path=str(data), global_batch_size=batch, epochs=1000, eval_interval=1000,
+                      ema=True, compile=compile_ == "net", device=str(device), progress=False)
+    ctx = D.DistContext(rank=0, world_size=1, local_rank=0, device=torch.device(device))
     torch.manual_seed(0)
-    model = TRMWithLoss(TRM(cfg)).to(device).train()
-    fwd = torch.compile(model) if compile_ else model
-    opt = AdamATan2(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
-    emb_opt = SparseSignSGD(model.model.puzzle_emb, lr=1e-2, weight_decay=0.1)
-    data = random_batch(batch, 1024, device)
-    carry = model.initial_carry(data)
+    tr = Trainer(cfg, ctx, split)
+    tr.ema = EMA(tr.model, cfg.ema_rate)
+    if compile_ == "head":
+        tr.head = torch.compile(tr.head)
+    it = iter(TrainSampler(split, batch, 1000, 0).iter_iteration(tr.position))
     if torch.device(device).type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-
-    def one_step():
-        nonlocal carry
-        carry, loss, _, _, _ = fwd(carry, data)
-        (loss / batch).backward()
-        opt.step()
-        emb_opt.step()
-        opt.zero_grad(set_to_none=True)
-        emb_opt.zero_grad()
-
     t0 = time.perf_counter()
     for _ in range(warmup):
-        one_step()
+        tr.train_step(next(it)[0])
     sync(device)
     warm_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(steps):
-        one_step()
+        tr.train_step(next(it)[0])
     sync(device)
     dt_s = (time.perf_counter() - t0) / steps
-    flops = flops_per_step(cfg, batch)
+    flops = flops_per_step(cfg.arch, batch)
     name = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu"
     peak = peak_for(name)
+    loss = tr.pop_metrics().get("train/loss")
     return {
         "batch_per_gpu": batch, "compile": compile_, "dtype": dtype, "tiny_config": tiny,
-        "s_per_step": dt_s, "steps_per_s": 1 / dt_s, "tokens_per_s": batch * (cfg.prefix_len + cfg.seq_len) / dt_s,
+        "s_per_step": dt_s, "steps_per_s": 1 / dt_s, "tokens_per_s": batch * (arch.prefix_len + arch.seq_len) / dt_s,
         "warmup_s": warm_s, "flops_per_step": flops, "achieved_tflops": flops / dt_s / 1e12,
-        "mfu": (flops / dt_s / peak) if peak else None, "peak_flops_used": peak,
+        "mfu": (flops / dt_s / peak) if peak else None, "peak_flops_used": peak, "train_loss": loss,
         "peak_mem_gib": (torch.cuda.max_memory_allocated(device) / 2**30) if name != "cpu" else None,
     }
+
+
+def matmul_ceiling(device) -> dict:
+    """Measured dense bf16 matmul rate (8192^3, random data), the realistic ceiling next to the datasheet."""
+    n = 8192
+    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    sync(device)
+    return {"bf16_matmul_tflops": 2 * n**3 * 10 / (time.perf_counter() - t0) / 1e12}
 
 
 def profile_step(device, batch: int, tiny: bool) -> dict:
@@ -213,10 +242,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny config, few steps")
     ap.add_argument("--out", type=Path, help="JSON path (default bench/results/gpu-<date>-<gpu>.json)")
-    ap.add_argument("--data", type=Path, help="a built dataset for the eval section (default: golden build)")
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--comp-dir", type=Path, help="competition files for the datasets "
+                    "(default ../shared/data/arc-prize-2025)")
+    ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--budget", type=float, default=420, help="seconds; sections that would not fit are skipped")
+    ap.add_argument("--compile", default="off,net", help="compile variants to time: off,net,head")
     ap.add_argument("--skip", nargs="*", default=[], help="sections to skip")
     args = ap.parse_args()
+    t_start = time.time()
+
+    def left() -> float:
+        return args.budget - (time.time() - t_start)
 
     cuda = torch.cuda.is_available() and not args.dry_run
     device = torch.device("cuda:0" if cuda else "cpu")
@@ -224,54 +260,60 @@ def main() -> int:
     steps, warmup = (2, 1) if tiny else (args.steps, 3)
     batches = (2, 4) if tiny else (96, 192)
     py = sys.executable
-    results: dict = {"date": dt.date.today().isoformat(), "dry_run": tiny}
+    results: dict = {"date": dt.date.today().isoformat(), "dry_run": tiny, "skipped_for_budget": []}
     section(results, "env", lambda: env_info(device))
     gpu = results["env"].get("gpu") or "cpu"
     peak = peak_for(gpu)
+    comp = (args.comp_dir or REPO.parent / "shared" / "data" / "arc-prize-2025").resolve()
+    work = Path("/tmp/trm-gpu-check")
+    data = build_data(work / "data", comp, tasks=16 if not tiny else 4, num_aug=63 if not tiny else 3)
 
-    if "cuda_tests" not in args.skip:
-        section(results, "cuda_tests", lambda: run_cmd([py, "-m", "pytest", "-q", "-m", "cuda", "tests"], 300))
-    if "train" not in args.skip:
-        runs = []
+    def want(name: str, need_s: float) -> bool:
+        if name in args.skip:
+            return False
+        if left() < need_s:
+            results["skipped_for_budget"].append(name)
+            print(f"[{name}] skipped: {left():.0f} s left, needs ~{need_s:.0f} s", flush=True)
+            return False
+        return True
+
+    if cuda and want("ceiling", 10):
+        section(results, "ceiling", lambda: matmul_ceiling(device))
+    if want("cuda_tests", 40):
+        section(results, "cuda_tests", lambda: run_cmd(
+            [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda", "tests/test_cuda.py",
+             "tests/test_optim.py"], 300))
+    runs = []
+    variants = [c for c in args.compile.split(",") if c]
+    for comp_ in variants:
         for b in batches:
-            for comp in (False, True):
-                if tiny and comp:
-                    continue  # compile on CPU costs minutes and proves nothing here
-                res: dict = {}
-                section(res, f"train_b{b}_compile{int(comp)}", lambda b=b, comp=comp: train_throughput(
-                    device, b, comp, steps, warmup, tiny))
-                runs.append(next(iter(res.values())))
-                if cuda:
-                    torch.cuda.empty_cache()
-        results["train"] = runs
-    if "profile" not in args.skip:
+            if (tiny and comp_ != "off") or not want(f"train_b{b}_{comp_}", 15 if comp_ == "off" else 75):
+                continue  # compile on CPU costs minutes and proves nothing here
+            res: dict = {}
+            section(res, f"train_b{b}_{comp_}", lambda b=b, comp_=comp_: train_throughput(
+                device, data, b, comp_, steps, warmup, tiny))
+            runs.append({"name": f"train_b{b}_{comp_}", **next(iter(res.values()))})
+            if cuda:
+                torch.cuda.empty_cache()
+    results["train"] = runs
+    if want("profile", 20):
         section(results, "profile", lambda: profile_step(device, batches[0], tiny))
-    if "eval" not in args.skip:
-        cmd = [py, "bench/evaluate.py", "--device", str(device)]
-        if args.data:
-            cmd += ["--data", str(args.data)]
-        cmd += ["--rows", "4", "--batch-size", "4", "--tiny"] if tiny else ["--rows", "36", "--batch-size", "36"]
-        section(results, "eval", lambda: run_cmd(cmd, 900))
-    if "ttt_budget" not in args.skip:
-        ratio = (peak / L4_PEAK) if (cuda and peak) else None  # one L4 is `ratio` x slower than this GPU
-        cmd = [py, "bench/ttt_budget.py", "--config", "tiny" if tiny else "paper",
-               "--device", str(device)] + (["--scale-to-l4x4", f"{ratio:.4f}"] if ratio else [])
-        res = {}
-        section(res, "ttt_budget", lambda: run_cmd(cmd, 900))
-        res["ttt_budget"]["l4x4_ratio"] = ratio
-        res["ttt_budget"]["ratio_rule"] = ("this GPU's dense bf16 peak / one L4's (121 TFLOP/s); "
-                                           "ttt_budget divides this GPU's speed by it, x4 GPUs")
-        results["ttt_budget"] = res["ttt_budget"]
-    if "smoke" not in args.skip:
+    if want("eval", 40):
+        cmd = [py, "bench/evaluate.py", "--device", str(device), "--data", str(data)]
+        cmd += ["--rows", "4", "--batch-size", "4", "--tiny"] if tiny else ["--rows", "384", "--batch-size", "384"]
+        section(results, "eval", lambda: run_cmd(cmd, max(60, int(left()))))
+    if "smoke" not in args.skip and want("smoke", 120):
         env = {"TRM_TEST_DEVICE": str(device)}
         section(results, "smoke", lambda: run_cmd(
-            ["env", *[f"{k}={v}" for k, v in env.items()], py, "-m", "pytest", "-q", "-x", "tests/test_learns.py"], 900))
+            ["env", *[f"{k}={v}" for k, v in env.items()], py, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+             "tests/test_learns.py"], max(60, int(left()))))
 
     results["goals"] = {
         "mfu_goal": 0.35,
-        "best_mfu": max((r.get("mfu") or 0) for r in results.get("train", [{}]) if isinstance(r, dict)),
+        "best_mfu": max([r.get("mfu") or 0 for r in runs if isinstance(r, dict)] or [0]),
         "peak_flops_used": peak,
     }
+    results["wall_s"] = round(time.time() - t_start, 1)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-").lower()
     out = args.out or REPO / "bench" / "results" / f"gpu-{results['date']}-{slug}{'-dryrun' if tiny else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -279,14 +321,16 @@ def main() -> int:
     tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
     os.replace(tmp, out)
     print("\nsummary")
-    print(f"  gpu: {gpu}  torch {results['env'].get('torch')}  cuda {results['env'].get('cuda')}")
-    for r in results.get("train", []):
+    print(f"  gpu: {gpu}  torch {results['env'].get('torch')}  cuda {results['env'].get('cuda')}  "
+          f"ceiling {results.get('ceiling')}")
+    for r in runs:
         if "error" in r:
-            print(f"  train: error {r['error']}")
+            print(f"  {r['name']}: error {r['error']}")
         else:
             mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "n/a"
-            print(f"  train b={r['batch_per_gpu']:>3} compile={int(r['compile'])}: {r['steps_per_s']:.2f} steps/s, "
-                  f"{r['tokens_per_s']:.0f} tok/s, MFU {mfu}, peak mem {r.get('peak_mem_gib')}")
+            print(f"  train b={r['batch_per_gpu']:>3} compile={r['compile']}: {r['steps_per_s']:.2f} steps/s, "
+                  f"{r['tokens_per_s']:.0f} tok/s, MFU {mfu}, peak mem {r.get('peak_mem_gib')}, warmup {r['warmup_s']:.1f}s")
+    print(f"  skipped for budget: {results['skipped_for_budget']}; wall {results['wall_s']} s")
     print(f"  wrote {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
     return 0
 

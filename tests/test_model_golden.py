@@ -113,7 +113,7 @@ def test_eval_run(gold):
             check_preds(f"eval preds step {k}", out["preds"], gold.npz["eval_logits"][k])
             check_scalars(f"eval step {k + 1}", loss, metrics, exp, errors)
             assert carry.halted.tolist() == exp["halted"] and carry.steps.tolist() == exp["steps"]
-            assert all_finish == exp["all_finish"] == (k == n - 1)
+            assert bool(all_finish) == exp["all_finish"] == (k == n - 1)
     check_preds("eval_preds", out["preds"], gold.npz["eval_logits"][-1])
     assert_close("eval_final_z_H", carry.z_H, gold.npz["eval_final_z_H"], errors=errors)
     assert_close("eval_final_z_L", carry.z_L, gold.npz["eval_final_z_L"], errors=errors)
@@ -139,7 +139,7 @@ def test_train_calls_and_gradients(gold):
         assert carry.steps.tolist() == gold.npz[f"{tag}_steps_after"].tolist()
         assert (carry.current_data["puzzle_identifiers"].tolist()
                 == gold.npz[f"{tag}_current_puzzle_identifiers"].tolist())
-        assert all_finish == exp["all_finish"]
+        assert bool(all_finish) == exp["all_finish"]
         assert_close("train_logits", out["logits"], gold.npz["train_logits"][c], errors=errors)
         assert_close("train_q_halt", out["q_halt_logits"], gold.npz["train_q_halt_logits"][c], errors=errors)
         assert_close("train_q_continue", out["q_continue_logits"], gold.npz["train_q_continue_logits"][c],

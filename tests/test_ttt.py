@@ -294,7 +294,15 @@ def test_finetune_crash_hook(ttt_setup, monkeypatch):
 def test_auto_accum():
     from trm.model import ModelConfig
 
-    assert ttt._auto_accum(ModelConfig(), 96, torch.device("cpu")) == 1
+    cfg = ModelConfig()  # paper size: 916 tokens x 512 x 2 blocks x 5 applications x 96 B = 450 MiB per row
+    per_row = ttt.row_bytes(cfg)
+    assert per_row == 916 * 512 * 2 * 5 * ttt.ACT_BYTES_PER_UNIT
+    assert ttt._auto_accum(cfg, 96, None) == 1  # not CUDA
+    assert ttt._auto_accum(cfg, 96, ttt.FIXED_BYTES + 96 * per_row) == 1  # everything fits
+    assert ttt._auto_accum(cfg, 96, ttt.FIXED_BYTES + 95 * per_row) == 2  # 48 rows per micro-batch
+    assert ttt._auto_accum(cfg, 96, ttt.FIXED_BYTES + 20 * per_row) == 6  # 16 rows: a divisor split
+    assert ttt._auto_accum(cfg, 96, ttt.FIXED_BYTES) == 96  # nothing fits: one row at a time
+    assert ttt.predicted_peak_bytes(cfg, 16) == ttt.FIXED_BYTES + 16 * per_row
     assert ttt._divisible(768, 3) == 768 - 768 % 3 and ttt._divisible(2, 4) == 4
 
 

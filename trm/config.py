@@ -68,7 +68,7 @@ class TrainConfig:
     grad_accum_steps: int = 1  # micro-batches per rank per step; same global batch, same maths
     device: str = "auto"  # auto | cpu | cuda
     num_threads: int = 0  # torch CPU threads (0 = torch's default); 1 is fastest on a busy machine
-    compile: bool = False  # torch.compile the model (upstream compiles unless DISABLE_COMPILE)
+    compile: bool | None = None  # torch.compile the recurrent net; None = auto: on CUDA (upstream compiles)
     eval_batch_size: int = 0  # 0 = global_batch_size (as upstream)
 
     # run bookkeeping
@@ -245,7 +245,7 @@ def apply_overrides(cfg: TrainConfig, overrides: typing.Sequence[str]) -> TrainC
     for key, raw in parse_overrides(overrides):
         if raw is None:
             path = _canonical(key) if key.replace("-", "_") not in _IGNORED else key
-            if _field_type(path) is not bool:
+            if _field_type(path) not in (bool, bool | None):
                 raise ConfigError(f"--{key} needs a value")
             raw = "true"
         _apply(cfg, key, raw)

@@ -8,6 +8,7 @@ float32 on CPU it reproduces upstream's logits, carries, losses, metrics and gra
     head = TRMWithLoss(TRM(ModelConfig(forward_dtype="float32")))
     carry = head.model.initial_carry(batch)
     carry, loss, metrics, outputs, all_finish = head(carry, batch)   # one ACT (supervision) step
+    # all_finish is a 0-dim bool tensor (no host sync inside the step: compiles as one graph)
 
 Paper -> code names: x = input embedding, y = z_H, z = z_L, n = n_latent_steps (upstream
 L_cycles), T = n_outer_cycles (H_cycles), N_sup = halt_max_steps. Sequences inside the model
@@ -493,7 +494,9 @@ class TRMWithLoss(nn.Module):
         loss = lm_loss + 0.5 * q_loss
         outputs = {"preds": preds, "logits": logits.detach(), "q_halt_logits": q_halt.detach(),
                    "q_continue_logits": out["q_continue_logits"].detach()}
-        return carry, loss, metrics, outputs, bool(carry.halted.all())
+        # a tensor, not bool(): converting here would sync with the device on every ACT step and
+        # break a compiled graph; callers that branch on it convert (trm.evaluate)
+        return carry, loss, metrics, outputs, carry.halted.all()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -159,3 +159,52 @@ def cosine_schedule_with_warmup_lr(step: int, base_lr: float, warmup_steps: int,
         return base_lr * step / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return base_lr * (min_ratio + max(0.0, (1 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))))
+
+
+class DynamicLossScale:
+    """Dynamic loss scaling for float16 forwards (T4): the rule of torch.amp.GradScaler.
+
+    fp16 activations' gradients underflow below ~6e-8; the loss is multiplied by `scale` before
+    backward and every gradient divided by it before the update. A step whose gradients hold an
+    inf/NaN is skipped (no optimizer, no EMA) and the scale halves; after `growth_interval`
+    finite steps in a row it doubles. Defaults are GradScaler's (2^16, x2 / 2000 steps, x0.5).
+
+    Why not GradScaler itself: the puzzle table is updated by SparseSignSGD.apply from gathered
+    per-row grads, outside any torch Optimizer; the dense and the sparse update must be skipped
+    together, on every rank alike (the check runs after the all-reduce / all-gather, so every rank
+    sees the same sums and takes the same decision).
+    """
+
+    def __init__(self, init_scale: float = 2.0**16, growth_factor: float = 2.0, backoff_factor: float = 0.5,
+                 growth_interval: int = 2000):
+        self.scale = float(init_scale)
+        self.growth_factor, self.backoff_factor, self.growth_interval = growth_factor, backoff_factor, growth_interval
+        self.good_steps = 0
+        self.skipped = 0  # steps skipped since construction (or load_state_dict)
+
+    @torch.no_grad()
+    def unscale_(self, grads: list[Tensor]) -> bool:
+        """Divide grads in place by the scale; True when all are finite (one host sync)."""
+        grads = [g for g in grads if g is not None]
+        if not grads:
+            return True
+        torch._foreach_mul_(grads, 1.0 / self.scale)
+        finite = torch.stack([torch.isfinite(g).all() for g in grads]).all()
+        return bool(finite)
+
+    def update(self, finite: bool) -> None:
+        if finite:
+            self.good_steps += 1
+            if self.good_steps >= self.growth_interval:
+                self.scale *= self.growth_factor
+                self.good_steps = 0
+        else:
+            self.scale *= self.backoff_factor
+            self.good_steps = 0
+            self.skipped += 1
+
+    def state_dict(self) -> dict:
+        return {"scale": self.scale, "good_steps": self.good_steps, "skipped": self.skipped}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.scale, self.good_steps, self.skipped = float(st["scale"]), int(st["good_steps"]), int(st["skipped"])

@@ -65,7 +65,7 @@ from trm.config import (
 from trm.data import TrainSampler, load_split
 from trm.evaluate import evaluate_model
 from trm.model import TRM, TRMWithLoss, pick_dtype
-from trm.optim import SparseSignSGD, cosine_schedule_with_warmup_lr, make_adam_atan2
+from trm.optim import DynamicLossScale, SparseSignSGD, cosine_schedule_with_warmup_lr, make_adam_atan2
 from trm.provenance import write_provenance
 
 __all__ = ["train", "main", "TrainConfig", "PRESETS", "resolve_config", "Trainer", "OutOfMemory"]
@@ -129,6 +129,12 @@ class EMA:
             with torch.no_grad():
                 for n, b in backup.items():
                     params[n].copy_(b)
+
+
+def compile_enabled(setting: bool | None, device: torch.device) -> bool:
+    """TrainConfig.compile: True / False, or None = auto (on for CUDA, as upstream compiles unless
+    DISABLE_COMPILE; off elsewhere: on CPU compiling costs minutes and gains little)."""
+    return bool(setting) if setting is not None else torch.device(device).type == "cuda"
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -203,7 +209,8 @@ class Trainer:
         self.model = TRM(cfg.arch)
         self.head = TRMWithLoss(self.model)
         self.model.to(ctx.device)
-        if cfg.compile:
+        self.compiled = compile_enabled(cfg.compile, ctx.device)
+        if self.compiled:
             self.model.net.compile()  # in place: state-dict keys stay clean
         if cfg.freeze_weights:
             for p in self.model.parameters():
@@ -214,6 +221,8 @@ class Trainer:
         self.dense = (make_adam_atan2(self.params, lr=0, betas=(cfg.beta1, cfg.beta2),
                                       weight_decay=cfg.weight_decay) if self.params else None)
         self.ema: EMA | None = None
+        # float16 forwards (T4) need loss scaling; bf16 / fp32 run exactly as upstream
+        self.scaler = DynamicLossScale() if cfg.arch.forward_dtype == "float16" else None
         self.carries: list = [None] * accum  # one ACT carry per micro-batch slot of this rank
         self.step = 0
         self.position = TrainSampler.start_position(0)
@@ -248,7 +257,10 @@ class Trainer:
             if self.carries[j] is None:
                 self.carries[j] = self.head.initial_carry(batch)
             self.carries[j], loss, metrics, _, _ = self.head(self.carries[j], batch)
-            (loss / cfg.global_batch_size).backward()
+            if self.scaler is None:
+                (loss / cfg.global_batch_size).backward()
+            else:
+                (loss * (self.scaler.scale / cfg.global_batch_size)).backward()
             if pe is not None and pe.local_weights is not None and pe.local_weights.grad is not None:
                 ids.append(pe.local_ids.clone())  # the table's grad rows of this micro-batch
                 grads.append(pe.local_weights.grad.clone())
@@ -258,10 +270,21 @@ class Trainer:
                 self._metric_sums[k] = self._metric_sums.get(k, 0) + v.detach().float()
         self._metric_steps += 1
         D.all_reduce_grads(self.params, ctx)
+        sparse_rows = None
         if self.sparse is not None and ids:
-            self.sparse.param_groups[0]["lr"] = pe_lr
             # every rank's rows, rank-major = global slot order, exactly like 1 process x accumulation
-            self.sparse.apply(D.all_gather_cat(torch.cat(ids), ctx), D.all_gather_cat(torch.cat(grads), ctx))
+            sparse_rows = (D.all_gather_cat(torch.cat(ids), ctx), D.all_gather_cat(torch.cat(grads), ctx))
+        if self.scaler is not None:
+            finite = self.scaler.unscale_([p.grad for p in self.params]
+                                          + ([sparse_rows[1]] if sparse_rows is not None else []))
+            self.scaler.update(finite)
+            if not finite:  # overflow: skip this update everywhere (same sums on every rank)
+                if self.dense is not None:
+                    self.dense.zero_grad(set_to_none=True)
+                return
+        if sparse_rows is not None:
+            self.sparse.param_groups[0]["lr"] = pe_lr
+            self.sparse.apply(*sparse_rows)
         if self.dense is not None:
             for g in self.dense.param_groups:
                 g["lr"] = lr
@@ -288,6 +311,8 @@ class Trainer:
             else:
                 out[f"train/{k}"] = v / count
         out["train/lr"], out["train/puzzle_emb_lr"] = self.lrs(self.step)
+        if self.scaler is not None:
+            out["train/loss_scale"], out["train/skipped_steps"] = self.scaler.scale, float(self.scaler.skipped)
         self._metric_sums, self._metric_steps = {}, 0
         return out
 
@@ -312,6 +337,7 @@ class Trainer:
             "optimizers": {"dense": self.dense.state_dict() if self.dense else None,
                            "sparse": self.sparse.state_dict() if self.sparse else None},
             "ema": {n: s.cpu() for n, s in self.ema.shadows.items()} if self.ema is not None else None,
+            "loss_scale": self.scaler.state_dict() if self.scaler is not None else None,
             "ranks": ranks,  # per rank: rng states + carries, in rank order (= slot order)
         }
 
@@ -330,6 +356,8 @@ class Trainer:
         if self.ema is not None and ts["ema"] is not None:
             for n, s in ts["ema"].items():
                 self.ema.shadows[n].copy_(s)
+        if self.scaler is not None and ts.get("loss_scale"):
+            self.scaler.load_state_dict(ts["loss_scale"])
         same_batch = ts["global_batch_size"] == cfg.global_batch_size
         self.position = ts["loader"] if same_batch else TrainSampler.start_position(ts["loader"]["iteration"])
         ranks = ts["ranks"]

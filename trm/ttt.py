@@ -90,6 +90,8 @@ class TTTParams:
     ema_rate: float = 0.999
     freeze_weights: bool = False  # True: train only the new puzzle embeddings (upstream option)
     max_steps: int = 0  # 0 = until the fine-tune deadline
+    finetune_epochs: int = 0  # N > 0: stop after N epochs (trm.train's step count); 0 = deadline-bound
+    max_finetune_minutes: float = 0.0  # > 0: cap the fine-tune at this many minutes (checks, benchmarks)
     halt_max_steps: int = 0  # 0 = as pretrained (16); NVARC used 10
     eval_batch_size: int = 768  # global, split over GPUs
     max_tasks: int = 0  # 0 = every test task; N = the first N get TTT, the rest keep the fallback
@@ -405,6 +407,8 @@ def run(ctx: Context, p: TTTParams) -> dict:
         n_gpus, repo = _gpus(p), ctx.bundles.get("code") or repo_root(ctx)
         left = deadline - time.time()
         train_deadline = time.time() + (1 - p.eval_share) * left
+        if p.max_finetune_minutes > 0:
+            train_deadline = min(train_deadline, time.time() + 60 * p.max_finetune_minutes)
         spec = {"data": str(work / "data"), "weights": str(ctx.bundles["weights"]), "out": str(work / "finetuned"),
                 "deadline": train_deadline, "final_deadline": deadline,
                 "eval_rows": built["splits"]["test"]["examples"], "params": dataclasses.asdict(p)}
@@ -526,7 +530,8 @@ def finetune(spec: dict) -> dict:
         arch = dataclasses.replace(arch, forward_dtype=dtype, vocab_size=meta["vocab_size"], seq_len=meta["seq_len"],
                                    num_puzzle_identifiers=meta["num_puzzle_identifiers"],
                                    halt_max_steps=p.halt_max_steps or arch.halt_max_steps)
-        accum = p.grad_accum_steps or _auto_accum(arch, p.global_batch_size // ctx.world_size, ctx.device)
+        free = torch.cuda.mem_get_info(ctx.device)[0] if ctx.device.type == "cuda" else None
+        accum = p.grad_accum_steps or _auto_accum(arch, p.global_batch_size // ctx.world_size, free)
         if ctx.distributed:  # every rank must split the same way: take the most cautious
             import torch.distributed as dist
 
@@ -536,7 +541,7 @@ def finetune(spec: dict) -> dict:
         gbs = _divisible(p.global_batch_size, ctx.world_size * accum)
         # One sampler iteration = `epochs` passes over the tasks; the loop below moves on to the
         # next iteration (fresh permutations) when one runs out, so this only sets its length.
-        epochs = 1000
+        epochs = p.finetune_epochs or 1000
         cfg = TrainConfig(arch=arch, data_path=spec["data"], global_batch_size=gbs, epochs=epochs,
                           eval_interval=epochs, evaluate=False, lr=p.lr, lr_warmup_steps=p.lr_warmup_steps,
                           lr_min_ratio=1.0, weight_decay=p.weight_decay, puzzle_emb_lr=p.puzzle_emb_lr,
@@ -558,6 +563,8 @@ def finetune(spec: dict) -> dict:
         if cfg.ema:
             trainer.ema = EMA(model, cfg.ema_rate)
         sampler = TrainSampler(split, gbs, epochs, cfg.seed)
+        if ctx.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(ctx.device)
         if ctx.is_main:
             print(f"fine-tune: {split.num_groups} tasks, {split.num_examples} demo examples, "
                   f"{meta['num_puzzle_identifiers']} puzzle ids; world {ctx.world_size} on {ctx.device} ({dtype}), "
@@ -568,11 +575,14 @@ def finetune(spec: dict) -> dict:
         final, eval_rows = float(spec.get("final_deadline", deadline)), int(spec.get("eval_rows", 0))
         eval_cost = arch.halt_max_steps * arch.n_outer_cycles / (arch.n_outer_cycles + 2)  # train rows per eval row
         t_loop = time.time()
+        t_warm = None  # time after WARM_STEPS steps: compilation and allocator warm-up excluded
         while True:
             start_step = trainer.step
             for gbatch, pos in sampler.iter_iteration(trainer.position):
                 trainer.train_step(gbatch)
                 trainer.position = pos
+                if trainer.step == WARM_STEPS:
+                    t_warm = time.time()
                 if crash_after and trainer.step >= crash_after:
                     raise RuntimeError(f"injected crash after {trainer.step} fine-tune steps ({CRASH_ENV})")
                 if trainer.step % p.log_interval == 0:
@@ -585,6 +595,9 @@ def finetune(spec: dict) -> dict:
                               f"{(deadline - time.time()) / 60:.1f} min left", flush=True)
                 if p.max_steps and trainer.step >= p.max_steps:
                     stopped_by = "max_steps"
+                    break
+                if p.finetune_epochs and trainer.step >= trainer.total_steps:
+                    stopped_by = f"{p.finetune_epochs} epochs"
                     break
                 now = time.time()
                 if trainer.step >= 5 and eval_rows:  # keep 2x the predicted evaluation time + 5 min
@@ -602,6 +615,9 @@ def finetune(spec: dict) -> dict:
                 continue
             break
         seconds = time.time() - t_loop
+        steady = ((time.time() - t_warm) / (trainer.step - WARM_STEPS)
+                  if t_warm is not None and trainer.step > WARM_STEPS else None)
+        peak = torch.cuda.max_memory_allocated(ctx.device) if ctx.device.type == "cuda" else None
         if ctx.is_main:
             save_checkpoint(spec["out"], model, ema_weights=trainer.ema.shadows if trainer.ema else None,
                             dataset_dir=spec["data"], meta={"step": trainer.step, "ttt": spec})
@@ -609,7 +625,14 @@ def finetune(spec: dict) -> dict:
                       "s_per_step": round(seconds / max(trainer.step, 1), 4), "world_size": ctx.world_size,
                       "global_batch_size": gbs, "dtype": dtype, "num_puzzle_identifiers": meta["num_puzzle_identifiers"],
                       "mean_init": mean_init, "losses": losses, "last_loss": losses[-1] if losses else None,
-                      "setup_seconds": round(t_loop - t0, 1)}
+                      "setup_seconds": round(t_loop - t0, 1), "total_steps": trainer.total_steps,
+                      "steady_s_per_step": round(steady, 4) if steady else None,
+                      "rows_per_s": round(gbs / steady, 1) if steady else None,
+                      "grad_accum_steps": accum, "micro_batch": trainer.micro, "compiled": trainer.compiled,
+                      "free_mem_gib_at_start": round(free / 2**30, 2) if free is not None else None,
+                      "peak_mem_gib": round(peak / 2**30, 2) if peak is not None else None,
+                      "predicted_peak_mem_gib": round(predicted_peak_bytes(arch, trainer.micro) / 2**30, 2),
+                      "skipped_steps": trainer.scaler.skipped if trainer.scaler else 0}
             write_json_atomic(Path(spec["out"]) / "ttt_finetune.json", result, indent=2)
             print(f"fine-tune done: {trainer.step} steps in {seconds:.1f} s ({stopped_by}); saved {spec['out']}",
                   flush=True)
@@ -620,21 +643,29 @@ def finetune(spec: dict) -> dict:
 
 
 ACT_BYTES_PER_UNIT = 96  # activation bytes kept per (token x hidden unit x block application), with margin
+FIXED_BYTES = 2 * 2**30  # weights, optimiser state, puzzle table, CUDA context slack
+WARM_STEPS = 5  # fine-tune steps left out of the steady-state speed (compilation, allocator)
 
 
-def _auto_accum(arch, local_batch: int, device) -> int:
-    """Fewest micro-batches whose rows fit in free GPU memory (1 off CUDA). A training step keeps
-    activations for the last outer cycle: n_layers x (n_latent_steps + 1) block applications over
-    prefix + seq tokens. ACT_BYTES_PER_UNIT is a deliberately generous estimate (about 2x the
-    tensors saved for backward in bf16); bench/ttt_budget.py measures the real peak on a GPU."""
-    if device.type != "cuda":
-        return 1
-    import torch
-
-    free, _ = torch.cuda.mem_get_info(device)
-    per_row = (arch.prefix_len + arch.seq_len) * arch.hidden_size * arch.n_layers * (arch.n_latent_steps + 1) \
+def row_bytes(arch) -> int:
+    """Predicted training memory per micro-batch row. A training step keeps activations for the
+    last outer cycle: n_layers x (n_latent_steps + 1) block applications over prefix + seq tokens;
+    ACT_BYTES_PER_UNIT is a deliberately generous estimate (about 2x the tensors saved for
+    backward in bf16); bench/gpu_ttt.py compares it with the measured peak."""
+    return (arch.prefix_len + arch.seq_len) * arch.hidden_size * arch.n_layers * (arch.n_latent_steps + 1) \
         * ACT_BYTES_PER_UNIT
-    fit = max(1, int((free - 2 * 2**30) // per_row))  # keep 2 GiB for weights, optimiser state, table
+
+
+def predicted_peak_bytes(arch, micro_batch: int) -> int:
+    return FIXED_BYTES + micro_batch * row_bytes(arch)
+
+
+def _auto_accum(arch, local_batch: int, free_bytes: int | None) -> int:
+    """Fewest micro-batches (a divisor split of local_batch) whose rows fit in `free_bytes` of
+    GPU memory (torch.cuda.mem_get_info()[0]); None (not CUDA): 1."""
+    if free_bytes is None:
+        return 1
+    fit = max(1, int((free_bytes - FIXED_BYTES) // row_bytes(arch)))
     return next(local_batch // m for m in range(local_batch, 0, -1) if local_batch % m == 0 and m <= fit)
 
 

@@ -1,0 +1,245 @@
+"""The competition notebook on a real GPU: fine-tune speed, memory, evaluation, 12-hour projection.
+
+    python3 bench/gpu_ttt.py                      # on a CUDA machine (driven by bench/gpu_ttt.sh)
+    python3 bench/gpu_ttt.py --dry-run            # CPU, tiny model and settings: the script end to end
+
+For each dtype (bfloat16, then float16 = the T4 path with dynamic loss scaling) it lays out a
+Kaggle-like input root with kaggle/sim.py's helpers -- the competition folder whose test file is
+`--tasks` evaluation tasks removed from the attached evaluation files (hidden tasks: submit mode,
+mean-initialised puzzle rows), the repo bundle (this tree) and a weights bundle (a paper-size TRM,
+random init, exported slim by kaggle/bundles.py) -- and runs the competition notebook's own cells
+(kaggle/trm_arc2_inference_notebook.py, parameters injected after the `parameters` cell, as
+papermill does) with the default settings except a fine-tune capped at `--minutes`.
+
+It writes bench/results/gpu-ttt-<date>-<gpu>.json: per dtype the fine-tune's steady steps/s, rows/s,
+tasks and augmented examples per second, peak memory against trm.ttt's prediction (the one
+`_auto_accum` splits micro-batches by), evaluation seconds per task, the notebook's
+ttt_report.json timings; and the projection for Kaggle's hidden set (240 tasks, 259 test inputs):
+
+  fine-tune rows  = epochs x 240 x (demo pairs per task, measured here) at the notebook's defaults
+                    (`finetune_epochs`; NVARC's 2000 when the default is deadline-bound)
+  eval rows       = 259 x (num_aug + 1), each costing what it cost here per row
+  hours on GPU G  = (this GPU's seconds) x (this GPU's dense peak / G's dense peak) / (G count),
+                    with dense peaks bf16 989 (H100/H200), 121 (L4); fp16 65 (T4) TFLOP/s,
+                    data-parallel scaling assumed linear (the 7M-parameter all-reduce is small).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "T4": 65.0}
+HIDDEN_TASKS, HIDDEN_INPUTS = 240, 259  # ARC Prize hidden set (kaggle.md §1)
+REFERENCE_EPOCHS = 2000  # NVARC's fine-tune (kaggle.md §6)
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def say(msg: str) -> None:
+    print(f"[gpu_ttt {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def make_weights(work: Path, comp: Path, tiny: bool, device: str) -> Path:
+    """A kit checkpoint of a paper-size TRM (random init; speed does not depend on the weights)
+    whose puzzle table comes from a small pretraining dataset, then its slim weights bundle."""
+    from dataset_builder.build import BuildConfig, build_dataset
+    from trm.checkpoint import save_checkpoint
+    from trm.data import load_split
+    from trm.model import TRM, ModelConfig
+
+    data = work / "pretrain-data"
+    build_dataset(BuildConfig(output_dir=data, kaggle_dir=comp, subsets=["training"], test_set_name="none",
+                              tasks=6, num_aug=2, quiet=True, force=True))
+    meta = load_split(data, "train").meta
+    arch = (ModelConfig(hidden_size=64, num_heads=2, n_layers=1, n_outer_cycles=1, n_latent_steps=1,
+                        halt_max_steps=2, expansion=2.0, puzzle_emb_ndim=64, forward_dtype="float32")
+            if tiny else ModelConfig())  # ModelConfig() = the paper's ARC config
+    arch = dataclasses.replace(arch, vocab_size=meta["vocab_size"], seq_len=meta["seq_len"],
+                               num_puzzle_identifiers=meta["num_puzzle_identifiers"])
+    torch.manual_seed(0)
+    model = TRM(arch)
+    with torch.no_grad():  # distinct pretrained rows, so the mean-init is visible
+        model.puzzle_emb.weights[1:].normal_(0, 0.02)
+    ckpt = save_checkpoint(work / "ckpt" / "step_1", model, dataset_dir=data, meta={"step": 1})
+    bundles = _load("trm_bundles", REPO / "kaggle" / "bundles.py")
+    dest = work / "weights"
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    bundles.stage_weights(dest, ckpt, None, "trm-gpu-check")
+    return dest
+
+
+def copy_repo(dest: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True).stdout.split("\0")
+    files = [f for f in files if f] or [str(p.relative_to(REPO)) for p in REPO.rglob("*.py")]
+    for rel in files:
+        if rel.startswith(("bench/results", "tests/")) or not (REPO / rel).is_file():
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, dest / rel)
+
+
+def run_notebook(sim, root: Path, params: dict, timeout: float) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRM_", "KAGGLE_"))}
+    env.update(TRM_KAGGLE_INPUT=str(root / "input"), TRM_KAGGLE_WORKING=str(root / "working"),
+               TRM_TTT_SCRATCH=str(root / "scratch"), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, str(REPO / "kaggle" / "sim.py"), "exec-notebook",
+           str(REPO / "kaggle" / "trm_arc2_inference_notebook.py"), json.dumps(params)]
+    t0 = time.time()
+    with open(root / "notebook.log", "w") as log:
+        try:
+            rc = subprocess.run(cmd, env=env, cwd=root / "working", stdout=log, stderr=subprocess.STDOUT,
+                                timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            rc = -9
+    out = root / "notebook.log"
+    tail = out.read_text()[-3000:]
+    report_path = root / "working" / "ttt_report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    return {"rc": rc, "wall_s": round(time.time() - t0, 1), "report": report, "log_tail": tail}
+
+
+def projection(res: dict, train_meta: dict, n_tasks: int, peak_here: float | None, dtype: str) -> dict:
+    """Hours for the hidden set on Kaggle's GPUs, from this run's measured speeds (module doc)."""
+    rep, ft = res["report"], res["report"].get("finetune") or {}
+    rows_per_s = ft.get("rows_per_s")
+    ev_rows = (rep.get("eval") or {}).get("n_rows")
+    ev_s = rep.get("eval_seconds")
+    if not (rows_per_s and ev_rows and ev_s and peak_here):
+        return {"error": "missing fine-tune speed, evaluation timing or this GPU's peak"}
+    p = rep["params"]
+    epochs = p.get("finetune_epochs") or REFERENCE_EPOCHS
+    rows_per_epoch_per_task = train_meta["total_groups"] * train_meta["mean_puzzle_examples"] / n_tasks
+    ft_rows = epochs * HIDDEN_TASKS * rows_per_epoch_per_task
+    eval_rows = HIDDEN_INPUTS * (p["num_aug"] + 1)
+    here_s = ft_rows / rows_per_s + eval_rows * ev_s / ev_rows
+    out = {"epochs": epochs, "epochs_source": "notebook default" if p.get("finetune_epochs") else
+           f"NVARC reference {REFERENCE_EPOCHS} (the default is deadline-bound)",
+           "finetune_rows": round(ft_rows), "eval_rows": eval_rows,
+           "hours_this_gpu": round(here_s / 3600, 3),
+           "finetune_hours_this_gpu": round(ft_rows / rows_per_s / 3600, 3),
+           "eval_hours_this_gpu": round(eval_rows * ev_s / ev_rows / 3600, 3),
+           "ratio_rule": "hours x (this GPU's dense peak / target's dense peak) / target GPU count"}
+    if dtype == "bfloat16":
+        out["hours_4xl4"] = round(here_s * peak_here / PEAK_TFLOPS["L4"] / 4 / 3600, 2)
+    if dtype == "float16":
+        out["hours_t4x2"] = round(here_s * peak_here / PEAK_TFLOPS["T4"] / 2 / 3600, 2)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dry-run", action="store_true", help="CPU, tiny model and settings")
+    ap.add_argument("--comp-dir", type=Path, help="competition files (default ../shared/data/arc-prize-2025)")
+    ap.add_argument("--tasks", type=int, default=8, help="evaluation tasks used as hidden tasks")
+    ap.add_argument("--minutes", type=float, default=1.5, help="fine-tune cap per dtype (minutes)")
+    ap.add_argument("--dtypes", default="bfloat16,float16")
+    ap.add_argument("--params", default="{}", help="JSON: more notebook parameters")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/trm-gpu-ttt"))
+    ap.add_argument("--out", type=Path)
+    a = ap.parse_args()
+    cuda = torch.cuda.is_available() and not a.dry_run
+    gpu = torch.cuda.get_device_name(0) if cuda else "cpu"
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in gpu), None)
+    sim = _load("trm_kaggle_sim", REPO / "kaggle" / "sim.py")
+    comp = (a.comp_dir or REPO.parent / "shared" / "data" / "arc-prize-2025").resolve()
+    shutil.rmtree(a.work, ignore_errors=True)
+    a.work.mkdir(parents=True)
+    t0 = time.time()
+    weights = make_weights(a.work, comp, not cuda, "cuda" if cuda else "cpu")
+    repo_bundle = a.work / "repo"
+    copy_repo(repo_bundle)
+    say(f"weights bundle {weights}, repo bundle {repo_bundle} ({time.time() - t0:.1f} s)")
+    results: dict = {"date": dt.date.today().isoformat(), "gpu": gpu, "dry_run": not cuda, "torch": torch.__version__,
+                     "tasks": a.tasks, "minutes_cap": a.minutes, "peak_tflops_used": peak, "runs": {}}
+    extra = json.loads(a.params)
+    for dtype in a.dtypes.split(","):
+        root = a.work / dtype
+        comp_dst = root / "input" / "competitions" / sim.COMPETITION
+        held = sim.variant_comp(comp, comp_dst, "hidden", n_hidden=a.tasks)
+        shutil.copytree(repo_bundle, root / "input" / "datasets" / sim.OWNER / "trm-kit-repo")
+        shutil.copytree(weights, root / "input" / "datasets" / sim.OWNER / "trm-kit-weights")
+        (root / "working").mkdir(parents=True)
+        params = {"install_wheels": False, "budget_hours": 12.0, "safety_minutes": 0.0,
+                  "max_finetune_minutes": a.minutes, "dtype": dtype if cuda else "float32", **extra}
+        if not cuda:
+            params.update(num_aug=3, global_batch_size=8, eval_batch_size=16, device="cpu", lr_warmup_steps=2,
+                          log_interval=2)
+        say(f"{dtype}: notebook on {a.tasks} hidden tasks, fine-tune capped at {a.minutes} min: {params}")
+        res = run_notebook(sim, root, params, timeout=60 * a.minutes + 600)
+        rep = res["report"]
+        from trm.data import load_split
+
+        meta = load_split(root / "scratch" / "run" / "data", "train").meta if (
+            root / "scratch" / "run" / "data").is_dir() else None
+        ft = rep.get("finetune") or {}
+        ev = rep.get("eval") or {}
+        score = None
+        sub = root / "working" / "submission.json"
+        if sub.is_file() and held:
+            score = sim.score_submission(json.loads(sub.read_text()), held)["score"]
+        n_inputs = rep.get("test_inputs") or 0
+        run = {
+            "notebook_rc": res["rc"], "notebook_wall_s": res["wall_s"], "status": rep.get("status"),
+            "mode": rep.get("mode"), "dataset": rep.get("dataset"), "finetune": ft,
+            "steps_per_s": round(1 / ft["steady_s_per_step"], 3) if ft.get("steady_s_per_step") else None,
+            "rows_per_s": ft.get("rows_per_s"),
+            "tasks_per_s": (round(ft["rows_per_s"] / (meta["total_groups"] * meta["mean_puzzle_examples"]
+                                                      / a.tasks), 3) if ft.get("rows_per_s") and meta else None),
+            "peak_mem_gib": ft.get("peak_mem_gib"), "predicted_peak_mem_gib": ft.get("predicted_peak_mem_gib"),
+            "memory_prediction_ratio": (round(ft["predicted_peak_mem_gib"] / ft["peak_mem_gib"], 2)
+                                        if ft.get("peak_mem_gib") else None),
+            "eval_seconds": rep.get("eval_seconds"), "eval": ev,
+            "eval_seconds_per_task": round(rep["eval_seconds"] / a.tasks, 2) if rep.get("eval_seconds") else None,
+            "eval_rows_per_s": (round(ev["n_rows"] / rep["eval_seconds"], 1)
+                                if ev.get("n_rows") and rep.get("eval_seconds") else None),
+            "test_inputs": n_inputs, "score_on_held_solutions": score,
+            "report_timings": {k: rep.get(k) for k in ("deadline_in_s", "elapsed_s", "eval_seconds")},
+        }
+        if run["notebook_rc"] != 0 or rep.get("status") != "ok":
+            run["log_tail"] = res["log_tail"]
+        if meta:
+            run["augmented_examples_per_s"] = ft.get("rows_per_s")
+            run["projection_240_tasks"] = projection(res, meta, a.tasks, peak, dtype)
+        results["runs"][dtype] = run
+        say(f"{dtype}: rc {res['rc']}, status {rep.get('status')}: {json.dumps(run, default=str)[:1500]}")
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-").lower()
+    out = a.out or REPO / "bench" / "results" / f"gpu-ttt-{results['date']}-{slug}{'-dryrun' if not cuda else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    os.replace(tmp, out)
+    print("\nsummary")
+    for dtype, r in results["runs"].items():
+        pr = r.get("projection_240_tasks") or {}
+        print(f"  {dtype}: status {r['status']}, {r['steps_per_s']} steps/s, {r['rows_per_s']} rows/s, "
+              f"peak {r['peak_mem_gib']} GiB (predicted {r['predicted_peak_mem_gib']}), eval {r['eval_seconds']} s, "
+              f"projection {({k: v for k, v in pr.items() if 'hours' in k})}")
+    print(f"  wrote {out}")
+    return 0 if all(r["status"] == "ok" for r in results["runs"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from trm.evaluate import evaluate_predictions, predict
-from trm.model import TRM, ModelConfig, pick_dtype
+from trm.model import TRM, ModelConfig, compile_net, pick_dtype
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("--dtype", help="default: trm.model.pick_dtype(device) (float32 on CPU)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     ap.add_argument("--tiny", action="store_true", help="hidden 64, H2 L2, 4 ACT steps: a quick dry run")
+    ap.add_argument("--compile", choices=["auto", "on", "off"], default="off",
+                    help="torch.compile the recurrent net, as trm.evaluate does (auto: on CUDA)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -70,10 +72,11 @@ def main() -> None:
         cfg = ModelConfig(hidden_size=64, num_heads=2, n_outer_cycles=2, n_latent_steps=2, halt_max_steps=4,
                           puzzle_emb_ndim=64, num_puzzle_identifiers=n_ids, forward_dtype=dtype)
     model = TRM(cfg).to(device).eval()
+    compiled = compile_net(model, {"auto": None, "on": True, "off": False}[args.compile], device)
     print(f"{'TINY' if args.tiny else 'paper'} config: hidden {cfg.hidden_size}, heads {cfg.num_heads}, layers {cfg.n_layers}, "
           f"H {cfg.n_outer_cycles}, L {cfg.n_latent_steps}, halt_max_steps {cfg.halt_max_steps}, "
           f"{n_ids} puzzle ids; {dtype} on {device} ({torch.get_num_threads()} threads), "
-          f"{args.rows} rows, batch {args.batch_size}, data {args.data}")
+          f"{args.rows} rows, batch {args.batch_size}, compiled {compiled}, data {args.data}")
 
     load_before = os.getloadavg()[0]
     kw = dict(global_batch_size=args.batch_size, device=device, limit_rows=args.rows)

@@ -164,16 +164,19 @@ def matmul_ceiling(device) -> dict:
     return {"bf16_matmul_tflops": 2 * n**3 * 10 / (time.perf_counter() - t0) / 1e12}
 
 
-def profile_step(device, batch: int, tiny: bool) -> dict:
-    """Share of one training step's device time per kind of kernel."""
+def profile_step(device, batch: int, tiny: bool, compiled: bool = False) -> dict:
+    """Share of one training step's device time per kind of kernel (compiled: the net compiled as
+    trm.train does on CUDA; fused Triton kernels then hold the norms, RoPE and elementwise work)."""
     from torch.profiler import ProfilerActivity, profile
 
     dtype = "bfloat16" if torch.device(device).type == "cuda" else "float32"
     cfg = paper_config(1024, dtype, tiny)
     model = TRMWithLoss(TRM(cfg)).to(device).train()
+    if compiled:
+        model.model.net.compile()
     data = random_batch(batch, 1024, device)
     carry = model.initial_carry(data)
-    for _ in range(2):
+    for _ in range(3):
         carry, loss, *_ = model(carry, data)
         loss.backward()
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.device(device).type == "cuda" else [])
@@ -185,9 +188,13 @@ def profile_step(device, batch: int, tiny: bool) -> dict:
         sync(device)
     wall = time.perf_counter() - t0
     use_cuda = torch.device(device).type == "cuda"
-    buckets = {"attention": 0.0, "matmul": 0.0, "float64_loss": 0.0, "norm_rope_elementwise": 0.0}
+    buckets = {"attention": 0.0, "matmul": 0.0, "float64_loss": 0.0, "fused_triton": 0.0, "norm_rope_elementwise": 0.0}
     total = 0.0
-    for ev in prof.key_averages():
+    from torch.autograd import DeviceType
+
+    # on CUDA only kernel events (device_type CUDA): an aten op's device time repeats its kernels'
+    events = [ev for ev in prof.key_averages() if not use_cuda or getattr(ev, "device_type", None) == DeviceType.CUDA]
+    for ev in events:
         t = (ev.self_device_time_total if use_cuda else ev.self_cpu_time_total) / 1e6
         if t <= 0:
             continue
@@ -195,16 +202,18 @@ def profile_step(device, batch: int, tiny: bool) -> dict:
         total += t
         if "attention" in name or "flash" in name or "sdpa" in name or "fmha" in name:
             buckets["attention"] += t
-        elif "gemm" in name or "mm" in name or "matmul" in name or "linear" in name or "cutlass" in name:
+        elif any(k in name for k in ("gemm", "nvjet", "cutlass", "xmma", "matmul", "aten::mm", "linear")):
             buckets["matmul"] += t
+        elif name.startswith("triton"):
+            buckets["fused_triton"] += t
         elif "double" in name or "f64" in name:
             buckets["float64_loss"] += t
         else:
             buckets["norm_rope_elementwise"] += t
     return {"wall_s": wall, "kernel_s": total, "idle_or_python_s": max(0.0, wall - total) if use_cuda else None,
-            "seconds": buckets, "batch": batch,
+            "seconds": buckets, "batch": batch, "compiled": compiled,
             "top_ops": [(ev.key, (ev.self_device_time_total if use_cuda else ev.self_cpu_time_total) / 1e6)
-                        for ev in sorted(prof.key_averages(),
+                        for ev in sorted(events,
                                          key=lambda e: -(e.self_device_time_total if use_cuda else e.self_cpu_time_total))[:12]]}
 
 
@@ -287,7 +296,7 @@ def main() -> int:
     variants = [c for c in args.compile.split(",") if c]
     for comp_ in variants:
         for b in batches:
-            if (tiny and comp_ != "off") or not want(f"train_b{b}_{comp_}", 15 if comp_ == "off" else 75):
+            if (tiny and comp_ != "off") or not want(f"train_b{b}_{comp_}", {"off": 15, "net": 40}.get(comp_, 90)):
                 continue  # compile on CPU costs minutes and proves nothing here
             res: dict = {}
             section(res, f"train_b{b}_{comp_}", lambda b=b, comp_=comp_: train_throughput(
@@ -298,10 +307,13 @@ def main() -> int:
     results["train"] = runs
     if want("profile", 20):
         section(results, "profile", lambda: profile_step(device, batches[0], tiny))
-    if want("eval", 40):
-        cmd = [py, "bench/evaluate.py", "--device", str(device), "--data", str(data)]
-        cmd += ["--rows", "4", "--batch-size", "4", "--tiny"] if tiny else ["--rows", "384", "--batch-size", "384"]
-        section(results, "eval", lambda: run_cmd(cmd, max(60, int(left()))))
+    if cuda and want("profile_compiled", 30):
+        section(results, "profile_compiled", lambda: profile_step(device, batches[0], tiny, compiled=True))
+    for comp_ in ("off", "on"):
+        if want(f"eval_compile_{comp_}", 40):
+            cmd = [py, "bench/evaluate.py", "--device", str(device), "--data", str(data), "--compile", comp_]
+            cmd += ["--rows", "4", "--batch-size", "4", "--tiny"] if tiny else ["--rows", "384", "--batch-size", "384"]
+            section(results, f"eval_compile_{comp_}", lambda cmd=cmd: run_cmd(cmd, max(60, int(left()))))
     if "smoke" not in args.skip and want("smoke", 120):
         env = {"TRM_TEST_DEVICE": str(device)}
         section(results, "smoke", lambda: run_cmd(

@@ -68,7 +68,7 @@ from trm.data import (
 )
 from trm.distributed import setup, teardown
 from trm.grids import crop, grid_hash, inverse_augment, parse_aug_name
-from trm.model import TRMWithLoss, pick_dtype
+from trm.model import TRMWithLoss, compile_net, pick_dtype
 from trm.submission import pick_attempts, score_submission, write_json_atomic
 
 PASS_KS = (1, 2, 5, 10, 100, 1000)
@@ -513,6 +513,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (auto: cuda if available)")
     ap.add_argument("--dtype", help="forward dtype: bfloat16, float16, float32 (default: trm.model.pick_dtype)")
     ap.add_argument("--early-exit", action="store_true", help="stop rows at q_halt > 0 (changes results)")
+    ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                    help="torch.compile the recurrent net (auto: on CUDA)")
     ap.add_argument("--challenges", help="challenges JSON: the submission covers all its task ids")
     ap.add_argument("--solutions", help="solutions JSON: labels for pass@K and the Kaggle score")
     ap.add_argument("--pictures", type=int, default=6, help="number of task pictures (needs matplotlib)")
@@ -528,6 +530,7 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.time()
         model, meta = load_checkpoint(path, map_location=ctx.device, dataset_dir=args.data,
                                       overrides={"forward_dtype": dtype})
+        compile_net(model, {"auto": None, "on": True, "off": False}[args.compile], ctx.device)
         runs.append(predict(model, args.data, global_batch_size=args.batch_size, device=ctx.device,
                             rank=ctx.rank, world_size=ctx.world_size, early_exit=args.early_exit))
         step = meta.get("step") if len(ckpts) == 1 else None

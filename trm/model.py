@@ -542,6 +542,23 @@ def _cpu_has_native_bf16() -> bool:
     return not probes or any(p() for p in probes)
 
 
+def compile_enabled(setting: bool | None, device: torch.device | str) -> bool:
+    """A compile setting: True / False, or None = auto (on for CUDA, as upstream compiles unless
+    DISABLE_COMPILE: 2.1x the eager training speed on an H200; off elsewhere: on CPU compiling
+    costs minutes and gains little)."""
+    return bool(setting) if setting is not None else torch.device(device).type == "cuda"
+
+
+def compile_net(model: TRM, setting: bool | None, device: torch.device | str) -> bool:
+    """torch.compile the recurrent net in place when `setting` says so (compile_enabled); returns
+    whether it did. Only the net: state-dict keys stay clean, the ACT bookkeeping stays eager, and
+    the graph is reused by all H*(L+1) applications of every step."""
+    if compile_enabled(setting, device):
+        model.net.compile()
+        return True
+    return False
+
+
 def count_parameters(model: nn.Module) -> int:
     """nn.Parameter elements, as upstream logs num_params (6,829,058 for ARC). The puzzle table and
     H_init/L_init are buffers and not counted (the table holds ~0.6 B values at ARC-AGI-2 scale)."""

@@ -64,7 +64,7 @@ from trm.config import (
 )
 from trm.data import TrainSampler, load_split
 from trm.evaluate import evaluate_model
-from trm.model import TRM, TRMWithLoss, pick_dtype
+from trm.model import TRM, TRMWithLoss, compile_net, pick_dtype
 from trm.optim import DynamicLossScale, SparseSignSGD, cosine_schedule_with_warmup_lr, make_adam_atan2
 from trm.provenance import write_provenance
 
@@ -129,12 +129,6 @@ class EMA:
             with torch.no_grad():
                 for n, b in backup.items():
                     params[n].copy_(b)
-
-
-def compile_enabled(setting: bool | None, device: torch.device) -> bool:
-    """TrainConfig.compile: True / False, or None = auto (on for CUDA, as upstream compiles unless
-    DISABLE_COMPILE; off elsewhere: on CPU compiling costs minutes and gains little)."""
-    return bool(setting) if setting is not None else torch.device(device).type == "cuda"
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -209,9 +203,7 @@ class Trainer:
         self.model = TRM(cfg.arch)
         self.head = TRMWithLoss(self.model)
         self.model.to(ctx.device)
-        self.compiled = compile_enabled(cfg.compile, ctx.device)
-        if self.compiled:
-            self.model.net.compile()  # in place: state-dict keys stay clean
+        self.compiled = compile_net(self.model, cfg.compile, ctx.device)
         if cfg.freeze_weights:
             for p in self.model.parameters():
                 p.requires_grad_(False)

@@ -90,7 +90,7 @@ class TTTParams:
     ema_rate: float = 0.999
     freeze_weights: bool = False  # True: train only the new puzzle embeddings (upstream option)
     max_steps: int = 0  # 0 = until the fine-tune deadline
-    finetune_epochs: int = 0  # N > 0: stop after N epochs (trm.train's step count); 0 = deadline-bound
+    finetune_epochs: int = 2000  # stop after N epochs (trm.train's step count; NVARC 2000); 0 = deadline-bound
     max_finetune_minutes: float = 0.0  # > 0: cap the fine-tune at this many minutes (checks, benchmarks)
     halt_max_steps: int = 0  # 0 = as pretrained (16); NVARC used 10
     eval_batch_size: int = 768  # global, split over GPUs
@@ -514,7 +514,7 @@ def finetune(spec: dict) -> dict:
     from trm.checkpoint import load_checkpoint, save_checkpoint
     from trm.config import TrainConfig
     from trm.data import TrainSampler, load_split
-    from trm.model import ModelConfig, pick_dtype
+    from trm.model import ModelConfig, compile_enabled, pick_dtype
     from trm.train import EMA, Trainer
 
     p = TTTParams(**spec["params"])
@@ -531,7 +531,8 @@ def finetune(spec: dict) -> dict:
                                    num_puzzle_identifiers=meta["num_puzzle_identifiers"],
                                    halt_max_steps=p.halt_max_steps or arch.halt_max_steps)
         free = torch.cuda.mem_get_info(ctx.device)[0] if ctx.device.type == "cuda" else None
-        accum = p.grad_accum_steps or _auto_accum(arch, p.global_batch_size // ctx.world_size, free)
+        accum = p.grad_accum_steps or _auto_accum(arch, p.global_batch_size // ctx.world_size, free,
+                                                  compile_enabled(None, ctx.device))
         if ctx.distributed:  # every rank must split the same way: take the most cautious
             import torch.distributed as dist
 
@@ -631,7 +632,8 @@ def finetune(spec: dict) -> dict:
                       "grad_accum_steps": accum, "micro_batch": trainer.micro, "compiled": trainer.compiled,
                       "free_mem_gib_at_start": round(free / 2**30, 2) if free is not None else None,
                       "peak_mem_gib": round(peak / 2**30, 2) if peak is not None else None,
-                      "predicted_peak_mem_gib": round(predicted_peak_bytes(arch, trainer.micro) / 2**30, 2),
+                      "predicted_peak_mem_gib": round(predicted_peak_bytes(arch, trainer.micro, trainer.compiled)
+                                                      / 2**30, 2),
                       "skipped_steps": trainer.scaler.skipped if trainer.scaler else 0}
             write_json_atomic(Path(spec["out"]) / "ttt_finetune.json", result, indent=2)
             print(f"fine-tune done: {trainer.step} steps in {seconds:.1f} s ({stopped_by}); saved {spec['out']}",
@@ -642,30 +644,32 @@ def finetune(spec: dict) -> dict:
         D.teardown(ctx)
 
 
-ACT_BYTES_PER_UNIT = 96  # activation bytes kept per (token x hidden unit x block application), with margin
+# Activation bytes kept per (token x hidden unit x block application) of a training step: the
+# measured peak (H200, bf16, paper config, micro-batch 192: 33.7 GiB compiled, 42.6 GiB eager;
+# bench/results/gpu-ttt-*.json) less FIXED_BYTES, divided by the units, plus ~10 %.
+ACT_BYTES_PER_UNIT = {True: 42, False: 53}  # compiled net: True
 FIXED_BYTES = 2 * 2**30  # weights, optimiser state, puzzle table, CUDA context slack
 WARM_STEPS = 5  # fine-tune steps left out of the steady-state speed (compilation, allocator)
 
 
-def row_bytes(arch) -> int:
+def row_bytes(arch, compiled: bool = True) -> int:
     """Predicted training memory per micro-batch row. A training step keeps activations for the
     last outer cycle: n_layers x (n_latent_steps + 1) block applications over prefix + seq tokens;
-    ACT_BYTES_PER_UNIT is a deliberately generous estimate (about 2x the tensors saved for
-    backward in bf16); bench/gpu_ttt.py compares it with the measured peak."""
+    ACT_BYTES_PER_UNIT is calibrated on a GPU (bench/gpu_ttt.py compares it with the measured peak)."""
     return (arch.prefix_len + arch.seq_len) * arch.hidden_size * arch.n_layers * (arch.n_latent_steps + 1) \
-        * ACT_BYTES_PER_UNIT
+        * ACT_BYTES_PER_UNIT[compiled]
 
 
-def predicted_peak_bytes(arch, micro_batch: int) -> int:
-    return FIXED_BYTES + micro_batch * row_bytes(arch)
+def predicted_peak_bytes(arch, micro_batch: int, compiled: bool = True) -> int:
+    return FIXED_BYTES + micro_batch * row_bytes(arch, compiled)
 
 
-def _auto_accum(arch, local_batch: int, free_bytes: int | None) -> int:
+def _auto_accum(arch, local_batch: int, free_bytes: int | None, compiled: bool = True) -> int:
     """Fewest micro-batches (a divisor split of local_batch) whose rows fit in `free_bytes` of
     GPU memory (torch.cuda.mem_get_info()[0]); None (not CUDA): 1."""
     if free_bytes is None:
         return 1
-    fit = max(1, int((free_bytes - FIXED_BYTES) // row_bytes(arch)))
+    fit = max(1, int((free_bytes - FIXED_BYTES) // row_bytes(arch, compiled)))
     return next(local_batch // m for m in range(local_batch, 0, -1) if local_batch % m == 0 and m <= fit)
 
 

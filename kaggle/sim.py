@@ -61,7 +61,8 @@ IMAGE_PACKAGES = ["torch", "numpy", "tqdm", "pip"]  # what the Kaggle image prei
 RUNNER_PACKAGES = ["papermill", "ipykernel"]  # Kaggle's own notebook runner, stood in by papermill
 # Tiny CPU settings: the notebook's parameters cell names, overridden through papermill.
 SIM_PARAMS = {"num_aug": 3, "global_batch_size": 4, "max_steps": 24, "lr_warmup_steps": 4, "log_interval": 6,
-              "eval_batch_size": 16, "validate_tasks": 3, "device": "cpu", "budget_hours": 1.0, "safety_minutes": 0.0}
+              "eval_batch_size": 16, "validate_tasks": 3, "device": "cpu", "budget_hours": 1.0, "safety_minutes": 0.0,
+              "check_minutes": 5.0}
 # The sim's weights: a shrunk `smoke` preset (one block, one cycle, two supervision steps).
 WEIGHTS_ARCH = ["--arch.hidden_size", "32", "--arch.num_heads", "2", "--arch.n_layers", "1",
                 "--arch.n_outer_cycles", "1", "--arch.n_latent_steps", "1", "--arch.halt_max_steps", "2",
@@ -255,6 +256,8 @@ def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Pat
     env.update(TRM_KAGGLE_INPUT=str(root / "input"), TRM_KAGGLE_WORKING=str(root / "working"),
                TRM_TTT_SCRATCH=str(root / "scratch"), PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1",
                PYTHONUNBUFFERED="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
+    if variant != "placeholder":  # hidden tasks only ever reach the notebook in Kaggle's scoring rerun
+        env["KAGGLE_IS_COMPETITION_RERUN"] = "1"
     cmd = [*cut, str(py), "-m", "papermill", str(NOTEBOOK), str(root / "executed.ipynb"), "-k", "python3",
            "-l", "python", "--cwd", str(root / "working"), "-y", json.dumps(params), "--log-output",
            "--no-progress-bar"]
@@ -279,7 +282,17 @@ def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Pat
     check(not errors, f"working/submission.json valid for {len(challenges)} test tasks {errors[:3] if errors else ''}")
     report_path = root / "working" / "ttt_report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
-    res["report"] = {k: report.get(k) for k in ("mode", "status", "score", "tasks_from_model", "identical_attempts")}
+    res["report"] = {k: report.get(k) for k in ("mode", "status", "score", "tasks_from_model", "identical_attempts",
+                                                "budget", "elapsed_s")}
+    budget = report.get("budget") or {}
+    if variant == "placeholder":  # a commit run: the short check's budget, and it ends inside it
+        check(budget.get("kind") == "short check" and budget.get("seconds") == 60 * params["check_minutes"]
+              and report.get("elapsed_s", 1e9) < budget["seconds"],
+              f"commit run: short check of {params['check_minutes']} min, ended in {report.get('elapsed_s')} s")
+    else:  # the rerun: the full budget
+        full = 3600 * params["budget_hours"] - 60 * params["safety_minutes"]
+        check(budget.get("kind") == "full" and budget.get("rerun") is True and budget.get("seconds") == full,
+              f"rerun: full budget of {full:.0f} s ({budget.get('seconds')})")
     if variant == "placeholder":
         check(report.get("mode") == "validate", f"placeholder detected -> validation mode ({report.get('mode')})")
         vpath = root / "working" / "validation" / "submission.json"

@@ -173,11 +173,26 @@ def test_resolve_mode(tmp_path, monkeypatch):
     write(comp / "arc-agi_evaluation_solutions.json", {"bbbb0002": [[[1]], [[1]]]})
     assert ttt.resolve_mode(ctx, p, TASKS) == "validate"  # every id known: the public placeholder
     assert ttt.resolve_mode(ctx, ttt.TTTParams(mode="submit"), TASKS) == "submit"
-    monkeypatch.setenv("KAGGLE_IS_COMPETITION_RERUN", "1")
-    assert ttt.resolve_mode(ctx, ttt.TTTParams(mode="validate"), TASKS) == "submit"
+    rerun = ttt.Context(t0=0, input_root=tmp_path, working_dir=tmp_path, comp_dir=comp, scratch=tmp_path, rerun=True)
+    assert ttt.resolve_mode(rerun, ttt.TTTParams(mode="validate"), TASKS) == "submit"
     with pytest.raises(ValueError):
-        monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN")
         ttt.resolve_mode(ctx, ttt.TTTParams(mode="bogus"), TASKS)
+
+
+def test_budget_short_check_unless_rerun(tmp_path, monkeypatch):
+    """Kaggle's scoring rerun gets budget_hours less the safety margin; every other run (the commit
+    run of each pushed version) the short check, unless check_minutes is 0."""
+    comp = _comp(tmp_path / "comp")
+    monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
+    commit = ttt.start(str(tmp_path), str(tmp_path / "w1"))
+    monkeypatch.setenv("KAGGLE_IS_COMPETITION_RERUN", "1")
+    rerun = ttt.start(str(tmp_path), str(tmp_path / "w2"))
+    assert commit.comp_dir == rerun.comp_dir == comp and not commit.rerun and rerun.rerun
+    p = ttt.TTTParams(budget_hours=12.0, safety_minutes=30.0, check_minutes=20.0)
+    assert commit.deadline(p) - commit.t0 == pytest.approx(20 * 60)
+    assert rerun.deadline(p) - rerun.t0 == pytest.approx(12 * 3600 - 30 * 60)
+    full = ttt.TTTParams(check_minutes=0.0)
+    assert commit.deadline(full) - commit.t0 == pytest.approx(12 * 3600 - 30 * 60)
 
 
 def test_start_writes_the_fallback(tmp_path, monkeypatch):
@@ -189,7 +204,8 @@ def test_start_writes_the_fallback(tmp_path, monkeypatch):
     sub = json.loads((tmp_path / "working" / "submission.json").read_text())
     assert validate_submission(sub, TASKS) == []
     assert all(e["attempt_1"] != e["attempt_2"] for v in sub.values() for e in v)
-    assert ctx.deadline(ttt.TTTParams(budget_hours=1, safety_minutes=10)) == pytest.approx(ctx.t0 + 3000)
+    assert ctx.deadline(ttt.TTTParams(budget_hours=1, safety_minutes=10, check_minutes=0)) == pytest.approx(
+        ctx.t0 + 3000)
 
 
 def test_finalize_merges_with_the_fallback(tmp_path):
@@ -319,3 +335,59 @@ def test_finetune_under_torchrun_two_processes(ttt_setup, tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     res = json.loads((d / "dist" / "ttt_finetune.json").read_text())
     assert res["world_size"] == 2 and res["steps"] == 3 and res["global_batch_size"] == 4
+
+
+# --------------------------------------------------------------------------- a dying or hanging worker
+
+def _torchrun_finetune(spec: dict, tmp_path: Path, fault: str) -> tuple[subprocess.CompletedProcess, float]:
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    t = time.time()
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                        "-m", "trm.ttt", "finetune", str(tmp_path / "spec.json")],
+                       capture_output=True, text=True, cwd=REPO, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", ttt.FAULT_ENV: fault})
+    return r, time.time() - t
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["kill", "stall"])
+def test_dead_or_stalled_worker_ends_the_finetune(ttt_setup, tmp_path, kind):
+    """gloo on CPU: rank 1 dies (exit without cleanup) or hangs after step 3. The job must end
+    within the collective timeout (15 s here) plus start-up, not hang, and rank 0's periodic save
+    must be a complete, loadable checkpoint (the weights the notebook then evaluates)."""
+    from trm.checkpoint import load_checkpoint
+
+    d, _ = ttt_setup
+    spec = _spec(d, f"fault-{kind}", rank_timeout_minutes=0.25, save_every_minutes=0.0)
+    r, seconds = _torchrun_finetune(spec, tmp_path, f"{kind}:1:3")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out[-2000:]
+    assert f"injected fault: {kind} at step 3" in out
+    assert seconds < 120, f"took {seconds:.0f} s"
+    res = json.loads((d / f"fault-{kind}" / "ttt_finetune.json").read_text())
+    assert res["stopped_by"].startswith("periodic save") and 2 <= res["steps"] <= 4
+    model, meta = load_checkpoint(d / f"fault-{kind}", map_location="cpu")
+    assert meta["step"] == res["steps"]
+
+
+@pytest.mark.slow
+def test_notebook_evaluates_the_last_saved_weights_when_a_worker_dies(ttt_setup, tmp_path, monkeypatch):
+    """The notebook's path (ttt.run) with two fine-tune processes, one killed mid-run: the run
+    still evaluates (from the last periodic save) and writes a valid submission from the model."""
+    d, _ = ttt_setup
+    comp = _comp(tmp_path / "input" / "comp")
+    monkeypatch.setenv("KAGGLE_IS_COMPETITION_RERUN", "1")
+    monkeypatch.setenv(ttt.FAULT_ENV, "kill:1:3")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("TRM_TTT_SCRATCH", str(tmp_path / "scratch"))
+    ctx = ttt.start(str(tmp_path / "input"), str(tmp_path / "working"))
+    assert ctx.comp_dir == comp
+    p = ttt.TTTParams(device="cpu", num_aug=2, global_batch_size=4, lr_warmup_steps=1, log_interval=1,
+                      eval_batch_size=8, cpu_workers=2, rank_timeout_minutes=0.25, save_every_minutes=0.0,
+                      budget_hours=1.0, safety_minutes=0.0, install_wheels=False, weights_dir=str(d / "slim"))
+    ttt.install(ctx, p)
+    report = ttt.run(ctx, p)
+    assert report["status"] == "ok" and report["tasks_from_model"] == len(TASKS)
+    assert report["finetune"]["stopped_by"].startswith("worker failure") and report["finetune"]["world_size"] == 2
+    sub = json.loads((tmp_path / "working" / "submission.json").read_text())
+    assert validate_submission(sub, TASKS) == []

@@ -12,6 +12,7 @@ gradients are all-reduced by hand (SUM of loss / global_batch -> the global mean
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -48,8 +49,11 @@ def pick_device(preference: str, local_rank: int = 0) -> torch.device:
     return torch.device(pref)
 
 
-def setup(device: str = "auto") -> DistContext:
-    """Join the torchrun process group when launched by torchrun; else a single process."""
+def setup(device: str = "auto", timeout_s: float | None = None) -> DistContext:
+    """Join the torchrun process group when launched by torchrun; else a single process.
+
+    timeout_s: how long a collective may wait for a missing rank before it fails (gloo raises; NCCL's
+    watchdog aborts the communicator); None = torch's default (10 min NCCL, 30 min gloo)."""
     launched = "WORLD_SIZE" in os.environ and "RANK" in os.environ
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device, local_rank)
@@ -58,10 +62,11 @@ def setup(device: str = "auto") -> DistContext:
     if not launched and not dist.is_initialized():
         return DistContext(device=dev)
     owns = False
+    kw = {"timeout": datetime.timedelta(seconds=timeout_s)} if timeout_s else {}
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", **kw)
         owns = True
-    group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
+    group = dist.new_group(backend="gloo", **kw) if dist.get_backend() != "gloo" else None
     return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank,
                        device=dev, object_group=group, owns_group=owns)
 

@@ -68,6 +68,8 @@ BUNDLE_MARKERS = {
     "weights": ("meta.json", "model.pt"),
 }
 CRASH_ENV = "TRM_TTT_CRASH_AFTER_STEPS"  # test hook: the fine-tune raises after N steps
+FAULT_ENV = "TRM_TTT_FAULT"  # test hook "kill:RANK:STEP" / "stall:RANK:STEP": a worker dies / hangs
+RERUN_ENV = "KAGGLE_IS_COMPETITION_RERUN"  # set by Kaggle in the scoring rerun on the hidden tasks
 
 
 @dataclass
@@ -75,8 +77,10 @@ class TTTParams:
     """Everything the notebook's `parameters` cell sets (same names); defaults = the Kaggle run."""
 
     mode: str = "auto"  # auto | submit | validate
-    budget_hours: float = 12.0  # Kaggle's limit, counted from start()
+    budget_hours: float = 12.0  # the competition rerun's budget: Kaggle's limit, counted from start()
     safety_minutes: float = 30.0  # before start(): container and kernel boot; after: final writes
+    check_minutes: float = 20.0  # any other run (the commit run): a short check's budget; 0 = the full one
+    check_tasks: int = 8  # the short check's tasks (same code path, fewer tasks)
     eval_share: float = 0.05  # minimum share of the time left (after the build) kept for evaluation
     num_aug: int = 128  # augmented versions per task (NVARC 128)
     global_batch_size: int = 384  # Trelis 384 on 4xL4 (96 rows per GPU)
@@ -100,6 +104,9 @@ class TTTParams:
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto = trm.model.pick_dtype: bf16 on cc >= 8.0 (L4), fp16 on T4, fp32 on CPU
     n_gpus: int = 0  # 0 = every visible GPU
+    cpu_workers: int = 1  # processes for a CPU fine-tune (> 1: torchrun with gloo; tests of that path)
+    rank_timeout_minutes: float = 5.0  # a collective waits this long for a dead or stalled worker
+    save_every_minutes: float = 30.0  # fine-tune saves its weights this often: what is evaluated if a worker dies
     log_interval: int = 50  # fine-tune steps between progress lines
     crash_after_steps: int = 0  # test hook (also env TRM_TTT_CRASH_AFTER_STEPS): fail after N steps
     install_wheels: bool = True
@@ -123,8 +130,16 @@ class Context:
     comp_dir: Path
     scratch: Path
     bundles: dict[str, Path | None] = field(default_factory=dict)
+    rerun: bool = False  # Kaggle's scoring rerun ($KAGGLE_IS_COMPETITION_RERUN)
+
+    def short_check(self, p: TTTParams) -> bool:
+        """Not the scoring rerun: a commit run (Kaggle runs every pushed version once on the public
+        placeholder) or a local run. It gets the short budget unless check_minutes is 0."""
+        return not self.rerun and p.check_minutes > 0
 
     def deadline(self, p: TTTParams) -> float:
+        if self.short_check(p):
+            return self.t0 + 60 * min(p.check_minutes, p.budget_hours * 60)
         return self.t0 + p.budget_hours * 3600 - p.safety_minutes * 60
 
 
@@ -250,7 +265,8 @@ def start(input_root: str | None = None, working_dir: str | None = None) -> Cont
     log(f"fallback submission.json written: {len(challenges)} tasks, {n_inputs} test inputs "
         f"({comp / TEST_CHALLENGES})")
     scratch = Path(os.environ.get("TRM_TTT_SCRATCH", "/tmp/trm-ttt"))
-    return Context(t0=t0, input_root=root, working_dir=working, comp_dir=comp, scratch=scratch)
+    return Context(t0=t0, input_root=root, working_dir=working, comp_dir=comp, scratch=scratch,
+                   rerun=bool(os.environ.get(RERUN_ENV)))
 
 
 def _stream(cmd: list[str], env: dict | None = None, timeout: float | None = None) -> int:
@@ -323,7 +339,7 @@ def repo_root(ctx: Context) -> Path:
 
 
 def resolve_mode(ctx: Context, p: TTTParams, challenges: dict) -> str:
-    if os.environ.get("KAGGLE_IS_COMPETITION_RERUN"):
+    if ctx.rerun:
         return "submit"  # the scoring rerun: never anything else
     if p.mode in ("submit", "validate"):
         return p.mode
@@ -380,13 +396,23 @@ def run(ctx: Context, p: TTTParams) -> dict:
     report: dict = {"mode": mode, "params": dataclasses.asdict(p), "status": "running",
                     "deadline_in_s": round(deadline - time.time(), 1)}
     report_path = ctx.working_dir / "ttt_report.json"
+    check = ctx.short_check(p)
+    report["budget"] = {"kind": "short check" if check else "full", "rerun": ctx.rerun,
+                        "seconds": round(deadline - ctx.t0, 1), "full_hours": p.budget_hours,
+                        "safety_minutes": p.safety_minutes, "check_minutes": p.check_minutes,
+                        "check_tasks": p.check_tasks}
+    log(f"budgets: the competition rerun {p.budget_hours:g} h less {p.safety_minutes:g} min safety; any other "
+        f"run (commit run, local) a short check of {p.check_minutes:g} min on <= {p.check_tasks} tasks "
+        f"(check_minutes = 0: the full budget). This run: "
+        + ("the short check" if check else "rerun, full budget" if ctx.rerun else "full budget (check_minutes = 0)"))
+    limit = (lambda n: min(n, p.check_tasks) if n > 0 else p.check_tasks) if check else (lambda n: n)
     if mode == "validate":
-        challenges = _first(_read_json(ctx.comp_dir / EVAL_CHALLENGES), p.validate_tasks)
+        challenges = _first(_read_json(ctx.comp_dir / EVAL_CHALLENGES), limit(p.validate_tasks))
         solutions = {k: v for k, v in _read_json(ctx.comp_dir / EVAL_SOLUTIONS).items() if k in challenges}
         full, out_file = challenges, ctx.working_dir / "validation" / "submission.json"
     else:
         full, solutions = test, None
-        challenges, out_file = _first(test, p.max_tasks), ctx.working_dir / "submission.json"
+        challenges, out_file = _first(test, limit(p.max_tasks)), ctx.working_dir / "submission.json"
     report.update(tasks=len(challenges), test_inputs=sum(len(t["test"]) for t in challenges.values()))
     log(f"mode {mode}: TTT on {report['tasks']} tasks / {report['test_inputs']} test inputs; "
         f"{(deadline - time.time()) / 3600:.2f} h left before the deadline")
@@ -416,11 +442,19 @@ def run(ctx: Context, p: TTTParams) -> dict:
         log(f"fine-tune on {f'{n_gpus} GPU(s)' if n_gpus else 'the CPU'} for up to "
             f"{(train_deadline - time.time()) / 60:.1f} min")
         # backstop: the worker stops itself at train_deadline; kill it if saving overruns by far
-        rc = _launch(["trm.ttt", "finetune", str(work / "finetune.json")], n_gpus, repo,
+        n_procs = n_gpus if n_gpus else max(1, p.cpu_workers)
+        rc = _launch(["trm.ttt", "finetune", str(work / "finetune.json")], n_procs, repo,
                      timeout=train_deadline - time.time() + 0.5 * (deadline - train_deadline))
-        if rc != 0:
-            raise RuntimeError(f"fine-tuning failed (exit code {rc}); submission.json stays the fallback")
-        report["finetune"] = _read_json(work / "finetuned" / "ttt_finetune.json")
+        saved = work / "finetuned" / "ttt_finetune.json"  # written with every (periodic or final) save
+        if rc != 0 and not saved.is_file():
+            raise RuntimeError(f"fine-tuning failed (exit code {rc}) before any weights were saved; "
+                               "submission.json stays the fallback")
+        report["finetune"] = _read_json(saved)
+        if rc != 0:  # a worker died or stalled: evaluate the last weights that were saved
+            report["finetune"]["stopped_by"] = f"worker failure (exit code {rc}); last save at step " \
+                                               f"{report['finetune']['steps']}"
+            log(f"fine-tuning failed (exit code {rc}); evaluating the weights saved at step "
+                f"{report['finetune']['steps']}")
 
         t = time.time()
         eval_dir = work / "eval"
@@ -519,7 +553,9 @@ def finetune(spec: dict) -> dict:
 
     p = TTTParams(**spec["params"])
     crash_after = int(os.environ.get(CRASH_ENV) or p.crash_after_steps or 0)
-    ctx = D.setup(p.device)
+    # an explicit collective timeout: a dead or stalled worker ends the run in minutes, not hours
+    ctx = D.setup(p.device, timeout_s=60 * p.rank_timeout_minutes)
+    fault, ok = _fault_hook(), False
     try:
         t0 = time.time()
         split = load_split(spec["data"], "train")
@@ -577,6 +613,30 @@ def finetune(spec: dict) -> dict:
         eval_cost = arch.halt_max_steps * arch.n_outer_cycles / (arch.n_outer_cycles + 2)  # train rows per eval row
         t_loop = time.time()
         t_warm = None  # time after WARM_STEPS steps: compilation and allocator warm-up excluded
+        last_save = t_loop
+
+        def save(stopped: str) -> None:
+            """Rank 0: the weights (atomically) and ttt_finetune.json beside them, written last."""
+            now = time.time()
+            steady = (now - t_warm) / (trainer.step - WARM_STEPS) if t_warm and trainer.step > WARM_STEPS else None
+            peak = torch.cuda.max_memory_allocated(ctx.device) if ctx.device.type == "cuda" else None
+            save_checkpoint(spec["out"], model, ema_weights=trainer.ema.shadows if trainer.ema else None,
+                            dataset_dir=spec["data"], meta={"step": trainer.step, "ttt": spec})
+            result = {"steps": trainer.step, "seconds": round(now - t_loop, 1), "stopped_by": stopped,
+                      "s_per_step": round((now - t_loop) / max(trainer.step, 1), 4), "world_size": ctx.world_size,
+                      "global_batch_size": gbs, "dtype": dtype, "num_puzzle_identifiers": meta["num_puzzle_identifiers"],
+                      "mean_init": mean_init, "losses": losses, "last_loss": losses[-1] if losses else None,
+                      "setup_seconds": round(t_loop - t0, 1), "total_steps": trainer.total_steps,
+                      "steady_s_per_step": round(steady, 4) if steady else None,
+                      "rows_per_s": round(gbs / steady, 1) if steady else None,
+                      "grad_accum_steps": accum, "micro_batch": trainer.micro, "compiled": trainer.compiled,
+                      "free_mem_gib_at_start": round(free / 2**30, 2) if free is not None else None,
+                      "peak_mem_gib": round(peak / 2**30, 2) if peak is not None else None,
+                      "predicted_peak_mem_gib": round(predicted_peak_bytes(arch, trainer.micro, trainer.compiled)
+                                                      / 2**30, 2),
+                      "skipped_steps": trainer.scaler.skipped if trainer.scaler else 0}
+            write_json_atomic(Path(spec["out"]) / "ttt_finetune.json", result, indent=2)
+
         while True:
             start_step = trainer.step
             for gbatch, pos in sampler.iter_iteration(trainer.position):
@@ -586,6 +646,11 @@ def finetune(spec: dict) -> dict:
                     t_warm = time.time()
                 if crash_after and trainer.step >= crash_after:
                     raise RuntimeError(f"injected crash after {trainer.step} fine-tune steps ({CRASH_ENV})")
+                if fault and fault[1] == ctx.rank and trainer.step >= fault[2]:
+                    _inject_fault(fault[0], ctx.rank, trainer.step)
+                if ctx.is_main and time.time() - last_save >= 60 * p.save_every_minutes:
+                    save(f"periodic save at step {trainer.step}")  # the last good weights, should a worker die
+                    last_save = time.time()
                 if trainer.step % p.log_interval == 0:
                     m = trainer.pop_metrics()
                     losses.append(round(m.get("train/loss", float("nan")), 5))
@@ -615,33 +680,15 @@ def finetune(spec: dict) -> dict:
                 trainer.position = TrainSampler.start_position(trainer.position["iteration"] + 1)
                 continue
             break
-        seconds = time.time() - t_loop
-        steady = ((time.time() - t_warm) / (trainer.step - WARM_STEPS)
-                  if t_warm is not None and trainer.step > WARM_STEPS else None)
-        peak = torch.cuda.max_memory_allocated(ctx.device) if ctx.device.type == "cuda" else None
         if ctx.is_main:
-            save_checkpoint(spec["out"], model, ema_weights=trainer.ema.shadows if trainer.ema else None,
-                            dataset_dir=spec["data"], meta={"step": trainer.step, "ttt": spec})
-            result = {"steps": trainer.step, "seconds": round(seconds, 1), "stopped_by": stopped_by,
-                      "s_per_step": round(seconds / max(trainer.step, 1), 4), "world_size": ctx.world_size,
-                      "global_batch_size": gbs, "dtype": dtype, "num_puzzle_identifiers": meta["num_puzzle_identifiers"],
-                      "mean_init": mean_init, "losses": losses, "last_loss": losses[-1] if losses else None,
-                      "setup_seconds": round(t_loop - t0, 1), "total_steps": trainer.total_steps,
-                      "steady_s_per_step": round(steady, 4) if steady else None,
-                      "rows_per_s": round(gbs / steady, 1) if steady else None,
-                      "grad_accum_steps": accum, "micro_batch": trainer.micro, "compiled": trainer.compiled,
-                      "free_mem_gib_at_start": round(free / 2**30, 2) if free is not None else None,
-                      "peak_mem_gib": round(peak / 2**30, 2) if peak is not None else None,
-                      "predicted_peak_mem_gib": round(predicted_peak_bytes(arch, trainer.micro, trainer.compiled)
-                                                      / 2**30, 2),
-                      "skipped_steps": trainer.scaler.skipped if trainer.scaler else 0}
-            write_json_atomic(Path(spec["out"]) / "ttt_finetune.json", result, indent=2)
-            print(f"fine-tune done: {trainer.step} steps in {seconds:.1f} s ({stopped_by}); saved {spec['out']}",
-                  flush=True)
+            save(stopped_by)
+            print(f"fine-tune done: {trainer.step} steps in {time.time() - t_loop:.1f} s ({stopped_by}); "
+                  f"saved {spec['out']}", flush=True)
         D.barrier(ctx)
+        ok = True
         return {"steps": trainer.step}
     finally:
-        D.teardown(ctx)
+        D.teardown(ctx, clean=ok)  # after an error no barrier: a dead peer would hold it forever
 
 
 # Activation bytes kept per (token x hidden unit x block application) of a training step: the
@@ -671,6 +718,25 @@ def _auto_accum(arch, local_batch: int, free_bytes: int | None, compiled: bool =
         return 1
     fit = max(1, int((free_bytes - FIXED_BYTES) // row_bytes(arch, compiled)))
     return next(local_batch // m for m in range(local_batch, 0, -1) if local_batch % m == 0 and m <= fit)
+
+
+def _fault_hook() -> tuple[str, int, int] | None:
+    """$TRM_TTT_FAULT = "kill:RANK:STEP" | "stall:RANK:STEP" (tests of a dying / hanging worker)."""
+    raw = os.environ.get(FAULT_ENV)
+    if not raw:
+        return None
+    kind, rank, step = raw.split(":")
+    if kind not in ("kill", "stall"):
+        raise ValueError(f"{FAULT_ENV}={raw!r}: want kill:RANK:STEP or stall:RANK:STEP")
+    return kind, int(rank), int(step)
+
+
+def _inject_fault(kind: str, rank: int, step: int) -> None:
+    print(f"[rank {rank}] injected fault: {kind} at step {step} ({FAULT_ENV})", flush=True)
+    if kind == "kill":
+        os._exit(17)  # no cleanup, no exception: as a worker killed by the OOM killer
+    while True:  # stall: alive but never reaching the next collective
+        time.sleep(3600)
 
 
 def _all_agree(flag: bool, ctx) -> bool:

@@ -363,7 +363,7 @@ def test_dead_or_stalled_worker_ends_the_finetune(ttt_setup, tmp_path, kind):
     out = r.stdout + r.stderr
     assert r.returncode != 0, out[-2000:]
     assert f"injected fault: {kind} at step 3" in out
-    assert seconds < 120, f"took {seconds:.0f} s"
+    assert seconds < 180, f"took {seconds:.0f} s"  # 15 s timeout + start-up of two torch processes
     res = json.loads((d / f"fault-{kind}" / "ttt_finetune.json").read_text())
     assert res["stopped_by"].startswith("periodic save") and 2 <= res["steps"] <= 4
     model, meta = load_checkpoint(d / f"fault-{kind}", map_location="cpu")

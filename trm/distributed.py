@@ -110,6 +110,13 @@ def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return t
 
 
+def all_reduce_max(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """In place: the element-wise max over ranks (a no-op in one process)."""
+    if ctx.distributed:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t
+
+
 def all_gather_cat(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     """Concatenation over ranks along dim 0 (rank 0's rows first), on every rank."""
     if not ctx.distributed:

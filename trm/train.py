@@ -285,6 +285,30 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
 
+    def fit(self, sampler: TrainSampler, after_step, after_iteration=None, n_iters: int | None = None) -> str:
+        """The step loop. Runs upstream's iterations (each `sampler` pass of eval_interval epochs; the
+        position carries across calls and resumes) until `after_step(iteration)` or
+        `after_iteration(iteration, stopped)` returns a reason to stop, or n_iters iterations are
+        done ("epochs"). n_iters None: iterations without end (the fine-tune stops itself)."""
+        while n_iters is None or self.position["iteration"] < n_iters:
+            it, first, stopped = self.position["iteration"], self.step, None
+            for gbatch, pos in sampler.iter_iteration(self.position):
+                self.train_step(gbatch)
+                self.position = pos
+                stopped = after_step(it)
+                if stopped:
+                    break
+            else:
+                if n_iters is None and self.step == first:  # upstream drops incomplete batches
+                    raise ConfigError(f"an iteration of {self.split.num_examples} examples fills no global "
+                                      f"batch of {self.cfg.global_batch_size}: lower global_batch_size")
+                self.position = TrainSampler.start_position(it + 1)
+            if after_iteration is not None:
+                stopped = after_iteration(it, stopped)
+            if stopped:
+                return stopped
+        return "epochs"
+
     def pop_metrics(self) -> dict[str, float]:
         """Metrics since the last call, summed over ranks: losses / (global batch x steps), the
         rest / count (upstream's normalisation), plus lr."""
@@ -368,6 +392,50 @@ class Trainer:
             np.random.set_state(r["numpy_rng"])
             if "cuda_rng" in r and ctx.device.type == "cuda":
                 torch.cuda.set_rng_state(r["cuda_rng"], ctx.device)
+
+
+def build_trainer(cfg: TrainConfig, ctx: D.DistContext, split, *, init=None, reset_puzzle_emb: str | None = None,
+                  verify: bool = True, dtype_request: str | None = None) -> Trainer:
+    """The engine's set-up, shared by `python -m trm.train` and the competition fine-tune.
+
+    Dtype policy (trm.model.pick_dtype; a downgrade is announced), the architecture completed from
+    the dataset (vocab, sequence length, puzzle rows), per-rank seeds (as upstream), the Trainer,
+    initial weights -- `init` on rank 0: a checkpoint (kit dir or upstream file; a puzzle table of
+    another size is refused unless reset_puzzle_emb="mean") or an already loaded TRM -- broadcast to
+    every rank, then the EMA of those weights. cfg is not modified: the Trainer holds the resolved copy.
+    """
+    meta = split.meta
+    requested = dtype_request or cfg.arch.forward_dtype
+    dtype = str(pick_dtype(ctx.device, requested)).removeprefix("torch.")
+    if requested not in ("auto", dtype):
+        print0(ctx, f"NOTE: forward_dtype {requested} is not supported on {ctx.device}; using "
+                    f"{dtype} (set --arch.forward_dtype to choose explicitly)")
+    cfg = dataclasses.replace(cfg, arch=dataclasses.replace(
+        cfg.arch, forward_dtype=dtype, vocab_size=meta["vocab_size"], seq_len=meta["seq_len"],
+        num_puzzle_identifiers=meta["num_puzzle_identifiers"]))
+    torch.manual_seed(cfg.seed + ctx.rank)  # as upstream: per-rank torch stream (ACT exploration)
+    np.random.seed((cfg.seed + ctx.rank) % 2**32)
+    trainer = Trainer(cfg, ctx, split)
+    if ctx.is_main and init is not None:
+        if isinstance(init, TRM):
+            loaded, src = init, "the given model"
+        else:
+            src = init
+            try:
+                loaded, _ = load_checkpoint(src, map_location="cpu", dataset_dir=cfg.data_path,
+                                            reset_puzzle_emb=reset_puzzle_emb, verify=verify)
+            except ValueError as e:  # e.g. a puzzle table for another dataset
+                raise ConfigError(f"{src}: {e} (for load_checkpoint: --load_puzzle_emb mean)") from None
+        diff = {k: (getattr(loaded.config, k), getattr(cfg.arch, k)) for k in SHAPE_FIELDS
+                if getattr(loaded.config, k) != getattr(cfg.arch, k)}
+        if diff:
+            raise ConfigError(f"{src}: architecture differs from the config (checkpoint, config): {diff}")
+        trainer.model.load_state_dict(loaded.state_dict())
+        print(f"initial weights from {src}", flush=True)
+    D.broadcast_module(trainer.model, ctx)
+    if cfg.ema:
+        trainer.ema = EMA(trainer.model, cfg.ema_rate)
+    return trainer
 
 
 # ------------------------------------------------------------------------------------- run
@@ -471,23 +539,18 @@ def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
 
 
 def _train(config: TrainConfig, ctx: D.DistContext, argv) -> Path:
+    """`python -m trm.train`: a run directory, the engine (build_trainer + Trainer.fit), and the
+    evaluation / checkpoint / metrics hooks between iterations."""
     cfg, run_dir, resume_ckpt = _prepare(config, ctx)
     if cfg.epochs % cfg.eval_interval:
         raise ConfigError(f"epochs ({cfg.epochs}) must be a multiple of eval_interval ({cfg.eval_interval})")
     split = load_split(cfg.data_path, "train")
-    meta = split.meta
-    requested = cfg.arch.forward_dtype
-    dtype = pick_dtype(ctx.device, requested)
-    if str(dtype).removeprefix("torch.") != requested:
-        print0(ctx, f"NOTE: forward_dtype {requested} is not supported on {ctx.device}; using "
-                    f"{dtype} (set --arch.forward_dtype to choose explicitly)")
-    cfg.arch = dataclasses.replace(cfg.arch, forward_dtype=str(dtype).removeprefix("torch."),
-                                   vocab_size=meta["vocab_size"], seq_len=meta["seq_len"],
-                                   num_puzzle_identifiers=meta["num_puzzle_identifiers"])
-    torch.manual_seed(cfg.seed + ctx.rank)  # as upstream: per-rank torch stream (ACT exploration)
-    np.random.seed((cfg.seed + ctx.rank) % 2**32)
-    trainer = Trainer(cfg, ctx, split)
-    model = trainer.model
+    # weights: resume > load_checkpoint > fresh init; rank 0 reads, then everything is broadcast
+    init = resume_ckpt or cfg.load_checkpoint
+    reset = "mean" if cfg.load_puzzle_emb == "mean" and not resume_ckpt else None
+    trainer = build_trainer(cfg, ctx, split, init=init, reset_puzzle_emb=reset,
+                            verify=not resume_ckpt)  # find_checkpoint verified a resume checkpoint
+    cfg = trainer.cfg
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(config_json(cfg) + "\n")
@@ -495,33 +558,11 @@ def _train(config: TrainConfig, ctx: D.DistContext, argv) -> Path:
         write_provenance(run_dir, ctx.world_size, argv, extra={
             "grad_accum_steps": cfg.grad_accum_steps, "micro_batch": trainer.micro,
             "resume_from": str(resume_ckpt) if resume_ckpt else None})
-
-    # weights: resume > load_checkpoint > fresh init; rank 0 reads, then everything is broadcast
-    train_state = None
-    if ctx.is_main and (resume_ckpt or cfg.load_checkpoint):
-        src = resume_ckpt or cfg.load_checkpoint
-        try:
-            loaded, _ = load_checkpoint(src, map_location="cpu", dataset_dir=cfg.data_path,
-                                        reset_puzzle_emb="mean" if cfg.load_puzzle_emb == "mean" and not resume_ckpt
-                                        else None, verify=not resume_ckpt)  # find_checkpoint verified it
-        except ValueError as e:  # e.g. a puzzle table for another dataset
-            raise ConfigError(f"{src}: {e} (for load_checkpoint: --load_puzzle_emb mean)") from None
-        diff = {k: (getattr(loaded.config, k), getattr(cfg.arch, k)) for k in SHAPE_FIELDS
-                if getattr(loaded.config, k) != getattr(cfg.arch, k)}
-        if diff:
-            raise ConfigError(f"{src}: architecture differs from the config (checkpoint, config): {diff}")
-        model.load_state_dict(loaded.state_dict())
-        del loaded
-        if resume_ckpt:
-            train_state = load_train_state(resume_ckpt, map_location="cpu", verify=False)
-        print(f"{'resuming from' if resume_ckpt else 'initial weights from'} {src}", flush=True)
-    D.broadcast_module(model, ctx)
-    if cfg.ema:
-        trainer.ema = EMA(model, cfg.ema_rate)
     if resume_ckpt:
-        train_state = D.broadcast_object(train_state, ctx)
-        trainer.load_train_state(train_state)
-        del train_state
+        state = load_train_state(resume_ckpt, map_location="cpu", verify=False) if ctx.is_main else None
+        trainer.load_train_state(D.broadcast_object(state, ctx))
+        del state
+        print0(ctx, f"resuming from {resume_ckpt} at step {trainer.step}")
     sampler = TrainSampler(split, cfg.global_batch_size, cfg.eval_interval, cfg.seed)
     n_iters = cfg.epochs // cfg.eval_interval
     metrics_path = run_dir / "metrics.jsonl"
@@ -534,102 +575,17 @@ def _train(config: TrainConfig, ctx: D.DistContext, argv) -> Path:
     print0(ctx, f"world {ctx.world_size} on {ctx.device}, micro-batch {trainer.micro} x {cfg.grad_accum_steps} "
                 f"accumulation, global batch {cfg.global_batch_size}; step {trainer.step}/{trainer.total_steps}, "
                 f"{n_iters} iterations of {cfg.eval_interval} epochs")
-
-    wb = _Wandb(cfg, ctx)
-    saved_step = trainer.step if resume_ckpt else -1
-
-    def log(rec: dict) -> None:
-        if ctx.is_main:
-            _append_jsonl(metrics_path, rec)
-            wb.log(rec)
-
-    def save(eval_metrics: dict | None = None) -> None:
-        nonlocal saved_step
-        ranks = D.gather_objects(trainer.rank_state(), ctx)
-        if ctx.is_main:
-            path = run_dir / "checkpoints" / f"step_{trainer.step}"
-            save_checkpoint(path, model, train_state=trainer.train_state(ranks),
-                            ema_weights=trainer.ema.shadows if trainer.ema else None, dataset_dir=cfg.data_path,
-                            meta={"step": trainer.step, "train_config": config_to_dict(cfg),
-                                  "upstream_commit": UPSTREAM_COMMIT, "eval": eval_metrics})
-            print(f"checkpoint {path}", flush=True)
-        saved_step = trainer.step
-        D.barrier(ctx)
-
-    def evaluate() -> dict | None:
-        if not can_eval:
-            return None
-        out = run_dir / "eval" / f"step_{trainer.step}"
-        with trainer.ema.applied(model) if trainer.ema else contextlib.nullcontext():
-            m = evaluate_model(model, eval_dir, out, global_batch_size=cfg.eval_batch_size or cfg.global_batch_size,
-                               device=ctx.device, rank=ctx.rank, world_size=ctx.world_size, n_pictures=0,
-                               step=trainer.step)
-        log({"step": trainer.step, **{f"eval/{k}": v for k, v in m.items() if isinstance(v, int | float)}})
-        if ctx.is_main:
-            _plot(run_dir)
-        return m
-
-    bar = None
-    if ctx.is_main and cfg.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=trainer.total_steps, initial=trainer.step, unit="step", dynamic_ncols=True,
-                   desc=cfg.run_name)
-    stop = cfg.stop_at_step or math.inf
-    finished = trainer.step >= trainer.total_steps or trainer.step >= stop
-    timer = [time.time(), trainer.step]  # (time, step) of the last metrics line
-
-    def flush_metrics(it: int) -> None:
-        rec = trainer.pop_metrics()
-        if not rec:
-            return
-        now = time.time()
-        rec.update(step=trainer.step, iteration=it, s_per_step=(now - timer[0]) / max(trainer.step - timer[1], 1))
-        timer[:] = [now, trainer.step]
-        log(rec)
-        if bar is not None:
-            bar.set_postfix(loss=f"{rec['train/loss']:.3f}", acc=f"{rec.get('train/accuracy', 0):.3f}",
-                            lr=f"{rec['train/lr']:.2e}", s_step=f"{rec['s_per_step']:.2f}", refresh=False)
-
+    hooks = _RunHooks(trainer, run_dir, eval_dir if can_eval else None, n_iters,
+                      saved_step=trainer.step if resume_ckpt else -1)
     try:
-        while not finished and trainer.position["iteration"] < n_iters:
-            it = trainer.position["iteration"]
-            for gbatch, pos in sampler.iter_iteration(trainer.position):
-                trainer.train_step(gbatch)
-                trainer.position = pos
-                if trainer.step % cfg.log_interval == 0 or trainer.step >= trainer.total_steps:
-                    flush_metrics(it)
-                if bar is not None:
-                    bar.update(1)
-                if trainer.step >= trainer.total_steps or trainer.step >= stop:
-                    finished = True
-                    break
-                if cfg.checkpoint_every_steps and trainer.step % cfg.checkpoint_every_steps == 0:
-                    save()
-            else:
-                trainer.position = TrainSampler.start_position(it + 1)
-            flush_metrics(it)
-            done = trainer.step >= trainer.total_steps or trainer.position["iteration"] >= n_iters
-            if trainer.step >= stop and not done:
-                if saved_step != trainer.step:
-                    save()
-                print0(ctx, f"stopped at step {trainer.step} (stop_at_step); continue with --resume {run_dir}")
-                break
-            m = evaluate() if (it >= cfg.min_eval_interval or done) else None
-            if (cfg.checkpoint_every_eval or done) and saved_step != trainer.step:
-                save(m)
-            timer[:] = [time.time(), trainer.step]  # s/step excludes evals and checkpoints
-            if done:
-                break
-        else:
-            if saved_step != trainer.step and trainer.step > 0:
-                save()
+        if not hooks.finished():
+            reason = trainer.fit(sampler, hooks.after_step, hooks.after_iteration, n_iters=n_iters)
+            if reason == "epochs" and hooks.saved_step != trainer.step and trainer.step > 0:
+                hooks.save()
     except torch.cuda.OutOfMemoryError:
         raise OutOfMemory(_oom_message(cfg, ctx, trainer.micro, trainer.step)) from None
     finally:
-        if bar is not None:
-            bar.close()
-        wb.finish()
+        hooks.close()
     note = ""
     if trainer.step < trainer.total_steps and trainer.position["iteration"] >= n_iters:
         # total_steps is upstream's estimate (epochs x groups x mean examples / batch); the sampler,
@@ -638,6 +594,107 @@ def _train(config: TrainConfig, ctx: D.DistContext, argv) -> Path:
         note = f"; all {cfg.epochs} epochs done, total_steps is upstream's estimate"
     print0(ctx, f"run directory: {run_dir} (step {trainer.step}/{trainer.total_steps}{note})")
     return run_dir
+
+
+class _RunHooks:
+    """What `python -m trm.train` does around the engine's steps: metrics lines (metrics.jsonl,
+    wandb, the progress bar), periodic checkpoints, and after each iteration of eval_interval
+    epochs an evaluation (EMA weights) and a checkpoint."""
+
+    def __init__(self, trainer: Trainer, run_dir: Path, eval_dir: str | None, n_iters: int, saved_step: int):
+        self.t, self.cfg, self.ctx = trainer, trainer.cfg, trainer.ctx
+        self.run_dir, self.eval_dir, self.n_iters, self.saved_step = run_dir, eval_dir, n_iters, saved_step
+        self.metrics_path = run_dir / "metrics.jsonl"
+        self.stop = self.cfg.stop_at_step or math.inf
+        self.wb = _Wandb(self.cfg, self.ctx)
+        self.bar = None
+        if self.ctx.is_main and self.cfg.progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=trainer.total_steps, initial=trainer.step, unit="step", dynamic_ncols=True,
+                            desc=self.cfg.run_name)
+        self.timer = [time.time(), trainer.step]  # (time, step) of the last metrics line
+
+    def finished(self) -> bool:
+        return self.t.step >= self.t.total_steps or self.t.step >= self.stop
+
+    def log(self, rec: dict) -> None:
+        if self.ctx.is_main:
+            _append_jsonl(self.metrics_path, rec)
+            self.wb.log(rec)
+
+    def flush_metrics(self, it: int) -> None:
+        rec = self.t.pop_metrics()
+        if not rec:
+            return
+        now = time.time()
+        rec.update(step=self.t.step, iteration=it, s_per_step=(now - self.timer[0]) / max(self.t.step - self.timer[1], 1))
+        self.timer[:] = [now, self.t.step]
+        self.log(rec)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{rec['train/loss']:.3f}", acc=f"{rec.get('train/accuracy', 0):.3f}",
+                                 lr=f"{rec['train/lr']:.2e}", s_step=f"{rec['s_per_step']:.2f}", refresh=False)
+
+    def save(self, eval_metrics: dict | None = None) -> None:
+        t, ctx = self.t, self.ctx
+        ranks = D.gather_objects(t.rank_state(), ctx)
+        if ctx.is_main:
+            path = self.run_dir / "checkpoints" / f"step_{t.step}"
+            save_checkpoint(path, t.model, train_state=t.train_state(ranks),
+                            ema_weights=t.ema.shadows if t.ema else None, dataset_dir=self.cfg.data_path,
+                            meta={"step": t.step, "train_config": config_to_dict(self.cfg),
+                                  "upstream_commit": UPSTREAM_COMMIT, "eval": eval_metrics})
+            print(f"checkpoint {path}", flush=True)
+        self.saved_step = t.step
+        D.barrier(ctx)
+
+    def evaluate(self) -> dict | None:
+        if self.eval_dir is None:
+            return None
+        t, ctx = self.t, self.ctx
+        out = self.run_dir / "eval" / f"step_{t.step}"
+        with t.ema.applied(t.model) if t.ema else contextlib.nullcontext():
+            m = evaluate_model(t.model, self.eval_dir, out,
+                               global_batch_size=self.cfg.eval_batch_size or self.cfg.global_batch_size,
+                               device=ctx.device, rank=ctx.rank, world_size=ctx.world_size, n_pictures=0,
+                               step=t.step)
+        self.log({"step": t.step, **{f"eval/{k}": v for k, v in m.items() if isinstance(v, int | float)}})
+        if ctx.is_main:
+            _plot(self.run_dir)
+        return m
+
+    def after_step(self, it: int) -> str | None:
+        t, cfg = self.t, self.cfg
+        if t.step % cfg.log_interval == 0 or t.step >= t.total_steps:
+            self.flush_metrics(it)
+        if self.bar is not None:
+            self.bar.update(1)
+        if self.finished():
+            return "total_steps" if t.step >= t.total_steps else "stop_at_step"
+        if cfg.checkpoint_every_steps and t.step % cfg.checkpoint_every_steps == 0:
+            self.save()
+        return None
+
+    def after_iteration(self, it: int, stopped: str | None) -> str | None:
+        """End of an iteration (or the step that stopped it): metrics, then eval and checkpoint."""
+        t, cfg = self.t, self.cfg
+        self.flush_metrics(it)
+        done = t.step >= t.total_steps or t.position["iteration"] >= self.n_iters
+        if stopped == "stop_at_step" and not done:
+            if self.saved_step != t.step:
+                self.save()
+            print0(self.ctx, f"stopped at step {t.step} (stop_at_step); continue with --resume {self.run_dir}")
+            return stopped
+        m = self.evaluate() if (it >= cfg.min_eval_interval or done) else None
+        if (cfg.checkpoint_every_eval or done) and self.saved_step != t.step:
+            self.save(m)
+        self.timer[:] = [time.time(), t.step]  # s/step excludes evals and checkpoints
+        return "done" if done else stopped
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.wb.finish()
 
 
 def _usage() -> str:

@@ -97,6 +97,8 @@ class TTTParams:
     finetune_epochs: int = 2000  # stop after N epochs (trm.train's step count; NVARC 2000); 0 = deadline-bound
     max_finetune_minutes: float = 0.0  # > 0: cap the fine-tune at this many minutes (checks, benchmarks)
     halt_max_steps: int = 0  # 0 = as pretrained (16); NVARC used 10
+    n_outer_cycles: int = 0  # H_cycles at fine-tune time; 0 = as pretrained (3); NVARC used 4
+    n_latent_steps: int = 0  # L_cycles at fine-tune time; 0 = as pretrained (4); NVARC used 4
     eval_batch_size: int = 768  # global, split over GPUs
     max_tasks: int = 0  # 0 = every test task; N = the first N get TTT, the rest keep the fallback
     validate_tasks: int = 0  # validation mode: first N evaluation tasks (0 = all 120)
@@ -535,49 +537,42 @@ def summary(report: dict) -> str:
 # --------------------------------------------------------------------------- fine-tune worker
 
 def finetune(spec: dict) -> dict:
-    """Fine-tune spec["weights"] on spec["data"]'s train split until spec["deadline"] (unix time) or
-    params.max_steps, then save a kit checkpoint to spec["out"]. torchrun-compatible.
-
-    Reuses trm.train's Trainer (optimisers, LR schedule, EMA, ACT carries, all-reduce), adding
-    what TTT needs: initial weights with a mean-initialised puzzle table for the new ids, a
-    wall-clock stop that every rank agrees on, and the crash hook.
-    """
+    """Fine-tune spec["weights"] on spec["data"]'s train split, then save a kit checkpoint to
+    spec["out"] (with ttt_finetune.json). torchrun-compatible. A short driver over trm.train's
+    engine (build_trainer + Trainer.fit: optimisers, LR schedule, EMA, ACT carries, all-reduce);
+    the fine-tune adds initial weights with a mean-initialised puzzle table for the new ids,
+    fine-tune-time architecture overrides, and its stop conditions (_FinetuneHooks)."""
     import torch
 
     from trm import distributed as D
-    from trm.checkpoint import load_checkpoint, save_checkpoint
+    from trm.checkpoint import load_checkpoint
     from trm.config import TrainConfig
     from trm.data import TrainSampler, load_split
-    from trm.model import ModelConfig, compile_enabled, pick_dtype
-    from trm.train import EMA, Trainer
+    from trm.model import compile_enabled
+    from trm.train import build_trainer
 
     p = TTTParams(**spec["params"])
-    crash_after = int(os.environ.get(CRASH_ENV) or p.crash_after_steps or 0)
     # an explicit collective timeout: a dead or stalled worker ends the run in minutes, not hours
     ctx = D.setup(p.device, timeout_s=60 * p.rank_timeout_minutes)
-    fault, ok = _fault_hook(), False
+    ok = False
     try:
         t0 = time.time()
         split = load_split(spec["data"], "train")
-        meta = split.meta
-        weights_meta = _read_json(Path(spec["weights"]) / "meta.json")
-        arch = ModelConfig.from_dict(weights_meta["model_config"])
-        dtype = str(pick_dtype(ctx.device, p.dtype)).removeprefix("torch.")
-        arch = dataclasses.replace(arch, forward_dtype=dtype, vocab_size=meta["vocab_size"], seq_len=meta["seq_len"],
-                                   num_puzzle_identifiers=meta["num_puzzle_identifiers"],
-                                   halt_max_steps=p.halt_max_steps or arch.halt_max_steps)
+        loaded, mean_init = None, None
+        if ctx.is_main:  # the weights, their table mean-filled to the new ids; every rank gets the arch
+            loaded, _ = load_checkpoint(spec["weights"], map_location="cpu", dataset_dir=spec["data"],
+                                        reset_puzzle_emb="mean")
+            table = loaded.puzzle_emb.weights
+            mean_init = bool(table.shape[0] < 3 or torch.equal(table[1:], table[1:2].expand_as(table[1:])))
+        arch = _arch_overrides(D.broadcast_object(loaded.config if loaded is not None else None, ctx), p)
         free = torch.cuda.mem_get_info(ctx.device)[0] if ctx.device.type == "cuda" else None
         accum = p.grad_accum_steps or _auto_accum(arch, p.global_batch_size // ctx.world_size, free,
                                                   compile_enabled(None, ctx.device))
         if ctx.distributed:  # every rank must split the same way: take the most cautious
-            import torch.distributed as dist
-
-            t = torch.tensor([accum], device=ctx.device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            accum = int(t.item())
+            accum = int(D.all_reduce_max(torch.tensor([accum], device=ctx.device), ctx).item())
         gbs = _divisible(p.global_batch_size, ctx.world_size * accum)
-        # One sampler iteration = `epochs` passes over the tasks; the loop below moves on to the
-        # next iteration (fresh permutations) when one runs out, so this only sets its length.
+        # One sampler iteration = `epochs` passes over the tasks (sets total_steps, the epochs stop);
+        # deadline-bound runs move on to further iterations (fresh permutations) without end.
         epochs = p.finetune_epochs or 1000
         cfg = TrainConfig(arch=arch, data_path=spec["data"], global_batch_size=gbs, epochs=epochs,
                           eval_interval=epochs, evaluate=False, lr=p.lr, lr_warmup_steps=p.lr_warmup_steps,
@@ -585,110 +580,120 @@ def finetune(spec: dict) -> dict:
                           puzzle_emb_weight_decay=p.puzzle_emb_weight_decay, freeze_weights=p.freeze_weights,
                           ema=p.ema, ema_rate=p.ema_rate, seed=p.seed, grad_accum_steps=accum,
                           device=p.device, progress=False)
-        torch.manual_seed(p.seed + ctx.rank)
-        trainer = Trainer(cfg, ctx, split)
-        model = trainer.model
-        mean_init = None
-        if ctx.is_main:
-            loaded, _ = load_checkpoint(spec["weights"], map_location="cpu", dataset_dir=spec["data"],
-                                        reset_puzzle_emb="mean")
-            table = loaded.puzzle_emb.weights
-            mean_init = bool(table.shape[0] < 3 or torch.equal(table[1:], table[1:2].expand_as(table[1:])))
-            model.load_state_dict(loaded.state_dict())
-            del loaded
-        D.broadcast_module(model, ctx)
-        if cfg.ema:
-            trainer.ema = EMA(model, cfg.ema_rate)
-        sampler = TrainSampler(split, gbs, epochs, cfg.seed)
+        trainer = build_trainer(cfg, ctx, split, init=loaded, dtype_request=p.dtype)
+        del loaded
         if ctx.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(ctx.device)
+        hooks = _FinetuneHooks(trainer, spec, p, t0=t0, free_bytes=free, mean_init=mean_init)
         if ctx.is_main:
             print(f"fine-tune: {split.num_groups} tasks, {split.num_examples} demo examples, "
-                  f"{meta['num_puzzle_identifiers']} puzzle ids; world {ctx.world_size} on {ctx.device} ({dtype}), "
-                  f"global batch {gbs} ({trainer.micro} rows x {accum} micro-batches per process), "
-                  f"{'embeddings only' if p.freeze_weights else 'full model'}", flush=True)
-
-        deadline, stopped_by, losses = float(spec["deadline"]), "deadline", []
-        final, eval_rows = float(spec.get("final_deadline", deadline)), int(spec.get("eval_rows", 0))
-        eval_cost = arch.halt_max_steps * arch.n_outer_cycles / (arch.n_outer_cycles + 2)  # train rows per eval row
-        t_loop = time.time()
-        t_warm = None  # time after WARM_STEPS steps: compilation and allocator warm-up excluded
-        last_save = t_loop
-
-        def save(stopped: str) -> None:
-            """Rank 0: the weights (atomically) and ttt_finetune.json beside them, written last."""
-            now = time.time()
-            steady = (now - t_warm) / (trainer.step - WARM_STEPS) if t_warm and trainer.step > WARM_STEPS else None
-            peak = torch.cuda.max_memory_allocated(ctx.device) if ctx.device.type == "cuda" else None
-            save_checkpoint(spec["out"], model, ema_weights=trainer.ema.shadows if trainer.ema else None,
-                            dataset_dir=spec["data"], meta={"step": trainer.step, "ttt": spec})
-            result = {"steps": trainer.step, "seconds": round(now - t_loop, 1), "stopped_by": stopped,
-                      "s_per_step": round((now - t_loop) / max(trainer.step, 1), 4), "world_size": ctx.world_size,
-                      "global_batch_size": gbs, "dtype": dtype, "num_puzzle_identifiers": meta["num_puzzle_identifiers"],
-                      "mean_init": mean_init, "losses": losses, "last_loss": losses[-1] if losses else None,
-                      "setup_seconds": round(t_loop - t0, 1), "total_steps": trainer.total_steps,
-                      "steady_s_per_step": round(steady, 4) if steady else None,
-                      "rows_per_s": round(gbs / steady, 1) if steady else None,
-                      "grad_accum_steps": accum, "micro_batch": trainer.micro, "compiled": trainer.compiled,
-                      "free_mem_gib_at_start": round(free / 2**30, 2) if free is not None else None,
-                      "peak_mem_gib": round(peak / 2**30, 2) if peak is not None else None,
-                      "predicted_peak_mem_gib": round(predicted_peak_bytes(arch, trainer.micro, trainer.compiled)
-                                                      / 2**30, 2),
-                      "skipped_steps": trainer.scaler.skipped if trainer.scaler else 0}
-            write_json_atomic(Path(spec["out"]) / "ttt_finetune.json", result, indent=2)
-
-        while True:
-            start_step = trainer.step
-            for gbatch, pos in sampler.iter_iteration(trainer.position):
-                trainer.train_step(gbatch)
-                trainer.position = pos
-                if trainer.step == WARM_STEPS:
-                    t_warm = time.time()
-                if crash_after and trainer.step >= crash_after:
-                    raise RuntimeError(f"injected crash after {trainer.step} fine-tune steps ({CRASH_ENV})")
-                if fault and fault[1] == ctx.rank and trainer.step >= fault[2]:
-                    _inject_fault(fault[0], ctx.rank, trainer.step)
-                if ctx.is_main and time.time() - last_save >= 60 * p.save_every_minutes:
-                    save(f"periodic save at step {trainer.step}")  # the last good weights, should a worker die
-                    last_save = time.time()
-                if trainer.step % p.log_interval == 0:
-                    m = trainer.pop_metrics()
-                    losses.append(round(m.get("train/loss", float("nan")), 5))
-                    if ctx.is_main:
-                        print(f"step {trainer.step}: loss {m.get('train/loss', 0):.4f} "
-                              f"acc {m.get('train/accuracy', 0):.3f} exact {m.get('train/exact_accuracy', 0):.3f} "
-                              f"lr {m.get('train/lr', 0):.2e}; {(time.time() - t_loop) / trainer.step:.3f} s/step, "
-                              f"{(deadline - time.time()) / 60:.1f} min left", flush=True)
-                if p.max_steps and trainer.step >= p.max_steps:
-                    stopped_by = "max_steps"
-                    break
-                if p.finetune_epochs and trainer.step >= trainer.total_steps:
-                    stopped_by = f"{p.finetune_epochs} epochs"
-                    break
-                now = time.time()
-                if trainer.step >= 5 and eval_rows:  # keep 2x the predicted evaluation time + 5 min
-                    eval_s = eval_rows * eval_cost * (now - t_loop) / (trainer.step * gbs)
-                    if now >= final - 2 * eval_s - 300 and now < deadline:
-                        stopped_by = f"eval reserve (evaluation predicted at {eval_s / 60:.1f} min)"
-                        deadline = now
-                if _all_agree(now >= deadline, ctx):
-                    break
-            else:
-                if trainer.step == start_step:  # upstream drops incomplete batches: never loop idle
-                    raise RuntimeError(f"{epochs} epochs of {split.num_examples} demo examples fill no batch "
-                                       f"of {gbs}: lower global_batch_size")
-                trainer.position = TrainSampler.start_position(trainer.position["iteration"] + 1)
-                continue
-            break
+                  f"{split.meta['num_puzzle_identifiers']} puzzle ids; world {ctx.world_size} on {ctx.device} "
+                  f"({trainer.cfg.arch.forward_dtype}), H {arch.n_outer_cycles} L {arch.n_latent_steps} "
+                  f"halt_max_steps {arch.halt_max_steps}; global batch {gbs} ({trainer.micro} rows x {accum} "
+                  f"micro-batches per process), {'embeddings only' if p.freeze_weights else 'full model'}", flush=True)
+        stopped_by = trainer.fit(TrainSampler(split, gbs, epochs, cfg.seed), hooks.after_step)
         if ctx.is_main:
-            save(stopped_by)
-            print(f"fine-tune done: {trainer.step} steps in {time.time() - t_loop:.1f} s ({stopped_by}); "
+            hooks.save(stopped_by)
+            print(f"fine-tune done: {trainer.step} steps in {time.time() - hooks.t_loop:.1f} s ({stopped_by}); "
                   f"saved {spec['out']}", flush=True)
         D.barrier(ctx)
         ok = True
         return {"steps": trainer.step}
     finally:
         D.teardown(ctx, clean=ok)  # after an error no barrier: a dead peer would hold it forever
+
+
+def _arch_overrides(arch, p: TTTParams):
+    """The pretrained architecture with the fine-tune's recursion overrides (0 = as pretrained):
+    NVARC fine-tuned an H 3 model at H 4 / L 4 / halt_max_steps 10. Shapes never change."""
+    changes = {k: v for k, v in (("n_outer_cycles", p.n_outer_cycles), ("n_latent_steps", p.n_latent_steps),
+                                 ("halt_max_steps", p.halt_max_steps)) if v}
+    return dataclasses.replace(arch, **changes)
+
+
+class _FinetuneHooks:
+    """The fine-tune's stop conditions and records, called by Trainer.fit after every step: test
+    hooks, periodic saves (the last good weights), progress lines, and the stops -- max_steps,
+    finetune_epochs, the evaluation reserve and the deadline (agreed by every rank)."""
+
+    def __init__(self, trainer, spec: dict, p: TTTParams, t0: float, free_bytes: int | None,
+                 mean_init: bool | None):
+        self.t, self.spec, self.p, self.t0, self.free = trainer, spec, p, t0, free_bytes
+        self.mean_init = mean_init  # rank 0: every new row started as the mean row
+        self.ctx = trainer.ctx
+        self.deadline = float(spec["deadline"])
+        self.final = float(spec.get("final_deadline", self.deadline))
+        self.eval_rows = int(spec.get("eval_rows", 0))
+        a = trainer.cfg.arch
+        self.eval_cost = a.halt_max_steps * a.n_outer_cycles / (a.n_outer_cycles + 2)  # train rows per eval row
+        self.crash_after = int(os.environ.get(CRASH_ENV) or p.crash_after_steps or 0)
+        self.fault = _fault_hook()
+        self.losses: list[float] = []
+        self.t_loop = self.last_save = time.time()
+        self.t_warm = None  # time after WARM_STEPS steps: compilation and allocator warm-up excluded
+
+    def after_step(self, it: int) -> str | None:
+        t, p, ctx = self.t, self.p, self.ctx
+        now = time.time()
+        if t.step == WARM_STEPS:
+            self.t_warm = now
+        if self.crash_after and t.step >= self.crash_after:
+            raise RuntimeError(f"injected crash after {t.step} fine-tune steps ({CRASH_ENV})")
+        if self.fault and self.fault[1] == ctx.rank and t.step >= self.fault[2]:
+            _inject_fault(self.fault[0], ctx.rank, t.step)
+        if ctx.is_main and now - self.last_save >= 60 * p.save_every_minutes:
+            self.save(f"periodic save at step {t.step}")  # the last good weights, should a worker die
+            self.last_save = time.time()
+        if t.step % p.log_interval == 0:
+            self.progress()
+        if p.max_steps and t.step >= p.max_steps:
+            return "max_steps"
+        if p.finetune_epochs and t.step >= t.total_steps:
+            return f"{p.finetune_epochs} epochs"
+        reason = "deadline"
+        if t.step >= 5 and self.eval_rows:  # keep 2x the predicted evaluation time + 5 min
+            eval_s = self.eval_rows * self.eval_cost * (now - self.t_loop) / (t.step * t.cfg.global_batch_size)
+            if self.final - 2 * eval_s - 300 <= now < self.deadline:
+                reason = f"eval reserve (evaluation predicted at {eval_s / 60:.1f} min)"
+                self.deadline = now
+        return reason if _all_agree(now >= self.deadline, ctx) else None
+
+    def progress(self) -> None:
+        m = self.t.pop_metrics()
+        self.losses.append(round(m.get("train/loss", float("nan")), 5))
+        if self.ctx.is_main:
+            print(f"step {self.t.step}: loss {m.get('train/loss', 0):.4f} acc {m.get('train/accuracy', 0):.3f} "
+                  f"exact {m.get('train/exact_accuracy', 0):.3f} lr {m.get('train/lr', 0):.2e}; "
+                  f"{(time.time() - self.t_loop) / self.t.step:.3f} s/step, "
+                  f"{(self.deadline - time.time()) / 60:.1f} min left", flush=True)
+
+    def save(self, stopped: str) -> None:
+        """Rank 0: the weights (atomically), then ttt_finetune.json beside them."""
+        import torch
+
+        from trm.checkpoint import save_checkpoint
+
+        t, ctx, now = self.t, self.ctx, time.time()
+        arch, gbs, meta = t.cfg.arch, t.cfg.global_batch_size, t.split.meta
+        steady = (now - self.t_warm) / (t.step - WARM_STEPS) if self.t_warm and t.step > WARM_STEPS else None
+        peak = torch.cuda.max_memory_allocated(ctx.device) if ctx.device.type == "cuda" else None
+        save_checkpoint(self.spec["out"], t.model, ema_weights=t.ema.shadows if t.ema else None,
+                        dataset_dir=self.spec["data"], meta={"step": t.step, "ttt": self.spec})
+        result = {"steps": t.step, "seconds": round(now - self.t_loop, 1), "stopped_by": stopped,
+                  "s_per_step": round((now - self.t_loop) / max(t.step, 1), 4), "world_size": ctx.world_size,
+                  "global_batch_size": gbs, "dtype": arch.forward_dtype,
+                  "arch": {k: getattr(arch, k) for k in ("n_outer_cycles", "n_latent_steps", "halt_max_steps")},
+                  "num_puzzle_identifiers": meta["num_puzzle_identifiers"], "mean_init": self.mean_init,
+                  "losses": self.losses, "last_loss": self.losses[-1] if self.losses else None,
+                  "setup_seconds": round(self.t_loop - self.t0, 1), "total_steps": t.total_steps,
+                  "steady_s_per_step": round(steady, 4) if steady else None,
+                  "rows_per_s": round(gbs / steady, 1) if steady else None,
+                  "grad_accum_steps": t.cfg.grad_accum_steps, "micro_batch": t.micro, "compiled": t.compiled,
+                  "free_mem_gib_at_start": round(self.free / 2**30, 2) if self.free is not None else None,
+                  "peak_mem_gib": round(peak / 2**30, 2) if peak is not None else None,
+                  "predicted_peak_mem_gib": round(predicted_peak_bytes(arch, t.micro, t.compiled) / 2**30, 2),
+                  "skipped_steps": t.scaler.skipped if t.scaler else 0}
+        write_json_atomic(Path(self.spec["out"]) / "ttt_finetune.json", result, indent=2)
 
 
 # Activation bytes kept per (token x hidden unit x block application) of a training step: the

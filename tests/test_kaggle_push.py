@@ -15,10 +15,12 @@ import json
 import os
 import shutil
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
+from fakes.checkpoints import make_run
 from fakes.fake_kaggle import FakeKaggle
 from test_bundles import bundles, git, repo, wheelhouse  # noqa: F401  (fixtures)
 
@@ -94,6 +96,20 @@ def test_create_then_skip_then_version(tmp_path, repo, wheelhouse, fake, capsys)
     assert uploaded_tree(v2["files"])["pkg/mod.py"] == b"X = 2\n"
     assert git(repo, "rev-parse", "HEAD")[:12] in v2["notes"]
     assert len(fake.datasets["tester/trm-kit-wheels"]) == 1
+
+
+def test_same_checkpoint_twice_pushes_nothing(tmp_path, repo, wheelhouse, fake, capsys):  # noqa: F811
+    """All three bundles, restaged from scratch a second later with the same checkpoint: no request."""
+    ckpt = make_run(tmp_path / "runs" / "x", step=5)
+    assert push(tmp_path, repo, wheelhouse, "--checkpoint", str(ckpt)) == 0
+    assert fake.methods().count(CREATE) == 3 and len(fake.datasets["tester/trm-kit-weights"]) == 1
+    assert uploaded_tree(fake.datasets["tester/trm-kit-weights"][0]["files"]) == staged_tree(tmp_path / "stage" / "weights")
+    capsys.readouterr()
+    n = len(fake.calls)
+    time.sleep(1.1)  # a staging-time clock in any file would now differ
+    assert push(tmp_path, repo, wheelhouse, "--checkpoint", str(ckpt)) == 0
+    assert fake.calls[n:] == []
+    assert capsys.readouterr().out.count("unchanged since the last push: skip") == 3
 
 
 def test_existing_dataset_gets_a_version_not_a_create(tmp_path, repo, wheelhouse, fake):  # noqa: F811

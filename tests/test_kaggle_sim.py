@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from trm.competition import COMPETITION
 from trm.submission import validate_submission
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,11 +77,11 @@ def test_hidden_tasks_get_mean_initialised_rows_and_two_attempts(sim):
     assert report["mode"] == "submit" and report["status"] == "ok"
     assert report["finetune"]["mean_init"] is True and report["finetune"]["steps"] == 24
     assert report["tasks_from_model"] == report["tasks"] == 3 and report["identical_attempts"] == 0
-    challenges = json.loads((out / "hidden" / "input" / "arc-prize-2025" / "arc-agi_test_challenges.json").read_text())
+    challenges = json.loads((out / "hidden" / "input" / COMPETITION / "arc-agi_test_challenges.json").read_text())
     sub = json.loads((out / "hidden" / "working" / "submission.json").read_text())
     assert validate_submission(sub, challenges) == []
     # the attached evaluation files do not know the hidden tasks (as on Kaggle)
-    sols = json.loads((out / "hidden" / "input" / "arc-prize-2025" / "arc-agi_evaluation_solutions.json").read_text())
+    sols = json.loads((out / "hidden" / "input" / COMPETITION / "arc-agi_evaluation_solutions.json").read_text())
     assert not set(challenges) & set(sols)
 
 

@@ -23,6 +23,7 @@ Credentials are read by the CLI / huggingface_hub only: never printed, never cop
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import importlib.util
 import json
@@ -53,6 +54,10 @@ DEFAULT_KERNEL = "trm-arc2-inference"
 # T4x2 (fp16 with dynamic loss scaling) on the hidden set, T4x2 is the fallback when L4 is unavailable.
 ACCELERATORS = {"NvidiaL4": "4xL4, bf16", "NvidiaTeslaT4Highmem": "T4x2, fp16 + dynamic loss scaling"}
 CLI_ERROR = re.compile(r"(?i)\berror:|authentication required|are not valid .* sources")
+# What `kaggle competitions submit` 2.2.5 prints on success: Kaggle's message, printed as is, and the
+# new submission's ref. A 200 without them (exit 0) submitted nothing we can see.
+SUBMITTED = re.compile(r"(?m)^Successfully submitted to \S")
+SUBMISSION_REF = re.compile(r"(?m)^Submission ref: (\d+)")
 
 # Names and contents that must never leave the machine (kaggle.md §5, lesson 5).
 SECRET_NAMES = re.compile(r"(?i)^(kaggle.*\.json|access_token(\.txt)?|\.env(\.(?!example$|sample$|template$)[^/]*)?"
@@ -517,8 +522,28 @@ def cmd_submit(a) -> int:
     if where is None or owner == NO_OWNER:
         print(NO_CREDENTIALS)
         return 2
-    run_cli(args)
+    _, out = run_cli(args)
+    if not SUBMITTED.search(out):
+        raise BundleError("`kaggle competitions submit` printed no \"Successfully submitted to ...\" confirmation, "
+                          f"so nothing is known to be submitted; look at `kaggle competitions submissions {a.competition}`")
+    ref = (m := SUBMISSION_REF.search(out)) and m.group(1)
+    print(f"submitted {kernel} v{version} to {a.competition} (submission ref {ref or 'not printed'})")
+    print(f"status of submission {ref or '?'}: {submission_status(a.competition, ref)}; the rerun on the hidden "
+          f"tasks takes hours (up to the notebook's 12 h budget): `kaggle competitions submissions {a.competition}`")
     return 0
+
+
+def submission_status(competition: str, ref: str | None) -> str:
+    """The listed status of submission `ref` (PENDING / COMPLETE / ERROR, with scores when any); a
+    failed listing only says so: the submission itself is already confirmed."""
+    rc, out = run_cli(["competitions", "submissions", competition, "--csv"], check=False)
+    rows = list(csv.DictReader(line for line in out.splitlines() if line.count(",") >= 4))
+    row = next((r for r in rows if ref and r.get("ref") == ref), None)
+    if rc or CLI_ERROR.search(out) or row is None:
+        return f"unknown (`kaggle competitions submissions` exit {rc}, {len(rows)} submissions listed)"
+    status = (row.get("status") or "").removeprefix("SubmissionStatus.")
+    scores = ", ".join(f"{k} {row[k]}" for k in ("publicScore", "privateScore") if row.get(k))
+    return status + (f" ({scores})" if scores else "")
 
 
 def cmd_hf_publish(a) -> int:

@@ -63,6 +63,8 @@ def test_placeholder_runs_validation_mode(sim):
     r = results["placeholder"]
     assert r["ok"], r["notes"]
     assert r["papermill_rc"] == 0 and r["report"]["mode"] == "validate"
+    # 2026 layout under the kit's default slug (the notebook finds the folder by its files)
+    assert (out / "placeholder" / "input" / "competitions" / COMPETITION / "arc-agi_test_challenges.json").is_file()
     assert r["report"]["score"]["n_test_outputs"] == 3  # official score printed for 3 evaluation tasks
     executed = json.loads((out / "placeholder" / "executed.ipynb").read_text())
     text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))

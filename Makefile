@@ -16,8 +16,10 @@ DATA ?= data/arc2concept-aug-1000
 CKPT ?=
 OUT ?=
 PROFILE ?= kaggle-2026
-COMP ?= arc-prize-2025
+# the default competition slug lives in trm/competition.py only (one place for Python and make)
+COMP ?= $(shell sed -n 's/^COMPETITION = "\([^"]*\)"$$/\1/p' trm/competition.py)
 VERSION ?=
+ACCELERATOR ?=
 REPO ?=
 OVERRIDES ?=
 DRY_RUN ?=
@@ -81,8 +83,8 @@ kaggle-datasets: $(STAMP) ## stage (and push, with credentials) the wheels / rep
 hf-publish: $(STAMP) ## upload the weights bundle to Hugging Face: make hf-publish REPO=owner/name
 	$(PY) kaggle/bundles.py hf-publish --repo $(REPO) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(PUBLIC),--public)
 
-kaggle-kernel: $(STAMP) ## push the competition notebook as a Kaggle kernel
-	$(PY) kaggle/bundles.py kernel-push --competition $(COMP)
+kaggle-kernel: $(STAMP) ## push the competition notebook as a Kaggle kernel (ACCELERATOR=NvidiaTeslaT4Highmem for T4x2)
+	$(PY) kaggle/bundles.py kernel-push --competition $(COMP) $(if $(ACCELERATOR),--accelerator $(ACCELERATOR))
 
 kaggle-submit: $(STAMP) ## submit a kernel version: make kaggle-submit VERSION=n
 	$(PY) kaggle/bundles.py submit --competition $(COMP) $(if $(VERSION),--version $(VERSION))

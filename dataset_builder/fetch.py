@@ -5,7 +5,7 @@
         concept}_{challenges,solutions}.json of SamsungSAILMontreal/TinyRecursiveModels at
         commit e7b6871 (the inputs behind upstream's identifiers), checked against their
         sha256; then build with `--input-file-prefix data/raw/arc-agi`.
-    python -m dataset_builder.fetch kaggle --competition arc-prize-2025 --out DIR
+    python -m dataset_builder.fetch kaggle [--competition SLUG] --out DIR
         `kaggle competitions download` + unzip (needs Kaggle credentials); then build
         with `--kaggle-dir DIR`.
 
@@ -26,6 +26,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from trm.competition import COMPETITION
 from trm.util import sha256_file
 
 UPSTREAM_REPO = "SamsungSAILMontreal/TinyRecursiveModels"
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("upstream", help="upstream TRM's kaggle/combined JSON (10 files)")
     up.add_argument("--out", default="data/raw")
     kg = sub.add_parser("kaggle", help="a Kaggle competition's data (kaggle CLI + credentials)")
-    kg.add_argument("--competition", default="arc-prize-2025")
+    kg.add_argument("--competition", default=COMPETITION, help=f"competition slug (default {COMPETITION})")
     kg.add_argument("--out", required=True)
     for p in (up, kg):
         p.add_argument("--quiet", action="store_true")

@@ -1,8 +1,8 @@
 """Stage and publish the kit's Kaggle datasets, competition kernel and Hugging Face weights.
 
     python kaggle/bundles.py push [--profile kaggle-2026] [--checkpoint DIR] [--owner NAME] [--dry-run]
-    python kaggle/bundles.py kernel-push --competition arc-prize-2025 [--dry-run]
-    python kaggle/bundles.py submit --competition arc-prize-2025 --version N
+    python kaggle/bundles.py kernel-push [--competition SLUG] [--accelerator NvidiaTeslaT4Highmem] [--dry-run]
+    python kaggle/bundles.py submit [--competition SLUG] --version N
     python kaggle/bundles.py hf-publish --repo owner/name [--checkpoint DIR] [--dry-run]
 
 Three datasets, staged under build/kaggle/<bundle>/ with a dataset-metadata.json rendered from
@@ -23,6 +23,7 @@ Credentials are read by the CLI / huggingface_hub only: never printed, never cop
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import importlib.util
 import json
@@ -35,6 +36,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+from trm.competition import COMPETITION
 from trm.util import sha256_file
 
 HERE = Path(__file__).resolve().parent
@@ -47,7 +49,15 @@ SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{4,48})[a-z0-9]$")  # Kaggle: 6-50 char
 OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,49}$")
 NO_OWNER = "YOUR_KAGGLE_USERNAME"
 DEFAULT_KERNEL = "trm-arc2-inference"
+# kernel-metadata.json `machine_shape` values the notebook is sized for (kaggle.md §3.8; an
+# `accelerator` key there is ignored). The first is the default: 4xL4 (bf16) is ~4x faster than
+# T4x2 (fp16 with dynamic loss scaling) on the hidden set, T4x2 is the fallback when L4 is unavailable.
+ACCELERATORS = {"NvidiaL4": "4xL4, bf16", "NvidiaTeslaT4Highmem": "T4x2, fp16 + dynamic loss scaling"}
 CLI_ERROR = re.compile(r"(?i)\berror:|authentication required|are not valid .* sources")
+# What `kaggle competitions submit` 2.2.5 prints on success: Kaggle's message, printed as is, and the
+# new submission's ref. A 200 without them (exit 0) submitted nothing we can see.
+SUBMITTED = re.compile(r"(?m)^Successfully submitted to \S")
+SUBMISSION_REF = re.compile(r"(?m)^Submission ref: (\d+)")
 
 # Names and contents that must never leave the machine (kaggle.md §5, lesson 5).
 SECRET_NAMES = re.compile(r"(?i)^(kaggle.*\.json|access_token(\.txt)?|\.env(\.(?!example$|sample$|template$)[^/]*)?"
@@ -442,8 +452,8 @@ def slugify(title: str) -> str:
 def render_kernel(a, owner: str) -> dict:
     """kernel-metadata.json from the template (placeholders: owner, competition, kernel_slug,
     {wheels,repo,weights}_slug and {wheels,repo,weights}_dataset = owner/slug), then the fields a
-    competition rerun depends on are forced (kaggle.md §3.8): id, code_file, internet off, the
-    competition and the kit's datasets as sources."""
+    competition rerun depends on are forced (kaggle.md §3.8): id, code_file, internet off, the GPU
+    (machine_shape from --accelerator, default 4xL4), the competition and the kit's datasets as sources."""
     raw_title = json.loads(a.template.read_text()).get("title") or ""
     slug = a.kernel_slug or (slugify(raw_title) if not PLACEHOLDER.search(raw_title) else DEFAULT_KERNEL)
     slugs = {f"{b}_slug": f"{a.slug_prefix}-{b}" for b in BUNDLES}
@@ -453,7 +463,8 @@ def render_kernel(a, owner: str) -> dict:
     if len(title) < 5 or slugify(title) != slug:
         raise BundleError(f"{a.template}: title {title!r} must be 5+ characters and slugify to {slug!r}")
     meta.pop("id_no", None)
-    meta.update(id=f"{owner}/{slug}", code_file=a.notebook.name, enable_internet=False)
+    meta.update(id=f"{owner}/{slug}", code_file=a.notebook.name, enable_internet=False,
+                machine_shape=getattr(a, "accelerator", None) or next(iter(ACCELERATORS)), enable_gpu=True)
     meta.setdefault("language", "python")
     meta.setdefault("kernel_type", "notebook")
     meta["competition_sources"] = list(dict.fromkeys([*meta.get("competition_sources", []), a.competition]))
@@ -473,14 +484,15 @@ def cmd_kernel_push(a) -> int:
     (dest / "kernel-metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
     refuse_secrets([dest])
     print(f"kernel {meta['id']}: {a.notebook.name}, datasets {', '.join(meta['dataset_sources'])}, "
-          f"competition {a.competition}, internet off\n  $ kaggle kernels push -p {show(dest)}")
+          f"competition {a.competition}, {meta['machine_shape']} ({ACCELERATORS[meta['machine_shape']]}), "
+          f"internet off\n  $ kaggle kernels push -p {show(dest)}")
     if a.dry_run:
         print("dry run: staged, nothing pushed")
         return 0
     if where is None or owner == NO_OWNER:
         print(NO_CREDENTIALS if where is None else "a token does not name its user: pass --owner NAME")
         return 2
-    _, out = run_cli(["kernels", "push", "-p", str(dest)] + (["--accelerator", a.accelerator] if a.accelerator else []))
+    _, out = run_cli(["kernels", "push", "-p", str(dest)])  # the machine is in the metadata (machine_shape)
     m = re.search(r"Kernel version (\d+) successfully", out)
     version = int(m.group(1)) if m else None
     pushed = load_pushed(a.out)
@@ -510,8 +522,28 @@ def cmd_submit(a) -> int:
     if where is None or owner == NO_OWNER:
         print(NO_CREDENTIALS)
         return 2
-    run_cli(args)
+    _, out = run_cli(args)
+    if not SUBMITTED.search(out):
+        raise BundleError("`kaggle competitions submit` printed no \"Successfully submitted to ...\" confirmation, "
+                          f"so nothing is known to be submitted; look at `kaggle competitions submissions {a.competition}`")
+    ref = (m := SUBMISSION_REF.search(out)) and m.group(1)
+    print(f"submitted {kernel} v{version} to {a.competition} (submission ref {ref or 'not printed'})")
+    print(f"status of submission {ref or '?'}: {submission_status(a.competition, ref)}; the rerun on the hidden "
+          f"tasks takes hours (up to the notebook's 12 h budget): `kaggle competitions submissions {a.competition}`")
     return 0
+
+
+def submission_status(competition: str, ref: str | None) -> str:
+    """The listed status of submission `ref` (PENDING / COMPLETE / ERROR, with scores when any); a
+    failed listing only says so: the submission itself is already confirmed."""
+    rc, out = run_cli(["competitions", "submissions", competition, "--csv"], check=False)
+    rows = list(csv.DictReader(line for line in out.splitlines() if line.count(",") >= 4))
+    row = next((r for r in rows if ref and r.get("ref") == ref), None)
+    if rc or CLI_ERROR.search(out) or row is None:
+        return f"unknown (`kaggle competitions submissions` exit {rc}, {len(rows)} submissions listed)"
+    status = (row.get("status") or "").removeprefix("SubmissionStatus.")
+    scores = ", ".join(f"{k} {row[k]}" for k in ("publicScore", "privateScore") if row.get(k))
+    return status + (f" ({scores})" if scores else "")
 
 
 def cmd_hf_publish(a) -> int:
@@ -558,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     weights.add_argument("--repo-dir", type=Path, default=REPO, help=argparse.SUPPRESS)
     weights.add_argument("--force", action="store_true", help="stage the repo bundle from a dirty tree")
     kernel = argparse.ArgumentParser(add_help=False)
-    kernel.add_argument("--competition", required=True)
+    kernel.add_argument("--competition", default=COMPETITION, help=f"competition slug (default {COMPETITION})")
     kernel.add_argument("--kernel-slug", help=f"default: slugify(the template's title), else {DEFAULT_KERNEL}")
     kernel.add_argument("--template", type=Path, default=HERE / "kernel-metadata.json")
     kernel.add_argument("--notebook", type=Path, default=HERE / "trm_arc2_inference_notebook.ipynb")
@@ -570,7 +602,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--public", action="store_true", help="create new datasets public (default private)")
     p = sub.add_parser("kernel-push", parents=[common, kernel], help="push the competition notebook")
     p.add_argument("--no-weights", action="store_true", help="do not attach the weights dataset")
-    p.add_argument("--accelerator", help="machine shape, e.g. NvidiaL4 (overrides the template)")
+    p.add_argument("--accelerator", choices=ACCELERATORS, default=next(iter(ACCELERATORS)),
+                   help="machine_shape: " + "; ".join(f"{k} = {v}" for k, v in ACCELERATORS.items())
+                   + " (default %(default)s)")
     p = sub.add_parser("submit", parents=[common, kernel], help="submit a pushed kernel version")
     p.add_argument("--version", type=int, help="kernel version (default: the last kernel-push)")
     p.add_argument("--kernel", help="owner/slug (default: the last kernel-push for the competition)")

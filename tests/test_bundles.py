@@ -256,19 +256,77 @@ def test_metrics_of_another_step_or_an_ensemble_are_not_published(tmp_path, repo
 
 
 def test_the_kits_kernel_template_renders(tmp_path, no_creds):
-    tpl = REPO / "kaggle" / "kernel-metadata.json"
-    if not tpl.is_file():
-        pytest.skip("kaggle/kernel-metadata.json not written yet")
     nb = REPO / "kaggle" / "trm_arc2_inference_notebook.ipynb"
-    if not nb.is_file():
-        nb = tmp_path / nb.name
-        nb.write_text(json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []}))
     out = tmp_path / "stage"
-    assert bundles.main(["kernel-push", "--owner", "someone", "--competition", "arc-prize-2025", "--dry-run",
-                         "--out", str(out), "--notebook", str(nb)]) == 0
+    assert bundles.main(["kernel-push", "--owner", "someone", "--dry-run", "--out", str(out), "--notebook", str(nb)]) == 0
     meta = json.loads((out / "kernel" / "kernel-metadata.json").read_text())
     assert meta["id"] == "someone/trm-arc2-inference" and meta["title"] == "trm-arc2-inference"
     assert meta["dataset_sources"] == ["someone/trm-kit-wheels", "someone/trm-kit-repo", "someone/trm-kit-weights"]
-    assert meta["competition_sources"] == ["arc-prize-2025"] and meta["enable_internet"] is False
+    assert meta["competition_sources"] == ["arc-prize-2026-arc-agi-2"] and meta["enable_internet"] is False
+    assert meta["machine_shape"] == "NvidiaL4" and meta["enable_gpu"] is True  # default: 4xL4
     assert meta["code_file"] == nb.name and (out / "kernel" / nb.name).is_file()
     assert bundles.PLACEHOLDER.search(json.dumps(meta)) is None  # no placeholder left
+
+
+def test_kernel_accelerator_t4x2(tmp_path, no_creds, capsys):
+    nb = REPO / "kaggle" / "trm_arc2_inference_notebook.ipynb"
+    out = tmp_path / "stage"
+    assert bundles.main(["kernel-push", "--owner", "someone", "--dry-run", "--out", str(out), "--notebook", str(nb),
+                         "--accelerator", "NvidiaTeslaT4Highmem", "--competition", "some-other-comp"]) == 0
+    meta = json.loads((out / "kernel" / "kernel-metadata.json").read_text())
+    assert meta["machine_shape"] == "NvidiaTeslaT4Highmem" and "accelerator" not in meta  # §3.8: key ignored
+    assert meta["competition_sources"] == ["some-other-comp"]
+    assert "NvidiaTeslaT4Highmem (T4x2, fp16" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:  # a shape the notebook is not sized for: argparse's one-line error
+        bundles.main(["kernel-push", "--owner", "someone", "--dry-run", "--out", str(out), "--accelerator", "TpuV5E8"])
+    assert e.value.code == 2 and "invalid choice: 'TpuV5E8'" in capsys.readouterr().err
+
+
+def test_one_competition_slug_everywhere():
+    """trm/competition.py is the only place the default slug is written: Python users import it,
+    the Makefile reads it (checked through make itself), and the README names the same slug."""
+    from trm.competition import COMPETITION
+
+    assert COMPETITION == "arc-prize-2026-arc-agi-2"
+    assert bundles.COMPETITION is COMPETITION
+    from dataset_builder import fetch
+    assert fetch.COMPETITION is COMPETITION
+    def make_n(*args) -> list[str]:  # the commands `make -n` would run, whitespace-normalised
+        out = subprocess.run(["make", "-n", "-C", str(REPO), *args], capture_output=True, text=True, check=True,
+                             env={"PATH": "/usr/bin:/bin", "VENV": str(REPO / ".no-venv")}).stdout
+        return [" ".join(line.split()) for line in out.splitlines()]
+
+    assert any(c.endswith(f"kernel-push --competition {COMPETITION}") for c in make_n("kaggle-kernel"))
+    assert any(c.endswith(f"submit --competition {COMPETITION} --version 4") for c in make_n("kaggle-submit", "VERSION=4"))
+    assert any(c.endswith(f"--competition {COMPETITION} --out data/kaggle/{COMPETITION}") for c in make_n("data-kaggle"))
+    assert any(c.endswith("kernel-push --competition x-y-z --accelerator NvidiaTeslaT4Highmem")
+               for c in make_n("kaggle-kernel", "COMP=x-y-z", "ACCELERATOR=NvidiaTeslaT4Highmem"))
+    makefile = (REPO / "Makefile").read_text()
+    assert "arc-prize-20" not in makefile  # no second copy of a slug
+    for p in ["kaggle/bundles.py", "kaggle/sim.py", "dataset_builder/fetch.py"]:
+        src = (REPO / p).read_text()
+        assert "from trm.competition import COMPETITION" in src and '"arc-prize-2026' not in src, p
+    assert f"`{COMPETITION}`" in (REPO / "README.md").read_text()
+
+# ---------------------------------------------------------------- determinism
+
+def test_staging_twice_gives_identical_bytes(tmp_path, repo, wheelhouse, no_creds, monkeypatch):
+    """Same checkpoint, tree and wheelhouse -> every staged file byte-identical, so an unchanged
+    push is skipped for all three bundles. Staged a second later: a clock-based field would show."""
+    import time
+
+    ckpt = make_run(tmp_path / "runs" / "x", step=5, metrics={"pass@2": 0.25, "kaggle_score": 0.2})
+    created = json.loads((ckpt / "meta.json").read_text())["created"]
+    trees, hashes = [], []
+    for i in range(2):
+        out = tmp_path / f"stage{i}"
+        assert push("--dry-run", "--owner", "me", "--checkpoint", str(ckpt), out=out, repo=repo, wh=wheelhouse) == 0
+        trees.append({p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()})
+        hashes.append({b: bundles.content_hash(out / b) for b in bundles.BUNDLES})
+        time.sleep(1.1)
+    assert {p.split("/")[0] for p in trees[0]} == set(bundles.BUNDLES)
+    assert sorted(trees[0]) == sorted(trees[1])
+    assert [p for p in trees[0] if trees[0][p] != trees[1][p]] == []
+    assert hashes[0] == hashes[1]
+    # provenance comes from the checkpoint itself, not from the clock at staging
+    assert json.loads(trees[0]["weights/meta.json"])["created"] == created

@@ -15,10 +15,12 @@ import json
 import os
 import shutil
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
+from fakes.checkpoints import make_run
 from fakes.fake_kaggle import FakeKaggle
 from test_bundles import bundles, git, repo, wheelhouse  # noqa: F401  (fixtures)
 
@@ -26,6 +28,7 @@ pytestmark = pytest.mark.skipif(not shutil.which("kaggle", path=str(Path(sys.exe
                                 reason="the kaggle CLI is not installed beside this Python")
 STATUS, CREATE, VERSION = (f"datasets.DatasetApiService/{m}" for m in
                            ("GetDatasetStatus", "CreateDataset", "CreateDatasetVersion"))
+SUBMIT, LIST = (f"competitions.CompetitionApiService/{m}" for m in ("CreateCodeSubmission", "ListSubmissions"))
 
 
 @pytest.fixture
@@ -96,6 +99,20 @@ def test_create_then_skip_then_version(tmp_path, repo, wheelhouse, fake, capsys)
     assert len(fake.datasets["tester/trm-kit-wheels"]) == 1
 
 
+def test_same_checkpoint_twice_pushes_nothing(tmp_path, repo, wheelhouse, fake, capsys):  # noqa: F811
+    """All three bundles, restaged from scratch a second later with the same checkpoint: no request."""
+    ckpt = make_run(tmp_path / "runs" / "x", step=5)
+    assert push(tmp_path, repo, wheelhouse, "--checkpoint", str(ckpt)) == 0
+    assert fake.methods().count(CREATE) == 3 and len(fake.datasets["tester/trm-kit-weights"]) == 1
+    assert uploaded_tree(fake.datasets["tester/trm-kit-weights"][0]["files"]) == staged_tree(tmp_path / "stage" / "weights")
+    capsys.readouterr()
+    n = len(fake.calls)
+    time.sleep(1.1)  # a staging-time clock in any file would now differ
+    assert push(tmp_path, repo, wheelhouse, "--checkpoint", str(ckpt)) == 0
+    assert fake.calls[n:] == []
+    assert capsys.readouterr().out.count("unchanged since the last push: skip") == 3
+
+
 def test_existing_dataset_gets_a_version_not_a_create(tmp_path, repo, wheelhouse, fake):  # noqa: F811
     fake.datasets["tester/trm-kit-wheels"] = [{"files": {}, "notes": None, "meta": {}}]
     assert push(tmp_path, repo, wheelhouse, "--bundles", "wheels") == 0
@@ -150,12 +167,28 @@ def test_kernel_push_then_submit(tmp_path, kernel_files, fake, capsys):
     assert "make kaggle-submit COMP=arc-prize-2025 VERSION=1" in capsys.readouterr().out
 
     assert kernel(tmp_path, kernel_files, "submit") == 0  # version: the last kernel-push
+    out = capsys.readouterr().out
+    assert "Successfully submitted to arc-prize-2025" in out  # the CLI's confirmation, echoed
+    assert "submitted tester/trm-arc2-test-kernel v1 to arc-prize-2025 (submission ref 1001)" in out
+    assert "status of submission 1001: PENDING;" in out  # from `kaggle competitions submissions`
+    assert fake.methods()[-3:] == [SUBMIT, "competitions.CompetitionApiService/GetSubmissionLimits", LIST]
     sub = fake.submissions[-1]
     assert (sub["competitionName"], sub["kernelOwner"], sub["kernelSlug"], sub["kernelVersion"],
             sub["fileName"]) == ("arc-prize-2025", "tester", "trm-arc2-test-kernel", 1, "submission.json")
     assert "v1" in sub["submissionDescription"]
     assert kernel(tmp_path, kernel_files, "submit", "--version", "9") == 1  # unknown version: 404, exit 1
     assert len(fake.submissions) == 1
+
+
+def test_submit_without_confirmation_fails(tmp_path, kernel_files, fake, capsys):
+    """The CLI exits 0 on a 200 that carries no "Successfully submitted" message: that is a failure."""
+    fake.kernels["tester/trm-arc2-test-kernel"] = [{}]
+    fake.faults[SUBMIT] = "no-confirmation"
+    assert kernel(tmp_path, kernel_files, "submit", "--version", "1") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'printed no "Successfully submitted to ..." confirmation' in err
+    assert "kaggle competitions submissions arc-prize-2025" in err
+    assert LIST not in fake.methods() and fake.submissions == []
 
 
 @pytest.mark.parametrize("missing, fault", [(True, None), (False, "error-body")])
@@ -177,3 +210,13 @@ def test_dry_runs_send_nothing(tmp_path, repo, wheelhouse, kernel_files, fake, c
     out = capsys.readouterr().out
     assert "kaggle competitions submit arc-prize-2025 -k tester/trm-arc2-test-kernel -v 3 -f submission.json" in out
     assert os.environ["KAGGLE_KEY"] not in out
+
+
+def test_submit_confirmed_but_status_unlisted(tmp_path, kernel_files, fake, capsys):
+    """A confirmed submission stands even when the status listing fails; the status says unknown."""
+    fake.kernels["tester/trm-arc2-test-kernel"] = [{}]
+    fake.faults[LIST] = "http500"
+    assert kernel(tmp_path, kernel_files, "submit", "--version", "1") == 0
+    out = capsys.readouterr().out
+    assert "status of submission 1001: unknown (`kaggle competitions submissions` exit 1" in out
+    assert len(fake.submissions) == 1

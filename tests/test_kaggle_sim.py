@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from trm.competition import COMPETITION
 from trm.submission import validate_submission
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,6 +63,8 @@ def test_placeholder_runs_validation_mode(sim):
     r = results["placeholder"]
     assert r["ok"], r["notes"]
     assert r["papermill_rc"] == 0 and r["report"]["mode"] == "validate"
+    # 2026 layout under the kit's default slug (the notebook finds the folder by its files)
+    assert (out / "placeholder" / "input" / "competitions" / COMPETITION / "arc-agi_test_challenges.json").is_file()
     assert r["report"]["score"]["n_test_outputs"] == 3  # official score printed for 3 evaluation tasks
     executed = json.loads((out / "placeholder" / "executed.ipynb").read_text())
     text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
@@ -76,11 +79,11 @@ def test_hidden_tasks_get_mean_initialised_rows_and_two_attempts(sim):
     assert report["mode"] == "submit" and report["status"] == "ok"
     assert report["finetune"]["mean_init"] is True and report["finetune"]["steps"] == 24
     assert report["tasks_from_model"] == report["tasks"] == 3 and report["identical_attempts"] == 0
-    challenges = json.loads((out / "hidden" / "input" / "arc-prize-2025" / "arc-agi_test_challenges.json").read_text())
+    challenges = json.loads((out / "hidden" / "input" / COMPETITION / "arc-agi_test_challenges.json").read_text())
     sub = json.loads((out / "hidden" / "working" / "submission.json").read_text())
     assert validate_submission(sub, challenges) == []
     # the attached evaluation files do not know the hidden tasks (as on Kaggle)
-    sols = json.loads((out / "hidden" / "input" / "arc-prize-2025" / "arc-agi_evaluation_solutions.json").read_text())
+    sols = json.loads((out / "hidden" / "input" / COMPETITION / "arc-agi_evaluation_solutions.json").read_text())
     assert not set(challenges) & set(sols)
 
 

@@ -335,5 +335,8 @@ def export_slim(src: str | Path, dst: str | Path, *, config: ModelConfig | dict 
            "dataset": meta.get("dataset"), "step": meta.get("step"),
            "git": meta.get("git") or _git_info(),  # the training commit when the source records it
            "exported_git": _git_info(),
-           "torch_version": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+           "torch_version": torch.__version__,
+           # when the weights were made, from the source's own meta (None for an upstream file): no
+           # export clock, so exporting the same checkpoint twice gives the same bytes
+           "created": meta.get("created")}
     return _write_atomic_dir(Path(dst), {MODEL_FILE: sd}, out)

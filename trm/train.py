@@ -63,6 +63,7 @@ from trm.config import (
     valid_keys,
 )
 from trm.data import TrainSampler, load_split
+from trm.errors import EXIT_CHECKPOINT, UserError, cli_main
 from trm.evaluate import evaluate_model
 from trm.model import TRM, TRMWithLoss, compile_net, pick_dtype
 from trm.optim import DynamicLossScale, SparseSignSGD, cosine_schedule_with_warmup_lr, make_adam_atan2
@@ -76,8 +77,10 @@ SHAPE_FIELDS = ("hidden_size", "num_heads", "expansion", "n_layers", "puzzle_emb
                 "vocab_size", "seq_len", "pos_encodings", "mlp_t")
 
 
-class OutOfMemory(RuntimeError):
+class OutOfMemory(UserError, RuntimeError):
     """CUDA ran out of memory; the message says what to change (the kit never shrinks batches)."""
+
+    exit_code = EXIT_CHECKPOINT
 
 
 def print0(ctx: D.DistContext, *args) -> None:
@@ -646,19 +649,15 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """The CLI: exit 2 for bad options or inputs, 3 for an unusable checkpoint or CUDA OOM (trm.errors)."""
+    return cli_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(_usage())
         return 0
-    try:
-        cfg = config_from_cli(argv)
-        train(cfg, argv=argv)
-    except (ConfigError, FileNotFoundError) as e:  # bad options, or no dataset / checkpoint there
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (CheckpointError, OutOfMemory) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
+    train(config_from_cli(argv), argv=argv)
     return 0
 
 

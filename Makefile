@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 
 PRESET ?= smoke
 GPUS ?= 1
-RUN ?= run
+RUN ?=
 DATA ?= data/arc2concept-aug-1000
 CKPT ?=
 OUT ?=
@@ -61,8 +61,8 @@ data: $(STAMP) ## upstream's bundled ARC JSON (kaggle/combined at e7b6871) into 
 data-kaggle: $(STAMP) ## competition files via the kaggle CLI (needs credentials)
 	$(PY) -m dataset_builder.fetch kaggle --competition $(COMP) --out data/kaggle/$(COMP)
 
-train: $(STAMP) ## papermill the training notebook: make train PRESET=paper-arc2 GPUS=8 RUN=name [OVERRIDES="--resume runs/name"]
-	$(PY) -m trm.notebooks train --preset $(PRESET) --gpus $(GPUS) --run $(RUN) --data $(DATA) $(OVERRIDES)
+train: $(STAMP) ## papermill the training notebook: make train PRESET=paper-arc2 GPUS=8 [RUN=name] [OVERRIDES="--resume runs/name"] (no RUN: a new unique name)
+	$(PY) -m trm.notebooks train --preset $(PRESET) --gpus $(GPUS) $(if $(RUN),--run $(RUN)) --data $(DATA) $(OVERRIDES)
 
 evaluate: $(STAMP) ## papermill the evaluation notebook: make evaluate CKPT=runs/x/checkpoints/step_N
 	$(PY) -m trm.notebooks evaluate --checkpoint $(CKPT) --data $(DATA) $(if $(OUT),--out $(OUT))

@@ -6,8 +6,9 @@ import argparse
 import signal
 import sys
 
+from trm.errors import EXIT_INTERRUPTED, cli_main
+
 from .build import BuildConfig, build_dataset
-from .validate import BuildError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,6 +45,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     cfg = BuildConfig(
         output_dir=args.output_dir or f"data/arc-aug-{args.num_aug}",
@@ -56,12 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         summary = build_dataset(cfg)
-    except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted; nothing written", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     if not cfg.quiet or cfg.count_only:
         parts = [f"{name}: {s['groups']} groups, {s['puzzles']} puzzles, {s['examples']} examples"
                  for name, s in summary["splits"].items()]

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from trm.errors import disk_full, is_no_space
 from trm.grids import AUG_SEP, GRID_MAX, VOCAB_SIZE
 
 from . import sources
@@ -294,6 +295,7 @@ def build_dataset(config: BuildConfig) -> dict[str, Any]:
     converted = _convert(subsets, test_names)
 
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    need = None  # bytes the output will take, once the example counts are known
     if not cfg.count_only:
         out.parent.mkdir(parents=True, exist_ok=True)
         _clean_stale(out)
@@ -324,6 +326,7 @@ def build_dataset(config: BuildConfig) -> dict[str, Any]:
         if not cfg.count_only:
             stream = LegacyStream(rs)
             total = sum(v["examples"] for v in splits.values())
+            need = 2 * total * GRID_MAX * GRID_MAX + 16 * splits["train"]["puzzles"]  # inputs + labels + indices
             with _progress(cfg, total=total, desc="write", unit="ex", unit_scale=True) as bar:
                 for name, stats in splits.items():
                     split_groups = groups if name == "train" else test_groups
@@ -335,9 +338,11 @@ def build_dataset(config: BuildConfig) -> dict[str, Any]:
             with open(tmp / "test_puzzles.json", "w") as f:
                 f.write(json.dumps(test_puzzles))
             _publish(tmp, out, cfg.force)
-    except BaseException:
+    except BaseException as e:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if is_no_space(e):  # the previous output (with --force) is still in place: _publish never ran
+            raise disk_full(out, need, "the dataset") from e
         raise
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     return summary

@@ -27,6 +27,7 @@ import zipfile
 from pathlib import Path
 
 from trm.competition import COMPETITION
+from trm.errors import UserError, cli_main
 from trm.util import sha256_file
 
 UPSTREAM_REPO = "SamsungSAILMontreal/TinyRecursiveModels"
@@ -53,8 +54,8 @@ CREDENTIALS_HELP = (
 )
 
 
-class FetchError(Exception):
-    pass
+class FetchError(UserError):
+    """A download or extraction that cannot go ahead (exit 2)."""
 
 
 def upstream_files() -> list[tuple[str, str]]:
@@ -163,6 +164,10 @@ def fetch_kaggle(competition: str, out: Path, quiet: bool = False) -> list[Path]
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m dataset_builder.fetch", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
     up = sub.add_parser("upstream", help="upstream TRM's kaggle/combined JSON (10 files)")
@@ -173,14 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     for p in (up, kg):
         p.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
-    try:
-        if args.what == "upstream":
-            fetch_upstream(Path(args.out), args.quiet)
-        else:
-            fetch_kaggle(args.competition, Path(args.out), args.quiet)
-    except FetchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.what == "upstream":
+        fetch_upstream(Path(args.out), args.quiet)
+    else:
+        fetch_kaggle(args.competition, Path(args.out), args.quiet)
     return 0
 
 

@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from trm.errors import UserError
 from trm.grids import AUG_SEP, GRID_MAX, NUM_COLORS
 
 
-class BuildError(Exception):
+class BuildError(UserError):
     """Bad input or refused output: the CLI prints `error: <message>` and exits 2."""
 
 

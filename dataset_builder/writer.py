@@ -24,6 +24,8 @@ memmap would count every written page into the resident set (~9 GB at num_aug 10
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import numpy as np
@@ -198,6 +200,23 @@ class GroupEncoder:
         return [blk[:, :GRID_MAX, :GRID_MAX].reshape(n_puz * n_ex, GRID_MAX * GRID_MAX) for blk in blocks]
 
 
+def _reserve(path: Path, size: int) -> None:
+    """Allocate the file's blocks now. open_memmap leaves a sparse file, and storing into a memmap
+    page that the full disk cannot back kills the process with SIGBUS -- no cleanup, no message.
+    Reserved up front, a full disk is an OSError(ENOSPC) here instead, before any row is written."""
+    if not hasattr(os, "posix_fallocate"):  # macOS / Windows: nothing to reserve with
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # EOPNOTSUPP / EINVAL: a filesystem without fallocate; the memmap writes go ahead as before
+    finally:
+        os.close(fd)
+
+
 class NpyRowWriter:
     """A preallocated [n_rows, 900] uint8 .npy file filled front to back."""
 
@@ -208,6 +227,7 @@ class NpyRowWriter:
         self.offset = arr.offset
         del arr
         self.row = 0
+        _reserve(self.path, self.offset + n_rows * width)
 
     def write(self, rows: np.ndarray) -> None:
         n = len(rows)

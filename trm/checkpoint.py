@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from trm.errors import EXIT_CHECKPOINT, UserError, disk_full, is_no_space
 from trm.model import TRM, ModelConfig, count_parameters
 from trm.util import git_state, sha256_file
 from trm.yamlish import load_yaml
@@ -58,8 +59,10 @@ KEY_RENAMES = [("embed_tokens.embedding_weight", "embed_tokens.weight"),
 _RESERVED_META = {"format", "kind", "model_config", "files"}
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that is incomplete, truncated, corrupt or of an unknown layout."""
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint that is incomplete, truncated, corrupt or of an unknown layout (exit 3)."""
+
+    exit_code = EXIT_CHECKPOINT
 
 
 def upstream_key_to_kit(key: str) -> str:
@@ -109,8 +112,23 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
+def _tensor_bytes(obj) -> int:
+    """Bytes of the tensors inside `obj` (what torch.save will need, give or take the pickle)."""
+    if isinstance(obj, Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
 def _write_atomic_dir(path: Path, objects: dict[str, object], meta: dict) -> Path:
-    """torch.save each object into a temp sibling dir, then meta.json, then rename over `path`."""
+    """torch.save each object into a temp sibling dir, then meta.json, then rename over `path`.
+
+    Any failure (a full disk included: DiskFullError with the size needed) removes the temp dir
+    and leaves `path` and every other checkpoint as they were.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -133,12 +151,19 @@ def _write_atomic_dir(path: Path, objects: dict[str, object], meta: dict) -> Pat
         if path.exists():  # a directory can't be renamed onto a non-empty one: move it aside first
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             path.rename(old)
-        tmp.rename(path)
+        try:
+            tmp.rename(path)
+        except BaseException:
+            if old is not None:  # put the previous checkpoint back under its name
+                old.rename(path)
+            raise
         _fsync_dir(path.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_no_space(e):
+            raise disk_full(path, sum(_tensor_bytes(o) for o in objects.values()), "the checkpoint") from e
         raise
     return path
 

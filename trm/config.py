@@ -24,10 +24,11 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 
+from trm.errors import UserError
 from trm.model import UPSTREAM_NAMES, ModelConfig
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad override (unknown key, bad value); the CLI reports it and exits 2."""
 
 

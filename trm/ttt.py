@@ -756,12 +756,18 @@ def _all_agree(flag: bool, ctx) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) != 2 or argv[0] != "finetune":
-        print("usage: python -m trm.ttt finetune SPEC.json   (written by trm.ttt.run)", file=sys.stderr)
-        return 2
-    finetune(_read_json(Path(argv[1])))
-    return 0
+    from trm.errors import UserError, cli_main  # one convention for every entry point (README "Reliability")
+
+    def run(args: list[str]) -> int:
+        if len(args) != 2 or args[0] != "finetune":
+            raise UserError("usage: python -m trm.ttt finetune SPEC.json   (written by trm.ttt.run)")
+        spec = Path(args[1])
+        if not spec.is_file():
+            raise UserError(f"{spec}: no such fine-tune spec (trm.ttt.run writes it)")
+        finetune(_read_json(spec))
+        return 0
+
+    return cli_main(run, argv)
 
 
 if __name__ == "__main__":

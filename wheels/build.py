@@ -28,6 +28,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
+from trm.errors import UserError, cli_main
 from trm.util import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +40,7 @@ def load_profile(name: str | None) -> dict:
     doc = json.loads(PROFILES.read_text())
     name = name or doc["default"]
     if name not in doc["profiles"]:
-        sys.exit(f"unknown profile {name!r}; known: {', '.join(doc['profiles'])}")
+        raise UserError(f"unknown profile {name!r} (wheels/profiles.json); known: {', '.join(doc['profiles'])}")
     return {"name": name, **doc["profiles"][name]}
 
 
@@ -196,7 +197,11 @@ def build(profile: dict, out: Path, extras: list[str], index_args: list[str], is
     return manifest
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    return cli_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", help="wheels/profiles.json entry (default: its 'default')")
     ap.add_argument("--out", type=Path, help="wheelhouse dir (default build/wheels/<profile>)")
@@ -213,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{profile['name']}: {len(m['files'])} wheel(s), {total / 1e6:.2f} MB in {out}")
     for n in m["preinstalled_not_shipped"]:
         print(f"  not shipped: {n}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

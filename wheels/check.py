@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from trm.errors import UserError, cli_main
+
 _spec = importlib.util.spec_from_file_location("trm_wheels_build", Path(__file__).with_name("build.py"))
 wb = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(wb)
@@ -107,6 +109,10 @@ def link_stand_ins(site: Path, names: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile")
     ap.add_argument("--wheelhouse", type=Path, help="default build/wheels/<profile>")
@@ -121,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     wh = (a.wheelhouse or wb.REPO / "build" / "wheels" / profile["name"]).resolve()
     if not (wh / "MANIFEST.json").is_file():
-        sys.exit(f"no wheelhouse at {wh}: run `python wheels/build.py --profile {profile['name']}` first")
+        raise UserError(f"no wheelhouse at {wh}: run `python wheels/build.py --profile {profile['name']}` first")
     manifest = verify_wheelhouse(wh, profile)
     t0 = time.perf_counter()
     root = Path(tempfile.mkdtemp(prefix="trm-wheels-check-"))

@@ -99,7 +99,7 @@ def test_debug_switch_restores_the_traceback(data, tmp_path):
     (["--preset", "nope"], 2, ["nope"]),
     (["--preset", "smoke", "--hiden_size", "3"], 2, ["hiden_size"]),
     (["--preset", "smoke", "--data_path", "{tmp}/no_data"], 2, ["no_data"]),
-    (["--resume", "{tmp}/no_run"], 3, ["--resume", "no_run"]),
+    (["--resume", "{tmp}/no_run"], 2, ["--resume", "no_run"]),  # a missing path: usage error
 ])
 def test_train_user_errors(args, code, needles, tmp_path):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
@@ -150,11 +150,11 @@ def test_wheels_unknown_profile(tool):
 
 
 def test_finetune_worker_bad_spec(tmp_path):
-    assert_one_line(run("-m", "trm.ttt", "finetune", tmp_path / "spec.json"), 2, str(tmp_path / "spec.json"))
+    assert_one_line(run("-m", "trm.finetune", tmp_path / "spec.json"), 2, str(tmp_path / "spec.json"))
     (tmp_path / "bad.json").write_text("{not json")
-    p = run("-m", "trm.ttt", "finetune", tmp_path / "bad.json")
+    p = run("-m", "trm.finetune", tmp_path / "bad.json")
     assert p.returncode != 0  # a corrupt spec written by trm.ttt.run is a bug: it keeps its traceback
-    assert_one_line(run("-m", "trm.ttt"), 2, "usage: python -m trm.ttt finetune")
+    assert_one_line(run("-m", "trm.finetune"), 2, "usage: python -m trm.finetune SPEC.json")
 
 
 def test_messages_are_one_line_whatever_the_exception_holds(capsys):

@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -118,8 +119,13 @@ def test_cli_passes_only_known_parameters(monkeypatch, tmp_path):
 
     monkeypatch.setattr(tn, "execute_notebook", fake)
     monkeypatch.setenv("TRM_RUNS_DIR", str(tmp_path / "runs"))
-    ckpt = tmp_path / "runs" / "x" / "checkpoints" / "step_7"
-    ckpt.mkdir(parents=True)
+    from trm.checkpoint import save_checkpoint
+    from trm.model import TRM, ModelConfig
+
+    ckpt = tmp_path / "runs" / "x" / "checkpoints" / "step_7"  # a real (verified) checkpoint: evaluate checks it
+    save_checkpoint(ckpt, TRM(ModelConfig(hidden_size=16, num_heads=1, n_layers=1, puzzle_emb_ndim=16,
+                                          puzzle_emb_len=1, forward_dtype="float32")), meta={"step": 7})
+    (ckpt.parent / "step_9").mkdir()  # newer but incomplete: skipped
     assert tn.main(["build", "--output-dir", str(tmp_path / "d"), "--tasks", "3", "--nb-dir", str(tmp_path)]) == 0
     assert tn.main(["train", "--preset", "smoke", "--run", "r1", "--data", "d", "--epochs", "4"]) == 0
     assert tn.main(["evaluate", "--checkpoint", str(ckpt.parent.parent), "--data", "d"]) == 0
@@ -144,21 +150,24 @@ def test_resolve_training_run_dir(monkeypatch, tmp_path):
 
 
 def test_torchrun_command():
-    from trm.notebooks import torchrun_command
+    from trm.launch import torchrun_command
 
-    cmd = torchrun_command(8, ["--preset=paper-arc2"])
+    cmd = torchrun_command(8, ["trm.train", "--preset=paper-arc2"])
     assert "--nproc-per-node=8" in cmd and "--standalone" in cmd
     assert cmd[-3:] == ["-m", "trm.train", "--preset=paper-arc2"]
+    assert torchrun_command(1, ["trm.train"]) == [sys.executable, "-m", "trm.train"]
 
 
-def test_stream_command_streams_and_fails_loudly(capsys):
-    from trm.notebooks import stream_command
+def test_stream_echoes_returns_the_code_and_kills_at_the_timeout(capsys):
+    from trm.launch import stream
 
-    stream_command([sys.executable, "-c", "import sys; print('one'); print('two', file=sys.stderr)"])
+    assert stream([sys.executable, "-c", "import sys; print('one'); print('two', file=sys.stderr)"]) == 0
     out = capsys.readouterr().out
     assert "one\n" in out and "two\n" in out
-    with pytest.raises(subprocess.CalledProcessError):
-        stream_command([sys.executable, "-c", "raise SystemExit(3)"])
+    assert stream([sys.executable, "-c", "raise SystemExit(3)"]) == 3
+    t = time.time()
+    assert stream([sys.executable, "-c", "import time; time.sleep(60)"], timeout=1.0) == -9
+    assert time.time() - t < 30 and "deadline reached" in capsys.readouterr().out
 
 
 def test_metrics_tail_prints_progress(tmp_path, capsys):

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trm import ttt
+from trm import finetune, ttt
 from trm.submission import validate_submission
 
 REPO = Path(__file__).resolve().parents[1]
@@ -250,7 +250,7 @@ def _state(path: Path) -> dict:
 
 def test_finetune_mean_init_trains_and_saves(ttt_setup):
     d, model = ttt_setup
-    ttt.finetune(_spec(d, "ft", max_steps=3, ema=False))
+    finetune.finetune(_spec(d, "ft", max_steps=3, ema=False))
     res = json.loads((d / "ft" / "ttt_finetune.json").read_text())
     assert res["steps"] == 3 and res["stopped_by"] == "max_steps" and res["mean_init"] is True
     assert res["num_puzzle_identifiers"] == 7  # blank + 2 tasks x (original + 2 augmentations)
@@ -270,7 +270,7 @@ def test_finetune_mean_init_trains_and_saves(ttt_setup):
 
 def test_finetune_freeze_weights_trains_only_the_table(ttt_setup):
     d, model = ttt_setup
-    ttt.finetune(_spec(d, "frozen", max_steps=2, freeze_weights=True, ema=False))
+    finetune.finetune(_spec(d, "frozen", max_steps=2, freeze_weights=True, ema=False))
     sd, before = _state(d / "frozen"), model.state_dict()
     for k, v in before.items():
         if k != "puzzle_emb.weights":
@@ -281,7 +281,7 @@ def test_finetune_freeze_weights_trains_only_the_table(ttt_setup):
 
 def test_finetune_stops_at_the_deadline(ttt_setup):
     d, _ = ttt_setup
-    ttt.finetune(_spec(d, "late", deadline=time.time() - 1))
+    finetune.finetune(_spec(d, "late", deadline=time.time() - 1))
     res = json.loads((d / "late" / "ttt_finetune.json").read_text())
     assert res["steps"] == 1 and res["stopped_by"] == "deadline"
 
@@ -292,7 +292,7 @@ def test_finetune_keeps_time_for_the_evaluation(ttt_setup):
     d, _ = ttt_setup
     spec = _spec(d, "reserve", max_steps=50)
     spec.update(final_deadline=spec["deadline"], eval_rows=10**7)  # an evaluation that cannot fit
-    ttt.finetune(spec)
+    finetune.finetune(spec)
     res = json.loads((d / "reserve" / "ttt_finetune.json").read_text())
     assert res["steps"] == 5 and res["stopped_by"].startswith("eval reserve")
 
@@ -300,10 +300,10 @@ def test_finetune_keeps_time_for_the_evaluation(ttt_setup):
 def test_finetune_crash_hook(ttt_setup, monkeypatch):
     d, _ = ttt_setup
     with pytest.raises(RuntimeError, match="injected crash after 2"):
-        ttt.finetune(_spec(d, "crash", crash_after_steps=2))
+        finetune.finetune(_spec(d, "crash", crash_after_steps=2))
     monkeypatch.setenv(ttt.CRASH_ENV, "1")
     with pytest.raises(RuntimeError, match="injected crash after 1"):
-        ttt.finetune(_spec(d, "crash2"))
+        finetune.finetune(_spec(d, "crash2"))
     assert not (d / "crash").exists() and not (d / "crash2").exists()
 
 
@@ -311,14 +311,14 @@ def test_auto_accum():
     from trm.model import ModelConfig
 
     cfg = ModelConfig()  # paper size: 916 tokens x 512 x 2 blocks x 5 applications x 42 B = 188 MiB per row
-    per_row = ttt.row_bytes(cfg)
-    assert per_row == 916 * 512 * 2 * 5 * ttt.ACT_BYTES_PER_UNIT[True] < ttt.row_bytes(cfg, compiled=False)
-    assert ttt._auto_accum(cfg, 96, None) == 1  # not CUDA
-    assert ttt._auto_accum(cfg, 96, ttt.FIXED_BYTES + 96 * per_row) == 1  # everything fits
-    assert ttt._auto_accum(cfg, 96, ttt.FIXED_BYTES + 95 * per_row) == 2  # 48 rows per micro-batch
-    assert ttt._auto_accum(cfg, 96, ttt.FIXED_BYTES + 20 * per_row) == 6  # 16 rows: a divisor split
-    assert ttt._auto_accum(cfg, 96, ttt.FIXED_BYTES) == 96  # nothing fits: one row at a time
-    assert ttt.predicted_peak_bytes(cfg, 16) == ttt.FIXED_BYTES + 16 * per_row
+    per_row = finetune.row_bytes(cfg)
+    assert per_row == 916 * 512 * 2 * 5 * finetune.ACT_BYTES_PER_UNIT[True] < finetune.row_bytes(cfg, compiled=False)
+    assert finetune._auto_accum(cfg, 96, None) == 1  # not CUDA
+    assert finetune._auto_accum(cfg, 96, finetune.FIXED_BYTES + 96 * per_row) == 1  # everything fits
+    assert finetune._auto_accum(cfg, 96, finetune.FIXED_BYTES + 95 * per_row) == 2  # 48 rows per micro-batch
+    assert finetune._auto_accum(cfg, 96, finetune.FIXED_BYTES + 20 * per_row) == 6  # 16 rows: a divisor split
+    assert finetune._auto_accum(cfg, 96, finetune.FIXED_BYTES) == 96  # nothing fits: one row at a time
+    assert finetune.predicted_peak_bytes(cfg, 16) == finetune.FIXED_BYTES + 16 * per_row
     assert ttt._divisible(768, 3) == 768 - 768 % 3 and ttt._divisible(2, 4) == 4
 
 
@@ -330,7 +330,7 @@ def test_finetune_under_torchrun_two_processes(ttt_setup, tmp_path):
     spec.update(final_deadline=spec["deadline"], eval_rows=9)
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                        "-m", "trm.ttt", "finetune", str(tmp_path / "spec.json")],
+                        "-m", "trm.finetune", str(tmp_path / "spec.json")],
                        capture_output=True, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     res = json.loads((d / "dist" / "ttt_finetune.json").read_text())
@@ -343,7 +343,7 @@ def _torchrun_finetune(spec: dict, tmp_path: Path, fault: str) -> tuple[subproce
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     t = time.time()
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                        "-m", "trm.ttt", "finetune", str(tmp_path / "spec.json")],
+                        "-m", "trm.finetune", str(tmp_path / "spec.json")],
                        capture_output=True, text=True, cwd=REPO, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "1", ttt.FAULT_ENV: fault})
     return r, time.time() - t

@@ -365,3 +365,44 @@ def export_slim(src: str | Path, dst: str | Path, *, config: ModelConfig | dict 
            # export clock, so exporting the same checkpoint twice gives the same bytes
            "created": meta.get("created")}
     return _write_atomic_dir(Path(dst), {MODEL_FILE: sd}, out)
+
+
+def find_checkpoint(path: str | Path, resumable: bool = True) -> Path:
+    """A checkpoint to use: `path` itself (verified), or the newest complete one in a run dir.
+
+    resumable: it must hold train_state.pt (`--resume`); otherwise weights suffice (evaluation),
+    and an upstream `step_N` file is taken as given. Partial checkpoints (a kill mid-write leaves
+    only a hidden temp dir, never a step_N dir, but a copied or truncated directory is possible)
+    are skipped with a message; CheckpointError if nothing usable is found.
+    """
+    what = "--resume" if resumable else "checkpoint"
+
+    def usable(d: Path) -> bool:  # verifies every file's size and sha256
+        if resumable:
+            return load_train_state(d) is not None
+        _read_kit_meta(d, verify=True)
+        return True
+
+    path = Path(path)
+    if not path.exists():  # a usage error (exit 2), not an unusable checkpoint
+        raise FileNotFoundError(f"{what} {path}: no such checkpoint or run directory")
+    root = path / "checkpoints" if (path / "checkpoints").is_dir() else None
+    if root is None:
+        if not resumable and path.is_file():
+            return path
+        if not (path / META_FILE).exists() and not (path / MODEL_FILE).exists():
+            raise CheckpointError(f"{what} {path}: neither a run directory (no checkpoints/) nor a checkpoint")
+        if not usable(path):
+            raise CheckpointError(f"--resume {path}: the checkpoint has no train_state.pt (weights only); "
+                                  "use +load_checkpoint= to start a new run from its weights")
+        return path
+    steps = sorted((int(d.name[5:]), d) for d in root.iterdir()
+                   if d.is_dir() and d.name.startswith("step_") and d.name[5:].isdigit())
+    for _, d in reversed(steps):
+        try:
+            if usable(d):
+                return d
+            print(f"{what}: skipping {d}: no train_state.pt")
+        except (CheckpointError, OSError, RuntimeError) as e:
+            print(f"{what}: skipping incomplete checkpoint {d}: {e}")
+    raise CheckpointError(f"{what} {path}: no complete checkpoint in {root}")

@@ -19,16 +19,13 @@ papermill, nbconvert, IPython and matplotlib are tooling extras, not runtime dep
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import datetime as _dt
 import json
 import logging
 import os
-import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +35,7 @@ import warnings
 from pathlib import Path
 
 from trm.errors import EXIT_FAILED, UserError, cli_main
+from trm.launch import stream, torchrun_command
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = {"build": "01_build_dataset", "train": "02_train", "evaluate": "03_evaluate"}
@@ -274,33 +272,6 @@ class MetricsTail:
                 self._print(self._last)
 
 
-def torchrun_command(n_gpus: int, argv: list[str]) -> list[str]:
-    """One-node torchrun over n_gpus processes, with this interpreter's torch."""
-    exe = Path(sys.executable).with_name("torchrun")
-    launcher = [str(exe)] if exe.is_file() else [sys.executable, "-m", "torch.distributed.run"]
-    return [*launcher, "--standalone", f"--nproc-per-node={n_gpus}", "-m", "trm.train", *argv]
-
-
-def stream_command(cmd: list[str], env: dict | None = None) -> None:
-    """Run cmd, printing its output line by line as it comes (into the notebook cell when
-    called from one); interrupting the cell terminates the whole process group."""
-    print("$ " + " ".join(cmd), flush=True)
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                            env=full_env, start_new_session=True)
-    try:
-        for line in proc.stdout:
-            print(line, end="", flush=True)
-        rc = proc.wait()
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait()
-        raise
-    if rc != 0:
-        raise subprocess.CalledProcessError(rc, cmd)
-
-
 def launch_training(preset: str | None, overrides=(), n_gpus: int = 1, run_name: str | None = None,
                     data_path: str | None = None, progress_every: float = 20.0) -> Path:
     """Train and return the run directory.
@@ -315,7 +286,11 @@ def launch_training(preset: str | None, overrides=(), n_gpus: int = 1, run_name:
     print(f"run directory: {run_dir}", flush=True)
     with MetricsTail(run_dir / "metrics.jsonl", every=progress_every):
         if n_gpus > 1:
-            stream_command(torchrun_command(n_gpus, argv))
+            cmd = torchrun_command(n_gpus, ["trm.train", *argv])
+            print("$ " + " ".join(cmd), flush=True)
+            rc = stream(cmd)
+            if rc != 0:
+                raise subprocess.CalledProcessError(rc, cmd)
         else:
             from trm.train import train
 
@@ -336,7 +311,7 @@ def show_run(run_dir: str | Path, max_env_lines: int = 12) -> None:
         plot_training_curves(metrics, png)
     if png.is_file():
         display(Image(filename=str(png)))
-    ckpts = sorted((run_dir / "checkpoints").glob("step_*"), key=_step_of)
+    ckpts = sorted((run_dir / "checkpoints").glob("step_*"), key=lambda c: int(c.name[5:]) if c.name[5:].isdigit() else -1)
     lines = [f"**Run directory** `{run_dir}`", "",
              "**Checkpoints:** " + (", ".join(f"`{c.relative_to(run_dir)}`" for c in ckpts) or "none")]
     for name in PROVENANCE:
@@ -353,30 +328,14 @@ def show_run(run_dir: str | Path, max_env_lines: int = 12) -> None:
 
 # ------------------------------------------------------------------------------ 03: evaluation
 
-def _step_of(path: Path) -> int:
-    m = re.fullmatch(r"step_(\d+)", path.name)
-    return int(m.group(1)) if m else -1
-
-
-def find_checkpoint(path: str | Path) -> Path:
-    """A checkpoint dir/file as given, or a run dir's newest checkpoints/step_N."""
-    path = Path(path)
-    if (path / "checkpoints").is_dir():
-        steps = [d for d in (path / "checkpoints").iterdir() if d.is_dir() and _step_of(d) >= 0]
-        if not steps:
-            raise FileNotFoundError(f"{path}/checkpoints: no step_N checkpoint")
-        return max(steps, key=_step_of)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint or run directory")
-    return path
-
-
 def eval_output_dir(checkpoint: str | Path, output_dir: str | Path | None = None) -> Path:
     """output_dir, or <run dir>/evaluate/<step_N> for a checkpoint inside a run, else
     runs/evaluate/<checkpoint name>. (Training's own evals go to <run dir>/eval/.)"""
     if output_dir:
         return Path(output_dir)
-    ckpt = find_checkpoint(checkpoint)
+    from trm.checkpoint import find_checkpoint
+
+    ckpt = find_checkpoint(checkpoint, resumable=False)
     if ckpt.parent.name == "checkpoints":
         return ckpt.parent.parent / "evaluate" / ckpt.name
     return Path(os.environ.get("TRM_RUNS_DIR", "runs")) / "evaluate" / ckpt.name
@@ -387,7 +346,9 @@ def run_evaluation(checkpoint, data, output_dir, *, batch_size: int = 256, devic
     """trm.evaluate's CLI, in process: predict, vote, score, write submission.json etc."""
     from trm.evaluate import main as evaluate_main
 
-    argv = ["--checkpoint", str(find_checkpoint(checkpoint)), "--data", str(data), "--output-dir", str(output_dir),
+    from trm.checkpoint import find_checkpoint
+
+    argv = ["--checkpoint", str(find_checkpoint(checkpoint, resumable=False)), "--data", str(data), "--output-dir", str(output_dir),
             "--batch-size", str(batch_size), "--device", device, "--pictures", str(pictures)]
     argv += ["--early-exit"] if early_exit else []
     argv += ["--challenges", str(challenges)] if challenges else []

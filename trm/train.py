@@ -39,7 +39,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -49,7 +48,12 @@ import torch
 
 from trm import UPSTREAM_COMMIT
 from trm import distributed as D
-from trm.checkpoint import CheckpointError, load_checkpoint, load_train_state, save_checkpoint
+from trm.checkpoint import (
+    find_checkpoint,
+    load_checkpoint,
+    load_train_state,
+    save_checkpoint,
+)
 from trm.config import (
     PRESETS,
     ConfigError,
@@ -132,34 +136,6 @@ class EMA:
             with torch.no_grad():
                 for n, b in backup.items():
                     params[n].copy_(b)
-
-
-def find_checkpoint(path: str | Path) -> Path:
-    """A resumable checkpoint: `path` itself (verified), or the newest complete one in a run dir.
-
-    Partial checkpoints (a kill mid-write leaves only a hidden temp dir, never a step_N dir, but
-    a copied or truncated directory is possible) are skipped with a message; CheckpointError if
-    nothing usable is found.
-    """
-    path = Path(path)
-    ckpt_root = path / "checkpoints" if (path / "checkpoints").is_dir() else None
-    if ckpt_root is None and not (path / "meta.json").exists() and not (path / "model.pt").exists():
-        raise CheckpointError(f"--resume {path}: neither a run directory (no checkpoints/) nor a checkpoint")
-    if ckpt_root is None:
-        if load_train_state(path) is None:  # verifies every file's size and sha256
-            raise CheckpointError(f"--resume {path}: the checkpoint has no train_state.pt (weights only); "
-                                  "use +load_checkpoint= to start a new run from its weights")
-        return path
-    candidates = sorted((int(m.group(1)), d) for d in ckpt_root.iterdir()
-                        if (m := re.fullmatch(r"step_(\d+)", d.name)) and d.is_dir())
-    for _, d in reversed(candidates):
-        try:
-            if load_train_state(d) is not None:
-                return d
-            print(f"resume: skipping {d}: no train_state.pt")
-        except (CheckpointError, OSError, RuntimeError) as e:
-            print(f"resume: skipping incomplete checkpoint {d}: {e}")
-    raise CheckpointError(f"--resume {path}: no complete checkpoint in {ckpt_root}")
 
 
 def _run_dir_of(ckpt: Path) -> Path | None:

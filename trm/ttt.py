@@ -23,7 +23,7 @@ Flow of `run`:
      KAGGLE_IS_COMPETITION_RERUN forces "submit".
   2. dataset: the tasks' demo pairs -> train split (num_aug augmentations each), test inputs -> test
      split, outputs dummy (dataset_builder, in memory; the file is read as it is, never hash-checked).
-  3. fine-tune in a subprocess (`python -m trm.ttt finetune SPEC`, under torchrun when several GPUs
+  3. fine-tune in a subprocess (`python -m trm.finetune SPEC`, under torchrun when several GPUs
      are visible; trm.train's Trainer does the steps) until its share of the clock, then save; a
      hard kill backs the deadline up. Micro-batches per GPU are chosen from free memory.
   4. evaluate in a subprocess (`python -m trm.evaluate`, torchrun-able): augmentation voting ->
@@ -48,13 +48,12 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trm.launch import stream, torchrun_command
 from trm.submission import fallback_submission, score_submission, validate_submission, write_json_atomic
 
 TEST_CHALLENGES = "arc-agi_test_challenges.json"
@@ -271,35 +270,6 @@ def start(input_root: str | None = None, working_dir: str | None = None) -> Cont
                    rerun=bool(os.environ.get(RERUN_ENV)))
 
 
-def _stream(cmd: list[str], env: dict | None = None, timeout: float | None = None) -> int:
-    """Run cmd, echo its output line by line (a notebook shows a child's output only this way);
-    on timeout kill its whole process group (torchrun and its workers) and return -9."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True, bufsize=1)
-    end = None if timeout is None else time.time() + max(timeout, 1.0)
-    timer = None
-    if end is not None:
-        import threading
-
-        def kill():
-            log(f"deadline reached: killing {cmd[:6]}")
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-        timer = threading.Timer(end - time.time(), kill)
-        timer.daemon = True
-        timer.start()
-    try:
-        for line in proc.stdout:
-            print(line, end="", flush=True)
-        return proc.wait()
-    finally:
-        if timer is not None:
-            timer.cancel()
-
-
 def install(ctx: Context, p: TTTParams) -> dict[str, Path | None]:
     """Find the wheels and weights bundles (any layout, extracted or not) and the kit code in use,
     and pip-install the wheels offline: `pip install --no-index --find-links DIR -r DIR/requirements.txt`
@@ -321,7 +291,7 @@ def install(ctx: Context, p: TTTParams) -> dict[str, Path | None]:
     if p.install_wheels and wheels is not None:
         cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(wheels),
                "-r", str(wheels / "requirements.txt"), "--disable-pip-version-check", "--no-warn-script-location"]
-        if _stream(cmd) != 0:
+        if stream(cmd) != 0:
             raise RuntimeError(f"offline wheel install failed: {' '.join(cmd)}")
     elif p.install_wheels:
         log("no wheels bundle found: relying on the image's packages and the repo bundle")
@@ -370,15 +340,9 @@ def _gpus(p: TTTParams) -> int:
 
 
 def _launch(module_args: list[str], n_procs: int, repo: Path, timeout: float | None) -> int:
-    """`python -m ...` (one process) or torchrun over n_procs GPUs, repo first on PYTHONPATH."""
-    if n_procs > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n_procs}",
-               "-m", *module_args]
-    else:
-        cmd = [sys.executable, "-m", *module_args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join([str(repo), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    return _stream(cmd, env=env, timeout=timeout)
+    """`python -m ...` (one process) or torchrun over n_procs, the kit in use first on PYTHONPATH."""
+    path = os.pathsep.join([str(repo), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return stream(torchrun_command(n_procs, module_args), env={"PYTHONPATH": path}, timeout=timeout)
 
 
 def build_ttt_dataset(challenges: dict, out_dir: Path, num_aug: int, seed: int = 42) -> dict:
@@ -445,7 +409,7 @@ def run(ctx: Context, p: TTTParams) -> dict:
             f"{(train_deadline - time.time()) / 60:.1f} min")
         # backstop: the worker stops itself at train_deadline; kill it if saving overruns by far
         n_procs = n_gpus if n_gpus else max(1, p.cpu_workers)
-        rc = _launch(["trm.ttt", "finetune", str(work / "finetune.json")], n_procs, repo,
+        rc = _launch(["trm.finetune", str(work / "finetune.json")], n_procs, repo,
                      timeout=train_deadline - time.time() + 0.5 * (deadline - train_deadline))
         saved = work / "finetuned" / "ttt_finetune.json"  # written with every (periodic or final) save
         if rc != 0 and not saved.is_file():
@@ -532,243 +496,3 @@ def summary(report: dict) -> str:
         s = report["score"]
         lines.append(f"official score: {s['score']:.4f} ({s['n_correct']}/{s['n_test_outputs']} test outputs)")
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- fine-tune worker
-
-def finetune(spec: dict) -> dict:
-    """Fine-tune spec["weights"] on spec["data"]'s train split, then save a kit checkpoint to
-    spec["out"] (with ttt_finetune.json). torchrun-compatible. A short driver over trm.train's
-    engine (build_trainer + Trainer.fit: optimisers, LR schedule, EMA, ACT carries, all-reduce);
-    the fine-tune adds initial weights with a mean-initialised puzzle table for the new ids,
-    fine-tune-time architecture overrides, and its stop conditions (_FinetuneHooks)."""
-    import torch
-
-    from trm import distributed as D
-    from trm.checkpoint import load_checkpoint
-    from trm.config import TrainConfig
-    from trm.data import TrainSampler, load_split
-    from trm.model import compile_enabled
-    from trm.train import build_trainer
-
-    p = TTTParams(**spec["params"])
-    # an explicit collective timeout: a dead or stalled worker ends the run in minutes, not hours
-    ctx = D.setup(p.device, timeout_s=60 * p.rank_timeout_minutes)
-    ok = False
-    try:
-        t0 = time.time()
-        split = load_split(spec["data"], "train")
-        loaded, mean_init = None, None
-        if ctx.is_main:  # the weights, their table mean-filled to the new ids; every rank gets the arch
-            loaded, _ = load_checkpoint(spec["weights"], map_location="cpu", dataset_dir=spec["data"],
-                                        reset_puzzle_emb="mean")
-            table = loaded.puzzle_emb.weights
-            mean_init = bool(table.shape[0] < 3 or torch.equal(table[1:], table[1:2].expand_as(table[1:])))
-        arch = _arch_overrides(D.broadcast_object(loaded.config if loaded is not None else None, ctx), p)
-        free = torch.cuda.mem_get_info(ctx.device)[0] if ctx.device.type == "cuda" else None
-        accum = p.grad_accum_steps or _auto_accum(arch, p.global_batch_size // ctx.world_size, free,
-                                                  compile_enabled(None, ctx.device))
-        if ctx.distributed:  # every rank must split the same way: take the most cautious
-            accum = int(D.all_reduce_max(torch.tensor([accum], device=ctx.device), ctx).item())
-        gbs = _divisible(p.global_batch_size, ctx.world_size * accum)
-        # One sampler iteration = `epochs` passes over the tasks (sets total_steps, the epochs stop);
-        # deadline-bound runs move on to further iterations (fresh permutations) without end.
-        epochs = p.finetune_epochs or 1000
-        cfg = TrainConfig(arch=arch, data_path=spec["data"], global_batch_size=gbs, epochs=epochs,
-                          eval_interval=epochs, evaluate=False, lr=p.lr, lr_warmup_steps=p.lr_warmup_steps,
-                          lr_min_ratio=1.0, weight_decay=p.weight_decay, puzzle_emb_lr=p.puzzle_emb_lr,
-                          puzzle_emb_weight_decay=p.puzzle_emb_weight_decay, freeze_weights=p.freeze_weights,
-                          ema=p.ema, ema_rate=p.ema_rate, seed=p.seed, grad_accum_steps=accum,
-                          device=p.device, progress=False)
-        trainer = build_trainer(cfg, ctx, split, init=loaded, dtype_request=p.dtype)
-        del loaded
-        if ctx.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(ctx.device)
-        hooks = _FinetuneHooks(trainer, spec, p, t0=t0, free_bytes=free, mean_init=mean_init)
-        if ctx.is_main:
-            print(f"fine-tune: {split.num_groups} tasks, {split.num_examples} demo examples, "
-                  f"{split.meta['num_puzzle_identifiers']} puzzle ids; world {ctx.world_size} on {ctx.device} "
-                  f"({trainer.cfg.arch.forward_dtype}), H {arch.n_outer_cycles} L {arch.n_latent_steps} "
-                  f"halt_max_steps {arch.halt_max_steps}; global batch {gbs} ({trainer.micro} rows x {accum} "
-                  f"micro-batches per process), {'embeddings only' if p.freeze_weights else 'full model'}", flush=True)
-        stopped_by = trainer.fit(TrainSampler(split, gbs, epochs, cfg.seed), hooks.after_step)
-        if ctx.is_main:
-            hooks.save(stopped_by)
-            print(f"fine-tune done: {trainer.step} steps in {time.time() - hooks.t_loop:.1f} s ({stopped_by}); "
-                  f"saved {spec['out']}", flush=True)
-        D.barrier(ctx)
-        ok = True
-        return {"steps": trainer.step}
-    finally:
-        D.teardown(ctx, clean=ok)  # after an error no barrier: a dead peer would hold it forever
-
-
-def _arch_overrides(arch, p: TTTParams):
-    """The pretrained architecture with the fine-tune's recursion overrides (0 = as pretrained):
-    NVARC fine-tuned an H 3 model at H 4 / L 4 / halt_max_steps 10. Shapes never change."""
-    changes = {k: v for k, v in (("n_outer_cycles", p.n_outer_cycles), ("n_latent_steps", p.n_latent_steps),
-                                 ("halt_max_steps", p.halt_max_steps)) if v}
-    return dataclasses.replace(arch, **changes)
-
-
-class _FinetuneHooks:
-    """The fine-tune's stop conditions and records, called by Trainer.fit after every step: test
-    hooks, periodic saves (the last good weights), progress lines, and the stops -- max_steps,
-    finetune_epochs, the evaluation reserve and the deadline (agreed by every rank)."""
-
-    def __init__(self, trainer, spec: dict, p: TTTParams, t0: float, free_bytes: int | None,
-                 mean_init: bool | None):
-        self.t, self.spec, self.p, self.t0, self.free = trainer, spec, p, t0, free_bytes
-        self.mean_init = mean_init  # rank 0: every new row started as the mean row
-        self.ctx = trainer.ctx
-        self.deadline = float(spec["deadline"])
-        self.final = float(spec.get("final_deadline", self.deadline))
-        self.eval_rows = int(spec.get("eval_rows", 0))
-        a = trainer.cfg.arch
-        self.eval_cost = a.halt_max_steps * a.n_outer_cycles / (a.n_outer_cycles + 2)  # train rows per eval row
-        self.crash_after = int(os.environ.get(CRASH_ENV) or p.crash_after_steps or 0)
-        self.fault = _fault_hook()
-        self.losses: list[float] = []
-        self.t_loop = self.last_save = time.time()
-        self.t_warm = None  # time after WARM_STEPS steps: compilation and allocator warm-up excluded
-
-    def after_step(self, it: int) -> str | None:
-        t, p, ctx = self.t, self.p, self.ctx
-        now = time.time()
-        if t.step == WARM_STEPS:
-            self.t_warm = now
-        if self.crash_after and t.step >= self.crash_after:
-            raise RuntimeError(f"injected crash after {t.step} fine-tune steps ({CRASH_ENV})")
-        if self.fault and self.fault[1] == ctx.rank and t.step >= self.fault[2]:
-            _inject_fault(self.fault[0], ctx.rank, t.step)
-        if ctx.is_main and now - self.last_save >= 60 * p.save_every_minutes:
-            self.save(f"periodic save at step {t.step}")  # the last good weights, should a worker die
-            self.last_save = time.time()
-        if t.step % p.log_interval == 0:
-            self.progress()
-        if p.max_steps and t.step >= p.max_steps:
-            return "max_steps"
-        if p.finetune_epochs and t.step >= t.total_steps:
-            return f"{p.finetune_epochs} epochs"
-        reason = "deadline"
-        if t.step >= 5 and self.eval_rows:  # keep 2x the predicted evaluation time + 5 min
-            eval_s = self.eval_rows * self.eval_cost * (now - self.t_loop) / (t.step * t.cfg.global_batch_size)
-            if self.final - 2 * eval_s - 300 <= now < self.deadline:
-                reason = f"eval reserve (evaluation predicted at {eval_s / 60:.1f} min)"
-                self.deadline = now
-        return reason if _all_agree(now >= self.deadline, ctx) else None
-
-    def progress(self) -> None:
-        m = self.t.pop_metrics()
-        self.losses.append(round(m.get("train/loss", float("nan")), 5))
-        if self.ctx.is_main:
-            print(f"step {self.t.step}: loss {m.get('train/loss', 0):.4f} acc {m.get('train/accuracy', 0):.3f} "
-                  f"exact {m.get('train/exact_accuracy', 0):.3f} lr {m.get('train/lr', 0):.2e}; "
-                  f"{(time.time() - self.t_loop) / self.t.step:.3f} s/step, "
-                  f"{(self.deadline - time.time()) / 60:.1f} min left", flush=True)
-
-    def save(self, stopped: str) -> None:
-        """Rank 0: the weights (atomically), then ttt_finetune.json beside them."""
-        import torch
-
-        from trm.checkpoint import save_checkpoint
-
-        t, ctx, now = self.t, self.ctx, time.time()
-        arch, gbs, meta = t.cfg.arch, t.cfg.global_batch_size, t.split.meta
-        steady = (now - self.t_warm) / (t.step - WARM_STEPS) if self.t_warm and t.step > WARM_STEPS else None
-        peak = torch.cuda.max_memory_allocated(ctx.device) if ctx.device.type == "cuda" else None
-        save_checkpoint(self.spec["out"], t.model, ema_weights=t.ema.shadows if t.ema else None,
-                        dataset_dir=self.spec["data"], meta={"step": t.step, "ttt": self.spec})
-        result = {"steps": t.step, "seconds": round(now - self.t_loop, 1), "stopped_by": stopped,
-                  "s_per_step": round((now - self.t_loop) / max(t.step, 1), 4), "world_size": ctx.world_size,
-                  "global_batch_size": gbs, "dtype": arch.forward_dtype,
-                  "arch": {k: getattr(arch, k) for k in ("n_outer_cycles", "n_latent_steps", "halt_max_steps")},
-                  "num_puzzle_identifiers": meta["num_puzzle_identifiers"], "mean_init": self.mean_init,
-                  "losses": self.losses, "last_loss": self.losses[-1] if self.losses else None,
-                  "setup_seconds": round(self.t_loop - self.t0, 1), "total_steps": t.total_steps,
-                  "steady_s_per_step": round(steady, 4) if steady else None,
-                  "rows_per_s": round(gbs / steady, 1) if steady else None,
-                  "grad_accum_steps": t.cfg.grad_accum_steps, "micro_batch": t.micro, "compiled": t.compiled,
-                  "free_mem_gib_at_start": round(self.free / 2**30, 2) if self.free is not None else None,
-                  "peak_mem_gib": round(peak / 2**30, 2) if peak is not None else None,
-                  "predicted_peak_mem_gib": round(predicted_peak_bytes(arch, t.micro, t.compiled) / 2**30, 2),
-                  "skipped_steps": t.scaler.skipped if t.scaler else 0}
-        write_json_atomic(Path(self.spec["out"]) / "ttt_finetune.json", result, indent=2)
-
-
-# Activation bytes kept per (token x hidden unit x block application) of a training step: the
-# measured peak (H200, bf16, paper config, micro-batch 192: 33.7 GiB compiled, 42.6 GiB eager;
-# bench/results/gpu-ttt-*.json) less FIXED_BYTES, divided by the units, plus ~10 %.
-ACT_BYTES_PER_UNIT = {True: 42, False: 53}  # compiled net: True
-FIXED_BYTES = 2 * 2**30  # weights, optimiser state, puzzle table, CUDA context slack
-WARM_STEPS = 5  # fine-tune steps left out of the steady-state speed (compilation, allocator)
-
-
-def row_bytes(arch, compiled: bool = True) -> int:
-    """Predicted training memory per micro-batch row. A training step keeps activations for the
-    last outer cycle: n_layers x (n_latent_steps + 1) block applications over prefix + seq tokens;
-    ACT_BYTES_PER_UNIT is calibrated on a GPU (bench/gpu_ttt.py compares it with the measured peak)."""
-    return (arch.prefix_len + arch.seq_len) * arch.hidden_size * arch.n_layers * (arch.n_latent_steps + 1) \
-        * ACT_BYTES_PER_UNIT[compiled]
-
-
-def predicted_peak_bytes(arch, micro_batch: int, compiled: bool = True) -> int:
-    return FIXED_BYTES + micro_batch * row_bytes(arch, compiled)
-
-
-def _auto_accum(arch, local_batch: int, free_bytes: int | None, compiled: bool = True) -> int:
-    """Fewest micro-batches (a divisor split of local_batch) whose rows fit in `free_bytes` of
-    GPU memory (torch.cuda.mem_get_info()[0]); None (not CUDA): 1."""
-    if free_bytes is None:
-        return 1
-    fit = max(1, int((free_bytes - FIXED_BYTES) // row_bytes(arch, compiled)))
-    return next(local_batch // m for m in range(local_batch, 0, -1) if local_batch % m == 0 and m <= fit)
-
-
-def _fault_hook() -> tuple[str, int, int] | None:
-    """$TRM_TTT_FAULT = "kill:RANK:STEP" | "stall:RANK:STEP" (tests of a dying / hanging worker)."""
-    raw = os.environ.get(FAULT_ENV)
-    if not raw:
-        return None
-    kind, rank, step = raw.split(":")
-    if kind not in ("kill", "stall"):
-        raise ValueError(f"{FAULT_ENV}={raw!r}: want kill:RANK:STEP or stall:RANK:STEP")
-    return kind, int(rank), int(step)
-
-
-def _inject_fault(kind: str, rank: int, step: int) -> None:
-    print(f"[rank {rank}] injected fault: {kind} at step {step} ({FAULT_ENV})", flush=True)
-    if kind == "kill":
-        os._exit(17)  # no cleanup, no exception: as a worker killed by the OOM killer
-    while True:  # stall: alive but never reaching the next collective
-        time.sleep(3600)
-
-
-def _all_agree(flag: bool, ctx) -> bool:
-    """True on every rank when any rank says True (ranks' clocks may straddle the deadline)."""
-    if not ctx.distributed:
-        return flag
-    import torch
-
-    from trm import distributed as D
-
-    return bool(D.all_reduce_sum(torch.tensor([float(flag)], device=ctx.device), ctx).item() > 0)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from trm.errors import UserError, cli_main  # one convention for every entry point (README "Reliability")
-
-    def run(args: list[str]) -> int:
-        if len(args) != 2 or args[0] != "finetune":
-            raise UserError("usage: python -m trm.ttt finetune SPEC.json   (written by trm.ttt.run)")
-        spec = Path(args[1])
-        if not spec.is_file():
-            raise UserError(f"{spec}: no such fine-tune spec (trm.ttt.run writes it)")
-        finetune(_read_json(spec))
-        return 0
-
-    return cli_main(run, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,6 +5,9 @@
         [--challenges arc-agi_evaluation_challenges.json --solutions arc-agi_evaluation_solutions.json]
     torchrun --nproc-per-node 8 -m trm.evaluate ...      # each rank its slice of every chunk
 
+A checkpoint (--checkpoint, --ensemble) is a kit checkpoint directory, an upstream step_N file with
+all_config.yaml beside it, or hf://owner/repo/path[@revision] (trm.sources.resolve_checkpoint).
+
 Pipeline (trm-upstream.md §8): every test-split row is one augmented version of one test
 input. Its prediction (argmax tokens after the last ACT step) is cropped (trm.grids.crop)
 and mapped back through the inverse augmentation of its puzzle name; the same is done to
@@ -69,6 +72,7 @@ from trm.data import (
 from trm.distributed import setup, teardown
 from trm.grids import crop, grid_hash, inverse_augment, parse_aug_name
 from trm.model import TRMWithLoss, compile_net, pick_dtype
+from trm.sources import resolve_checkpoint
 from trm.submission import pick_attempts, score_submission, write_json_atomic
 
 PASS_KS = (1, 2, 5, 10, 100, 1000)
@@ -528,7 +532,7 @@ def main(argv: list[str] | None = None) -> dict:
     runs, step = [], None
     for path in ckpts:
         t0 = time.time()
-        model, meta = load_checkpoint(path, map_location=ctx.device, dataset_dir=args.data,
+        model, meta = load_checkpoint(resolve_checkpoint(path), map_location=ctx.device, dataset_dir=args.data,
                                       overrides={"forward_dtype": dtype})
         compile_net(model, {"auto": None, "on": True, "off": False}[args.compile], ctx.device)
         runs.append(predict(model, args.data, global_batch_size=args.batch_size, device=ctx.device,

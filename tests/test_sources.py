@@ -57,10 +57,10 @@ def same_weights(a: TRM, b: TRM) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def resolve(env: dict, spec: str, **override) -> subprocess.CompletedProcess:
+def resolve(env: dict, spec: str, *args: str, **override) -> subprocess.CompletedProcess:
     env = {**env, "PYTHONPATH": str(REPO), **override}
     env = {k: v for k, v in env.items() if v is not None}
-    r = subprocess.run([sys.executable, "-m", "trm.sources", spec], env=env, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "trm.sources", spec, *args], env=env, capture_output=True, text=True,
                        timeout=180, cwd=REPO)
     print(r.stdout[-2000:], r.stderr[-2000:])
     return r
@@ -144,6 +144,11 @@ def test_missing_file_revision_and_config(hub, tmp_path):
     assert f"no revision v9 in {ARC}" in msg
     msg = error(resolve(env, f"hf://{ARC}/bare/step_723914@{oid}"))
     assert f"no bare/all_config.yaml beside bare/step_723914 in {ARC} at revision {oid}" in msg
+    # with the config given explicitly, the bare file resolves (and loads with that config)
+    cfg = tmp_path / "all_config.yaml"
+    cfg.write_bytes(upstream_files(tiny(seed=1))["arc_v2_public/all_config.yaml"])
+    path = resolved(resolve(env, f"hf://{ARC}/bare/step_723914", "--config", str(cfg)))
+    assert same_weights(load_checkpoint(path, config=arch_config(cfg))[0], tiny(seed=1))
 
 
 def test_private_repo_needs_token(hub, tmp_path):

@@ -5,6 +5,9 @@
         [--challenges arc-agi_evaluation_challenges.json --solutions arc-agi_evaluation_solutions.json]
     torchrun --nproc-per-node 8 -m trm.evaluate ...      # each rank its slice of every chunk
 
+A checkpoint (--checkpoint, --ensemble) is a kit checkpoint directory, an upstream step_N file with
+all_config.yaml beside it, or hf://owner/repo/path[@revision] (trm.sources.resolve_checkpoint).
+
 Pipeline (trm-upstream.md §8): every test-split row is one augmented version of one test
 input. Its prediction (argmax tokens after the last ACT step) is cropped (trm.grids.crop)
 and mapped back through the inverse augmentation of its puzzle name; the same is done to
@@ -71,6 +74,7 @@ from trm.distributed import setup, teardown
 from trm.errors import UserError, cli_main
 from trm.grids import crop, grid_hash, inverse_augment, parse_aug_name
 from trm.model import TRMWithLoss, compile_net, pick_dtype
+from trm.sources import resolve_checkpoint
 from trm.submission import pick_attempts, score_submission, write_json_atomic
 
 PASS_KS = (1, 2, 5, 10, 100, 1000)
@@ -506,7 +510,8 @@ def evaluate_model(model, dataset_dir, output_dir=None, *, global_batch_size: in
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m trm.evaluate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", help="kit checkpoint dir, or upstream step_N (all_config.yaml beside it)")
+    ap.add_argument("--checkpoint", help="kit checkpoint dir, upstream step_N (all_config.yaml beside it), "
+                                         "or hf://owner/repo/path[@revision]")
     ap.add_argument("--ensemble", nargs="+", default=[], metavar="CKPT",
                     help="more checkpoints whose votes are pooled with --checkpoint's (explicit ensemble)")
     ap.add_argument("--data", required=True, help="built dataset dir (python -m dataset_builder)")
@@ -532,9 +537,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise UserError(f"--data {args.data}: not a built dataset (no identifiers.json); "
                         "build one with python -m dataset_builder")
     for path in ckpts:
-        if not Path(path).exists():
-            raise UserError(f"checkpoint {path} not found: pass a checkpoint dir (runs/<run>/checkpoints/step_N) "
-                            "or an upstream step_N file")
+        if not str(path).startswith("hf://") and not Path(path).exists():
+            raise UserError(f"checkpoint {path} not found: pass a checkpoint dir (runs/<run>/checkpoints/step_N), "
+                            "an upstream step_N file or hf://owner/repo/path[@revision]")
 
     ctx = setup(args.device)  # joins torchrun's process group when WORLD_SIZE/RANK are set
     dtype = str(pick_dtype(ctx.device, args.dtype)).removeprefix("torch.")
@@ -542,7 +547,7 @@ def main(argv: list[str] | None = None) -> dict:
     for path in ckpts:
         t0 = time.time()
         try:
-            model, meta = load_checkpoint(path, map_location=ctx.device, dataset_dir=args.data,
+            model, meta = load_checkpoint(resolve_checkpoint(path), map_location=ctx.device, dataset_dir=args.data,
                                           overrides={"forward_dtype": dtype},
                                           reset_puzzle_emb="mean" if args.load_puzzle_emb == "mean" else None)
         except ValueError as e:  # the puzzle table belongs to another dataset

@@ -344,9 +344,8 @@ def eval_output_dir(checkpoint: str | Path, output_dir: str | Path | None = None
 def run_evaluation(checkpoint, data, output_dir, *, batch_size: int = 256, device: str = "auto",
                    early_exit: bool = False, pictures: int = 6, challenges=None, solutions=None) -> dict:
     """trm.evaluate's CLI, in process: predict, vote, score, write submission.json etc."""
-    from trm.evaluate import main as evaluate_main
-
     from trm.checkpoint import find_checkpoint
+    from trm.evaluate import main as evaluate_main
 
     argv = ["--checkpoint", str(find_checkpoint(checkpoint, resumable=False)), "--data", str(data), "--output-dir", str(output_dir),
             "--batch-size", str(batch_size), "--device", device, "--pictures", str(pictures)]

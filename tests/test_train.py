@@ -181,3 +181,16 @@ def test_curves_png_is_optional(tmp_path, monkeypatch, capsys):
     T._plot(tmp_path)
     assert "curves.png skipped: matplotlib is not installed" in capsys.readouterr().out
     assert not (tmp_path / "curves.png").exists()
+
+
+def test_progress_lines_without_the_bar(data, tmp_path, capsys):
+    """--progress false (notebooks, logs): the trainer itself prints a metrics line every
+    progress_seconds (0 here: every log_interval step), readable in a saved notebook."""
+    cfg = resolve_config("smoke", ["--data_path", str(data), "--run_dir", str(tmp_path / "run"), *TINY,
+                                   "--progress_seconds", "0", "--stop_at_step", "3"])
+    T.train(cfg)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step ") and " | loss " in ln]
+    assert [ln.split("/")[0] for ln in lines] == ["step 1", "step 2", "step 3"]
+    assert T.progress_line({"step": 5, "train/loss": 1.5, "train/accuracy": 0.25, "train/count": 3}, 9) == \
+        "step 5/9 | loss 1.5000 | accuracy (per cell) 0.250"
+    assert "accuracy" not in T.progress_line({"step": 5, "train/loss": 1.5, "train/accuracy": 0.0}, 9)

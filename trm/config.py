@@ -81,7 +81,8 @@ class TrainConfig:
     load_puzzle_emb: str = "strict"  # strict | mean: a table of another size is mean-initialised
     resume: str | None = None  # run dir or checkpoint dir to continue (weights, optimisers, data, step)
     log_interval: int = 1  # steps between metrics.jsonl lines / progress-bar updates
-    progress: bool = True  # tqdm bar on rank 0
+    progress: bool = True  # tqdm bar on rank 0; false: a progress line every progress_seconds instead
+    progress_seconds: float = 20.0  # without the bar (notebooks, logs): seconds between progress lines
     wandb: bool = False  # log to Weights & Biases if the package is importable
     preset: str | None = None  # recorded: the preset this config started from
 

@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -204,75 +203,6 @@ def resolve_training(preset: str | None, overrides=(), run_name: str | None = No
     return cfg, argv
 
 
-class MetricsTail:
-    """While a run trains, print its latest metrics.jsonl line every `every` seconds (the evals
-    print their own report).
-
-    Used instead of tqdm inside notebooks (a text bar re-drawn with \\r is unreadable in a saved
-    notebook and floods papermill's log). Reads only lines appended after start().
-    """
-
-    def __init__(self, metrics_jsonl: str | Path, every: float = 20.0, poll: float = 1.0):
-        self.path, self.every, self.poll = Path(metrics_jsonl), every, poll
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._offset = self.path.stat().st_size if self.path.is_file() else 0
-        self._last, self._printed_at, self._printed_step = None, time.time(), None
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self._read()
-        if self._last is not None and self._last.get("step") != self._printed_step:
-            self._print(self._last)
-
-    @staticmethod
-    def format(rec: dict) -> str:
-        parts = [f"step {rec.get('step')}"]
-        if not rec.get("train/count"):  # no sequence halted since the last line: accuracies undefined
-            rec = {k: v for k, v in rec.items() if "accuracy" not in k}
-        for key, label, fmt in (("train/loss", "loss", ".4f"), ("train/accuracy", "accuracy (per cell)", ".3f"),
-                                ("train/exact_accuracy", "exact", ".3f"), ("train/lr", "lr", ".2e"),
-                                ("s_per_step", "s/step", ".2f")):
-            if isinstance(rec.get(key), int | float):
-                parts.append(f"{label} {rec[key]:{fmt}}")
-        return " | ".join(parts)
-
-    def _print(self, rec: dict) -> None:
-        print(self.format(rec), flush=True)
-        self._printed_at, self._printed_step = time.time(), rec.get("step")
-
-    def _read(self) -> None:
-        if not self.path.is_file():
-            return
-        size = self.path.stat().st_size
-        if size < self._offset:  # rewritten (a resume drops lines past its checkpoint)
-            self._offset = size
-        with open(self.path) as f:
-            f.seek(self._offset)
-            chunk = f.read()
-        complete = chunk[: chunk.rfind("\n") + 1]
-        self._offset += len(complete.encode())
-        for line in complete.splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "train/loss" in rec:
-                self._last = rec
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.poll):
-            self._read()
-            if self._last is not None and time.time() - self._printed_at >= self.every \
-                    and self._last.get("step") != self._printed_step:
-                self._print(self._last)
-
-
 def launch_training(preset: str | None, overrides=(), n_gpus: int = 1, run_name: str | None = None,
                     data_path: str | None = None, progress_every: float = 20.0) -> Path:
     """Train and return the run directory.
@@ -280,22 +210,22 @@ def launch_training(preset: str | None, overrides=(), n_gpus: int = 1, run_name:
     n_gpus > 1: `torchrun --standalone --nproc-per-node n_gpus -m trm.train ARGS` as a subprocess,
     its output streamed line by line; otherwise trm.train.train(config) in this process. The
     tqdm bar is off (--progress false; an explicit override wins): a progress line from
-    metrics.jsonl is printed every `progress_every` seconds instead.
+    metrics.jsonl is printed every `progress_every` seconds instead (by the trainer itself).
     """
-    cfg, argv = resolve_training(preset, ["--progress=false", *overrides], run_name, data_path)
+    cfg, argv = resolve_training(preset, ["--progress=false", f"--progress_seconds={progress_every}", *overrides],
+                                 run_name, data_path)
     run_dir = Path(cfg.run_dir)
     print(f"run directory: {run_dir}", flush=True)
-    with MetricsTail(run_dir / "metrics.jsonl", every=progress_every):
-        if n_gpus > 1:
-            cmd = torchrun_command(n_gpus, ["trm.train", *argv])
-            print("$ " + " ".join(cmd), flush=True)
-            rc = stream(cmd)
-            if rc != 0:
-                raise subprocess.CalledProcessError(rc, cmd)
-        else:
-            from trm.train import train
+    if n_gpus > 1:
+        cmd = torchrun_command(n_gpus, ["trm.train", *argv])
+        print("$ " + " ".join(cmd), flush=True)
+        rc = stream(cmd)
+        if rc != 0:
+            raise subprocess.CalledProcessError(rc, cmd)
+    else:
+        from trm.train import train
 
-            train(cfg, argv=argv)
+        train(cfg, argv=argv)
     return run_dir
 
 

@@ -599,6 +599,20 @@ def _run(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, ctx: D.DistC
     return run_dir
 
 
+def progress_line(rec: dict, total_steps: int) -> str:
+    """One metrics line, e.g. `step 40/566 | loss 1.2345 | accuracy (per cell) 0.612 | exact 0.000 |
+    lr 5.00e-03 | s/step 1.31`; accuracies only when some sequence halted since the last line."""
+    parts = [f"step {rec.get('step')}/{total_steps}"]
+    if not rec.get("train/count"):
+        rec = {k: v for k, v in rec.items() if "accuracy" not in k}
+    for key, label, fmt in (("train/loss", "loss", ".4f"), ("train/accuracy", "accuracy (per cell)", ".3f"),
+                            ("train/exact_accuracy", "exact", ".3f"), ("train/lr", "lr", ".2e"),
+                            ("s_per_step", "s/step", ".2f")):
+        if isinstance(rec.get(key), int | float):
+            parts.append(f"{label} {rec[key]:{fmt}}")
+    return " | ".join(parts)
+
+
 class _RunHooks:
     """What `python -m trm.train` does around the engine's steps: metrics lines (metrics.jsonl,
     wandb, the progress bar), periodic checkpoints, and after each iteration of eval_interval
@@ -617,6 +631,7 @@ class _RunHooks:
             self.bar = tqdm(total=trainer.total_steps, initial=trainer.step, unit="step", dynamic_ncols=True,
                             desc=self.cfg.run_name)
         self.timer = [time.time(), trainer.step]  # (time, step) of the last metrics line
+        self.printed = time.time()  # of the last progress line (no bar: notebooks, logs)
 
     def finished(self) -> bool:
         return self.t.step >= self.t.total_steps or self.t.step >= self.stop
@@ -634,6 +649,9 @@ class _RunHooks:
         rec.update(step=self.t.step, iteration=it, s_per_step=(now - self.timer[0]) / max(self.t.step - self.timer[1], 1))
         self.timer[:] = [now, self.t.step]
         self.log(rec)
+        if self.bar is None and self.ctx.is_main and now - self.printed >= self.cfg.progress_seconds:
+            print(progress_line(rec, self.t.total_steps), flush=True)
+            self.printed = now
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{rec['train/loss']:.3f}", acc=f"{rec.get('train/accuracy', 0):.3f}",
                                  lr=f"{rec['train/lr']:.2e}", s_step=f"{rec['s_per_step']:.2f}", refresh=False)

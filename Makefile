@@ -47,7 +47,7 @@ test: $(STAMP) ## the whole test suite (what CI runs)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP) ## everything but the slow tier (learning test, torchrun, papermill, kaggle sim)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not cuda"
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .

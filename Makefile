@@ -27,7 +27,7 @@ PUBLIC ?=
 FORCE ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install demo test lint lock data data-kaggle train evaluate bench \
+.PHONY: help install demo test test-fast lint lock data data-kaggle train evaluate bench \
         kaggle-wheels kaggle-wheels-check kaggle-datasets hf-publish kaggle-kernel kaggle-submit kaggle-sim clean
 
 help:
@@ -45,8 +45,11 @@ install: $(STAMP) ## create .venv and install the kit from the lock
 demo: $(STAMP) ## the main job on the bundled ARC-AGI-2 data (CPU, minutes)
 	$(PY) -m trm.demo
 
-test: $(STAMP) ## the whole test suite
+test: $(STAMP) ## the whole test suite (what CI runs)
 	$(PY) -m pytest -q
+
+test-fast: $(STAMP) ## everything but the slow tier (learning test, torchrun, papermill, kaggle sim)
+	$(PY) -m pytest -q -m "not slow and not cuda"
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .

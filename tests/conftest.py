@@ -7,7 +7,10 @@ golden set of identical structure. Tests that need them skip with a reason when 
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -34,6 +37,69 @@ def golden() -> Path:
     if not g.is_dir():
         pytest.skip(f"golden data not found at {g} (set TRM_GOLDEN_DIR or TRM_SHARED_DIR)")
     return g
+
+
+@dataclass(frozen=True)
+class GoldenBuild:
+    """arc_build/build_command.json: the upstream builder's command line, run in the golden folder.
+
+    Tests read sizes, seed and names from here (and from the built dataset.json files), never
+    from the public set, so they pass against any golden set of the same structure."""
+
+    root: Path
+    argv: list[str]  # the arguments after `python -m dataset.build_arc_dataset`
+    recorded_seed: int | None
+
+    @classmethod
+    def load(cls, golden: Path) -> GoldenBuild:
+        info = json.loads((golden / "arc_build" / "build_command.json").read_text())
+        argv = shlex.split(info["command"])
+        return cls(golden, argv[argv.index("-m") + 2:], info.get("seed"))
+
+    def values(self, flag: str) -> list[str]:
+        if flag not in self.argv:
+            return []
+        rest = self.argv[self.argv.index(flag) + 1:]
+        return rest[: next((i for i, a in enumerate(rest) if a.startswith("--")), len(rest))]
+
+    def value(self, flag: str) -> str | None:
+        v = self.values(flag)
+        return v[0] if v else None
+
+    @property
+    def seed(self) -> int:  # on the command line, else as recorded, else upstream's default
+        s = self.value("--seed")
+        return int(s if s is not None else self.recorded_seed if self.recorded_seed is not None else 42)
+
+    @property
+    def num_aug(self) -> int:
+        return int(self.value("--num-aug"))
+
+    @property
+    def subsets(self) -> list[str]:
+        return self.values("--subsets")
+
+    @property
+    def test_set(self) -> str:
+        return self.value("--test-set-name")
+
+    @property
+    def output(self) -> Path:
+        return self.root / self.value("--output-dir")
+
+    def input_file(self, subset: str, kind: str = "challenges") -> Path:
+        return self.root / f"{self.value('--input-file-prefix')}_{subset}_{kind}.json"
+
+    def command(self, output_dir: Path) -> list[str]:
+        """The same build for the kit's `python -m dataset_builder`, into output_dir, seed explicit."""
+        argv = list(self.argv)
+        argv[argv.index("--output-dir") + 1] = str(output_dir)
+        return argv if "--seed" in argv else argv + ["--seed", str(self.seed)]
+
+
+@pytest.fixture(scope="session")
+def golden_build(golden) -> GoldenBuild:
+    return GoldenBuild.load(golden)
 
 
 @pytest.fixture(scope="session")

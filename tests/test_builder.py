@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -38,71 +37,50 @@ def same_tree(ours: Path, theirs: Path) -> None:
         assert (ours / rel).read_bytes() == (theirs / rel).read_bytes(), f"{rel} differs from {theirs / rel}"
 
 
-def golden_command(golden: Path, out: Path) -> list[str]:
-    """build_command.json's upstream command line, re-targeted at our CLI and `out`."""
-    info = json.loads((golden / "arc_build" / "build_command.json").read_text())
-    argv = shlex.split(info["command"])
-    argv = argv[argv.index("-m") + 2:]  # drop `python -m dataset.build_arc_dataset`
-    i = argv.index("--output-dir")
-    argv[i + 1] = str(out)
-    if "seed" in info and "--seed" not in argv:
-        argv += ["--seed", str(info["seed"])]
-    return argv
-
-
 # ---------------------------------------------------------------- golden (upstream's own output)
 
-def test_golden_build_is_byte_identical(golden, tmp_path):
+def test_golden_build_is_byte_identical(golden_build, tmp_path):
     out = tmp_path / "out"
     # Paths in the command are relative to the golden folder (upstream's repo root there).
-    proc = run_builder(golden_command(golden, out), cwd=golden)
+    proc = run_builder(golden_build.command(out), cwd=golden_build.root)
     assert proc.returncode == 0, proc.stderr
-    same_tree(out, golden / "arc_build" / "output")
+    same_tree(out, golden_build.output)
     # upstream's stdout lines come first, unchanged
-    expected = (golden / "arc_build" / "build_stdout.txt").read_text().splitlines()
+    expected = (golden_build.root / "arc_build" / "build_stdout.txt").read_text().splitlines()
     assert proc.stdout.splitlines()[: len(expected)] == expected
 
 
-def test_golden_via_api_from_memory(golden, tmp_path):
+def test_golden_via_api_from_memory(golden_build, tmp_path):
     """build_dataset with in-memory tasks (what notebooks pass) gives the same bytes."""
-    argv = golden_command(golden, tmp_path / "x")
-    subsets = argv[argv.index("--subsets") + 1: argv.index("--subsets") + 1 + 3]
-    subsets = [s for s in subsets if not s.startswith("--")]
-    prefix = golden / argv[argv.index("--input-file-prefix") + 1]
     data = {}
-    for s in subsets:
-        chal = json.loads(Path(f"{prefix}_{s}_challenges.json").read_text())
-        sols = json.loads(Path(f"{prefix}_{s}_solutions.json").read_text())
+    for s in golden_build.subsets:
+        chal = json.loads(golden_build.input_file(s).read_text())
+        sols = json.loads(golden_build.input_file(s, "solutions").read_text())
         for tid, task in chal.items():
             for ex, grid in zip(task["test"], sols[tid]):
                 ex["output"] = grid
         data[s] = chal
-    num_aug = int(argv[argv.index("--num-aug") + 1])
     out = tmp_path / "mem"
-    summary = build_dataset(BuildConfig(output_dir=out, task_data=data, subsets=subsets, num_aug=num_aug,
-                                        test_set_name=argv[argv.index("--test-set-name") + 1], quiet=True))
-    same_tree(out, golden / "arc_build" / "output")
+    summary = build_dataset(BuildConfig(output_dir=out, task_data=data, subsets=golden_build.subsets,
+                                        num_aug=golden_build.num_aug, seed=golden_build.seed,
+                                        test_set_name=golden_build.test_set, quiet=True))
+    same_tree(out, golden_build.output)
     assert summary["num_puzzle_identifiers"] == len(json.loads((out / "identifiers.json").read_text()))
 
 
-def test_task_ids_on_full_files_reproduce_golden(golden, arc_data, tmp_path):
+def test_task_ids_on_full_files_reproduce_golden(golden_build, arc_data, tmp_path):
     """Selecting the golden mini tasks out of the full upstream files (in the mini files'
     order) is the same as building the mini files: selection happens before the shuffle."""
-    info = json.loads((golden / "arc_build" / "build_command.json").read_text())
-    tasks = info.get("tasks")
-    if not tasks:
-        pytest.skip("build_command.json lists no task provenance")
-    argv = golden_command(golden, tmp_path / "out")
-    mini = argv[argv.index("--subsets") + 1:]
-    mini = mini[: next((i for i, a in enumerate(mini) if a.startswith("--")), len(mini))]
-    test_mini = argv[argv.index("--test-set-name") + 1]
-    src = [tasks[m]["source_subset"] for m in mini]
-    ids = [t for m in mini for t in tasks[m]["task_ids"]]
+    info = json.loads((golden_build.root / "arc_build" / "build_command.json").read_text())
+    tasks = info["tasks"]  # the provenance every golden set records
+    src = [tasks[m]["source_subset"] for m in golden_build.subsets]
+    ids = [t for m in golden_build.subsets for t in tasks[m]["task_ids"]]
     proc = run_builder(["--input-file-prefix", arc_data / "arc-agi" / "arc-agi", "--output-dir", tmp_path / "out",
-                        "--subsets", *src, "--test-set-name", tasks[test_mini]["source_subset"],
-                        "--num-aug", argv[argv.index("--num-aug") + 1], "--quiet", "--task-ids", *ids])
+                        "--subsets", *src, "--test-set-name", tasks[golden_build.test_set]["source_subset"],
+                        "--num-aug", golden_build.num_aug, "--seed", golden_build.seed, "--quiet",
+                        "--task-ids", *ids])
     assert proc.returncode == 0, proc.stderr
-    same_tree(tmp_path / "out", golden / "arc_build" / "output")
+    same_tree(tmp_path / "out", golden_build.output)
 
 
 # ---------------------------------------------------------------- counts (trm-upstream.md §7.5, §12)
@@ -309,26 +287,18 @@ def test_symmetry_keys_partition_like_content_keys():
 
 # ---------------------------------------------------------------- output directory handling
 
-def _mini(golden: Path) -> list[str]:
-    argv = golden_command(golden, Path("unused"))
-    i = argv.index("--output-dir")
-    del argv[i:i + 2]
-    j = argv.index("--input-file-prefix")
-    argv[j + 1] = str(golden / argv[j + 1])
-    return argv + ["--quiet"]
-
-
-def test_existing_output_refused_then_forced(golden, tmp_path):
+def test_existing_output_refused_then_forced(golden_build, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    proc = run_builder(_mini(golden) + ["--output-dir", out])
+    argv = golden_build.command(out) + ["--quiet"]
+    proc = run_builder(argv, cwd=golden_build.root)
     assert proc.returncode == 2 and "exists (use --force" in proc.stderr
     assert (out / "keep.txt").read_text() == "mine"
-    proc = run_builder(_mini(golden) + ["--output-dir", out, "--force"])
+    proc = run_builder(argv + ["--force"], cwd=golden_build.root)
     assert proc.returncode == 0, proc.stderr
     assert not (out / "keep.txt").exists()
-    same_tree(out, golden / "arc_build" / "output")
+    same_tree(out, golden_build.output)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp or old dirs left
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -26,7 +27,6 @@ from trm.checkpoint import (
     upstream_key_to_kit,
 )
 from trm.model import TRM, ModelConfig, TRMWithLoss
-from trm.yamlish import _Parser
 
 
 def make_model(rows=7, seed=0) -> TRM:
@@ -194,16 +194,12 @@ run_name: 'pretrain att #1'
 """
 
 
-def test_yamlish_parser():
-    got = _Parser(YAML.format(**{k: 1 for k in ("H_cycles", "L_cycles", "L_layers", "expansion", "forward_dtype",
-                                                "halt_exploration_prob", "halt_max_steps", "hidden_size",
-                                                "num_heads", "pos_encodings", "puzzle_emb_len",
-                                                "puzzle_emb_ndim")})).parse()
-    assert got["arch"]["loss"] == {"loss_type": "stablemax_cross_entropy", "name": "losses@ACTLossHead"}
-    assert got["arch"]["L_cycles"] == 1 and got["arch"]["mlp_t"] is False
-    assert got["data_paths"] == ["data/arc2concept-aug-1000"] and got["data_paths_test"] == []
-    assert got["evaluators"] == [{"name": "arc@ARC", "submission_K": 2}]
-    assert got["lr"] == 1e-4 and got["run_name"] == "pretrain att #1"
+def test_upstream_yaml_without_pyyaml_names_the_fix(tmp_path, monkeypatch):
+    torch.save({}, tmp_path / "step_0")
+    (tmp_path / "all_config.yaml").write_text("arch: {}\n")
+    monkeypatch.setitem(sys.modules, "yaml", None)  # `import yaml` now raises ImportError
+    with pytest.raises(CheckpointError, match="pip install pyyaml"):
+        load_checkpoint(tmp_path / "step_0")
 
 
 def test_upstream_file_with_all_config_yaml(golden, tmp_path):

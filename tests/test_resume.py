@@ -41,8 +41,8 @@ def _steps(run: Path) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def data(golden):
-    return golden / "arc_build" / "output"
+def data(golden_build):
+    return golden_build.output
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """trm.train: upstream sampling, EMA, a tiny end-to-end run, total_steps, OOM. Run: pytest tests/test_train.py
 
-Uses the golden built dataset (11 train groups, 495 examples; 36 test rows) and a tiny model
-(hidden 32, one block, one cycle) so a run takes seconds on CPU.
+Uses the golden built dataset (sizes read from its dataset.json) and a tiny model (hidden 32,
+one block, one cycle) so a run takes seconds on CPU.
 """
 
 from __future__ import annotations
@@ -25,8 +25,12 @@ TINY = ["--arch.hidden_size", "32", "--arch.num_heads", "2", "--arch.n_layers", 
 
 
 @pytest.fixture(scope="module")
-def data(golden):
-    return golden / "arc_build" / "output"
+def data(golden_build):
+    return golden_build.output
+
+
+def _meta(data, split: str = "train") -> dict:
+    return json.loads((data / split / "dataset.json").read_text())
 
 
 def test_sampler_follows_upstream_packing(data):
@@ -111,7 +115,7 @@ def test_tiny_run_end_to_end(data, tmp_path, capsys):
     run = tmp_path / "run"
     cfg = resolve_config("smoke", TINY + ["--evaluate", "true", "--epochs", "2", "--ema", "--wandb",
                                           "--data_path", str(data), "--run_dir", str(run),
-                                          "--eval_batch_size", "36"])
+                                          "--eval_batch_size", str(load_split(data, "test").num_examples)])
     out = T.train(cfg)
     assert out == run
     printed = capsys.readouterr().out
@@ -124,13 +128,17 @@ def test_tiny_run_end_to_end(data, tmp_path, capsys):
     assert [x["step"] for x in train_lines] == list(range(1, len(train_lines) + 1))
     assert len(eval_lines) == 2 and all(np.isfinite(x["train/loss"]) for x in train_lines)
     last = train_lines[-1]["step"]
-    ckpts = sorted((run / "checkpoints").iterdir())
+    ckpts = sorted((run / "checkpoints").iterdir(), key=lambda p: int(p.name.removeprefix("step_")))
     assert ckpts[-1].name == f"step_{last}" and len(ckpts) == 2  # one after each eval
     meta = json.loads((ckpts[-1] / "meta.json").read_text())
     assert meta["step"] == last and meta["weights"] == "ema" and meta["train_config"]["ema"] is True
-    assert meta["eval"]["pass@2"] is not None and (run / "eval" / f"step_{last}" / "submission.json").is_file()
+    assert (run / "eval" / f"step_{last}" / "submission.json").is_file()
+    written = json.loads((run / "eval" / f"step_{last}" / "metrics.json").read_text())
+    assert meta["eval"] == written and written["step"] == last  # the checkpoint records its own evaluation
+    assert eval_lines[-1]["eval/pass@2"] == written["pass@2"]
     saved = json.loads((run / "config.json").read_text())
-    assert saved["arch"]["num_puzzle_identifiers"] == 100 and saved["run_dir"] == str(run)
+    assert saved["arch"]["num_puzzle_identifiers"] == _meta(data)["num_puzzle_identifiers"]
+    assert saved["run_dir"] == str(run)
     assert "in-process trm.train.train(config)" in (run / "COMMANDS.txt").read_text()
 
 
@@ -144,22 +152,28 @@ def _with_mean_examples(data, tmp_path, mean: float):
 
 def test_stops_exactly_at_total_steps(data, tmp_path, capsys):
     """Upstream keeps counting no-op batches past total_steps; the kit stops at it."""
-    ds = _with_mean_examples(data, tmp_path, 1.5)  # total_steps = int(2 * 11 * 1.5 / 8) = 4 < batches available
+    groups = _meta(data)["total_groups"]
+    ds = _with_mean_examples(data, tmp_path, 1.5)  # total_steps = int(2 * groups * 1.5 / 8) < batches available
+    total = int(2 * groups * 1.5 / 8)
+    assert total >= 2, "the golden set is too small for this test"
     run = T.train(resolve_config("smoke", TINY + ["--epochs", "2", "--eval_interval", "2", "--data_path", str(ds),
                                                   "--run_dir", str(tmp_path / "run")]))
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps[-1] == 4 and [p.name for p in (run / "checkpoints").iterdir()] == ["step_4"]
-    assert f"run directory: {run} (step 4/4)\n" in capsys.readouterr().out
+    assert steps[-1] == total and [p.name for p in (run / "checkpoints").iterdir()] == [f"step_{total}"]
+    assert f"run directory: {run} (step {total}/{total})\n" in capsys.readouterr().out
 
 
 def test_epochs_done_before_total_steps_estimate_says_so(data, tmp_path, capsys):
     """total_steps is an estimate; when the sampler runs out first the last line says why."""
-    ds = _with_mean_examples(data, tmp_path, 10.0)  # total_steps = int(2 * 11 * 10 / 8) = 27 > batches available
+    meta = _meta(data)
+    mean = 2.0 * meta["mean_puzzle_examples"]  # twice the real mean: more steps than the data gives
+    ds = _with_mean_examples(data, tmp_path, mean)
+    total = int(2 * meta["total_groups"] * mean / 8)
     run = T.train(resolve_config("smoke", TINY + ["--epochs", "2", "--eval_interval", "2", "--data_path", str(ds),
                                                   "--run_dir", str(tmp_path / "run")]))
     last = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()][-1]
-    assert last < 27
-    assert f"(step {last}/27; all 2 epochs done, total_steps is upstream's estimate)" in capsys.readouterr().out
+    assert last < total
+    assert f"(step {last}/{total}; all 2 epochs done, total_steps is upstream's estimate)" in capsys.readouterr().out
 
 
 def test_cuda_oom_stops_with_advice(data, tmp_path, monkeypatch, capsys):

@@ -47,7 +47,6 @@ from torch import Tensor, nn
 from trm.errors import EXIT_CHECKPOINT, UserError, disk_full, is_no_space
 from trm.model import TRM, ModelConfig, count_parameters
 from trm.util import git_state, sha256_file
-from trm.yamlish import load_yaml
 
 FORMAT = "trm-kit-checkpoint/1"
 MODEL_FILE, TRAIN_FILE, META_FILE = "model.pt", "train_state.pt", "meta.json"
@@ -228,6 +227,16 @@ def _read_kit_meta(d: Path, verify: bool) -> dict:
     return meta
 
 
+def _read_yaml(path: Path) -> dict:
+    """Upstream's all_config.yaml. PyYAML is imported here only: the runtime needs just torch + numpy."""
+    try:
+        import yaml
+    except ImportError as e:
+        raise CheckpointError(f"reading {path} needs PyYAML: pip install pyyaml "
+                              "(or pass config= to load_checkpoint)") from e
+    return yaml.safe_load(path.read_text())
+
+
 def _read_upstream(f: Path, config, map_location) -> tuple[ModelConfig, dict, dict]:
     """An upstream `step_N` state_dict; config from `config` or all_config.yaml beside the file."""
     raw = torch.load(f, map_location=map_location, weights_only=True)
@@ -238,7 +247,7 @@ def _read_upstream(f: Path, config, map_location) -> tuple[ModelConfig, dict, di
         yaml_file = f.parent / "all_config.yaml"
         if not yaml_file.is_file():
             raise CheckpointError(f"no config for {f}: pass config= or put all_config.yaml beside it")
-        config = load_yaml(yaml_file.read_text())["arch"]
+        config = _read_yaml(yaml_file)["arch"]
     cfg = config if isinstance(config, ModelConfig) else ModelConfig.from_upstream(config)
     # vocab and table size are injected from the dataset at run time upstream: read them off the tensors
     fix = {"vocab_size": sd["embed_tokens.weight"].shape[0]}

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-IGNORE_LABEL_ID = -100
+from trm.grids import IGNORE_LABEL_ID
+
 BLANK_ID = 0
 SET_NAME = "all"  # upstream's single set name inside a split
 

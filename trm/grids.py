@@ -24,6 +24,7 @@ NUM_COLORS = 10
 VOCAB_SIZE = 12
 GRID_MAX = 30  # canvas side
 SEQ_LEN = GRID_MAX * GRID_MAX  # 900 grid tokens per example
+IGNORE_LABEL_ID = -100  # label of PAD cells once batched: no loss, no metric
 
 # Dihedral ids as upstream numbers them (rot90 is counter-clockwise, np.rot90).
 DIHEDRAL_NAMES = (

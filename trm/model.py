@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-IGNORE_LABEL_ID = -100  # labels at PAD cells; no loss, no metric
+from trm.grids import IGNORE_LABEL_ID
 
 # kit field -> upstream arch key (config/arch/trm.yaml + the fields pretrain.py injects)
 UPSTREAM_NAMES: dict[str, str] = {

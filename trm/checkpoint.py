@@ -227,7 +227,7 @@ def _read_kit_meta(d: Path, verify: bool) -> dict:
     return meta
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: Path) -> dict:
     """Upstream's all_config.yaml. PyYAML is imported here only: the runtime needs just torch + numpy."""
     try:
         import yaml
@@ -247,7 +247,7 @@ def _read_upstream(f: Path, config, map_location) -> tuple[ModelConfig, dict, di
         yaml_file = f.parent / "all_config.yaml"
         if not yaml_file.is_file():
             raise CheckpointError(f"no config for {f}: pass config= or put all_config.yaml beside it")
-        config = _read_yaml(yaml_file)["arch"]
+        config = read_yaml(yaml_file)["arch"]
     cfg = config if isinstance(config, ModelConfig) else ModelConfig.from_upstream(config)
     # vocab and table size are injected from the dataset at run time upstream: read them off the tensors
     fix = {"vocab_size": sd["embed_tokens.weight"].shape[0]}

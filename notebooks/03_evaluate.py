@@ -7,10 +7,10 @@
 # upstream's per-task average, the Kaggle score the official micro average; token accuracy
 # counts cells and is **not** a solve rate.
 #
-#     python -m trm.notebooks evaluate --checkpoint runs/NAME --data DATA   # runs this notebook
+#     python -m trmkit.notebooks evaluate --checkpoint runs/NAME --data DATA   # runs this notebook
 
 # %%
-from trm.notebooks import (
+from trmkit.notebooks import (
     check_submission,
     eval_output_dir,
     metrics_table,

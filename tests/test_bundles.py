@@ -10,10 +10,8 @@ run time, so this file itself stays clean for the repo bundle's own scan.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -24,15 +22,7 @@ from fakes.checkpoints import make_run
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load():
-    sys.path.insert(0, str(REPO / "kaggle"))  # model_card.py beside bundles.py
-    spec = importlib.util.spec_from_file_location("trm_kaggle_bundles", REPO / "kaggle" / "bundles.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bundles = _load()
+from trmkit import bundles  # noqa: E402
 
 
 def git(repo: Path, *args: str) -> str:
@@ -44,7 +34,7 @@ def git(repo: Path, *args: str) -> str:
 def repo(tmp_path) -> Path:
     r = tmp_path / "src"
     (r / "pkg").mkdir(parents=True)
-    (r / "README.md").write_text("# demo\nhf_publish and kaggle/templates are fine words\n")
+    (r / "README.md").write_text("# demo\nhf_publish and competition/templates are fine words\n")
     (r / "pkg" / "mod.py").write_text("X = 1\n")
     (r / ".gitignore").write_text("ignored.txt\n")
     (r / "ignored.txt").write_text("not in the bundle\n")
@@ -56,7 +46,7 @@ def repo(tmp_path) -> Path:
 
 @pytest.fixture
 def wheelhouse(tmp_path) -> Path:
-    """A stand-in wheelhouse (wheels/build.py output shape) so these tests need no pip."""
+    """A stand-in wheelhouse (trmkit/wheelhouse.py output shape) so these tests need no pip."""
     wh = tmp_path / "wh"
     wh.mkdir()
     w = wh / "trm_kaggle_kit-0.1.0-py3-none-any.whl"
@@ -120,7 +110,7 @@ def test_slug_validation(tmp_path, repo, wheelhouse, no_creds, capsys, prefix):
 
 
 def test_templates_have_no_personal_names():
-    for t in (REPO / "kaggle" / "templates").glob("*-dataset-metadata.json"):
+    for t in (REPO / "competition" / "templates").glob("*-dataset-metadata.json"):
         meta = json.loads(t.read_text())
         assert meta["id"] == "${owner}/${slug}" and len(meta["licenses"]) == 1, t
 
@@ -256,7 +246,7 @@ def test_metrics_of_another_step_or_an_ensemble_are_not_published(tmp_path, repo
 
 
 def test_the_kits_kernel_template_renders(tmp_path, no_creds):
-    nb = REPO / "kaggle" / "trm_arc2_inference_notebook.ipynb"
+    nb = REPO / "competition" / "trm_arc2_inference_notebook.ipynb"
     out = tmp_path / "stage"
     assert bundles.main(["kernel-push", "--owner", "someone", "--dry-run", "--out", str(out), "--notebook", str(nb)]) == 0
     meta = json.loads((out / "kernel" / "kernel-metadata.json").read_text())
@@ -269,7 +259,7 @@ def test_the_kits_kernel_template_renders(tmp_path, no_creds):
 
 
 def test_kernel_accelerator_t4x2(tmp_path, no_creds, capsys):
-    nb = REPO / "kaggle" / "trm_arc2_inference_notebook.ipynb"
+    nb = REPO / "competition" / "trm_arc2_inference_notebook.ipynb"
     out = tmp_path / "stage"
     assert bundles.main(["kernel-push", "--owner", "someone", "--dry-run", "--out", str(out), "--notebook", str(nb),
                          "--accelerator", "NvidiaTeslaT4Highmem", "--competition", "some-other-comp"]) == 0
@@ -303,7 +293,7 @@ def test_one_competition_slug_everywhere():
                for c in make_n("kaggle-kernel", "COMP=x-y-z", "ACCELERATOR=NvidiaTeslaT4Highmem"))
     makefile = (REPO / "Makefile").read_text()
     assert "arc-prize-20" not in makefile  # no second copy of a slug
-    for p in ["kaggle/bundles.py", "kaggle/sim.py", "dataset_builder/fetch.py"]:
+    for p in ["trmkit/bundles.py", "trmkit/sim.py", "dataset_builder/fetch.py"]:
         src = (REPO / p).read_text()
         assert "from trm.competition import COMPETITION" in src and '"arc-prize-2026' not in src, p
     assert f"`{COMPETITION}`" in (REPO / "README.md").read_text()

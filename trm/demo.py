@@ -59,7 +59,7 @@ def train_overrides(size: dict, run_dir: Path) -> list[str]:
 
 def run(out: str | Path = "runs/demo", quick: bool = False, log_output: bool = True) -> dict:
     """Build, train, evaluate into `out`; returns the summary (also written to out/summary.json)."""
-    from trm.notebooks import check_submission, find_checkpoint, run_build, run_evaluate, run_train
+    from trmkit.notebooks import check_submission, find_checkpoint, run_build, run_evaluate, run_train
 
     size = SIZES["quick" if quick else "full"]
     out = Path(out)
@@ -99,7 +99,7 @@ def _cpu_seconds() -> float:
 
 
 def report(summary: dict, out: str | Path) -> str:
-    from trm.notebooks import headline
+    from trmkit.notebooks import headline
 
     out = Path(out)
     s, m = summary["size"], summary["metrics"]
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     ap.add_argument("--quiet", action="store_true", help="don't stream the notebooks' output")
     args = ap.parse_args(argv)
-    from trm.notebooks import NotebookError
+    from trmkit.notebooks import NotebookError
 
     try:
         summary = run(args.out, quick=args.quick, log_output=not args.quiet)

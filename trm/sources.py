@@ -14,7 +14,7 @@ A SPEC is one of
     hf_hub_download (plus `all_config.yaml` from the same folder when no config is given), a kit
     directory with snapshot_download. Files land in the Hugging Face cache (HF_HOME / HF_HUB_CACHE)
     and huggingface_hub itself honours HF_TOKEN, HF_HUB_OFFLINE and HF_ENDPOINT (read at import).
-    An empty path names a kit checkpoint at the repo's root (what `kaggle/bundles.py hf-publish`
+    An empty path names a kit checkpoint at the repo's root (what `trmkit/bundles.py hf-publish`
     uploads). Once downloaded, HF_HUB_OFFLINE=1 resolves from the cache.
 Run directories are not checkpoints: resuming one is trm.train's business.
 

@@ -3,7 +3,7 @@
     ckpt = make_run(tmp_path / "runs" / "x", step=5, metrics={"pass@2": 0.25, ...})
     # -> runs/x/checkpoints/step_5 (trm.checkpoint.save_checkpoint), runs/x/{COMMANDS,ENVIRONMENT,
     #    TRM_COMMIT}.txt and, when metrics is given, runs/x/evaluate/step_5/metrics.json shaped as
-    #    trm.evaluate writes it (where `make evaluate` puts it: trm.notebooks.eval_output_dir)
+    #    trm.evaluate writes it (where `make evaluate` puts it: trmkit.notebooks.eval_output_dir)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Model card (README.md with Hugging Face YAML front matter) for an exported TRM checkpoint.
 
-    from model_card import find_metrics, render_card      # kaggle/ on sys.path (bundles.py does it)
+    from trmkit.model_card import find_metrics, render_card
     metrics, source, note = find_metrics(ckpt_dir, meta)
     Path("README.md").write_text(render_card(meta, metrics, name="trm-arc2", ...))
 

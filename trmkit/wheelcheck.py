@@ -1,4 +1,4 @@
-"""Prove a wheelhouse installs with no network and runs: python wheels/check.py --profile kaggle-2025
+"""Prove a wheelhouse installs with no network and runs: python -m trmkit.wheelcheck --profile kaggle-2025
 
 Needs a host Python of the profile's major.minor (else it prints why and exits 0). Steps:
   1. verify every wheel against MANIFEST.json (sha256, size) and refuse torch/CUDA wheels;
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata as md
-import importlib.util
 import json
 import os
 import shutil
@@ -29,10 +28,7 @@ import time
 from pathlib import Path
 
 from trm.errors import UserError, cli_main
-
-_spec = importlib.util.spec_from_file_location("trm_wheels_build", Path(__file__).with_name("build.py"))
-wb = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(wb)
+from trmkit import wheelhouse as wb
 
 SMOKE = """
 import sys, torch, trm
@@ -127,7 +123,7 @@ def _main(argv: list[str]) -> int:
         return 0
     wh = (a.wheelhouse or wb.REPO / "build" / "wheels" / profile["name"]).resolve()
     if not (wh / "MANIFEST.json").is_file():
-        raise UserError(f"no wheelhouse at {wh}: run `python wheels/build.py --profile {profile['name']}` first")
+        raise UserError(f"no wheelhouse at {wh}: run `python -m trmkit.wheelhouse --profile {profile['name']}` first")
     manifest = verify_wheelhouse(wh, profile)
     t0 = time.perf_counter()
     root = Path(tempfile.mkdtemp(prefix="trm-wheels-check-"))

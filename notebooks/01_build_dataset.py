@@ -11,7 +11,7 @@
 
 # %%
 from dataset_builder import BuildConfig, build_dataset
-from trmkit.notebooks import show_dataset
+from trmkit.show import show_dataset
 
 # %% tags=["parameters"]
 output_dir = None  # None: data/<name>-aug-<num_aug> (trm.paths' naming rule)

@@ -9,7 +9,7 @@
 #     python -m trmkit.notebooks train --preset paper-arc2 --gpus 8 --run NAME   # runs this notebook
 
 # %%
-from trmkit.notebooks import launch_training, show_run
+from trmkit.show import launch_training, show_run
 
 # %% tags=["parameters"]
 preset = "smoke"  # smoke | paper-arc2 | paper-arc1 (None with --resume: the run's saved config)

@@ -10,7 +10,7 @@
 #     python -m trmkit.notebooks evaluate --checkpoint runs/NAME --data DATA   # runs this notebook
 
 # %%
-from trmkit.notebooks import (
+from trmkit.show import (
     check_submission,
     eval_output_dir,
     metrics_table,

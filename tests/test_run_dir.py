@@ -16,7 +16,7 @@ import pytest
 
 import trm.train as T
 from trm.runlock import LOCK_NAME, RunDirError, RunLock, default_run_name
-from trmkit.notebooks import resolve_training
+from trmkit.show import resolve_training
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "smoke", "--arch.hidden_size", "32", "--arch.num_heads", "2", "--arch.n_layers", "1",

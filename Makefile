@@ -59,10 +59,10 @@ lock: $(STAMP) ## regenerate requirements.lock from requirements.in
 	  --allow-unsafe --unsafe-package torch -o requirements.lock requirements.in
 
 data: $(STAMP) ## upstream's bundled ARC JSON (kaggle/combined at e7b6871) into data/raw/
-	$(PY) -m dataset_builder.fetch upstream --out data/raw
+	$(PY) -m trmkit.fetch upstream --out data/raw
 
 data-kaggle: $(STAMP) ## competition files via the kaggle CLI (needs credentials)
-	$(PY) -m dataset_builder.fetch kaggle --competition $(COMP) --out data/kaggle/$(COMP)
+	$(PY) -m trmkit.fetch kaggle --competition $(COMP) --out data/kaggle/$(COMP)
 
 train: $(STAMP) ## papermill the training notebook: make train PRESET=paper-arc2 GPUS=8 [RUN=name] [OVERRIDES="--resume runs/name"] (no RUN: a new unique name)
 	$(PY) -m trmkit.notebooks train --preset $(PRESET) --gpus $(GPUS) $(if $(RUN),--run $(RUN)) --data $(DATA) $(OVERRIDES)

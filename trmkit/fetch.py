@@ -1,11 +1,11 @@
 """Download ARC JSON: upstream TRM's bundled files, or a Kaggle competition's data.
 
-    python -m dataset_builder.fetch upstream --out data/raw
+    python -m trmkit.fetch upstream --out data/raw
         the 10 files kaggle/combined/arc-agi_{training,evaluation,training2,evaluation2,
         concept}_{challenges,solutions}.json of SamsungSAILMontreal/TinyRecursiveModels at
         commit e7b6871 (the inputs behind upstream's identifiers), checked against their
         sha256; then build with `--input-file-prefix data/raw/arc-agi`.
-    python -m dataset_builder.fetch kaggle [--competition SLUG] --out DIR
+    python -m trmkit.fetch kaggle [--competition SLUG] --out DIR
         `kaggle competitions download` + unzip (needs Kaggle credentials); then build
         with `--kaggle-dir DIR`.
 
@@ -29,6 +29,7 @@ from pathlib import Path
 from trm.competition import COMPETITION
 from trm.errors import UserError, cli_main
 from trm.util import sha256_file
+from trmkit.kaggle_cli import kaggle_credentials
 
 UPSTREAM_REPO = "SamsungSAILMontreal/TinyRecursiveModels"
 UPSTREAM_COMMIT = "e7b68717f0a6c4cbb4ce6fbef787b14f42083bd9"
@@ -105,25 +106,6 @@ def fetch_upstream(out: Path, quiet: bool = False, timeout: float = 60.0) -> lis
     return written
 
 
-def kaggle_credentials() -> str | None:
-    """Where the kaggle CLI would find credentials, or None."""
-    env = os.environ
-    if env.get("KAGGLE_USERNAME") and env.get("KAGGLE_KEY"):
-        return "KAGGLE_USERNAME/KAGGLE_KEY"
-    if env.get("KAGGLE_API_TOKEN"):
-        return "KAGGLE_API_TOKEN"
-    home = Path(os.path.expanduser("~"))
-    dirs = [Path(env["KAGGLE_CONFIG_DIR"])] if env.get("KAGGLE_CONFIG_DIR") else []
-    dirs += [home / ".kaggle", Path(env.get("XDG_CONFIG_HOME") or home / ".config") / "kaggle"]
-    for d in dirs:
-        if (d / "kaggle.json").is_file():
-            return str(d / "kaggle.json")
-    for name in ("access_token", "access_token.txt"):
-        if (home / ".kaggle" / name).is_file():
-            return str(home / ".kaggle" / name)
-    return None
-
-
 def _kaggle_cli() -> list[str]:
     beside = Path(sys.executable).with_name("kaggle")
     if beside.is_file():
@@ -135,7 +117,7 @@ def _kaggle_cli() -> list[str]:
 
 
 def fetch_kaggle(competition: str, out: Path, quiet: bool = False) -> list[Path]:
-    if kaggle_credentials() is None:
+    if kaggle_credentials()[0] is None:
         raise FetchError(CREDENTIALS_HELP)
     cli = _kaggle_cli()
     out.mkdir(parents=True, exist_ok=True)
@@ -168,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m dataset_builder.fetch", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m trmkit.fetch", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
     up = sub.add_parser("upstream", help="upstream TRM's kaggle/combined JSON (10 files)")
     up.add_argument("--out", default="data/raw")

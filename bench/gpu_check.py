@@ -217,6 +217,17 @@ def profile_step(device, batch: int, tiny: bool, compiled: bool = False) -> dict
                                          key=lambda e: -(e.self_device_time_total if use_cuda else e.self_cpu_time_total))[:12]]}
 
 
+def write_results(results: dict, out: Path | None, kind: str, gpu: str, dry_run: bool) -> Path:
+    """bench/results/<kind>-<date>-<gpu slug>[-dryrun].json (or `out`), written atomically."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-").lower()
+    out = out or REPO / "bench" / "results" / f"{kind}-{results['date']}-{slug}{'-dryrun' if dry_run else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    os.replace(tmp, out)
+    return out
+
+
 def env_info(device) -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
@@ -326,12 +337,7 @@ def main() -> int:
         "peak_flops_used": peak,
     }
     results["wall_s"] = round(time.time() - t_start, 1)
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-").lower()
-    out = args.out or REPO / "bench" / "results" / f"gpu-{results['date']}-{slug}{'-dryrun' if tiny else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    os.replace(tmp, out)
+    out = write_results(results, args.out, "gpu", gpu, tiny)
     print("\nsummary")
     print(f"  gpu: {gpu}  torch {results['env'].get('torch')}  cuda {results['env'].get('cuda')}  "
           f"ceiling {results.get('ceiling')}")

@@ -32,7 +32,6 @@ import datetime as dt
 import importlib.util
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -225,12 +224,9 @@ def main() -> int:
             run["projection_240_tasks"] = projection(res, meta, a.tasks, peak, dtype)
         results["runs"][dtype] = run
         say(f"{dtype}: rc {res['rc']}, status {rep.get('status')}: {json.dumps(run, default=str)[:1500]}")
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-").lower()
-    out = a.out or REPO / "bench" / "results" / f"gpu-ttt-{results['date']}-{slug}{'-dryrun' if not cuda else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    os.replace(tmp, out)
+    from gpu_check import write_results  # bench/ is this script's folder
+
+    out = write_results(results, a.out, "gpu-ttt", gpu, not cuda)
     print("\nsummary")
     for dtype, r in results["runs"].items():
         pr = r.get("projection_240_tasks") or {}

@@ -283,6 +283,17 @@ def resolve_owner(a) -> tuple[str | None, str]:
     return where, owner
 
 
+def _stop_before_pushing(dry_run: bool, where: str | None, owner: str, done: str) -> int | None:
+    """The exit code when nothing may be pushed: a dry run (0), or no credentials / no owner (2)."""
+    if dry_run:
+        print(f"dry run: {done}, nothing pushed")
+        return 0
+    if where is None or owner == NO_OWNER:
+        print(NO_CREDENTIALS if where is None else "a token does not name its user: pass --owner NAME")
+        return 2
+    return None
+
+
 def cmd_push(a) -> int:
     profile = _wheels_module().load_profile(a.profile)
     where, owner = resolve_owner(a)
@@ -301,12 +312,9 @@ def cmd_push(a) -> int:
               f"           then if it is new:  kaggle datasets create -p {d} --dir-mode zip"
               + (" --public" if a.public else "") +
               f"\n           else:               kaggle datasets version -p {d} --dir-mode zip -m \"{s['notes']}\"")
-    if a.dry_run:
-        print("dry run: staged and checked, nothing pushed")
-        return 0
-    if where is None or owner == NO_OWNER:
-        print(NO_CREDENTIALS if where is None else "a token does not name its user: pass --owner NAME")
-        return 2
+    stop = _stop_before_pushing(a.dry_run, where, owner, "staged and checked")
+    if stop is not None:
+        return stop
     for s in staged:
         if "notes" not in s:
             continue
@@ -361,12 +369,9 @@ def cmd_kernel_push(a) -> int:
     print(f"kernel {meta['id']}: {a.notebook.name}, datasets {', '.join(meta['dataset_sources'])}, "
           f"competition {a.competition}, {meta['machine_shape']} ({ACCELERATORS[meta['machine_shape']]}), "
           f"internet off\n  $ kaggle kernels push -p {show(dest)}")
-    if a.dry_run:
-        print("dry run: staged, nothing pushed")
-        return 0
-    if where is None or owner == NO_OWNER:
-        print(NO_CREDENTIALS if where is None else "a token does not name its user: pass --owner NAME")
-        return 2
+    stop = _stop_before_pushing(a.dry_run, where, owner, "staged")
+    if stop is not None:
+        return stop
     _, out = run_cli(["kernels", "push", "-p", str(dest)])  # the machine is in the metadata (machine_shape)
     m = re.search(r"Kernel version (\d+) successfully", out)
     version = int(m.group(1)) if m else None

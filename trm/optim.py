@@ -22,6 +22,14 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 
+def _closure_loss(closure):
+    """torch.optim's step(closure) convention: re-evaluate the loss with grad enabled."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class AdamATan2(torch.optim.Optimizer):
     """The adam-atan2 0.0.3 (imoneoi) CUDA kernel's rule, for any device; lr=0 is allowed.
 
@@ -42,10 +50,7 @@ class AdamATan2(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             lr, (b1, b2), wd = group["lr"], group["betas"], group["weight_decay"]
             buckets: dict[tuple, list] = {}  # (t, device, dtype) -> params that share the scalars
@@ -111,10 +116,7 @@ class SparseSignSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         local = self.puzzle_emb.local_weights
         if local is None or local.grad is None:
             return loss

@@ -389,6 +389,30 @@ def build_ttt_dataset(challenges: dict, out_dir: Path, num_aug: int, seed: int =
                                      test_set_name="test", num_aug=num_aug, seed=seed, quiet=True, force=True))
 
 
+def _budget(ctx: Context, p: TTTParams, deadline: float) -> dict:
+    """Which budget this run has (the rerun's full one, or the short check), logged and reported."""
+    check = ctx.short_check(p)
+    log(f"budgets: the competition rerun {p.budget_hours:g} h less {p.safety_minutes:g} min safety; any other "
+        f"run (commit run, local) a short check of {p.check_minutes:g} min on <= {p.check_tasks} tasks "
+        f"(check_minutes = 0: the full budget). This run: "
+        + ("the short check" if check else "rerun, full budget" if ctx.rerun else "full budget (check_minutes = 0)"))
+    return {"kind": "short check" if check else "full", "rerun": ctx.rerun, "seconds": round(deadline - ctx.t0, 1),
+            "full_hours": p.budget_hours, "safety_minutes": p.safety_minutes, "check_minutes": p.check_minutes,
+            "check_tasks": p.check_tasks}
+
+
+def _tasks(ctx: Context, p: TTTParams, mode: str, test: dict) -> tuple[dict, dict | None, dict, Path]:
+    """(tasks to fine-tune and answer, their solutions or None, the tasks the written submission must
+    cover, where it goes). Validation: the evaluation tasks, into working/validation/; the short
+    check takes at most check_tasks of them."""
+    limit = (lambda n: min(n, p.check_tasks) if n > 0 else p.check_tasks) if ctx.short_check(p) else (lambda n: n)
+    if mode == "validate":
+        challenges = _first(_read_json(ctx.comp_dir / EVAL_CHALLENGES), limit(p.validate_tasks))
+        solutions = {k: v for k, v in _read_json(ctx.comp_dir / EVAL_SOLUTIONS).items() if k in challenges}
+        return challenges, solutions, challenges, ctx.working_dir / "validation" / "submission.json"
+    return _first(test, limit(p.max_tasks)), None, test, ctx.working_dir / "submission.json"
+
+
 def run(ctx: Context, p: TTTParams) -> dict:
     """The whole TTT pipeline (module docstring); returns the report also written to
     working/ttt_report.json. Raises on failure, leaving the fallback submission.json in place."""
@@ -398,23 +422,8 @@ def run(ctx: Context, p: TTTParams) -> dict:
     report: dict = {"mode": mode, "params": dataclasses.asdict(p), "status": "running",
                     "deadline_in_s": round(deadline - time.time(), 1)}
     report_path = ctx.working_dir / "ttt_report.json"
-    check = ctx.short_check(p)
-    report["budget"] = {"kind": "short check" if check else "full", "rerun": ctx.rerun,
-                        "seconds": round(deadline - ctx.t0, 1), "full_hours": p.budget_hours,
-                        "safety_minutes": p.safety_minutes, "check_minutes": p.check_minutes,
-                        "check_tasks": p.check_tasks}
-    log(f"budgets: the competition rerun {p.budget_hours:g} h less {p.safety_minutes:g} min safety; any other "
-        f"run (commit run, local) a short check of {p.check_minutes:g} min on <= {p.check_tasks} tasks "
-        f"(check_minutes = 0: the full budget). This run: "
-        + ("the short check" if check else "rerun, full budget" if ctx.rerun else "full budget (check_minutes = 0)"))
-    limit = (lambda n: min(n, p.check_tasks) if n > 0 else p.check_tasks) if check else (lambda n: n)
-    if mode == "validate":
-        challenges = _first(_read_json(ctx.comp_dir / EVAL_CHALLENGES), limit(p.validate_tasks))
-        solutions = {k: v for k, v in _read_json(ctx.comp_dir / EVAL_SOLUTIONS).items() if k in challenges}
-        full, out_file = challenges, ctx.working_dir / "validation" / "submission.json"
-    else:
-        full, solutions = test, None
-        challenges, out_file = _first(test, limit(p.max_tasks)), ctx.working_dir / "submission.json"
+    report["budget"] = _budget(ctx, p, deadline)
+    challenges, solutions, full, out_file = _tasks(ctx, p, mode, test)
     report.update(tasks=len(challenges), test_inputs=sum(len(t["test"]) for t in challenges.values()))
     log(f"mode {mode}: TTT on {report['tasks']} tasks / {report['test_inputs']} test inputs; "
         f"{(deadline - time.time()) / 3600:.2f} h left before the deadline")

@@ -260,16 +260,13 @@ def offline_prefix(py: Path, check_mod) -> list[str]:
 
 # --------------------------------------------------------------------------- one variant
 
-def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Path, bundles: dict) -> dict:
-    root = out / variant
-    shutil.rmtree(root, ignore_errors=True)
-    held = lay_out(root, variant, comp_src, bundles)
-    params = dict(SIM_PARAMS, crash_after_steps=2 if variant == "crash" else 0)
+def execute(variant: str, py: Path, cut: list[str], root: Path, params: dict, rerun: bool) -> tuple[int, float]:
+    """papermill the notebook in root/ as Kaggle would (its input and working folders, no network,
+    KAGGLE_IS_COMPETITION_RERUN set for the rerun); (exit code, seconds), log in root/papermill.log."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON", "TRM_", "KAGGLE_"))}
     env.update(TRM_KAGGLE_INPUT=str(root / "input"), TRM_KAGGLE_WORKING=str(root / "working"),
                TRM_TTT_SCRATCH=str(root / "scratch"), PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1",
                PYTHONUNBUFFERED="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
-    rerun = variant != "placeholder" if variant != "as-given" else has_hidden_tasks(comp_src)
     if rerun:  # hidden tasks only ever reach the notebook in Kaggle's scoring rerun
         env["KAGGLE_IS_COMPETITION_RERUN"] = "1"
     cmd = [*cut, str(py), "-m", "papermill", str(NOTEBOOK), str(root / "executed.ipynb"), "-k", "python3",
@@ -279,7 +276,16 @@ def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Pat
     t = time.time()
     with open(root / "papermill.log", "w") as logf:
         rc = subprocess.run(cmd, env=env, cwd=root / "working", stdout=logf, stderr=subprocess.STDOUT).returncode
-    secs = time.time() - t
+    return rc, time.time() - t
+
+
+def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Path, bundles: dict) -> dict:
+    root = out / variant
+    shutil.rmtree(root, ignore_errors=True)
+    held = lay_out(root, variant, comp_src, bundles)
+    params = dict(SIM_PARAMS, crash_after_steps=2 if variant == "crash" else 0)
+    rerun = variant != "placeholder" if variant != "as-given" else has_hidden_tasks(comp_src)
+    rc, secs = execute(variant, py, cut, root, params, rerun)
     res = {"variant": variant, "papermill_rc": rc, "seconds": round(secs, 1), "ok": True, "notes": []}
 
     def check(cond: bool, msg: str) -> None:

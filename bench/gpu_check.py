@@ -109,7 +109,7 @@ def train_throughput(device, data: Path, batch: int, compile_: str, steps: int, 
     import trm.distributed as D
     from trm.config import TrainConfig
     from trm.data import TrainSampler, load_split
-    from trm.train import EMA, Trainer
+    from trm.engine import EMA, Trainer
 
     dtype = "float32" if torch.device(device).type != "cuda" else "bfloat16"
     split = load_split(data, "train")

@@ -16,9 +16,9 @@ import torch
 from trm import distributed as D
 from trm.config import TrainConfig
 from trm.data import TrainSampler, load_split
+from trm.engine import Trainer
 from trm.model import TRM, ModelConfig, TRMWithLoss
 from trm.optim import DynamicLossScale
-from trm.train import Trainer
 
 
 def _cfg(dtype: str) -> ModelConfig:

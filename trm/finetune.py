@@ -2,7 +2,7 @@
 
 trm.ttt.run (the notebook's logic, standard library only) writes SPEC.json -- data, weights, output
 folder, deadlines, the notebook's TTTParams -- and launches this module, one process per GPU. It is
-a short driver over trm.train's engine (build_trainer + Trainer.fit): initial weights with a
+a short driver over trm.engine (build_trainer + Trainer.fit): initial weights with a
 mean-initialised puzzle table for the new task ids, fine-tune-time recursion overrides, and the
 stops (_FinetuneHooks: max_steps, finetune_epochs, the evaluation reserve, the deadline every rank
 agrees on), periodic saves (the last good weights should a worker die), and the micro-batch split
@@ -33,8 +33,8 @@ def finetune(spec: dict) -> dict:
     from trm.checkpoint import load_checkpoint
     from trm.config import TrainConfig
     from trm.data import TrainSampler, load_split
+    from trm.engine import build_trainer
     from trm.model import compile_enabled
-    from trm.train import build_trainer
 
     p = TTTParams(**spec["params"])
     # an explicit collective timeout: a dead or stalled worker ends the run in minutes, not hours

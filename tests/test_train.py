@@ -192,7 +192,7 @@ def test_cuda_oom_stops_with_advice(data, tmp_path, monkeypatch, capsys):
 def test_curves_png_is_optional(tmp_path, monkeypatch, capsys):
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "train/loss": 2.0}\n{"step": 2, "train/loss": 1.5}\n')
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
-    T._plot(tmp_path)
+    T.plot(tmp_path)
     assert "curves.png skipped: matplotlib is not installed" in capsys.readouterr().out
     assert not (tmp_path / "curves.png").exists()
 

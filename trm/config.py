@@ -20,9 +20,11 @@ import ast
 import copy
 import dataclasses
 import json
+import os
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 from trm.errors import UserError
 from trm.model import UPSTREAM_NAMES, ModelConfig
@@ -295,3 +297,28 @@ def config_from_dict(d: dict) -> TrainConfig:
 
 def config_json(cfg: TrainConfig) -> str:
     return json.dumps(config_to_dict(cfg), indent=2, sort_keys=False)
+
+
+def _resume_base(resume: str) -> TrainConfig | None:
+    """The saved config of the run being resumed (run dir config.json, else checkpoint meta)."""
+    p = Path(resume)
+    for f in (p / "config.json", p.parent.parent / "config.json" if p.parent.name == "checkpoints" else None):
+        if f is not None and f.is_file():
+            return config_from_dict(json.loads(f.read_text()))
+    if (p / "meta.json").is_file():
+        meta = json.loads((p / "meta.json").read_text())
+        if isinstance(meta.get("train_config"), dict):
+            return config_from_dict(meta["train_config"])
+    return None
+
+
+def config_from_cli(argv: list[str]) -> TrainConfig:
+    """Preset / overrides; with --resume and no preset, the resumed run's config + overrides."""
+    pairs = parse_overrides(argv)
+    keys = {k.lstrip("+").replace("-", "_"): v for k, v in pairs}
+    base = None
+    if keys.get("resume") and "preset" not in keys and os.environ.get("RANK", "0") == "0":
+        base = _resume_base(keys["resume"])
+        if base is not None:  # the run continues where its checkpoint lies (the dir may have moved)
+            base.run_dir, base.stop_at_step = None, 0  # and stop_at_step applied to that invocation only
+    return resolve_config(None, argv, base=base)

@@ -22,6 +22,7 @@ from trm import distributed as D
 from trm.checkpoint import load_checkpoint
 from trm.config import ConfigError, TrainConfig
 from trm.data import TrainSampler
+from trm.errors import EXIT_CHECKPOINT, UserError
 from trm.model import TRM, TRMWithLoss, compile_net, pick_dtype
 from trm.optim import DynamicLossScale, SparseSignSGD, cosine_schedule_with_warmup_lr, make_adam_atan2
 from trm.sources import resolve_checkpoint
@@ -330,3 +331,20 @@ def build_trainer(cfg: TrainConfig, ctx: D.DistContext, split, *, init=None, res
     if cfg.ema:
         trainer.ema = EMA(trainer.model, cfg.ema_rate)
     return trainer
+
+
+class OutOfMemory(UserError, RuntimeError):
+    """CUDA ran out of memory; the message says what to change (the kit never shrinks batches)."""
+
+    exit_code = EXIT_CHECKPOINT
+
+
+def oom_message(cfg: TrainConfig, ctx: D.DistContext, micro: int, step: int) -> str:
+    k = cfg.grad_accum_steps
+    return (f"CUDA out of memory at step {step}. Global batch {cfg.global_batch_size} = "
+            f"{ctx.world_size} process(es) x {k} micro-batch(es) x {micro} rows per micro-batch "
+            f"(per-rank micro-batch {micro}). The kit never lowers the batch or the precision silently. "
+            f"Options: more GPUs (torchrun --nproc-per-node N, or more nodes), or "
+            f"--grad-accum-steps {2 * k} (same global batch and maths, {micro // 2 or 1} rows per "
+            "micro-batch); a smaller --global_batch_size changes the recipe. If it happened in an eval, "
+            f"lower --eval_batch_size (now {cfg.eval_batch_size or cfg.global_batch_size}).")

@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -54,57 +52,27 @@ from trm.config import (
     PRESETS,
     ConfigError,
     TrainConfig,
+    config_from_cli,
     config_from_dict,
     config_json,
     config_to_dict,
-    parse_overrides,
     resolve_config,
     valid_keys,
 )
 from trm.data import TrainSampler, load_split
-from trm.engine import EMA, SHAPE_FIELDS, Trainer, build_trainer, print0  # noqa: F401  (the engine's names, re-exported)
-from trm.errors import EXIT_CHECKPOINT, UserError, cli_main
+from trm.engine import EMA, SHAPE_FIELDS, OutOfMemory, Trainer, build_trainer, oom_message, print0  # noqa: F401  (the engine's names, re-exported)
+from trm.errors import UserError, cli_main
 from trm.evaluate import evaluate_model
 from trm.paths import runs_root
 from trm.provenance import write_provenance
 from trm.runlock import RunLock, check_run_dir, default_run_name
+from trm.runlog import Wandb, append_jsonl, plot, progress_line, truncate_metrics
 
 __all__ = ["train", "main", "TrainConfig", "PRESETS", "resolve_config", "Trainer", "OutOfMemory"]
 
 
-class OutOfMemory(UserError, RuntimeError):
-    """CUDA ran out of memory; the message says what to change (the kit never shrinks batches)."""
-
-    exit_code = EXIT_CHECKPOINT
-
-
 def _run_dir_of(ckpt: Path) -> Path | None:
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
-
-
-def _resume_base(resume: str) -> TrainConfig | None:
-    """The saved config of the run being resumed (run dir config.json, else checkpoint meta)."""
-    p = Path(resume)
-    for f in (p / "config.json", p.parent.parent / "config.json" if p.parent.name == "checkpoints" else None):
-        if f is not None and f.is_file():
-            return config_from_dict(json.loads(f.read_text()))
-    if (p / "meta.json").is_file():
-        meta = json.loads((p / "meta.json").read_text())
-        if isinstance(meta.get("train_config"), dict):
-            return config_from_dict(meta["train_config"])
-    return None
-
-
-def config_from_cli(argv: list[str]) -> TrainConfig:
-    """Preset / overrides; with --resume and no preset, the resumed run's config + overrides."""
-    pairs = parse_overrides(argv)
-    keys = {k.lstrip("+").replace("-", "_"): v for k, v in pairs}
-    base = None
-    if keys.get("resume") and "preset" not in keys and os.environ.get("RANK", "0") == "0":
-        base = _resume_base(keys["resume"])
-        if base is not None:  # the run continues where its checkpoint lies (the dir may have moved)
-            base.run_dir, base.stop_at_step = None, 0  # and stop_at_step applied to that invocation only
-    return resolve_config(None, argv, base=base)
 
 
 # ------------------------------------------------------------------------------------- run
@@ -139,70 +107,6 @@ def _prepare(cfg: TrainConfig, ctx: D.DistContext) -> tuple[TrainConfig, Path, P
         raise out
     d, ck = out
     return config_from_dict(d), Path(d["run_dir"]), Path(ck) if ck else None, lock
-
-
-class _Wandb:
-    """wandb when asked for and importable, else a no-op with a one-line note."""
-
-    def __init__(self, cfg: TrainConfig, ctx: D.DistContext):
-        self.run = None
-        if not (cfg.wandb and ctx.is_main):
-            return
-        try:
-            import wandb
-        except ImportError:
-            print("wandb: --wandb was given but the `wandb` package is not installed; "
-                  "logging to metrics.jsonl only (pip install wandb to enable)")
-            return
-        self.run = wandb.init(project=cfg.project_name, name=cfg.run_name, config=config_to_dict(cfg),
-                              dir=cfg.run_dir, resume="allow")
-
-    def log(self, rec: dict) -> None:
-        if self.run is not None:
-            self.run.log({k: v for k, v in rec.items() if k != "step"}, step=rec["step"])
-
-    def finish(self) -> None:
-        if self.run is not None:
-            self.run.finish()
-
-
-def _append_jsonl(path: Path, rec: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(rec) + "\n")
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume: drop lines logged after the checkpoint's step (those steps are redone)."""
-    if not path.is_file():
-        return
-    keep = []
-    for ln in path.read_text().splitlines():
-        try:
-            if json.loads(ln).get("step", 0) <= step:
-                keep.append(ln)
-        except (json.JSONDecodeError, AttributeError):
-            continue  # e.g. a line cut short by a kill
-    path.write_text("".join(ln + "\n" for ln in keep))
-
-
-def _plot(run_dir: Path) -> None:
-    try:
-        from trm.plots import plot_training_curves
-
-        plot_training_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
-    except ImportError:
-        print("curves.png skipped: matplotlib is not installed")
-
-
-def _oom_message(cfg: TrainConfig, ctx: D.DistContext, micro: int, step: int) -> str:
-    k = cfg.grad_accum_steps
-    return (f"CUDA out of memory at step {step}. Global batch {cfg.global_batch_size} = "
-            f"{ctx.world_size} process(es) x {k} micro-batch(es) x {micro} rows per micro-batch "
-            f"(per-rank micro-batch {micro}). The kit never lowers the batch or the precision silently. "
-            f"Options: more GPUs (torchrun --nproc-per-node N, or more nodes), or "
-            f"--grad-accum-steps {2 * k} (same global batch and maths, {micro // 2 or 1} rows per "
-            "micro-batch); a smaller --global_batch_size changes the recipe. If it happened in an eval, "
-            f"lower --eval_batch_size (now {cfg.eval_batch_size or cfg.global_batch_size}).")
 
 
 def train(config: TrainConfig, argv: list[str] | None = None) -> Path:
@@ -258,7 +162,7 @@ def _run(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, ctx: D.DistC
     n_iters = cfg.epochs // cfg.eval_interval
     metrics_path = run_dir / "metrics.jsonl"
     if ctx.is_main and resume_ckpt:
-        _truncate_metrics(metrics_path, trainer.step)
+        truncate_metrics(metrics_path, trainer.step)
     eval_dir = cfg.eval_data_path or cfg.data_path
     can_eval = cfg.evaluate and (Path(eval_dir) / "test" / "dataset.json").is_file()
     if cfg.evaluate and not can_eval:
@@ -274,7 +178,7 @@ def _run(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, ctx: D.DistC
             if reason == "epochs" and hooks.saved_step != trainer.step and trainer.step > 0:
                 hooks.save()
     except torch.cuda.OutOfMemoryError:
-        raise OutOfMemory(_oom_message(cfg, ctx, trainer.micro, trainer.step)) from None
+        raise OutOfMemory(oom_message(cfg, ctx, trainer.micro, trainer.step)) from None
     finally:
         hooks.close()
     note = ""
@@ -287,20 +191,6 @@ def _run(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, ctx: D.DistC
     return run_dir
 
 
-def progress_line(rec: dict, total_steps: int) -> str:
-    """One metrics line, e.g. `step 40/566 | loss 1.2345 | accuracy (per cell) 0.612 | exact 0.000 |
-    lr 5.00e-03 | s/step 1.31`; accuracies only when some sequence halted since the last line."""
-    parts = [f"step {rec.get('step')}/{total_steps}"]
-    if not rec.get("train/count"):
-        rec = {k: v for k, v in rec.items() if "accuracy" not in k}
-    for key, label, fmt in (("train/loss", "loss", ".4f"), ("train/accuracy", "accuracy (per cell)", ".3f"),
-                            ("train/exact_accuracy", "exact", ".3f"), ("train/lr", "lr", ".2e"),
-                            ("s_per_step", "s/step", ".2f")):
-        if isinstance(rec.get(key), int | float):
-            parts.append(f"{label} {rec[key]:{fmt}}")
-    return " | ".join(parts)
-
-
 class _RunHooks:
     """What `python -m trm.train` does around the engine's steps: metrics lines (metrics.jsonl,
     wandb, the progress bar), periodic checkpoints, and after each iteration of eval_interval
@@ -311,7 +201,7 @@ class _RunHooks:
         self.run_dir, self.eval_dir, self.n_iters, self.saved_step = run_dir, eval_dir, n_iters, saved_step
         self.metrics_path = run_dir / "metrics.jsonl"
         self.stop = self.cfg.stop_at_step or math.inf
-        self.wb = _Wandb(self.cfg, self.ctx)
+        self.wb = Wandb(self.cfg, self.ctx)
         self.bar = None
         if self.ctx.is_main and self.cfg.progress:
             from tqdm.auto import tqdm
@@ -326,7 +216,7 @@ class _RunHooks:
 
     def log(self, rec: dict) -> None:
         if self.ctx.is_main:
-            _append_jsonl(self.metrics_path, rec)
+            append_jsonl(self.metrics_path, rec)
             self.wb.log(rec)
 
     def flush_metrics(self, it: int) -> None:
@@ -369,7 +259,7 @@ class _RunHooks:
                                step=t.step)
         self.log({"step": t.step, **{f"eval/{k}": v for k, v in m.items() if isinstance(v, int | float)}})
         if ctx.is_main:
-            _plot(self.run_dir)
+            plot(self.run_dir)
         return m
 
     def after_step(self, it: int) -> str | None:

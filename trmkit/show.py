@@ -79,8 +79,8 @@ def resolve_training(preset: str | None, overrides=(), run_name: str | None = No
     missing run name becomes <preset>-<UTC time>-<4 hex> (unique). A fresh run into a directory
     that already holds a run is refused here, before any notebook starts (trm.runlock).
     """
+    from trm.config import config_from_cli
     from trm.runlock import check_run_dir, default_run_name
-    from trm.train import config_from_cli
 
     argv = training_argv(preset, overrides, run_name, data_path)
     cfg = config_from_cli(argv)

@@ -69,6 +69,7 @@ n_latent_steps = 0  # L_cycles at fine-tune time; 0: as pretrained
 eval_batch_size = 768
 max_tasks = 0  # 0: all test tasks
 validate_tasks = 0  # 0: all 120 evaluation tasks
+validate_unseen_only = False  # validation: only tasks absent from the weights' pretraining data
 seed = 0
 device = "auto"
 dtype = "auto"  # auto: bf16 on L4/A100/H100, fp16 on T4, fp32 on CPU

@@ -464,3 +464,37 @@ def test_upstream_checkpoint_attached_as_is_is_found_and_fine_tuned(ttt_setup, t
     tuned, _ = load_checkpoint(d / "from-upstream", map_location="cpu")
     assert (tuned.config.n_outer_cycles, tuned.config.halt_max_steps) == (2, 3)
     assert tuned.config.hidden_size == model.config.hidden_size
+
+
+@pytest.mark.slow
+def test_validation_scores_seen_and_unseen_tasks_apart(tmp_path, monkeypatch):
+    """Weights pretrained on a dataset holding aaaa0001 but not bbbb0002: validation on both reports
+    each task's side and a score per side; validate_unseen_only keeps the unseen one only."""
+    from trm.checkpoint import export_slim, save_checkpoint
+    from trm.model import TRM, ModelConfig
+
+    pre = ttt.build_ttt_dataset({"aaaa0001": TASKS["aaaa0001"]}, tmp_path / "pre", num_aug=2)
+    model = TRM(ModelConfig(**TINY, num_puzzle_identifiers=pre["num_puzzle_identifiers"]))
+    save_checkpoint(tmp_path / "full", model, dataset_dir=tmp_path / "pre", meta={"step": 1})
+    export_slim(tmp_path / "full", tmp_path / "input" / "weights")
+    assert ttt.pretrained_tasks(tmp_path / "input" / "weights") == {"aaaa0001"}
+    comp = _comp(tmp_path / "input" / "comp", test={"aaaa0001": TASKS["aaaa0001"]}, extra=False)
+    write(comp / ttt.EVAL_CHALLENGES, TASKS)
+    write(comp / ttt.EVAL_SOLUTIONS, {"aaaa0001": [[[2, 2], [0, 0]]], "bbbb0002": [[[8, 7]], [[1], [2]]]})
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
+    base = dict(device="cpu", num_aug=2, global_batch_size=4, lr_warmup_steps=1, log_interval=1, max_steps=2,
+                eval_batch_size=8, install_wheels=False, check_minutes=0.0)
+    for only, want in ((False, {"aaaa0001", "bbbb0002"}), (True, {"bbbb0002"})):
+        monkeypatch.setenv("TRM_TTT_SCRATCH", str(tmp_path / f"scratch-{only}"))
+        ctx = ttt.start(str(tmp_path / "input"), str(tmp_path / f"working-{only}"))
+        p = ttt.TTTParams(**base, validate_unseen_only=only)
+        ttt.install(ctx, p)
+        report = ttt.run(ctx, p)
+        assert report["mode"] == "validate" and report["status"] == "ok" and report["tasks"] == len(want)
+        val = report["validation"]
+        assert val["pretraining_tasks_known"] is True
+        assert set(val["seen"]["tasks"]) | set(val["unseen"]["tasks"]) == want
+        assert val["unseen"]["tasks"] == ["bbbb0002"] and val["unseen"]["n_test_outputs"] == 2
+        assert val["seen"]["tasks"] == (["aaaa0001"] if not only else [])
+        assert "tasks seen in pretraining" in ttt.summary(report) or only

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from trm.errors import EXIT_CHECKPOINT, UserError, disk_full, is_no_space
+from trm.grids import AUG_SEP
 from trm.model import TRM, ModelConfig, count_parameters
 from trm.util import git_state, sha256_file
 
@@ -90,7 +91,11 @@ def dataset_fingerprint(dataset_dir: str | Path) -> str:
 def _dataset_info(dataset_dir: str | Path) -> dict:
     d = Path(dataset_dir)
     rows = json.loads((d / "train" / "dataset.json").read_text())["num_puzzle_identifiers"]
-    return {"fingerprint": dataset_fingerprint(d), "num_puzzle_identifiers": rows, "path": str(d)}
+    # the tasks whose puzzle rows this table learned ("<task>" / "<task>|||<aug>"; "<blank>" is row 0):
+    # validation tells tasks seen in pretraining from unseen ones by it (trm.ttt)
+    names = json.loads((d / "identifiers.json").read_text()) if (d / "identifiers.json").is_file() else []
+    tasks = sorted({n.split(AUG_SEP)[0] for n in names[1:] if isinstance(n, str)})
+    return {"fingerprint": dataset_fingerprint(d), "num_puzzle_identifiers": rows, "path": str(d), "task_ids": tasks}
 
 
 def _git_info() -> dict | None:

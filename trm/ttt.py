@@ -102,6 +102,7 @@ class TTTParams:
     eval_batch_size: int = 768  # global, split over GPUs
     max_tasks: int = 0  # 0 = every test task; N = the first N get TTT, the rest keep the fallback
     validate_tasks: int = 0  # validation mode: first N evaluation tasks (0 = all 120)
+    validate_unseen_only: bool = False  # validation: only tasks absent from the weights' pretraining data
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto = trm.model.pick_dtype: bf16 on cc >= 8.0 (L4), fp16 on T4, fp32 on CPU
@@ -407,7 +408,14 @@ def _tasks(ctx: Context, p: TTTParams, mode: str, test: dict) -> tuple[dict, dic
     check takes at most check_tasks of them."""
     limit = (lambda n: min(n, p.check_tasks) if n > 0 else p.check_tasks) if ctx.short_check(p) else (lambda n: n)
     if mode == "validate":
-        challenges = _first(_read_json(ctx.comp_dir / EVAL_CHALLENGES), limit(p.validate_tasks))
+        pool = _read_json(ctx.comp_dir / EVAL_CHALLENGES)
+        if p.validate_unseen_only:
+            seen = pretrained_tasks(ctx.bundles.get("weights"))
+            if seen is None:
+                raise ValueError("validate_unseen_only: the weights record no pretraining task list (a kit "
+                                 "weights bundle exported by this kit version does); set it to False")
+            pool = {k: v for k, v in pool.items() if k not in seen}
+        challenges = _first(pool, limit(p.validate_tasks))
         solutions = {k: v for k, v in _read_json(ctx.comp_dir / EVAL_SOLUTIONS).items() if k in challenges}
         return challenges, solutions, challenges, ctx.working_dir / "validation" / "submission.json"
     return _first(test, limit(p.max_tasks)), None, test, ctx.working_dir / "submission.json"
@@ -482,6 +490,9 @@ def run(ctx: Context, p: TTTParams) -> dict:
         report["eval"] = {k: metrics.get(k) for k in ("n_rows", "n_votes", "n_fallback_attempts", "pass@1", "pass@2")}
 
         report.update(finalize(_read_json(eval_dir / "submission.json"), full, out_file, solutions))
+        if solutions is not None:
+            report["validation"] = seen_unseen_scores(_read_json(out_file), solutions,
+                                                      pretrained_tasks(ctx.bundles.get("weights")))
         report["status"] = "ok"
         return report
     except BaseException as e:
@@ -495,6 +506,33 @@ def run(ctx: Context, p: TTTParams) -> dict:
 def _divisible(batch: int, n_gpus: int) -> int:
     n = max(n_gpus, 1)
     return max(n, batch - batch % n)
+
+
+def pretrained_tasks(weights: Path | None) -> set[str] | None:
+    """The task ids whose puzzle rows the weights learned in pretraining (recorded by
+    trm.checkpoint with the dataset), or None when the weights do not say (an upstream file)."""
+    meta = Path(weights) / "meta.json" if weights is not None and Path(weights).is_dir() else None
+    if meta is None or not meta.is_file():
+        return None
+    ids = (_read_json(meta).get("dataset") or {}).get("task_ids")
+    return set(ids) if isinstance(ids, list) else None
+
+
+def seen_unseen_scores(sub: dict, solutions: dict, seen: set[str] | None) -> dict:
+    """Validation scored twice: tasks the weights saw in pretraining (their demos shaped the
+    network: an optimistic figure) and tasks they never saw (run as a hidden task is: the estimate
+    for the leaderboard). Every task is fine-tuned with a mean-initialised row either way."""
+    if seen is None:
+        log("validation: the weights record no pretraining task list: seen / unseen cannot be told apart")
+        return {"pretraining_tasks_known": False}
+    out: dict = {"pretraining_tasks_known": True}
+    for name, ids in (("seen", [t for t in solutions if t in seen]), ("unseen", [t for t in solutions if t not in seen])):
+        s = score_submission({t: sub[t] for t in ids if t in sub}, {t: solutions[t] for t in ids}) if ids else None
+        out[name] = {"tasks": sorted(ids), "score": s["score"] if s else None,
+                     "n_correct": s["n_correct"] if s else 0, "n_test_outputs": s["n_test_outputs"] if s else 0}
+        log(f"validation, {name} in pretraining: {len(ids)} tasks" + (
+            f", score {s['score']:.4f} ({s['n_correct']}/{s['n_test_outputs']})" if s else ""))
+    return out
 
 
 def finalize(predicted: dict, challenges: dict, out_file: Path, solutions: dict | None) -> dict:
@@ -537,6 +575,13 @@ def summary(report: dict) -> str:
     if "submission" in report:
         lines.append(f"{report['submission']}: {report['tasks_from_model']} tasks from the model, "
                      f"{report['tasks_fallback']} fallback, {report['identical_attempts']} identical attempt pairs")
+    val = report.get("validation") or {}
+    for name in ("seen", "unseen") if val.get("pretraining_tasks_known") else ():
+        v = val[name]
+        lines.append(f"validation, tasks {name} in pretraining: {len(v['tasks'])}"
+                     + (f", score {v['score']:.4f} ({v['n_correct']}/{v['n_test_outputs']})" if v["tasks"] else "")
+                     + (" (optimistic: their demos shaped the weights)" if name == "seen" else
+                        " (as hidden tasks run: the leaderboard estimate)"))
     if "score" in report:
         s = report["score"]
         lines.append(f"official score: {s['score']:.4f} ({s['n_correct']}/{s['n_test_outputs']} test outputs)")

@@ -198,3 +198,22 @@ def test_bundle_staging_enospc_is_one_line_and_leaves_no_temporaries(data, tmp_p
     assert hidden(stage) == []
     monkeypatch.undo()
     assert load_checkpoint(ckpt, dataset_dir=data)[1]["step"] == 1  # the source is untouched
+
+
+def test_bundle_staging_enospc_keeps_the_previous_staged_bundle(data, tmp_path, monkeypatch, capsys):
+    """A first staging succeeds; a second one runs out of space: the first staged bundle is still
+    there, complete and byte-identical, and nothing half-written is left beside it."""
+    from trmkit import bundles
+
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "step_1", _tiny(), dataset_dir=data, meta={"step": 1})
+    stage = tmp_path / "stage"
+    args = ["push", "--bundles", "weights", "--dry-run", "--owner", "me", "--checkpoint", str(ckpt), "--out", str(stage)]
+    assert bundles.main(args) == 0
+    before = {p.relative_to(stage): p.read_bytes() for p in sorted((stage / "weights").rglob("*")) if p.is_file()}
+    assert (stage / "weights" / "dataset-metadata.json").is_file() and (stage / "weights" / "model.pt").is_file()
+    torch_save_fails_after(monkeypatch, 2048)
+    assert bundles.main(args) == 4
+    monkeypatch.undo()
+    after = {p.relative_to(stage): p.read_bytes() for p in sorted((stage / "weights").rglob("*")) if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in stage.iterdir()) == ["weights"] and hidden(stage) == []

@@ -247,23 +247,39 @@ def stage_all(a, owner: str, profile: dict) -> list[dict]:
         if bundle == "weights" and not a.checkpoint:
             print("weights: skipped (no --checkpoint given; e.g. --checkpoint runs/x/checkpoints/step_N)")
             continue
-        shutil.rmtree(dest, ignore_errors=True)  # restaged from scratch: no stale files
         values = {"owner": owner, "slug": f"{a.slug_prefix}-{bundle}", "commit": commit,
                   "profile": profile["name"], "python": profile["python"]}
-        if bundle == "wheels":
-            values.update(stage_wheels(dest, profile, a.wheels_dir, a.force))
-        elif bundle == "repo":
-            values.update(stage_repo(dest, a.repo_dir, a.force))
-        else:
-            name = getattr(a, "card_name", None) or f"{a.slug_prefix}-weights"
-            values.update(stage_weights(dest, a.checkpoint, a.metrics, name))
-        meta = render(TEMPLATES / f"{bundle}-dataset-metadata.json", **values)
-        check_dataset_meta(meta)
-        (dest / "dataset-metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+        # restaged from scratch (no stale files) into a sibling, swapped in only when complete: a
+        # failure (a full disk, a bad input) leaves the previous staged bundle as it was
+        tmp = dest.with_name(f"{bundle}.staging-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            if bundle == "wheels":
+                values.update(stage_wheels(tmp, profile, a.wheels_dir, a.force))
+            elif bundle == "repo":
+                values.update(stage_repo(tmp, a.repo_dir, a.force))
+            else:
+                name = getattr(a, "card_name", None) or f"{a.slug_prefix}-weights"
+                values.update(stage_weights(tmp, a.checkpoint, a.metrics, name))
+            meta = render(TEMPLATES / f"{bundle}-dataset-metadata.json", **values)
+            check_dataset_meta(meta)
+            (tmp / "dataset-metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+            _swap_in(tmp, dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         files = [p for p in files_of(dest) if p.name != "dataset-metadata.json"]
         staged.append({"bundle": bundle, "dir": dest, "id": meta["id"], "hash": content_hash(dest),
                        "files": len(files), "bytes": sum(p.stat().st_size for p in files), "commit": commit})
     return staged
+
+
+def _swap_in(new: Path, dest: Path) -> None:
+    """Replace dest by the complete folder new (the old one moved aside first, removed last)."""
+    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+    if dest.exists():
+        dest.rename(old)
+    new.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def refuse_secrets(dirs: list[Path]) -> None:

@@ -498,3 +498,19 @@ def test_validation_scores_seen_and_unseen_tasks_apart(tmp_path, monkeypatch):
         assert val["unseen"]["tasks"] == ["bbbb0002"] and val["unseen"]["n_test_outputs"] == 2
         assert val["seen"]["tasks"] == (["aaaa0001"] if not only else [])
         assert "tasks seen in pretraining" in ttt.summary(report) or only
+
+
+def test_finetune_config_takes_every_shared_parameter_by_name():
+    """A notebook parameter that names a TrainConfig field means that field: no hand re-mapping."""
+    from trm.config import TrainConfig
+    from trm.model import ModelConfig
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)} & {f.name for f in dataclasses.fields(ttt.TTTParams)}
+    assert {"lr", "puzzle_emb_lr", "lr_warmup_steps", "weight_decay", "puzzle_emb_weight_decay", "ema",
+            "ema_rate", "freeze_weights", "seed", "device"} <= names
+    p = ttt.TTTParams(lr=3e-4, puzzle_emb_lr=0.05, lr_warmup_steps=7, weight_decay=0.2, puzzle_emb_weight_decay=0.3,
+                      ema=False, ema_rate=0.9, freeze_weights=True, seed=11, device="cpu", finetune_epochs=40)
+    cfg = finetune.finetune_config(p, ModelConfig(), "d", 96, 2)
+    for name in names - {"global_batch_size", "grad_accum_steps"}:
+        assert getattr(cfg, name) == getattr(p, name), name
+    assert (cfg.global_batch_size, cfg.grad_accum_steps, cfg.epochs, cfg.evaluate, cfg.lr_min_ratio) == (96, 2, 40, False, 1.0)

@@ -31,7 +31,6 @@ def finetune(spec: dict) -> dict:
 
     from trm import distributed as D
     from trm.checkpoint import load_checkpoint
-    from trm.config import TrainConfig
     from trm.data import TrainSampler, load_split
     from trm.engine import build_trainer
     from trm.model import compile_enabled
@@ -56,15 +55,7 @@ def finetune(spec: dict) -> dict:
         if ctx.distributed:  # every rank must split the same way: take the most cautious
             accum = int(D.all_reduce_max(torch.tensor([accum], device=ctx.device), ctx).item())
         gbs = _divisible(p.global_batch_size, ctx.world_size * accum)
-        # One sampler iteration = `epochs` passes over the tasks (sets total_steps, the epochs stop);
-        # deadline-bound runs move on to further iterations (fresh permutations) without end.
-        epochs = p.finetune_epochs or 1000
-        cfg = TrainConfig(arch=arch, data_path=spec["data"], global_batch_size=gbs, epochs=epochs,
-                          eval_interval=epochs, evaluate=False, lr=p.lr, lr_warmup_steps=p.lr_warmup_steps,
-                          lr_min_ratio=1.0, weight_decay=p.weight_decay, puzzle_emb_lr=p.puzzle_emb_lr,
-                          puzzle_emb_weight_decay=p.puzzle_emb_weight_decay, freeze_weights=p.freeze_weights,
-                          ema=p.ema, ema_rate=p.ema_rate, seed=p.seed, grad_accum_steps=accum,
-                          device=p.device, progress=False)
+        cfg = finetune_config(p, arch, spec["data"], gbs, accum)
         trainer = build_trainer(cfg, ctx, split, init=loaded, dtype_request=p.dtype)
         del loaded
         if ctx.device.type == "cuda":
@@ -76,7 +67,7 @@ def finetune(spec: dict) -> dict:
                   f"({trainer.cfg.arch.forward_dtype}), H {arch.n_outer_cycles} L {arch.n_latent_steps} "
                   f"halt_max_steps {arch.halt_max_steps}; global batch {gbs} ({trainer.micro} rows x {accum} "
                   f"micro-batches per process), {'embeddings only' if p.freeze_weights else 'full model'}", flush=True)
-        stopped_by = trainer.fit(TrainSampler(split, gbs, epochs, cfg.seed), hooks.after_step)
+        stopped_by = trainer.fit(TrainSampler(split, gbs, cfg.eval_interval, cfg.seed), hooks.after_step)
         if ctx.is_main:
             hooks.save(stopped_by)
             print(f"fine-tune done: {trainer.step} steps in {time.time() - hooks.t_loop:.1f} s ({stopped_by}); "
@@ -86,6 +77,22 @@ def finetune(spec: dict) -> dict:
         return {"steps": trainer.step}
     finally:
         D.teardown(ctx, clean=ok)  # after an error no barrier: a dead peer would hold it forever
+
+
+def finetune_config(p: TTTParams, arch, data: str, global_batch: int, accum: int):
+    """The fine-tune's TrainConfig: every notebook parameter that names a TrainConfig field is that
+    field (lr, puzzle_emb_lr, lr_warmup_steps, weight_decay, ema, seed, ...: one meaning, passed
+    through by name, tests/test_ttt.py checks it), the batch split as computed, and what a fine-tune
+    always is: no evaluation during training, a constant LR after warm-up, one sampler iteration of
+    `finetune_epochs` epochs (which sets total_steps, hence the epochs stop; deadline-bound runs
+    start further iterations without end)."""
+    from trm.config import TrainConfig
+
+    epochs = p.finetune_epochs or 1000
+    fixed = {"arch": arch, "data_path": data, "global_batch_size": global_batch, "grad_accum_steps": accum,
+             "epochs": epochs, "eval_interval": epochs, "evaluate": False, "lr_min_ratio": 1.0, "progress": False}
+    shared = {f.name for f in dataclasses.fields(TrainConfig)} & {f.name for f in dataclasses.fields(TTTParams)}
+    return TrainConfig(**fixed, **{k: getattr(p, k) for k in sorted(shared - set(fixed))})
 
 
 def _arch_overrides(arch, p: TTTParams):

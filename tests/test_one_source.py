@@ -51,3 +51,22 @@ def test_sim_settings_are_notebook_parameters():
 
     fields = {f.name for f in dataclasses.fields(TTTParams)}
     assert set(SIM_PARAMS) <= fields, set(SIM_PARAMS) - fields
+
+
+def test_evaluation_options_are_trm_evaluate_options():
+    """The 03 notebook's parameters and `python -m trmkit.notebooks evaluate` are trm.evaluate's options
+    (names and defaults), plus where the notebook itself goes."""
+    from trm.evaluate import parser as evaluate_parser
+    from trmkit.notebooks import _parser as runner_parser
+
+    opts = {a.dest: a.default for a in evaluate_parser()._actions if a.dest != "help"}
+    params = _parameters(REPO / "notebooks" / "03_evaluate.py")
+    assert set(params) <= set(opts), set(params) - set(opts)
+    for name in ("batch_size", "device", "early_exit", "pictures"):
+        assert params[name] == opts[name], name
+    sub = next(a for a in runner_parser()._actions if a.dest == "cmd").choices["evaluate"]
+    runner = {a.dest for a in sub._actions if a.dest != "help"} - {"out", "nb_dir"}
+    assert runner <= set(opts), runner - set(opts)
+    for a in sub._actions:
+        if a.dest in opts and a.dest not in ("checkpoint", "data"):
+            assert a.default == opts[a.dest], a.dest

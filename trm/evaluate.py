@@ -508,7 +508,9 @@ def evaluate_model(model, dataset_dir, output_dir=None, *, global_batch_size: in
 
 # --------------------------------------------------------------------------- CLI
 
-def main(argv: list[str] | None = None) -> dict:
+def parser() -> argparse.ArgumentParser:
+    """The evaluation options: the one list (the 03 notebook and `trmkit.notebooks evaluate` are
+    checked against it in tests/test_one_source.py)."""
     ap = argparse.ArgumentParser(prog="python -m trm.evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", help="kit checkpoint dir, upstream step_N (all_config.yaml beside it), "
                                          "or hf://owner/repo/path[@revision]")
@@ -528,6 +530,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--load-puzzle-emb", "--load_puzzle_emb", choices=["keep", "mean"], default="keep",
                     help="mean: every puzzle starts from the checkpoint's mean embedding (a dataset whose "
                          "identifiers.json differs from the training one, e.g. new tasks)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = parser()
     args = ap.parse_args(argv)
     ckpts = ([args.checkpoint] if args.checkpoint else []) + list(args.ensemble)
     if not ckpts:

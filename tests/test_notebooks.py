@@ -226,6 +226,11 @@ def test_demo_quick_executes_all_notebooks(tmp_path):
     assert metrics["kaggle_score"] is not None and 0.0 <= metrics["token_accuracy"] <= 1.0
     assert list((out / "eval" / "pictures").glob("*.png"))
     assert json.loads((out / "summary.json").read_text())["metrics"] == metrics
+    # the unseen-task part ran the competition notebook's path to a complete submission (too short
+    # to learn at this size: tests/test_unseen.py asserts the solved count)
+    u = summary["unseen"]
+    assert u["mode"] == "submit" and u["finetune"]["mean_init"] is True and u["n_test_outputs"] == 2
+    assert (out / "unseen" / "working" / "submission.json").is_file()
 
 
 @pytest.mark.slow

@@ -69,7 +69,8 @@ def train_overrides(size: dict, run_dir: Path) -> list[str]:
 def run(out: str | Path = "runs/demo", quick: bool = False, log_output: bool = True) -> dict:
     """Build, train, evaluate into `out`; returns the summary (also written to out/summary.json)."""
     from trm import unseen
-    from trm.notebooks import check_submission, find_checkpoint, run_build, run_evaluate, run_train
+    from trm.checkpoint import find_checkpoint
+    from trm.notebooks import check_submission, run_build, run_evaluate, run_train
 
     size = SIZES["quick" if quick else "full"]
     out = Path(out)
@@ -95,7 +96,7 @@ def run(out: str | Path = "runs/demo", quick: bool = False, log_output: bool = T
         t = time.time()
         fn()
         times[name] = round(time.time() - t, 1)
-    ckpt = find_checkpoint(run_dir)
+    ckpt = find_checkpoint(run_dir, resumable=False)
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     summary = {"quick": quick, "size": size, "seconds": round(time.time() - start, 1),
                "cpu_seconds": round(_cpu_seconds() - cpu0, 1), "stage_seconds": times,

@@ -39,7 +39,7 @@ NUM_AUG = 8  # 9 versions per task: the fine-tune's rows and the evaluation's vo
 
 SIZES = {
     # measured on a shared 2-core machine, one thread: README "Quick start" / tests/test_unseen.py
-    "full": {"pretrain_epochs": 720, "max_steps": 200, "num_aug": NUM_AUG},
+    "full": {"pretrain_epochs": 720, "max_steps": 300, "num_aug": NUM_AUG},
     # the CI size of `make demo --quick`: the same path, too short to learn anything
     "quick": {"pretrain_epochs": 8, "max_steps": 4, "num_aug": 1},
 }
@@ -115,7 +115,7 @@ def solve_unseen(out: str | Path, weights: str | Path, task_ids=UNSEEN_TASKS, kn
             os.environ[ttt.RERUN_ENV] = before
     p = ttt.TTTParams.from_namespace({"settings": "smoke", "install_wheels": False, "weights_dir": str(weights),
                                       "scratch_dir": str(out / "scratch"), "device": "cpu", "num_aug": NUM_AUG,
-                                      "max_steps": 200, "log_interval": 50, **params})
+                                      "max_steps": 300, "log_interval": 50, **params})
     ttt.install(ctx, p)
     report = ttt.run(ctx, p)
     print(ttt.summary(report), flush=True)

@@ -10,10 +10,12 @@ solved only by learning the new rows: a regression in the new rows' optimiser dr
 (measured: puzzle_emb_lr 0 solves 0 of 2); the mean initialisation is checked by the worker's own
 record (every new row equal to the mean row), not by the count.
 
-Measured (shared 2-core CPU, one thread; pretraining 720 epochs = 240 steps, ~185 s): 300 fine-tune
-steps solved 2 of 2 (seed 0, 214 s; the issue's author: 1 of 2). At 200 steps it is not reliable: 2,
-0 and 0 of 2 in three runs (one with half the pretraining), and a near-random checkpoint (4
-pretraining epochs) also reached 1 of 2 -- so this count does NOT guard the weights' loading by itself.
+Measured (shared 2-core CPU, one thread; pretraining 720 epochs = 240 steps, 185-213 s; 300
+fine-tune steps 214-345 s, so 7-10 min in all with the machine idle to busy): 2 of 2 with seed 0
+(three times: the CPU run is deterministic, identical losses) and with seed 1; the issue's author
+measured 1 of 2. At 200 steps it is not reliable (2, 0, 0 of 2). A near-random checkpoint (4
+pretraining epochs) also solves 2 of 2 at 300 steps: on these toy tasks the count does NOT guard
+the weights' loading, only that the new rows learn.
 """
 
 from __future__ import annotations

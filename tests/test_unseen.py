@@ -37,3 +37,15 @@ def test_finetune_solves_unseen_tasks(tmp_path, monkeypatch):
     assert s["finetune"]["mean_init"] is True and s["finetune"]["stopped_by"] == "max_steps", s["finetune"]
     assert s["n_test_outputs"] == 2
     assert s["solved"] >= 1, s
+
+
+def test_smoke_settings_follow_the_smoke_pretraining_recipe():
+    """settings = "smoke" fine-tunes at the rates the smoke preset was pretrained with, as the
+    defaults do for the paper-size preset: the learning rates scale with the model."""
+    from trm.config import PRESETS
+    from trm.ttt import TTTParams
+
+    for settings, preset in (("smoke", "smoke"), ("default", "paper-arc2")):
+        p, cfg = TTTParams.from_namespace({"settings": settings}), PRESETS[preset]()
+        assert (p.lr, p.puzzle_emb_lr, p.ema_rate) == (cfg.lr, cfg.puzzle_emb_lr, cfg.ema_rate), settings
+    assert TTTParams.from_namespace({"settings": "smoke", "lr": 1e-3}).lr == 1e-3  # an explicit value wins

@@ -7,7 +7,7 @@ fine-tune it on two OTHER recolouring tasks whose ids are in no attached solutio
 each the mean pretrained row) and write submission.json, scored here on the held-back outputs.
 Every augmented version has its own colour permutation and its own puzzle row, so the tasks can be
 solved only by learning the new rows: a regression in the new rows' optimiser drops the count
-(measured: puzzle_emb_lr 0 solves 0 of 2); the mean initialisation is checked by the worker's own
+(measured: puzzle_emb_lr 0 solves 0 of 2, at 200 and 300 steps); the mean initialisation is checked by the worker's own
 record (every new row equal to the mean row), not by the count.
 
 Measured (shared 2-core CPU, one thread; pretraining 720 epochs = 240 steps, 185-213 s; 300

@@ -42,7 +42,7 @@ from trm import ttt  # noqa: E402
 ctx = ttt.start(INPUT_ROOT, WORKING_DIR)
 
 # %% tags=["parameters"]
-settings = "default"  # default | nvarc (NVARC's fine-tune: H 4, L 4, halt 10, batch 128, 2000 epochs)
+settings = "default"  # default | nvarc (NVARC: H 4, L 4, halt 10, batch 128, 2000 epochs) | smoke (the toy model)
 mode = "auto"  # auto | submit | validate
 budget_hours = 12.0  # the competition rerun (hidden tasks): Kaggle's limit
 safety_minutes = 30.0

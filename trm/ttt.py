@@ -138,6 +138,11 @@ SETTINGS: dict[str, dict] = {
     # NVARC's fine-tune of its own checkpoint (kaggle.md §6; 1st place, public LB 10.0)
     "nvarc": {"n_outer_cycles": 4, "n_latent_steps": 4, "halt_max_steps": 10, "finetune_epochs": 2000,
               "global_batch_size": 128, "lr": 1e-4, "lr_warmup_steps": 200, "num_aug": 128},
+    # The toy `smoke` model (trm.config): learning rates follow its own pretraining recipe, as the
+    # defaults follow the paper-size one; at 1e-4 / 1e-2 it solved no unseen task in 200 steps
+    # (trmkit.unseen, tests/test_unseen.py). CPU-sized batch and warm-up; set max_steps.
+    "smoke": {"lr": 5e-3, "puzzle_emb_lr": 0.1, "ema_rate": 0.99, "global_batch_size": 16,
+              "lr_warmup_steps": 20, "num_aug": 8, "eval_batch_size": 64},
 }
 
 

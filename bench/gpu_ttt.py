@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import importlib.util
 import json
 import os
 import shutil
@@ -46,13 +45,6 @@ import torch  # noqa: E402
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "T4": 65.0}
 HIDDEN_TASKS, HIDDEN_INPUTS = 240, 259  # ARC Prize hidden set (kaggle.md §1)
 REFERENCE_EPOCHS = 2000  # NVARC's fine-tune (kaggle.md §6)
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def say(msg: str) -> None:

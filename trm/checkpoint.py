@@ -88,14 +88,16 @@ def dataset_fingerprint(dataset_dir: str | Path) -> str:
     return hashlib.sha256(f.read_bytes()).hexdigest()
 
 
-def _dataset_info(dataset_dir: str | Path) -> dict:
+def _dataset_info(dataset_dir: str | Path, with_tasks: bool = False) -> dict:
     d = Path(dataset_dir)
     rows = json.loads((d / "train" / "dataset.json").read_text())["num_puzzle_identifiers"]
-    # the tasks whose puzzle rows this table learned ("<task>" / "<task>|||<aug>"; "<blank>" is row 0):
-    # validation tells tasks seen in pretraining from unseen ones by it (trm.ttt)
-    names = json.loads((d / "identifiers.json").read_text()) if (d / "identifiers.json").is_file() else []
-    tasks = sorted({n.split(AUG_SEP)[0] for n in names[1:] if isinstance(n, str)})
-    return {"fingerprint": dataset_fingerprint(d), "num_puzzle_identifiers": rows, "path": str(d), "task_ids": tasks}
+    info = {"fingerprint": dataset_fingerprint(d), "num_puzzle_identifiers": rows, "path": str(d)}
+    if with_tasks:
+        # on save only: the tasks whose puzzle rows this table learned ("<task>" / "<task>|||<aug>";
+        # "<blank>" is row 0), by which validation tells seen tasks from unseen ones (trm.ttt)
+        names = json.loads((d / "identifiers.json").read_text())
+        info["task_ids"] = sorted({n.split(AUG_SEP)[0] for n in names[1:] if isinstance(n, str)})
+    return info
 
 
 def _git_info() -> dict | None:
@@ -204,7 +206,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, meta: dict | None = N
            "git": _git_info(), "torch_version": torch.__version__,
            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if dataset_dir is not None:
-        out["dataset"] = _dataset_info(dataset_dir)
+        out["dataset"] = _dataset_info(dataset_dir, with_tasks=True)
     out.update(meta or {})
     objects = {MODEL_FILE: sd} | ({TRAIN_FILE: train_state} if train_state is not None else {})
     return _write_atomic_dir(Path(path), objects, out)

@@ -8,7 +8,7 @@ Kaggle-like input root with trmkit/sim.py's helpers -- the competition folder wh
 `--tasks` evaluation tasks removed from the attached evaluation files (hidden tasks: submit mode,
 mean-initialised puzzle rows), the repo bundle (this tree) and a weights bundle (a paper-size TRM,
 random init, exported slim by trmkit/bundles.py) -- and runs the competition notebook's own cells
-(competition/trm_arc2_inference_notebook.py, parameters injected after the `parameters` cell, as
+(kaggle/trm_arc2_inference_notebook.py, parameters injected after the `parameters` cell, as
 papermill does) with the default settings except a fine-tune capped at `--minutes`.
 
 It writes bench/results/gpu-ttt-<date>-<gpu>.json: per dtype the fine-tune's steady steps/s, rows/s,
@@ -97,7 +97,7 @@ def run_notebook(sim, root: Path, params: dict, timeout: float) -> dict:
     env.update(TRM_KAGGLE_INPUT=str(root / "input"), TRM_KAGGLE_WORKING=str(root / "working"),
                TRM_TTT_SCRATCH=str(root / "scratch"), PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "trmkit.sim", "exec-notebook",
-           str(REPO / "competition" / "trm_arc2_inference_notebook.py"), json.dumps(params)]
+           str(REPO / "kaggle" / "trm_arc2_inference_notebook.py"), json.dumps(params)]
     t0 = time.time()
     with open(root / "notebook.log", "w") as log:
         try:

@@ -34,7 +34,7 @@ def git(repo: Path, *args: str) -> str:
 def repo(tmp_path) -> Path:
     r = tmp_path / "src"
     (r / "pkg").mkdir(parents=True)
-    (r / "README.md").write_text("# demo\nhf_publish and competition/templates are fine words\n")
+    (r / "README.md").write_text("# demo\nhf_publish and kaggle/templates are fine words\n")
     (r / "pkg" / "mod.py").write_text("X = 1\n")
     (r / ".gitignore").write_text("ignored.txt\n")
     (r / "ignored.txt").write_text("not in the bundle\n")
@@ -110,7 +110,7 @@ def test_slug_validation(tmp_path, repo, wheelhouse, no_creds, capsys, prefix):
 
 
 def test_templates_have_no_personal_names():
-    for t in (REPO / "competition" / "templates").glob("*-dataset-metadata.json"):
+    for t in (REPO / "kaggle" / "templates").glob("*-dataset-metadata.json"):
         meta = json.loads(t.read_text())
         assert meta["id"] == "${owner}/${slug}" and len(meta["licenses"]) == 1, t
 
@@ -246,7 +246,7 @@ def test_metrics_of_another_step_or_an_ensemble_are_not_published(tmp_path, repo
 
 
 def test_the_kits_kernel_template_renders(tmp_path, no_creds):
-    nb = REPO / "competition" / "trm_arc2_inference_notebook.ipynb"
+    nb = REPO / "kaggle" / "trm_arc2_inference_notebook.ipynb"
     out = tmp_path / "stage"
     assert bundles.main(["kernel-push", "--owner", "someone", "--dry-run", "--out", str(out), "--notebook", str(nb)]) == 0
     meta = json.loads((out / "kernel" / "kernel-metadata.json").read_text())
@@ -259,7 +259,7 @@ def test_the_kits_kernel_template_renders(tmp_path, no_creds):
 
 
 def test_kernel_accelerator_t4x2(tmp_path, no_creds, capsys):
-    nb = REPO / "competition" / "trm_arc2_inference_notebook.ipynb"
+    nb = REPO / "kaggle" / "trm_arc2_inference_notebook.ipynb"
     out = tmp_path / "stage"
     assert bundles.main(["kernel-push", "--owner", "someone", "--dry-run", "--out", str(out), "--notebook", str(nb),
                          "--accelerator", "NvidiaTeslaT4Highmem", "--competition", "some-other-comp"]) == 0

@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.py"))
 # Every py:percent file with a paired .ipynb: ours, and kaggle/'s competition notebook.
-PAIRS = NOTEBOOKS + sorted(p for p in (REPO / "competition").glob("*.py") if p.with_suffix(".ipynb").is_file())
+PAIRS = NOTEBOOKS + sorted(p for p in (REPO / "kaggle").glob("*.py") if p.with_suffix(".ipynb").is_file())
 
 jupytext = pytest.importorskip("jupytext")
 nbformat = pytest.importorskip("nbformat")

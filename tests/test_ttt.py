@@ -26,7 +26,7 @@ from trm import finetune, ttt
 from trm.submission import validate_submission
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = REPO / "competition" / "trm_arc2_inference_notebook.py"
+NOTEBOOK = REPO / "kaggle" / "trm_arc2_inference_notebook.py"
 
 # Two toy tasks: "recolour 1 -> 2" and "flip left-right"; the second has two test inputs.
 TASKS = {
@@ -111,7 +111,7 @@ def test_first_code_cell_runs_with_the_standard_library_only(tmp_path):
 
 
 def test_kernel_metadata_template():
-    meta = json.loads((REPO / "competition" / "kernel-metadata.json").read_text())
+    meta = json.loads((REPO / "kaggle" / "kernel-metadata.json").read_text())
     assert meta["code_file"] == "trm_arc2_inference_notebook.ipynb" and meta["kernel_type"] == "notebook"
     assert meta["enable_internet"] is False and meta["enable_gpu"] is True
     assert meta["machine_shape"] == "NvidiaL4"

@@ -1,6 +1,6 @@
 """Test-time training (TTT) on the hidden ARC tasks: the Kaggle competition notebook's logic.
 
-The notebook (competition/trm_arc2_inference_notebook.py) holds a bootstrap, parameters and five calls:
+The notebook (kaggle/trm_arc2_inference_notebook.py) holds a bootstrap, parameters and five calls:
 
     ctx = start()                    # clock starts; competition folder found; fallback submission.json
     params = TTTParams.from_namespace(globals())

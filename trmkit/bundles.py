@@ -6,7 +6,7 @@
     python -m trmkit.bundles hf-publish --repo owner/name [--checkpoint DIR] [--dry-run]
 
 Three datasets, staged under build/kaggle/<bundle>/ with a dataset-metadata.json rendered from
-competition/templates/ (owner from --owner, KAGGLE_USERNAME or kaggle.json; slugs <prefix>-<bundle>):
+kaggle/templates/ (owner from --owner, KAGGLE_USERNAME or kaggle.json; slugs <prefix>-<bundle>):
   wheels   the offline wheelhouse of trmkit/wheelhouse.py (built first if missing)
   repo     the committed tree (`git archive HEAD`) + COMMIT; a dirty tree is refused without --force
   weights  trm.checkpoint.export_slim of --checkpoint, README.md model card (trmkit/model_card.py),
@@ -48,8 +48,8 @@ from trmkit.secrets import files_of, scan_secrets
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-COMPETITION_DIR = REPO / "competition"  # the notebook, its kernel metadata and the dataset templates
-TEMPLATES = COMPETITION_DIR / "templates"
+KAGGLE_DIR = REPO / "kaggle"  # the notebook, its kernel metadata and the dataset templates
+TEMPLATES = KAGGLE_DIR / "templates"
 STAGE = REPO / build_root() / "kaggle"  # trm.paths: $TRM_BUILD_DIR (default build/)
 BUNDLES = ("wheels", "repo", "weights")
 PROVENANCE = ("COMMANDS.txt", "ENVIRONMENT.txt", "TRM_COMMIT.txt", "metrics.json")
@@ -494,8 +494,8 @@ def _main(argv: list[str]) -> int:
     kernel = argparse.ArgumentParser(add_help=False)
     kernel.add_argument("--competition", default=COMPETITION, help=f"competition slug (default {COMPETITION})")
     kernel.add_argument("--kernel-slug", help=f"default: slugify(the template's title), else {DEFAULT_KERNEL}")
-    kernel.add_argument("--template", type=Path, default=COMPETITION_DIR / "kernel-metadata.json")
-    kernel.add_argument("--notebook", type=Path, default=COMPETITION_DIR / "trm_arc2_inference_notebook.ipynb")
+    kernel.add_argument("--template", type=Path, default=KAGGLE_DIR / "kernel-metadata.json")
+    kernel.add_argument("--notebook", type=Path, default=KAGGLE_DIR / "trm_arc2_inference_notebook.ipynb")
 
     p = sub.add_parser("push", parents=[common, weights], help="stage and push the Kaggle datasets")
     p.add_argument("--profile", help="wheels/profiles.json entry (default kaggle-2026)")

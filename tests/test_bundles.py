@@ -11,6 +11,7 @@ run time, so this file itself stays clean for the repo bundle's own scan.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -245,31 +246,56 @@ def test_metrics_of_another_step_or_an_ensemble_are_not_published(tmp_path, repo
         "type": "pass@2", "value": 0.5, "name": "pass@2 (per-task macro average)"}
 
 
+def kernel_push(*args) -> int:
+    from trmkit import kernel
+
+    return kernel.main(["push", "--owner", "someone", "--dry-run", *args])
+
+
 def test_the_kits_kernel_template_renders(tmp_path, no_creds):
+    from trmkit.bundles import PLACEHOLDER
+
     nb = REPO / "kaggle" / "trm_arc2_inference_notebook.ipynb"
     out = tmp_path / "stage"
-    assert bundles.main(["kernel-push", "--owner", "someone", "--dry-run", "--out", str(out), "--notebook", str(nb)]) == 0
+    assert kernel_push("--out", str(out)) == 0
     meta = json.loads((out / "kernel" / "kernel-metadata.json").read_text())
     assert meta["id"] == "someone/trm-arc2-inference" and meta["title"] == "trm-arc2-inference"
     assert meta["dataset_sources"] == ["someone/trm-kit-wheels", "someone/trm-kit-repo", "someone/trm-kit-weights"]
     assert meta["competition_sources"] == ["arc-prize-2026-arc-agi-2"] and meta["enable_internet"] is False
     assert meta["machine_shape"] == "NvidiaL4" and meta["enable_gpu"] is True  # default: 4xL4
-    assert meta["code_file"] == nb.name and (out / "kernel" / nb.name).is_file()
-    assert bundles.PLACEHOLDER.search(json.dumps(meta)) is None  # no placeholder left
+    assert meta["docker_image_pinning_type"] == "original"
+    assert meta["code_file"] == nb.name and (out / "kernel" / nb.name).read_bytes() == nb.read_bytes()
+    assert PLACEHOLDER.search(json.dumps(meta)) is None  # no placeholder left
 
 
-def test_kernel_accelerator_t4x2(tmp_path, no_creds, capsys):
-    nb = REPO / "kaggle" / "trm_arc2_inference_notebook.ipynb"
+def test_kernel_machine_shapes(tmp_path, no_creds, capsys):
+    """Kaggle's machine names: T4x2 is NvidiaTeslaT4; a retired, internal or unknown name is refused
+    in one line that names the valid ones, and nothing is staged."""
+    from trmkit.kernel import MACHINE_SHAPES
+
     out = tmp_path / "stage"
-    assert bundles.main(["kernel-push", "--owner", "someone", "--dry-run", "--out", str(out), "--notebook", str(nb),
-                         "--accelerator", "NvidiaTeslaT4Highmem", "--competition", "some-other-comp"]) == 0
+    assert kernel_push("--out", str(out), "--accelerator", "NvidiaTeslaT4", "--competition", "some-other-comp",
+                       "--image-pinning", "latest") == 0
     meta = json.loads((out / "kernel" / "kernel-metadata.json").read_text())
-    assert meta["machine_shape"] == "NvidiaTeslaT4Highmem" and "accelerator" not in meta  # §3.8: key ignored
-    assert meta["competition_sources"] == ["some-other-comp"]
-    assert "NvidiaTeslaT4Highmem (T4x2, fp16" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as e:  # a shape the notebook is not sized for: argparse's one-line error
-        bundles.main(["kernel-push", "--owner", "someone", "--dry-run", "--out", str(out), "--accelerator", "TpuV5E8"])
-    assert e.value.code == 2 and "invalid choice: 'TpuV5E8'" in capsys.readouterr().err
+    assert meta["machine_shape"] == "NvidiaTeslaT4" and "accelerator" not in meta  # an `accelerator` key is ignored
+    assert meta["competition_sources"] == ["some-other-comp"] and meta["docker_image_pinning_type"] == "latest"
+    assert "NvidiaTeslaT4 (T4 x2 (16 GB each): 2 processes, fp16" in capsys.readouterr().out
+    assert list(MACHINE_SHAPES)[:2] == ["NvidiaL4", "NvidiaTeslaT4"]
+    for bad, why in [("NvidiaTeslaT4Highmem", "internal Kaggle pool"), ("NvidiaTeslaP100", "retired"),
+                     ("TpuV5E8", "no CUDA GPU"), ("NvidiaL4x4", "not a Kaggle machine shape")]:
+        shutil.rmtree(out, ignore_errors=True)
+        assert kernel_push("--out", str(out), "--accelerator", bad) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and why in err and ", ".join(MACHINE_SHAPES) in err, err
+        assert not (out / "kernel").exists()
+
+
+def test_kernel_push_refuses_a_notebook_papermill_cannot_start(tmp_path, no_creds, capsys):
+    nb = tmp_path / "trm_x.ipynb"
+    nb.write_text(json.dumps({"nbformat": 4, "nbformat_minor": 4, "metadata": {}, "cells": []}))
+    assert kernel_push("--out", str(tmp_path / "stage"), "--notebook", str(nb)) == 1
+    err = capsys.readouterr().err
+    assert "no kernelspec name" in err and "No kernel name found" in err and err.count("\n") == 1
 
 
 def test_one_competition_slug_everywhere():
@@ -278,7 +304,8 @@ def test_one_competition_slug_everywhere():
     from trm.competition import COMPETITION
 
     assert COMPETITION == "arc-prize-2026-arc-agi-2"
-    assert bundles.COMPETITION is COMPETITION
+    from trmkit import kernel
+    assert kernel.COMPETITION is COMPETITION
     from trmkit import fetch
     assert fetch.COMPETITION is COMPETITION
     def make_n(*args) -> list[str]:  # the commands `make -n` would run, whitespace-normalised
@@ -286,14 +313,15 @@ def test_one_competition_slug_everywhere():
                              env={"PATH": "/usr/bin:/bin", "VENV": str(REPO / ".no-venv")}).stdout
         return [" ".join(line.split()) for line in out.splitlines()]
 
-    assert any(c.endswith(f"kernel-push --competition {COMPETITION}") for c in make_n("kaggle-kernel"))
-    assert any(c.endswith(f"submit --competition {COMPETITION} --version 4") for c in make_n("kaggle-submit", "VERSION=4"))
+    assert any(c.endswith(f"kernel push --competition {COMPETITION}") for c in make_n("kaggle-kernel"))
+    assert any(c.endswith(f"kernel submit --competition {COMPETITION} --version 4 --wait")
+               for c in make_n("kaggle-submit", "VERSION=4", "WAIT=1"))
     assert any(c.endswith(f"--competition {COMPETITION} --out data/kaggle/{COMPETITION}") for c in make_n("data-kaggle"))
-    assert any(c.endswith("kernel-push --competition x-y-z --accelerator NvidiaTeslaT4Highmem")
-               for c in make_n("kaggle-kernel", "COMP=x-y-z", "ACCELERATOR=NvidiaTeslaT4Highmem"))
+    assert any(c.endswith("kernel push --competition x-y-z --accelerator NvidiaTeslaT4")
+               for c in make_n("kaggle-kernel", "COMP=x-y-z", "ACCELERATOR=NvidiaTeslaT4"))
     makefile = (REPO / "Makefile").read_text()
     assert "arc-prize-20" not in makefile  # no second copy of a slug
-    for p in ["trmkit/bundles.py", "trmkit/sim.py", "trmkit/fetch.py"]:
+    for p in ["trmkit/kernel.py", "trmkit/sim.py", "trmkit/fetch.py"]:
         src = (REPO / p).read_text()
         assert "from trm.competition import COMPETITION" in src and '"arc-prize-2026' not in src, p
     assert f"`{COMPETITION}`" in (REPO / "README.md").read_text()

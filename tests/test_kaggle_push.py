@@ -5,7 +5,7 @@ loopback fake in tests/fakes/fake_kaggle.py (no network: the CLI is pointed at 1
 
 bundles.main() runs in-process with the fake's environment (KAGGLE_API_ENVIRONMENT=LOCALHOST,
 HTTP_PROXY at the fake, fake KAGGLE_USERNAME/KAGGLE_KEY, fresh HOME/TMPDIR/KAGGLE_CONFIG_DIR);
-it shells out to .venv/bin/kaggle for every Kaggle call.
+it shells out to .venv/bin/kaggle for every Kaggle call; so do kernel.main()'s push and submit.
 """
 
 from __future__ import annotations
@@ -24,11 +24,14 @@ from fakes.checkpoints import make_run
 from fakes.fake_kaggle import FakeKaggle
 from test_bundles import bundles, git, repo, wheelhouse  # noqa: F401  (fixtures)
 
+from trmkit import kernel as kernel_mod
+
 pytestmark = pytest.mark.skipif(not shutil.which("kaggle", path=str(Path(sys.executable).parent)),
                                 reason="the kaggle CLI is not installed beside this Python")
 STATUS, CREATE, VERSION = (f"datasets.DatasetApiService/{m}" for m in
                            ("GetDatasetStatus", "CreateDataset", "CreateDatasetVersion"))
-SUBMIT, LIST = (f"competitions.CompetitionApiService/{m}" for m in ("CreateCodeSubmission", "ListSubmissions"))
+SUBMIT, LIMITS, GET = (f"competitions.CompetitionApiService/{m}" for m in
+                       ("CreateCodeSubmission", "GetSubmissionLimits", "GetSubmission"))
 
 
 @pytest.fixture
@@ -140,38 +143,45 @@ def kernel_files(tmp_path) -> tuple[Path, Path]:
         "language": "python", "kernel_type": "notebook", "is_private": True, "enable_gpu": True,
         "enable_internet": True, "machine_shape": "NvidiaL4", "dataset_sources": [], "competition_sources": []}))
     nb = tmp_path / "trm_test_notebook.ipynb"
-    nb.write_text(json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
+    nb.write_text(json.dumps({"nbformat": 4, "nbformat_minor": 5, "cells": [
         {"cell_type": "code", "metadata": {}, "execution_count": 1, "source": ["print('hi')\n"],
-         "outputs": [{"output_type": "stream", "name": "stdout", "text": ["hi\n"]}]}]}))
+         "outputs": [{"output_type": "stream", "name": "stdout", "text": ["hi\n"]}]}],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                     "language_info": {"name": "python"}}}))
     return tpl, nb
 
 
 def kernel(tmp_path, kernel_files, cmd: str, *args) -> int:
     tpl, nb = kernel_files
-    return bundles.main([cmd, "--out", str(tmp_path / "stage"), "--competition", "arc-prize-2025",
-                         "--template", str(tpl), "--notebook", str(nb), *args])
+    return kernel_mod.main([cmd, "--out", str(tmp_path / "stage"), "--competition", "arc-prize-2025",
+                            "--template", str(tpl), "--notebook", str(nb), *args])
 
 
-def test_kernel_push_then_submit(tmp_path, kernel_files, fake, capsys):
+@pytest.mark.parametrize("message", [None, "any text"], ids=["no-message", "some-message"])
+def test_kernel_push_then_submit(tmp_path, kernel_files, fake, capsys, message):
+    """The submission is proven by the ref the CLI prints, whatever message the server sends (its
+    content for a code submission is not documented), and its status is looked up by that ref."""
     for b in ("wheels", "repo", "weights"):
         fake.datasets[f"tester/trm-kit-{b}"] = [{"files": {}, "notes": None, "meta": {}}]
-    assert kernel(tmp_path, kernel_files, "kernel-push") == 0
+    fake.submit_message = message
+    assert kernel(tmp_path, kernel_files, "push") == 0
     body = fake.kernels["tester/trm-arc2-test-kernel"][0]
     assert body["newTitle"] == "TRM ARC2 test kernel" and body["machineShape"] == "NvidiaL4"
+    assert body["dockerImagePinningType"] == "original"  # the rerun keeps the image the commit run checked
     assert body["datasetDataSources"] == ["tester/trm-kit-wheels", "tester/trm-kit-repo", "tester/trm-kit-weights"]
     assert body["competitionDataSources"] == ["arc-prize-2025"]
     assert body.get("enableInternet", False) is False  # a competition rerun has no internet
-    assert json.loads(body["text"])["cells"][0]["outputs"] == []
+    text = json.loads(body["text"])
+    assert text["cells"][0]["outputs"] == [] and text["metadata"]["kernelspec"]["name"] == "python3"
     staged = json.loads((tmp_path / "stage" / "kernel" / "kernel-metadata.json").read_text())
     assert staged["enable_internet"] is False and staged["code_file"] == "trm_test_notebook.ipynb"
     assert "make kaggle-submit COMP=arc-prize-2025 VERSION=1" in capsys.readouterr().out
 
-    assert kernel(tmp_path, kernel_files, "submit") == 0  # version: the last kernel-push
+    assert kernel(tmp_path, kernel_files, "submit") == 0  # version: the last push
     out = capsys.readouterr().out
-    assert "Successfully submitted to arc-prize-2025" in out  # the CLI's confirmation, echoed
-    assert "submitted tester/trm-arc2-test-kernel v1 to arc-prize-2025 (submission ref 1001)" in out
-    assert "status of submission 1001: PENDING;" in out  # from `kaggle competitions submissions`
-    assert fake.methods()[-3:] == [SUBMIT, "competitions.CompetitionApiService/GetSubmissionLimits", LIST]
+    assert "Submission ref: 1001" in out  # the CLI's own line
+    assert "submitted tester/trm-arc2-test-kernel v1 to arc-prize-2025: submission 1001, status PENDING" in out
+    assert fake.methods()[-3:] == [SUBMIT, LIMITS, GET]  # submit, remaining today, then the look-up
     sub = fake.submissions[-1]
     assert (sub["competitionName"], sub["kernelOwner"], sub["kernelSlug"], sub["kernelVersion"],
             sub["fileName"]) == ("arc-prize-2025", "tester", "trm-arc2-test-kernel", 1, "submission.json")
@@ -180,15 +190,41 @@ def test_kernel_push_then_submit(tmp_path, kernel_files, fake, capsys):
     assert len(fake.submissions) == 1
 
 
-def test_submit_without_confirmation_fails(tmp_path, kernel_files, fake, capsys):
-    """The CLI exits 0 on a 200 that carries no "Successfully submitted" message: that is a failure."""
+def test_submit_without_a_ref_fails(tmp_path, kernel_files, fake, capsys):
+    """The CLI exits 0 on a 200 that names no submission: that is a failure, in one line."""
     fake.kernels["tester/trm-arc2-test-kernel"] = [{}]
-    fake.faults[SUBMIT] = "no-confirmation"
+    fake.faults[SUBMIT] = "no-ref"
     assert kernel(tmp_path, kernel_files, "submit", "--version", "1") == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and 'printed no "Successfully submitted to ..." confirmation' in err
+    assert err.count("\n") == 1 and "printed no `Submission ref: N`" in err
     assert "kaggle competitions submissions arc-prize-2025" in err
-    assert LIST not in fake.methods() and fake.submissions == []
+    assert GET not in fake.methods() and fake.submissions == []
+
+
+@pytest.mark.parametrize("outcome, rc, shown", [
+    ({"status": "COMPLETE", "publicScore": "0.0417"}, 0, "status COMPLETE, public score 0.0417"),
+    ({"status": "ERROR", "errorDescription": "Notebook Threw Exception"}, 1,
+     "status ERROR, error Notebook Threw Exception"),
+])
+def test_submit_wait_reports_the_outcome(tmp_path, kernel_files, fake, capsys, outcome, rc, shown):
+    """WAIT=1: the CLI's own --wait polls GetSubmission until the score or the error."""
+    fake.kernels["tester/trm-arc2-test-kernel"] = [{}]
+    fake.scoring[1001] = outcome
+    assert kernel(tmp_path, kernel_files, "submit", "--version", "1", "--wait") == rc
+    out = capsys.readouterr().out
+    assert "$ kaggle competitions submit arc-prize-2025 -k tester/trm-arc2-test-kernel -v 1" in out
+    assert f"submission 1001, {shown}" in out
+    assert fake.methods().count(GET) == 2  # the CLI's poll, then the kit's look-up
+
+
+def test_submit_stands_when_the_lookup_fails(tmp_path, kernel_files, fake, capsys):
+    """A submission proven by its ref stands when the status look-up fails; the status says unknown."""
+    fake.kernels["tester/trm-arc2-test-kernel"] = [{}]
+    fake.faults[GET] = "http500"
+    assert kernel(tmp_path, kernel_files, "submit", "--version", "1") == 0
+    out = capsys.readouterr().out
+    assert "submission 1001, status unknown (`kaggle competitions submission 1001` exit 1)" in out
+    assert len(fake.submissions) == 1
 
 
 @pytest.mark.parametrize("missing, fault", [(True, None), (False, "error-body")])
@@ -198,25 +234,15 @@ def test_kernel_push_failures(tmp_path, kernel_files, fake, capsys, missing, fau
             fake.datasets[f"tester/trm-kit-{b}"] = [{"files": {}, "notes": None, "meta": {}}]
     if fault:
         fake.faults["kernels.KernelsApiService/SaveKernel"] = fault
-    assert kernel(tmp_path, kernel_files, "kernel-push") == 1  # exit 0 from the CLI, error printed
+    assert kernel(tmp_path, kernel_files, "push") == 1  # exit 0 from the CLI, error printed
     assert "`kaggle kernels push` failed" in capsys.readouterr().err
 
 
 def test_dry_runs_send_nothing(tmp_path, repo, wheelhouse, kernel_files, fake, capsys):  # noqa: F811
     assert push(tmp_path, repo, wheelhouse, "--dry-run") == 0
-    assert kernel(tmp_path, kernel_files, "kernel-push", "--dry-run") == 0
+    assert kernel(tmp_path, kernel_files, "push", "--dry-run") == 0
     assert kernel(tmp_path, kernel_files, "submit", "--version", "3", "--dry-run") == 0
     assert fake.calls == []
     out = capsys.readouterr().out
     assert "kaggle competitions submit arc-prize-2025 -k tester/trm-arc2-test-kernel -v 3 -f submission.json" in out
     assert os.environ["KAGGLE_KEY"] not in out
-
-
-def test_submit_confirmed_but_status_unlisted(tmp_path, kernel_files, fake, capsys):
-    """A confirmed submission stands even when the status listing fails; the status says unknown."""
-    fake.kernels["tester/trm-arc2-test-kernel"] = [{}]
-    fake.faults[LIST] = "http500"
-    assert kernel(tmp_path, kernel_files, "submit", "--version", "1") == 0
-    out = capsys.readouterr().out
-    assert "status of submission 1001: unknown (`kaggle competitions submissions` exit 1" in out
-    assert len(fake.submissions) == 1

@@ -20,11 +20,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.py"))
-# Every py:percent file with a paired .ipynb: ours, and kaggle/'s competition notebook.
-PAIRS = NOTEBOOKS + sorted(p for p in (REPO / "kaggle").glob("*.py") if p.with_suffix(".ipynb").is_file())
+
 
 jupytext = pytest.importorskip("jupytext")
 nbformat = pytest.importorskip("nbformat")
+from trmkit.notebooks import paired_notebooks  # noqa: E402  (needs jupytext)
+
+PAIRS = paired_notebooks()  # ours, and kaggle/'s competition notebook
 
 
 def _parameters_cells(py: Path) -> list:
@@ -54,6 +56,35 @@ def test_pair_in_sync(py):
     assert pair_problems(py, outputs_allowed=py.parent.name != "notebooks") == []
 
 
+@pytest.mark.parametrize("ipynb", [p.with_suffix(".ipynb") for p in PAIRS], ids=lambda p: str(p.relative_to(REPO)))
+def test_every_shipped_notebook_names_its_kernel(ipynb):
+    """Kaggle runs a pushed notebook with papermill and no -k / -l: the notebook must name both."""
+    meta = json.loads(ipynb.read_text())["metadata"]
+    assert meta["kernelspec"] == {"display_name": "Python 3", "language": "python", "name": "python3"}
+    assert meta["language_info"]["name"] == "python"
+
+
+def test_papermill_without_k_refuses_a_notebook_without_kernelspec(tmp_path):
+    """What the check above guards against, shown with papermill itself: no -k and no kernelspec
+    stops before the first cell; the kit's metadata gets the same tiny notebook executed."""
+    import papermill as pm
+
+    from trmkit.notebooks import KERNELSPEC, LANGUAGE_INFO, kernel_problems
+
+    bare = {"nbformat": 4, "nbformat_minor": 4, "metadata": {}, "cells": [
+        {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": "x = 6 * 7"}]}
+    assert len(kernel_problems(bare)) == 2
+    (tmp_path / "bare.ipynb").write_text(json.dumps(bare))
+    with pytest.raises(ValueError, match="No kernel name found"):
+        pm.execute_notebook(str(tmp_path / "bare.ipynb"), str(tmp_path / "out.ipynb"), progress_bar=False)
+    named = {**bare, "metadata": {"kernelspec": KERNELSPEC, "language_info": LANGUAGE_INFO}}
+    assert kernel_problems(named) == []
+    (tmp_path / "named.ipynb").write_text(json.dumps(named))
+    pm.execute_notebook(str(tmp_path / "named.ipynb"), str(tmp_path / "out.ipynb"), progress_bar=False,
+                        cwd=str(tmp_path))
+    assert json.loads((tmp_path / "out.ipynb").read_text())["cells"][0]["execution_count"] == 1
+
+
 def test_pair_check_catches_drift(tmp_path):
     from trmkit.notebooks import pair_problems, sync_pair
 
@@ -68,14 +99,19 @@ def test_pair_check_catches_drift(tmp_path):
 
 
 def test_jupytext_sync_keeps_py_byte_identical(tmp_path):
-    """toolchain.md §6: with jupytext.toml's filters `jupytext --sync` rewrites nothing."""
+    """With jupytext.toml's filters `jupytext --sync` rewrites nothing in the .py, and keeps the
+    .ipynb's kernelspec (which the filters leave out of the .py)."""
     for name in ("jupytext.toml", "notebooks/02_train.py", "notebooks/02_train.ipynb"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes((REPO / name).read_bytes())
     py = tmp_path / "notebooks" / "02_train.py"
+    py.write_text(py.read_text() + "\n# %%\nedited = True\n")  # the .py is newer: --sync rewrites the .ipynb
     subprocess.run([str(Path(sys.executable).with_name("jupytext")), "--sync", str(py)], check=True,
                    capture_output=True, cwd=tmp_path)
-    assert py.read_bytes() == (REPO / "notebooks" / "02_train.py").read_bytes()
+    assert py.read_bytes() == (REPO / "notebooks" / "02_train.py").read_bytes() + b"\n# %%\nedited = True\n"
+    synced = json.loads(py.with_suffix(".ipynb").read_text())
+    assert "edited = True" in synced["cells"][-1]["source"]
+    assert synced["metadata"]["kernelspec"]["name"] == "python3"
     assert not py.read_text().startswith("# ---")  # no YAML header
 
 

@@ -1,9 +1,9 @@
-"""Stage and publish the kit's Kaggle datasets, competition kernel and Hugging Face weights.
+"""Stage and publish the kit's Kaggle datasets and its Hugging Face weights.
 
     python -m trmkit.bundles push [--profile kaggle-2026] [--checkpoint DIR] [--owner NAME] [--dry-run]
-    python -m trmkit.bundles kernel-push [--competition SLUG] [--accelerator NvidiaTeslaT4Highmem] [--dry-run]
-    python -m trmkit.bundles submit [--competition SLUG] --version N
     python -m trmkit.bundles hf-publish --repo owner/name [--checkpoint DIR] [--dry-run]
+
+(The competition kernel itself, its push and its submission: trmkit/kernel.py.)
 
 Three datasets, staged under build/kaggle/<bundle>/ with a dataset-metadata.json rendered from
 kaggle/templates/ (owner from --owner, KAGGLE_USERNAME or kaggle.json; slugs <prefix>-<bundle>):
@@ -23,7 +23,6 @@ Credentials are read by the CLI / huggingface_hub only: never printed, never cop
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import os
@@ -34,11 +33,9 @@ import sys
 import tarfile
 from pathlib import Path
 
-from trm.competition import COMPETITION
 from trm.paths import build_root
 from trm.util import sha256_file
 from trmkit.kaggle_cli import (
-    CLI_ERROR,
     NO_CREDENTIALS,
     dataset_exists,
     kaggle_credentials,
@@ -56,15 +53,6 @@ PROVENANCE = ("COMMANDS.txt", "ENVIRONMENT.txt", "TRM_COMMIT.txt", "metrics.json
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{4,48})[a-z0-9]$")  # Kaggle: 6-50 chars
 OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,49}$")
 NO_OWNER = "YOUR_KAGGLE_USERNAME"
-DEFAULT_KERNEL = "trm-arc2-inference"
-# kernel-metadata.json `machine_shape` values the notebook is sized for (kaggle.md §3.8; an
-# `accelerator` key there is ignored). The first is the default: 4xL4 (bf16) is ~4x faster than
-# T4x2 (fp16 with dynamic loss scaling) on the hidden set, T4x2 is the fallback when L4 is unavailable.
-ACCELERATORS = {"NvidiaL4": "4xL4, bf16", "NvidiaTeslaT4Highmem": "T4x2, fp16 + dynamic loss scaling"}
-# What `kaggle competitions submit` 2.2.5 prints on success: Kaggle's message, printed as is, and the
-# new submission's ref. A 200 without them (exit 0) submitted nothing we can see.
-SUBMITTED = re.compile(r"(?m)^Successfully submitted to \S")
-SUBMISSION_REF = re.compile(r"(?m)^Submission ref: (\d+)")
 
 class BundleError(RuntimeError):
     """A bundle cannot be staged or pushed (exit 1; KaggleError, the CLI's failures, is handled alike)."""
@@ -299,7 +287,7 @@ def resolve_owner(a) -> tuple[str | None, str]:
     return where, owner
 
 
-def _stop_before_pushing(dry_run: bool, where: str | None, owner: str, done: str) -> int | None:
+def stop_before_pushing(dry_run: bool, where: str | None, owner: str, done: str) -> int | None:
     """The exit code when nothing may be pushed: a dry run (0), or no credentials / no owner (2)."""
     if dry_run:
         print(f"dry run: {done}, nothing pushed")
@@ -328,7 +316,7 @@ def cmd_push(a) -> int:
               f"           then if it is new:  kaggle datasets create -p {d} --dir-mode zip"
               + (" --public" if a.public else "") +
               f"\n           else:               kaggle datasets version -p {d} --dir-mode zip -m \"{s['notes']}\"")
-    stop = _stop_before_pushing(a.dry_run, where, owner, "staged and checked")
+    stop = stop_before_pushing(a.dry_run, where, owner, "staged and checked")
     if stop is not None:
         return stop
     for s in staged:
@@ -342,104 +330,6 @@ def cmd_push(a) -> int:
         save_pushed(a.out, pushed)  # after each bundle: a later failure keeps what already went up
         print(f"pushed {s['id']}")
     return 0
-
-
-def slugify(title: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
-
-
-def render_kernel(a, owner: str) -> dict:
-    """kernel-metadata.json from the template (placeholders: owner, competition, kernel_slug,
-    {wheels,repo,weights}_slug and {wheels,repo,weights}_dataset = owner/slug), then the fields a
-    competition rerun depends on are forced (kaggle.md §3.8): id, code_file, internet off, the GPU
-    (machine_shape from --accelerator, default 4xL4), the competition and the kit's datasets as sources."""
-    raw_title = json.loads(a.template.read_text()).get("title") or ""
-    slug = a.kernel_slug or (slugify(raw_title) if not PLACEHOLDER.search(raw_title) else DEFAULT_KERNEL)
-    slugs = {f"{b}_slug": f"{a.slug_prefix}-{b}" for b in BUNDLES}
-    ds = {f"{b}_dataset": f"{owner}/{slugs[f'{b}_slug']}" for b in BUNDLES}
-    meta = render(a.template, owner=owner, competition=a.competition, kernel_slug=slug, **slugs, **ds)
-    title = meta.get("title") or ""
-    if len(title) < 5 or slugify(title) != slug:
-        raise BundleError(f"{a.template}: title {title!r} must be 5+ characters and slugify to {slug!r}")
-    meta.pop("id_no", None)
-    meta.update(id=f"{owner}/{slug}", code_file=a.notebook.name, enable_internet=False,
-                machine_shape=getattr(a, "accelerator", None) or next(iter(ACCELERATORS)), enable_gpu=True)
-    meta.setdefault("language", "python")
-    meta.setdefault("kernel_type", "notebook")
-    meta["competition_sources"] = list(dict.fromkeys([*meta.get("competition_sources", []), a.competition]))
-    wanted = [ds["wheels_dataset"], ds["repo_dataset"], ds["weights_dataset"]]
-    sources = list(dict.fromkeys([*meta.get("dataset_sources", []), *wanted]))
-    meta["dataset_sources"] = [s for s in sources if not (a.no_weights and s == ds["weights_dataset"])]
-    return meta
-
-
-def cmd_kernel_push(a) -> int:
-    where, owner = resolve_owner(a)
-    meta = render_kernel(a, owner)
-    dest = a.out / "kernel"
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    shutil.copy2(a.notebook, dest / a.notebook.name)
-    (dest / "kernel-metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
-    refuse_secrets([dest])
-    print(f"kernel {meta['id']}: {a.notebook.name}, datasets {', '.join(meta['dataset_sources'])}, "
-          f"competition {a.competition}, {meta['machine_shape']} ({ACCELERATORS[meta['machine_shape']]}), "
-          f"internet off\n  $ kaggle kernels push -p {show(dest)}")
-    stop = _stop_before_pushing(a.dry_run, where, owner, "staged")
-    if stop is not None:
-        return stop
-    _, out = run_cli(["kernels", "push", "-p", str(dest)])  # the machine is in the metadata (machine_shape)
-    m = re.search(r"Kernel version (\d+) successfully", out)
-    version = int(m.group(1)) if m else None
-    pushed = load_pushed(a.out)
-    pushed["kernels"][meta["id"]] = {"version": version, "competition": a.competition}
-    save_pushed(a.out, pushed)
-    print(f"pushed {meta['id']} version {version}; once it has run: "
-          f"make kaggle-submit COMP={a.competition} VERSION={version}")
-    return 0
-
-
-def cmd_submit(a) -> int:
-    where, owner = resolve_owner(a)
-    kernels = load_pushed(a.out)["kernels"]
-    kernel = a.kernel or (f"{owner}/{a.kernel_slug}" if a.kernel_slug else None)
-    if kernel is None:
-        mine = [k for k, v in kernels.items() if v.get("competition") == a.competition]
-        kernel = mine[-1] if mine else render_kernel(a, owner)["id"]
-    version = a.version or kernels.get(kernel, {}).get("version")
-    if not version:
-        raise BundleError("which kernel version? pass --version N (printed by kernel-push)")
-    msg = a.message or f"{kernel} v{version} (kit commit {git('rev-parse', '--short', 'HEAD')})"
-    args = ["competitions", "submit", a.competition, "-k", kernel, "-v", str(version), "-f", a.file, "-m", msg]
-    print("$ kaggle " + " ".join(args))
-    if a.dry_run:
-        print("dry run: nothing submitted")
-        return 0
-    if where is None or owner == NO_OWNER:
-        print(NO_CREDENTIALS)
-        return 2
-    _, out = run_cli(args)
-    if not SUBMITTED.search(out):
-        raise BundleError("`kaggle competitions submit` printed no \"Successfully submitted to ...\" confirmation, "
-                          f"so nothing is known to be submitted; look at `kaggle competitions submissions {a.competition}`")
-    ref = (m := SUBMISSION_REF.search(out)) and m.group(1)
-    print(f"submitted {kernel} v{version} to {a.competition} (submission ref {ref or 'not printed'})")
-    print(f"status of submission {ref or '?'}: {submission_status(a.competition, ref)}; the rerun on the hidden "
-          f"tasks takes hours (up to the notebook's 12 h budget): `kaggle competitions submissions {a.competition}`")
-    return 0
-
-
-def submission_status(competition: str, ref: str | None) -> str:
-    """The listed status of submission `ref` (PENDING / COMPLETE / ERROR, with scores when any); a
-    failed listing only says so: the submission itself is already confirmed."""
-    rc, out = run_cli(["competitions", "submissions", competition, "--csv"], check=False)
-    rows = list(csv.DictReader(line for line in out.splitlines() if line.count(",") >= 4))
-    row = next((r for r in rows if ref and r.get("ref") == ref), None)
-    if rc or CLI_ERROR.search(out) or row is None:
-        return f"unknown (`kaggle competitions submissions` exit {rc}, {len(rows)} submissions listed)"
-    status = (row.get("status") or "").removeprefix("SubmissionStatus.")
-    scores = ", ".join(f"{k} {row[k]}" for k in ("publicScore", "privateScore") if row.get(k))
-    return status + (f" ({scores})" if scores else "")
 
 
 def cmd_hf_publish(a) -> int:
@@ -491,28 +381,11 @@ def _main(argv: list[str]) -> int:
     weights.add_argument("--metrics", type=Path, help="metrics.json of its evaluation (default: searched)")
     weights.add_argument("--repo-dir", type=Path, default=REPO, help=argparse.SUPPRESS)
     weights.add_argument("--force", action="store_true", help="stage the repo bundle from a dirty tree")
-    kernel = argparse.ArgumentParser(add_help=False)
-    kernel.add_argument("--competition", default=COMPETITION, help=f"competition slug (default {COMPETITION})")
-    kernel.add_argument("--kernel-slug", help=f"default: slugify(the template's title), else {DEFAULT_KERNEL}")
-    kernel.add_argument("--template", type=Path, default=KAGGLE_DIR / "kernel-metadata.json")
-    kernel.add_argument("--notebook", type=Path, default=KAGGLE_DIR / "trm_arc2_inference_notebook.ipynb")
-
     p = sub.add_parser("push", parents=[common, weights], help="stage and push the Kaggle datasets")
     p.add_argument("--profile", help="wheels/profiles.json entry (default kaggle-2026)")
     p.add_argument("--wheels-dir", type=Path, help="a built wheelhouse (default: build/wheels/<profile>, rebuilt)")
     p.add_argument("--bundles", default=",".join(BUNDLES), help="comma list of wheels,repo,weights")
     p.add_argument("--public", action="store_true", help="create new datasets public (default private)")
-    p = sub.add_parser("kernel-push", parents=[common, kernel], help="push the competition notebook")
-    p.add_argument("--no-weights", action="store_true", help="do not attach the weights dataset")
-    p.add_argument("--accelerator", choices=ACCELERATORS, default=next(iter(ACCELERATORS)),
-                   help="machine_shape: " + "; ".join(f"{k} = {v}" for k, v in ACCELERATORS.items())
-                   + " (default %(default)s)")
-    p = sub.add_parser("submit", parents=[common, kernel], help="submit a pushed kernel version")
-    p.add_argument("--version", type=int, help="kernel version (default: the last kernel-push)")
-    p.add_argument("--kernel", help="owner/slug (default: the last kernel-push for the competition)")
-    p.add_argument("--file", default="submission.json", help="the kernel's output file")
-    p.add_argument("-m", "--message")
-    p.add_argument("--no-weights", action="store_true", help=argparse.SUPPRESS)
     p = sub.add_parser("hf-publish", parents=[common, weights], help="upload the weights bundle to the HF Hub")
     p.add_argument("--repo", required=True, help="owner/name of the model repo")
     p.add_argument("--public", action="store_true", help="make a new repo public (default private)")
@@ -522,8 +395,7 @@ def _main(argv: list[str]) -> int:
         a.bundles = [b.strip() for b in a.bundles.split(",") if b.strip()]
         if set(a.bundles) - set(BUNDLES):
             ap.error(f"--bundles: choose from {', '.join(BUNDLES)}")
-    return {"push": cmd_push, "kernel-push": cmd_kernel_push, "submit": cmd_submit,
-            "hf-publish": cmd_hf_publish}[a.cmd](a)
+    return {"push": cmd_push, "hf-publish": cmd_hf_publish}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -99,7 +99,8 @@ def execute_notebook(name: str, out_dir: str | Path, parameters: dict, *, log_ou
     failure = None
     sockets = tempfile.mkdtemp(prefix="trm-kernel-")
     try:
-        pm.execute_notebook(str(src), str(out), parameters=parameters, kernel_name="python3", language="python",
+        # no kernel_name / language: the notebook's own kernelspec, as Kaggle's papermill runs it
+        pm.execute_notebook(str(src), str(out), parameters=parameters,
                             cwd=str(cwd or Path.cwd()), log_output=log_output, progress_bar=False,
                             **_kernel_manager(sockets))
     except pm.PapermillExecutionError as e:
@@ -121,9 +122,28 @@ def _filters() -> dict:
     return {k: cfg[k] for k in ("cell_metadata_filter", "notebook_metadata_filter")}
 
 
+# What every shipped .ipynb names as its kernel. papermill without -k / -l (how Kaggle runs a pushed
+# notebook) reads these and stops before the first cell when either is missing (docs/kaggle.md).
+# jupytext.toml filters them out of the .py, and `jupytext --sync` keeps them in the .ipynb.
+KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
+LANGUAGE_INFO = {"name": "python"}
+
+
+def kernel_problems(nb: dict) -> list[str]:
+    """Why papermill with no -k / -l would refuse this notebook (empty list: it would not)."""
+    meta = nb.get("metadata") or {}
+    problems = []
+    if not (meta.get("kernelspec") or {}).get("name"):
+        problems.append("no kernelspec name in its metadata (papermill: 'No kernel name found in notebook')")
+    if not ((meta.get("kernelspec") or {}).get("language") or (meta.get("language_info") or {}).get("name")):
+        problems.append("no language in its metadata (papermill: 'No language found in notebook')")
+    return problems
+
+
 def sync_pair(py: str | Path) -> Path:
-    """Write the .ipynb of a py:percent notebook: no outputs, no kernelspec, and no cell ids
-    (nbformat 4.4), so regenerating it gives the same bytes. `jupytext --sync` also works."""
+    """Write the .ipynb of a py:percent notebook: no outputs, the kernelspec and language of
+    KERNELSPEC / LANGUAGE_INFO, and no cell ids (nbformat 4.4), so regenerating it gives the same
+    bytes. `jupytext --sync` also works (it keeps the .ipynb's kernelspec)."""
     import jupytext
 
     py = Path(py)
@@ -131,7 +151,8 @@ def sync_pair(py: str | Path) -> Path:
     nb.nbformat_minor = 4
     for cell in nb.cells:
         cell.pop("id", None)
-    nb.metadata = {"jupytext": {**_filters(), "main_language": "python"}}
+    nb.metadata = {"jupytext": {**_filters(), "main_language": "python"}, "kernelspec": dict(KERNELSPEC),
+                   "language_info": dict(LANGUAGE_INFO)}
     out = py.with_suffix(".ipynb")
     jupytext.write(nb, out, fmt="ipynb")
     return out
@@ -140,7 +161,7 @@ def sync_pair(py: str | Path) -> Path:
 def pair_problems(py: str | Path, outputs_allowed: bool = False) -> list[str]:
     """Why a py:percent file and its paired .ipynb are out of sync (empty list: in sync): the
     .ipynb converted back to py:percent with jupytext.toml's filters must equal the .py byte
-    for byte, and a committed .ipynb carries no outputs."""
+    for byte, it names its kernel and language, and a committed .ipynb carries no outputs."""
     import jupytext
 
     py = Path(py)
@@ -152,6 +173,7 @@ def pair_problems(py: str | Path, outputs_allowed: bool = False) -> list[str]:
     problems = []
     if jupytext.writes(nb, fmt="py:percent") != py.read_text():
         problems.append(f"{ipynb} differs from {py.name} (edit the .py, then python -m trmkit.notebooks sync)")
+    problems += [f"{ipynb}: {p} (python -m trmkit.notebooks sync)" for p in kernel_problems(nb)]
     if not outputs_allowed and any(c.get("outputs") or c.get("execution_count") for c in nb.cells):
         problems.append(f"{ipynb}: has outputs (commit it unexecuted: python -m trmkit.notebooks sync)")
     return problems
@@ -229,14 +251,19 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--challenges", help="challenges JSON the submission must cover")
     e.add_argument("--solutions", help="solutions JSON for pass@K / Kaggle score")
     e.add_argument("--nb-dir", help="where the executed notebook goes (default: the output dir)")
-    s = sp.add_parser("sync", help="regenerate notebooks/*.ipynb from the .py files (or --check them)")
-    s.add_argument("paths", nargs="*", help="py:percent files (default notebooks/*.py)")
+    s = sp.add_parser("sync", help="regenerate the paired .ipynb from the .py files (or --check them)")
+    s.add_argument("paths", nargs="*", help="py:percent files (default notebooks/*.py and kaggle/*.py)")
     s.add_argument("--check", action="store_true", help="only report pairs that are out of sync (exit 1)")
     return ap
 
 
+def paired_notebooks() -> list[Path]:
+    """Every py:percent notebook the kit ships: notebooks/*.py and kaggle/'s competition notebook."""
+    return sorted(NOTEBOOK_DIR.glob("*.py")) + sorted((NOTEBOOK_DIR.parent / "kaggle").glob("*.py"))
+
+
 def _sync(paths: list[str], check: bool) -> int:
-    pys = [Path(p) for p in paths] or sorted(NOTEBOOK_DIR.glob("*.py"))
+    pys = [Path(p) for p in paths] or paired_notebooks()
     bad = 0
     for py in pys:
         if check:

@@ -25,10 +25,15 @@ class FakeKaggle:
         self.username = username
         self.datasets: dict[str, list[dict]] = {}  # "owner/slug" -> versions: {"files", "notes", "meta"}
         self.kernels: dict[str, list[dict]] = {}  # "owner/slug" -> SaveKernel request bodies
-        self.submissions: list[dict] = []  # CreateCodeSubmission request bodies
+        self.submissions: list[dict] = []  # CreateCodeSubmission request bodies; ref = 1001 + index
+        # what GetSubmission answers for a ref (ApiSubmission fields); default PENDING, no scores
+        self.scoring: dict[int, dict] = {}
+        # CreateCodeSubmission's `message`: the client prints it as is, but what the real server puts
+        # there for a code submission is not documented, so by default the fake sends none
+        self.submit_message: str | None = None
         self.blobs: dict[str, dict] = {}  # upload token -> {"name", "length", "data"}
         self.calls: list[tuple[str, str]] = []  # (HTTP method, API method or path)
-        self.faults: dict[str, str] = {}  # API method -> "http500" | "error-body" (| "no-confirmation": submit)
+        self.faults: dict[str, str] = {}  # API method -> "http500" | "error-body" (| "no-ref": submit)
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self.server.server_port}"
@@ -115,12 +120,19 @@ class FakeKaggle:
             version = int(body.get("kernelVersion", 0))
             if version < 1 or version > len(self.kernels.get(ref, [])):
                 return 404, {"code": 404, "message": f"kernel {ref} version {version} not found"}
-            if fault == "no-confirmation":  # a 200 that submitted nothing: no message, no ref
+            if fault == "no-ref":  # a 200 that names no submission
                 return 200, {}
             self.submissions.append(body)
-            # Kaggle's message names the competition's title; the CLI prints it as is
-            return 200, {"message": f"Successfully submitted to {body.get('competitionName')}",
-                         "ref": 1000 + len(self.submissions)}
+            reply = {"ref": 1000 + len(self.submissions)}  # ApiCreateCodeSubmissionResponse: message, ref
+            return 200, reply if self.submit_message is None else {**reply, "message": self.submit_message}
+        if method == "competitions.CompetitionApiService/GetSubmission":  # `competitions submission REF`, --wait
+            ref = int(body.get("ref", 0))
+            if not 1001 <= ref <= 1000 + len(self.submissions):
+                return 404, {"code": 404, "message": f"submission {ref} not found"}
+            b = self.submissions[ref - 1001]
+            return 200, {"ref": ref, "fileName": b.get("fileName"), "date": "2026-11-27T12:00:00Z",
+                         "description": b.get("submissionDescription"), "status": "PENDING",
+                         **self.scoring.get(ref, {})}
         if method == "competitions.CompetitionApiService/ListSubmissions":  # newest first, as Kaggle lists
             mine = [(i, b) for i, b in enumerate(self.submissions) if b.get("competitionName") == body.get("competitionName")]
             return 200, {"submissions": [

@@ -172,36 +172,57 @@ def test_find_bundle_folder_zip_and_tar(tmp_path):
     assert ttt.find_bundle(tmp_path / "c", "wheels", tmp_path / "u") is None
 
 
-def test_resolve_mode(tmp_path, monkeypatch):
-    monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
-    comp = _comp(tmp_path / "comp")
+HIDDEN = {f"hid{i:05d}": TASKS["bbbb0002"] for i in range(20)}  # 20 tasks no attached file has solutions for
+
+
+def _start(tmp_path, name: str, test: dict, rerun: str | None, monkeypatch) -> ttt.Context:
+    """start() on a competition folder whose solutions files know TASKS (the placeholder) only."""
+    comp = _comp(tmp_path / name / "input" / "comp", test=test)
     write(comp / "arc-agi_training_solutions.json", {"aaaa0001": [[[2]]]})
-    ctx = ttt.Context(t0=0, input_root=tmp_path, working_dir=tmp_path, comp_dir=comp, scratch=tmp_path)
-    p = ttt.TTTParams()
-    assert ttt.resolve_mode(ctx, p, TASKS) == "submit"  # bbbb0002 has no known solution: hidden
     write(comp / "arc-agi_evaluation_solutions.json", {"bbbb0002": [[[1]], [[1]]]})
-    assert ttt.resolve_mode(ctx, p, TASKS) == "validate"  # every id known: the public placeholder
-    assert ttt.resolve_mode(ctx, ttt.TTTParams(mode="submit"), TASKS) == "submit"
-    rerun = ttt.Context(t0=0, input_root=tmp_path, working_dir=tmp_path, comp_dir=comp, scratch=tmp_path, rerun=True)
-    assert ttt.resolve_mode(rerun, ttt.TTTParams(mode="validate"), TASKS) == "submit"
-    with pytest.raises(ValueError):
-        ttt.resolve_mode(ctx, ttt.TTTParams(mode="bogus"), TASKS)
+    if rerun is None:
+        monkeypatch.delenv(ttt.RERUN_ENV, raising=False)
+    else:
+        monkeypatch.setenv(ttt.RERUN_ENV, rerun)
+    return ttt.start(str(tmp_path / name / "input"), str(tmp_path / name / "working"))
 
 
-def test_budget_short_check_unless_rerun(tmp_path, monkeypatch):
-    """Kaggle's scoring rerun gets budget_hours less the safety margin; every other run (the commit
-    run of each pushed version) the short check, unless check_minutes is 0."""
-    comp = _comp(tmp_path / "comp")
-    monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
-    commit = ttt.start(str(tmp_path), str(tmp_path / "w1"))
-    monkeypatch.setenv("KAGGLE_IS_COMPETITION_RERUN", "1")
-    rerun = ttt.start(str(tmp_path), str(tmp_path / "w2"))
-    assert commit.comp_dir == rerun.comp_dir == comp and not commit.rerun and rerun.rerun
-    p = ttt.TTTParams(budget_hours=12.0, safety_minutes=30.0, check_minutes=20.0)
-    assert commit.deadline(p) - commit.t0 == pytest.approx(20 * 60)
-    assert rerun.deadline(p) - rerun.t0 == pytest.approx(12 * 3600 - 30 * 60)
+@pytest.mark.parametrize("rerun", [None, "", "1", "True"], ids=["unset", "empty", "1", "True"])
+def test_hidden_tasks_get_every_task_and_the_full_budget_with_or_without_the_variable(tmp_path, monkeypatch,
+                                                                                      rerun):
+    """Kaggle documents neither the rerun variable's presence nor its value: the budget is decided
+    from the data. Hidden ids -> submit, every task, budget_hours less the safety margin."""
+    ctx = _start(tmp_path, "hidden", HIDDEN, rerun, monkeypatch)
+    p = ttt.TTTParams(budget_hours=12.0, safety_minutes=30.0, check_minutes=20.0, check_tasks=8)
+    assert not ctx.placeholder and ctx.rerun_var == rerun
+    assert ttt.resolve_mode(ctx, p) == ttt.resolve_mode(ctx, ttt.TTTParams(mode="validate")) == "submit"
+    assert ctx.budget(p)[0] == "full" and ctx.deadline(p) - ctx.t0 == pytest.approx(12 * 3600 - 30 * 60)
+    challenges, solutions, full, out = ttt._tasks(ctx, p, "submit", HIDDEN)
+    assert list(challenges) == list(full) == list(HIDDEN) and solutions is None  # all 20, not check_tasks
+    assert out == ctx.working_dir / "submission.json"
+    report = ttt._budget(ctx, p, ctx.deadline(p))
+    assert report["kind"] == "full" and report["test_ids_known"] is False and report["rerun_variable"] == rerun
+    assert report["seconds"] == pytest.approx(12 * 3600 - 30 * 60, abs=0.2)
+
+
+def test_placeholder_gets_the_short_check_unless_the_variable_lengthens_it(tmp_path, monkeypatch):
+    p = ttt.TTTParams(budget_hours=12.0, safety_minutes=30.0, check_minutes=20.0, check_tasks=1)
+    commit = _start(tmp_path, "commit", TASKS, None, monkeypatch)
+    assert commit.placeholder and ttt.resolve_mode(commit, p) == "validate"
+    assert ttt.resolve_mode(commit, ttt.TTTParams(mode="submit")) == "submit"  # asked for on the placeholder
+    assert commit.budget(p)[0] == "short check" and commit.deadline(p) - commit.t0 == pytest.approx(20 * 60)
+    assert len(ttt._tasks(commit, p, "submit", TASKS)[0]) == 1  # check_tasks
     full = ttt.TTTParams(check_minutes=0.0)
-    assert commit.deadline(full) - commit.t0 == pytest.approx(12 * 3600 - 30 * 60)
+    assert commit.budget(full)[0] == "full" and commit.deadline(full) - commit.t0 == pytest.approx(11.5 * 3600)
+    rerun = _start(tmp_path, "rerun", TASKS, "1", monkeypatch)  # the variable only ever lengthens
+    assert rerun.placeholder and ttt.resolve_mode(rerun, ttt.TTTParams(mode="validate")) == "submit"
+    kind, why = rerun.budget(p)
+    assert kind == "full" and ttt.RERUN_ENV in why and rerun.deadline(p) - rerun.t0 == pytest.approx(11.5 * 3600)
+    assert len(ttt._tasks(rerun, p, "submit", TASKS)[0]) == len(TASKS)
+    report = ttt._budget(rerun, p, rerun.deadline(p))
+    assert (report["test_ids_known"], report["rerun_variable"]) == (True, "1")
+    with pytest.raises(ValueError):
+        ttt.resolve_mode(commit, ttt.TTTParams(mode="bogus"))
 
 
 def test_start_writes_the_fallback(tmp_path, monkeypatch):
@@ -409,7 +430,7 @@ def test_notebook_evaluates_the_last_saved_weights_when_a_worker_dies(ttt_setup,
     still evaluates (from the last periodic save) and writes a valid submission from the model."""
     d, _ = ttt_setup
     comp = _comp(tmp_path / "input" / "comp")
-    monkeypatch.setenv("KAGGLE_IS_COMPETITION_RERUN", "1")
+    monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)  # hidden tasks: submit, full budget
     monkeypatch.setenv(ttt.FAULT_ENV, "kill:1:3")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("TRM_TTT_SCRATCH", str(tmp_path / "scratch"))

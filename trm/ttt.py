@@ -16,11 +16,13 @@ hidden tasks' demonstration pairs, augmented like the training data. Inference-o
 on Kaggle; NVARC (1st place) and Trelis fine-tuned inside the notebook this way.
 
 Flow of `run`:
-  1. mode: "submit" on the hidden set; "validate" when the test file is the public placeholder
-     (every id has a known solution in the attached *_solutions.json files) or when asked. The
-     validation run takes the *evaluation* tasks through the same path and prints the official
-     score; submission.json then stays the (valid) fallback for the placeholder.
-     KAGGLE_IS_COMPETITION_RERUN forces "submit".
+  1. mode and budget, from the data: hidden test tasks (ids absent from every attached
+     *_solutions.json) always get "submit", every task and the full budget. The public placeholder
+     (every id known) gets "validate" and a short check: the evaluation tasks go through the same
+     path and the official score is printed; submission.json stays the (valid) fallback.
+     KAGGLE_IS_COMPETITION_RERUN, whose presence and value in the scoring rerun Kaggle does not
+     document, can only lengthen a budget (placeholder + variable: "submit", full budget), never
+     shorten one; the report records both signals and the budget chosen.
   2. dataset: the tasks' demo pairs -> train split (num_aug augmentations each), test inputs -> test
      split, outputs dummy (dataset_builder, in memory; the file is read as it is, never hash-checked).
   3. fine-tune in a subprocess (`python -m trm.finetune SPEC`, under torchrun when several GPUs
@@ -68,7 +70,7 @@ BUNDLE_MARKERS = {
 }
 CRASH_ENV = "TRM_TTT_CRASH_AFTER_STEPS"  # test hook: the fine-tune raises after N steps
 FAULT_ENV = "TRM_TTT_FAULT"  # test hook "kill:RANK:STEP" / "stall:RANK:STEP": a worker dies / hangs
-RERUN_ENV = "KAGGLE_IS_COMPETITION_RERUN"  # set by Kaggle in the scoring rerun on the hidden tasks
+RERUN_ENV = "KAGGLE_IS_COMPETITION_RERUN"  # other code competitions' rerun flag: undocumented here (docs/kaggle.md)
 
 
 @dataclass
@@ -79,7 +81,7 @@ class TTTParams:
     mode: str = "auto"  # auto | submit | validate
     budget_hours: float = 12.0  # the competition rerun's budget: Kaggle's limit, counted from start()
     safety_minutes: float = 30.0  # before start(): container and kernel boot; after: final writes
-    check_minutes: float = 20.0  # any other run (the commit run): a short check's budget; 0 = the full one
+    check_minutes: float = 20.0  # the public placeholder (the commit run): a short check's budget; 0 = the full one
     check_tasks: int = 8  # the short check's tasks (same code path, fewer tasks)
     eval_share: float = 0.05  # minimum share of the time left (after the build) kept for evaluation
     num_aug: int = 128  # augmented versions per task (NVARC 128)
@@ -100,7 +102,6 @@ class TTTParams:
     n_outer_cycles: int = 0  # H_cycles at fine-tune time; 0 = as pretrained (3); NVARC used 4
     n_latent_steps: int = 0  # L_cycles at fine-tune time; 0 = as pretrained (4); NVARC used 4
     eval_batch_size: int = 768  # global, split over GPUs
-    max_tasks: int = 0  # 0 = every test task; N = the first N get TTT, the rest keep the fallback
     validate_tasks: int = 0  # validation mode: first N evaluation tasks (0 = all 120)
     validate_unseen_only: bool = False  # validation: only tasks absent from the weights' pretraining data
     seed: int = 0
@@ -156,12 +157,27 @@ class Context:
     comp_dir: Path
     scratch: Path
     bundles: dict[str, Path | None] = field(default_factory=dict)
-    rerun: bool = False  # Kaggle's scoring rerun ($KAGGLE_IS_COMPETITION_RERUN)
+    placeholder: bool = False  # every test id has a solution in an attached *_solutions.json
+    rerun_var: str | None = None  # $KAGGLE_IS_COMPETITION_RERUN as found (None: not set)
+
+    @property
+    def rerun(self) -> bool:
+        return bool(self.rerun_var)
+
+    def budget(self, p: TTTParams) -> tuple[str, str]:
+        """("full" | "short check", why). The short check is for the public placeholder only (the
+        commit run Kaggle makes of every pushed version, or a local run); hidden tasks always get
+        the full budget; the rerun variable can only lengthen a budget."""
+        if not self.placeholder:
+            return "full", "hidden test tasks (ids absent from the attached solutions files)"
+        if self.rerun:
+            return "full", f"the public placeholder, but {RERUN_ENV}={self.rerun_var!r} lengthens it"
+        if p.check_minutes <= 0:
+            return "full", "the public placeholder with check_minutes = 0"
+        return "short check", "the public placeholder (every test id has a known solution)"
 
     def short_check(self, p: TTTParams) -> bool:
-        """Not the scoring rerun: a commit run (Kaggle runs every pushed version once on the public
-        placeholder) or a local run. It gets the short budget unless check_minutes is 0."""
-        return not self.rerun and p.check_minutes > 0
+        return self.budget(p)[0] == "short check"
 
     def deadline(self, p: TTTParams) -> float:
         if self.short_check(p):
@@ -307,8 +323,22 @@ def start(input_root: str | None = None, working_dir: str | None = None) -> Cont
     log(f"fallback submission.json written: {len(challenges)} tasks, {n_inputs} test inputs "
         f"({comp / TEST_CHALLENGES})")
     scratch = Path(os.environ.get("TRM_TTT_SCRATCH", "/tmp/trm-ttt"))
+    placeholder = is_placeholder(comp, challenges)
+    log(f"test challenges {'are' if placeholder else 'are not'} the public placeholder (ids "
+        f"{'all' if placeholder else 'not all'} in the attached solutions files); "
+        f"{RERUN_ENV} {'= ' + repr(os.environ[RERUN_ENV]) if RERUN_ENV in os.environ else 'not set'}")
     return Context(t0=t0, input_root=root, working_dir=working, comp_dir=comp, scratch=scratch,
-                   rerun=bool(os.environ.get(RERUN_ENV)))
+                   placeholder=placeholder, rerun_var=os.environ.get(RERUN_ENV))
+
+
+def is_placeholder(comp_dir: Path, challenges: dict) -> bool:
+    """Whether the test file is the public placeholder: every id has a solution in one of the
+    attached arc-agi_*_solutions.json files (the hidden set's never do). Never a hash check: the
+    file is read as it is."""
+    known: set[str] = set()
+    for f in sorted(Path(comp_dir).glob("arc-agi_*_solutions.json")):
+        known |= set(_read_json(f))
+    return bool(challenges) and set(challenges) <= known
 
 
 def install(ctx: Context, p: TTTParams) -> dict[str, Path | None]:
@@ -352,20 +382,17 @@ def repo_root(ctx: Context) -> Path:
     return pkg.parent
 
 
-def resolve_mode(ctx: Context, p: TTTParams, challenges: dict) -> str:
-    if ctx.rerun:
-        return "submit"  # the scoring rerun: never anything else
-    if p.mode in ("submit", "validate"):
-        return p.mode
-    if p.mode != "auto":
+def resolve_mode(ctx: Context, p: TTTParams) -> str:
+    """"submit" on hidden tasks, whatever `mode` says (they are what is scored); on the placeholder
+    "submit" with the rerun variable, else `mode` (auto = "validate")."""
+    if p.mode not in ("auto", "submit", "validate"):
         raise ValueError(f"mode must be auto | submit | validate, got {p.mode!r}")
-    known: set[str] = set()
-    for f in sorted(ctx.comp_dir.glob("arc-agi_*_solutions.json")):
-        known |= set(_read_json(f))
-    placeholder = bool(challenges) and set(challenges) <= known
-    log(f"test challenges {'are' if placeholder else 'are not'} the public placeholder "
-        f"(ids {'all' if placeholder else 'not all'} in the attached solutions files)")
-    return "validate" if placeholder else "submit"
+    if not ctx.placeholder or ctx.rerun:
+        if p.mode == "validate":
+            log("mode = validate ignored: " + ("hidden test tasks are always submitted" if not ctx.placeholder
+                                               else f"{RERUN_ENV} is set"))
+        return "submit"
+    return "validate" if p.mode == "auto" else p.mode
 
 
 def _first(d: dict, n: int) -> dict:
@@ -396,21 +423,19 @@ def build_ttt_dataset(challenges: dict, out_dir: Path, num_aug: int, seed: int =
 
 
 def _budget(ctx: Context, p: TTTParams, deadline: float) -> dict:
-    """Which budget this run has (the rerun's full one, or the short check), logged and reported."""
-    check = ctx.short_check(p)
-    log(f"budgets: the competition rerun {p.budget_hours:g} h less {p.safety_minutes:g} min safety; any other "
-        f"run (commit run, local) a short check of {p.check_minutes:g} min on <= {p.check_tasks} tasks "
-        f"(check_minutes = 0: the full budget). This run: "
-        + ("the short check" if check else "rerun, full budget" if ctx.rerun else "full budget (check_minutes = 0)"))
-    return {"kind": "short check" if check else "full", "rerun": ctx.rerun, "seconds": round(deadline - ctx.t0, 1),
-            "full_hours": p.budget_hours, "safety_minutes": p.safety_minutes, "check_minutes": p.check_minutes,
-            "check_tasks": p.check_tasks}
+    """Which budget this run has and why (both signals recorded), logged and reported."""
+    kind, why = ctx.budget(p)
+    log(f"budget: {kind} ({why}): " + (f"{p.check_minutes:g} min on <= {p.check_tasks} tasks" if kind != "full"
+                                       else f"{p.budget_hours:g} h less {p.safety_minutes:g} min safety, every task"))
+    return {"kind": kind, "why": why, "test_ids_known": ctx.placeholder, "rerun_variable": ctx.rerun_var,
+            "seconds": round(deadline - ctx.t0, 1), "full_hours": p.budget_hours, "safety_minutes": p.safety_minutes,
+            "check_minutes": p.check_minutes, "check_tasks": p.check_tasks}
 
 
 def _tasks(ctx: Context, p: TTTParams, mode: str, test: dict) -> tuple[dict, dict | None, dict, Path]:
     """(tasks to fine-tune and answer, their solutions or None, the tasks the written submission must
-    cover, where it goes). Validation: the evaluation tasks, into working/validation/; the short
-    check takes at most check_tasks of them."""
+    cover, where it goes). Validation: the evaluation tasks, into working/validation/. The short
+    check takes at most check_tasks tasks; the full budget every test task."""
     limit = (lambda n: min(n, p.check_tasks) if n > 0 else p.check_tasks) if ctx.short_check(p) else (lambda n: n)
     if mode == "validate":
         pool = _read_json(ctx.comp_dir / EVAL_CHALLENGES)
@@ -423,7 +448,7 @@ def _tasks(ctx: Context, p: TTTParams, mode: str, test: dict) -> tuple[dict, dic
         challenges = _first(pool, limit(p.validate_tasks))
         solutions = {k: v for k, v in _read_json(ctx.comp_dir / EVAL_SOLUTIONS).items() if k in challenges}
         return challenges, solutions, challenges, ctx.working_dir / "validation" / "submission.json"
-    return _first(test, limit(p.max_tasks)), None, test, ctx.working_dir / "submission.json"
+    return _first(test, limit(0)), None, test, ctx.working_dir / "submission.json"
 
 
 def run(ctx: Context, p: TTTParams) -> dict:
@@ -431,7 +456,7 @@ def run(ctx: Context, p: TTTParams) -> dict:
     working/ttt_report.json. Raises on failure, leaving the fallback submission.json in place."""
     deadline = ctx.deadline(p)
     test = _read_json(ctx.comp_dir / TEST_CHALLENGES)
-    mode = resolve_mode(ctx, p, test)
+    mode = resolve_mode(ctx, p)
     report: dict = {"mode": mode, "params": dataclasses.asdict(p), "status": "running",
                     "deadline_in_s": round(deadline - time.time(), 1)}
     report_path = ctx.working_dir / "ttt_report.json"

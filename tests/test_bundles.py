@@ -83,7 +83,8 @@ def test_stage_wheels_and_repo(tmp_path, repo, wheelhouse, no_creds, capsys):
     assert (out / "repo" / "COMMIT").read_text() == head + "\n"
     meta = json.loads((out / "repo" / "dataset-metadata.json").read_text())
     assert meta["id"] == "someone/trm-kit-repo" and 6 <= len(meta["title"]) <= 50
-    assert meta["licenses"] == [{"name": "other"}] and head in meta["description"]
+    assert meta["licenses"] == [{"name": "other"}] and head in meta["description"]  # MIT: not a Kaggle name
+    assert "Licence: MIT." in meta["description"] and bundles.KIT_LICENSE == "MIT"
     wmeta = json.loads((out / "wheels" / "dataset-metadata.json").read_text())
     assert wmeta["id"] == "someone/trm-kit-wheels" and "kaggle-2026" in wmeta["subtitle"]
     assert sorted(p.name for p in (out / "wheels").iterdir()) == [
@@ -101,6 +102,22 @@ def test_dirty_tree_refused_unless_forced(tmp_path, repo, wheelhouse, no_creds, 
     assert "uncommitted changes" in capsys.readouterr().err
     assert push("--dry-run", "--bundles", "repo", "--force", out=out, repo=repo, wh=wheelhouse) == 0
     assert (out / "repo" / "pkg" / "mod.py").read_text() == "X = 1\n"  # HEAD, not the dirty file
+
+
+@pytest.mark.parametrize("license, kaggle", [("CC0-1.0", "CC0-1.0"), ("MIT-0", "other")])
+def test_license_is_a_setting(tmp_path, repo, wheelhouse, no_creds, license, kaggle):
+    """A prize entry's code must be public-domain-like (CC0-1.0 or MIT-0): the bundles say what is asked."""
+    out = tmp_path / "stage"
+    assert push("--dry-run", "--bundles", "repo,wheels", "--license", license, out=out, repo=repo, wh=wheelhouse) == 0
+    for b in ("repo", "wheels"):
+        meta = json.loads((out / b / "dataset-metadata.json").read_text())
+        assert meta["licenses"] == [{"name": kaggle}] and f"Licence: {license}." in meta["description"]
+
+
+def test_license_must_be_an_identifier(tmp_path, repo, wheelhouse, no_creds, capsys):
+    with pytest.raises(SystemExit) as e:
+        push("--dry-run", "--license", "MIT or whatever", out=tmp_path / "s", repo=repo, wh=wheelhouse)
+    assert e.value.code == 2 and "an SPDX identifier" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("prefix", ["", "Trm_Kit", "x" * 46, "-bad", "a b"])

@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tomllib
 from pathlib import Path
 
 from trm.paths import build_root
@@ -53,6 +54,16 @@ PROVENANCE = ("COMMANDS.txt", "ENVIRONMENT.txt", "TRM_COMMIT.txt", "metrics.json
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{4,48})[a-z0-9]$")  # Kaggle: 6-50 chars
 OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,49}$")
 NO_OWNER = "YOUR_KAGGLE_USERNAME"
+# The bundles' licence (--license / make LICENSE=): by default the kit's own, as pyproject.toml declares
+# it. A prize entry needs its own code public-domain-like (CC0-1.0 or MIT-0; MIT is not): docs/kaggle.md.
+KIT_LICENSE = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["license"]
+# dataset-metadata.json `licenses` names Kaggle's dataset docs list; any other licence is "other",
+# named in the description
+KAGGLE_DATASET_LICENSES = ("CC0-1.0", "CC-BY-SA-3.0", "CC-BY-SA-4.0", "CC-BY-NC-SA-4.0", "GPL-2.0", "ODbL-1.0",
+                           "DbCL-1.0", "CC-BY-4.0", "CC-BY-NC-4.0", "PDDL", "CC-BY-3.0", "CDLA-Permissive-1.0",
+                           "CDLA-Sharing-1.0", "CC-BY-ND-4.0", "CC-BY-NC-ND-4.0", "ODC-BY-1.0", "LGPL-3.0",
+                           "AGPL-3.0", "FDL-1.3")
+LICENSE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*$")  # an SPDX-style identifier
 
 class BundleError(RuntimeError):
     """A bundle cannot be staged or pushed (exit 1; KaggleError, the CLI's failures, is handled alike)."""
@@ -188,7 +199,7 @@ def stage_repo(dest: Path, repo: Path, force: bool) -> dict:
     return {"commit": commit}
 
 
-def stage_weights(dest: Path, ckpt: Path, metrics_path: Path | None, name: str) -> dict:
+def stage_weights(dest: Path, ckpt: Path, metrics_path: Path | None, name: str, license: str) -> dict:
     """Slim export + model card + the run's provenance files (nearest run dir first)."""
     from trm.checkpoint import CheckpointError, export_slim
     from trm.sources import resolve_checkpoint
@@ -222,6 +233,7 @@ def stage_weights(dest: Path, ckpt: Path, metrics_path: Path | None, name: str) 
     else:
         print(f"weights: no solve rates in the card: {note}")
     (dest / "README.md").write_text(render_card(meta, metrics, name=name, provenance=copied, metrics_note=note,
+                                                license=license,
                                                 trained_git=src_meta.get("git")))
     return {"checkpoint": ckpt.name, "step": meta.get("step", "unknown")}
 
@@ -235,7 +247,8 @@ def stage_all(a, owner: str, profile: dict) -> list[dict]:
         if bundle == "weights" and not a.checkpoint:
             print("weights: skipped (no --checkpoint given; e.g. --checkpoint runs/x/checkpoints/step_N)")
             continue
-        values = {"owner": owner, "slug": f"{a.slug_prefix}-{bundle}", "commit": commit,
+        values = {"owner": owner, "slug": f"{a.slug_prefix}-{bundle}", "commit": commit, "license": a.license,
+                  "kaggle_license": a.license if a.license in KAGGLE_DATASET_LICENSES else "other",
                   "profile": profile["name"], "python": profile["python"]}
         # restaged from scratch (no stale files) into a sibling, swapped in only when complete: a
         # failure (a full disk, a bad input) leaves the previous staged bundle as it was
@@ -248,7 +261,7 @@ def stage_all(a, owner: str, profile: dict) -> list[dict]:
                 values.update(stage_repo(tmp, a.repo_dir, a.force))
             else:
                 name = getattr(a, "card_name", None) or f"{a.slug_prefix}-weights"
-                values.update(stage_weights(tmp, a.checkpoint, a.metrics, name))
+                values.update(stage_weights(tmp, a.checkpoint, a.metrics, name, a.license))
             meta = render(TEMPLATES / f"{bundle}-dataset-metadata.json", **values)
             check_dataset_meta(meta)
             (tmp / "dataset-metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -381,6 +394,8 @@ def _main(argv: list[str]) -> int:
     weights.add_argument("--metrics", type=Path, help="metrics.json of its evaluation (default: searched)")
     weights.add_argument("--repo-dir", type=Path, default=REPO, help=argparse.SUPPRESS)
     weights.add_argument("--force", action="store_true", help="stage the repo bundle from a dirty tree")
+    weights.add_argument("--license", default=KIT_LICENSE, help=f"the bundles' licence, an SPDX id (default "
+                         f"{KIT_LICENSE}, the kit's; a prize entry's own code: CC0-1.0 or MIT-0)")
     p = sub.add_parser("push", parents=[common, weights], help="stage and push the Kaggle datasets")
     p.add_argument("--profile", help="wheels/profiles.json entry (default kaggle-2026)")
     p.add_argument("--wheels-dir", type=Path, help="a built wheelhouse (default: build/wheels/<profile>, rebuilt)")
@@ -391,6 +406,8 @@ def _main(argv: list[str]) -> int:
     p.add_argument("--public", action="store_true", help="make a new repo public (default private)")
     a = ap.parse_args(argv)
     a.out = a.out.resolve()
+    if not LICENSE_ID.match(a.license):
+        ap.error(f"--license {a.license!r}: an SPDX identifier such as MIT, MIT-0 or CC0-1.0")
     if a.cmd == "push":
         a.bundles = [b.strip() for b in a.bundles.split(",") if b.strip()]
         if set(a.bundles) - set(BUNDLES):

@@ -66,8 +66,12 @@ def find_metrics(ckpt: Path, meta: dict, explicit: Path | None = None) -> tuple[
     return None, None, "; ".join(notes) or "no metrics.json found for this checkpoint (run `make evaluate` first)"
 
 
+# Licence identifiers of the Hub's model-card metadata the kit may meet; any other is "other" + its name.
+HF_LICENSES = ("mit", "apache-2.0", "cc0-1.0", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "bsd-3-clause")
+
+
 def render_card(meta: dict, metrics: dict | None, *, name: str, dataset: str = "ARC-AGI-2 evaluation",
-                provenance: list[str] = (), metrics_note: str = "", license: str = "mit",
+                provenance: list[str] = (), metrics_note: str = "", license: str = "MIT",
                 trained_git: dict | None = None) -> str:
     """meta: the slim export's meta.json; trained_git: the source checkpoint's git record (the
     export's own `git` is the tree at export time, not the one that trained it)."""
@@ -75,7 +79,8 @@ def render_card(meta: dict, metrics: dict | None, *, name: str, dataset: str = "
     results = [EvalResult(task_type="other", task_name="ARC-AGI abstract reasoning", dataset_type="arc-agi-2",
                           dataset_name=dataset, dataset_split="evaluation", metric_type=mtype,
                           metric_name=label, metric_value=value) for mtype, label, value in rates]
-    data = ModelCardData(license=license, library_name="pytorch", tags=["trm", "arc-agi", "arc-prize"],
+    hf = license.lower() if license.lower() in HF_LICENSES else "other"  # the Hub's own identifiers
+    data = ModelCardData(license=hf, license_name=None if hf != "other" else license, library_name="pytorch", tags=["trm", "arc-agi", "arc-prize"],
                          model_name=name, eval_results=results or None)
     cfg = meta.get("model_config") or {}
     def commit(g: dict | None) -> str:

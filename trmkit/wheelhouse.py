@@ -34,7 +34,7 @@ from trm.util import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = REPO / "wheels" / "profiles.json"
-PACKAGED = ("trm", "dataset_builder", "pyproject.toml", "README.md")  # what goes into the kit wheel
+PACKAGED = ("trm", "dataset_builder", "pyproject.toml", "README.md", "LICENSE")  # what goes into the kit wheel
 
 
 def load_profile(name: str | None) -> dict:

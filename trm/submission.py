@@ -4,7 +4,7 @@
     python -m trm.submission score SUBMISSION --challenges CHALLENGES.json --solutions SOLUTIONS.json
     python -m trm.submission fallback --challenges CHALLENGES.json --output submission.json
 
-Format (kaggle.md §1.2): `{task_id: [{"attempt_1": grid, "attempt_2": grid}, ...]}` with
+Format (docs/kaggle.md, "The competition"): `{task_id: [{"attempt_1": grid, "attempt_2": grid}, ...]}` with
 every task id of the challenges file, one dict per test input in order, both attempts, and
 every grid a non-empty rectangular list of lists, 1-30 x 1-30, of ints 0-9. A test output
 scores 1 when either attempt equals it exactly; the score is the micro average over all

@@ -1,6 +1,6 @@
 """Test-time training (TTT) on the hidden ARC tasks: the Kaggle competition notebook's logic.
 
-The notebook (kaggle/trm_arc2_inference_notebook.py) holds a bootstrap, parameters and five calls:
+The notebook (kaggle/trm_arc2_inference_notebook.py; docs/kaggle.md) holds a bootstrap, parameters and five calls:
 
     ctx = start()                    # clock starts; competition folder found; fallback submission.json
     params = TTTParams.from_namespace(globals())
@@ -8,7 +8,7 @@ The notebook (kaggle/trm_arc2_inference_notebook.py) holds a bootstrap, paramete
     report = run(ctx, params)        # dataset -> fine-tune to a deadline -> vote -> submission.json
     print(summary(report))
 
-Why TTT (kaggle.md §5-6): offline weights know nothing about the hidden tasks. The puzzle table
+Why TTT (docs/kaggle.md): offline weights know nothing about the hidden tasks. The puzzle table
 has one learned row per *training* puzzle, so a hidden task must get a fresh row, initialised to
 the mean of the pretrained rows (upstream's load_checkpoint reset; a slim checkpoint carries just
 that mean row), and those rows -- plus, by default, the whole network -- are fine-tuned on the
@@ -131,12 +131,12 @@ class TTTParams:
                                          if getattr(p, k) == getattr(base, k)})
 
 
-# Named fine-tune settings (README "Kaggle": which with which checkpoint, and why).
+# Named fine-tune settings (docs/kaggle.md, "From a published checkpoint": which with which checkpoint, why).
 SETTINGS: dict[str, dict] = {
     # TTTParams' own defaults: the pretrained recursion, NVARC's 2000 epochs and learning rates,
     # global batch 384 (Trelis, 4xL4): 1.25 h projected on 4xL4 for the hidden set (GPU-measured)
     "default": {},
-    # NVARC's fine-tune of its own checkpoint (kaggle.md §6; 1st place, public LB 10.0)
+    # NVARC's fine-tune of its own checkpoint (docs/kaggle.md; 1st place, public LB 10.0)
     "nvarc": {"n_outer_cycles": 4, "n_latent_steps": 4, "halt_max_steps": 10, "finetune_epochs": 2000,
               "global_batch_size": 128, "lr": 1e-4, "lr_warmup_steps": 200, "num_aug": 128},
     # The toy `smoke` model (trm.config): learning rates follow its own pretraining recipe, as the

@@ -25,7 +25,7 @@ CLI_ERROR = re.compile(r"(?i)\berror:|authentication required|are not valid .* s
 
 def kaggle_credentials() -> tuple[str | None, str | None]:
     """(where the CLI would find credentials, user name if known) -- never the secret itself.
-    Order as in the CLI: tokens, KAGGLE_USERNAME/KAGGLE_KEY, kaggle.json (kaggle.md §3.2)."""
+    Order as in the CLI: tokens, KAGGLE_USERNAME/KAGGLE_KEY, kaggle.json (docs/kaggle.md)."""
     env = os.environ
     home = Path(env.get("HOME", "~")).expanduser()
     dirs = [Path(env["KAGGLE_CONFIG_DIR"])] if env.get("KAGGLE_CONFIG_DIR") else []

@@ -6,7 +6,7 @@
 
 Only solve rates reach `model-index`: pass@K (upstream's per-task macro average) and the Kaggle
 score (the official micro average over test outputs), as measured by `trm.evaluate` in its
-metrics.json. Token or row accuracy is never reported as a result (kaggle.md §5, lesson 3), and
+metrics.json. Token or row accuracy is never reported as a result (docs/kaggle.md: the lessons of a reproduction that scored 0), and
 metrics measured on another checkpoint (a different step, an ensemble) are refused (lesson 4).
 """
 

@@ -6,8 +6,8 @@
     python -m trmkit.notebooks evaluate --checkpoint runs/arc2 --data data/arc2concept-aug-1000 [--out DIR]
 
 Each subcommand executes notebooks/<NN_name>.ipynb (the Jupytext pair of the reviewed .py)
-with papermill on the `python3` kernel, with `language="python"` (the pair carries no
-kernelspec: jupytext.toml filters notebook metadata, toolchain.md §6), writes the executed
+with papermill, as Kaggle runs a notebook: no kernel named on the command line, the notebook's own
+kernelspec (KERNELSPEC below; docs/kaggle.md, "What the kit relies on"), writes the executed
 notebook into the run / output directory and renders it to HTML beside it, also when a cell
 fails. Arguments `train` does not know (`--resume runs/x`, `--epochs 200`, `arch.L_cycles=4`)
 are TrainConfig overrides, passed through to trm.train.

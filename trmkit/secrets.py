@@ -1,4 +1,4 @@
-"""The secret scan every bundle passes before it may leave the machine (kaggle.md §5, lesson 5):
+"""The secret scan every bundle passes before it may leave the machine (docs/kaggle.md: a credentials file once reached a public repo):
 key files by name, and token / key / private-key shapes in any file's bytes (zips and tars opened)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 def files_of(d: Path) -> list[Path]:
     return sorted(p for p in d.rglob("*") if p.is_file())
 
-# Names and contents that must never leave the machine (kaggle.md §5, lesson 5).
+# Names and contents that must never leave the machine (docs/kaggle.md).
 SECRET_NAMES = re.compile(r"(?i)^(kaggle.*\.json|access_token(\.txt)?|\.env(\.(?!example$|sample$|template$)[^/]*)?"
                           r"|id_(rsa|dsa|ecdsa|ed25519)|.*\.pem|\.netrc|\.git-credentials|\.pypirc)$")
 SECRET_TEXT = re.compile(

@@ -184,7 +184,7 @@ def stage_bundles(ckpt: Path, stage: Path, repo_head: bool) -> dict[str, Path]:
         (stage / "repo" / "COMMIT").write_text(f"{head or 'unknown'}+worktree\n")
     shutil.move(stage / "bk" / "weights", stage / "weights")
     for b in ("wheels", "repo", "weights"):
-        (stage / b / "dataset-metadata.json").unlink(missing_ok=True)  # never uploaded (kaggle.md §3.5)
+        (stage / b / "dataset-metadata.json").unlink(missing_ok=True)  # never uploaded (docs/kaggle.md)
     return {b: stage / b for b in ("wheels", "repo", "weights")}
 
 

@@ -3,7 +3,7 @@ downloads hf_hub_download / snapshot_download make.
 
 The client must run with HF_ENDPOINT=<fake.url> (read at import: use a subprocess, or pass
 HfApi(endpoint=...)) and HF_HUB_DISABLE_XET=1, so uploads are plain commits instead of Xet CAS
-transfers (kaggle.md §4). Every file is answered `uploadMode: regular`, so its bytes arrive
+transfers (docs/kaggle.md, "What the kit relies on"). Every file is answered `uploadMode: regular`, so its bytes arrive
 base64-encoded inside the NDJSON commit; LFS is never asked for.
 
     with FakeHub() as hub:

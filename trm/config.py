@@ -64,7 +64,7 @@ class TrainConfig:
     puzzle_emb_lr: float = 1e-2
     puzzle_emb_weight_decay: float = 0.1
     freeze_weights: bool = False  # train only the puzzle table
-    ema: bool = False  # every README command passes ema=True
+    ema: bool = False  # every command of upstream's README passes ema=True
     ema_rate: float = 0.999
     seed: int = 0
 

@@ -10,7 +10,7 @@ traceback points into the kit while the fix is in the user's command. TRM_DEBUG=
 environment, or `--debug` anywhere on the command line, re-raises instead (full traceback).
 Anything else (a bug) keeps its traceback.
 
-Exit codes (README "Reliability"):
+Exit codes (docs/reliability.md):
     0    success
     1    a check or an outside operation failed (submission INVALID, a notebook cell failed,
          a Kaggle / Hugging Face call failed, the wheelhouse did not install)

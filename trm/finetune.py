@@ -248,7 +248,7 @@ def _all_agree(flag: bool, ctx) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trm.errors import UserError, cli_main  # one convention for every entry point (README "Reliability")
+    from trm.errors import UserError, cli_main  # one convention for every entry point (docs/reliability.md)
 
     def run(args: list[str]) -> int:
         if len(args) != 1:

@@ -376,7 +376,7 @@ def cmd_hf_publish(a) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trm.errors import cli_main  # one error convention for every entry point (README "Reliability")
+    from trm.errors import cli_main  # one error convention for every entry point (docs/reliability.md)
 
     return cli_main(_main, argv, codes={BundleError: 1})  # a refused or failed push: exit 1, as before
 

@@ -7,7 +7,7 @@ Runs the build in a child process (so import time counts, as for a user) into a
 temporary directory that is removed afterwards unless --keep. The LAST line printed is
 the result: wall seconds, the child's peak RSS (getrusage RUSAGE_CHILDREN, MB) and
 examples per second (train + test rows written). For comparison, upstream's builder
-took 44.9 s / 2.4 GB at num_aug 100 on a 2-core machine (trm-upstream.md §12).
+took 44.9 s / 2.4 GB at num_aug 100 on a 2-core machine (docs/fidelity.md#cpu-baselines).
 """
 
 from __future__ import annotations

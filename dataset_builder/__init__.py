@@ -4,7 +4,7 @@ Same inputs, seed and num_aug give the same bytes in every file upstream writes
 (`{train,test}/all__{inputs,labels,puzzle_identifiers,puzzle_indices,group_indices}.npy`,
 `{train,test}/dataset.json`, `identifiers.json`, `test_puzzles.json`), checked against
 upstream's own output (tests/test_builder.py) and a literal restatement of its algorithm
-(tests/test_builder_reference.py). Format and draw order: trm-upstream.md §7; grid
+(tests/test_builder_reference.py). Format and draw order: docs/fidelity.md#builder-format; grid
 encoding and transforms come from trm.grids.
 
 Python API (notebooks, the Kaggle notebook)::

@@ -1,6 +1,6 @@
 """Augmentation sampling with upstream's exact random draws and de-duplication.
 
-Upstream (trm-upstream.md §7.2, §7.4), per task in shuffled order, for up to
+Upstream (docs/fidelity.md#augmentation, #rng-consumption-order), per task in shuffled order, for up to
 5 * num_aug trials: `trans_id = randint(0, 8)`, then `permutation(1..9)` (colour 0 stays
 fixed); the augmented task (colours first, then the dihedral transform) is kept unless
 its sha256 "puzzle hash" was seen before (the original's hash is seeded first); stop at

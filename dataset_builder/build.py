@@ -1,6 +1,6 @@
 """Orchestration: sources -> pass 1 (augmentations, ids, counts) -> pass 2 (arrays) -> files.
 
-Random draws follow upstream exactly (trm-upstream.md §7.4) from one legacy MT19937
+Random draws follow upstream exactly (docs/fidelity.md#rng-consumption-order) from one legacy MT19937
 generator seeded with `seed` (a RandomState(seed) yields the same stream as
 `np.random.seed(seed)`):
 

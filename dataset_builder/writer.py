@@ -1,6 +1,6 @@
 """Second pass: upstream's per-example draws, vectorised encoding, memmap output.
 
-Draw order (trm-upstream.md §7.4 step 3), split by split, group by group, puzzle by
+Draw order (docs/fidelity.md#rng-consumption-order, step 3), split by split, group by group, puzzle by
 puzzle: `no_aug_id = randint(0, n_examples)`, then -- train split only -- for each other
 example `pad_r = randint(0, 31 - max(h_in, h_out))` and `pad_c` likewise from the widths.
 Calling `RandomState.randint` ~11 M times costs ~2.5 us each, so `LegacyStream` pulls the

@@ -84,10 +84,10 @@ def test_task_ids_on_full_files_reproduce_golden(golden_build, arc_data, tmp_pat
     same_tree(tmp_path / "out", golden_build.output)
 
 
-# ---------------------------------------------------------------- counts (trm-upstream.md §7.5, §12)
+# ---------------------------------------------------------------- counts (docs/fidelity.md#identifiers)
 
 def test_counts_arc2_num_aug_10(arc_data):
-    """trm-upstream.md §12: 14,079 ids at num_aug 10 (ARC-AGI-2 + concept)."""
+    """docs/fidelity.md#identifiers: 14,079 ids at num_aug 10 (ARC-AGI-2 + concept)."""
     s = build_dataset(BuildConfig(input_file_prefix=str(arc_data / "arc-agi" / "arc-agi"), num_aug=10,
                                   count_only=True, quiet=True))
     assert s["num_puzzle_identifiers"] == 14_079
@@ -102,7 +102,7 @@ def test_counts_arc2_num_aug_10(arc_data):
      (400, 368_150, 385_815), 362_365),
 ])
 def test_counts_num_aug_1000(arc_data, subsets, test_set, ids, train, test, first_test_id):
-    """trm-upstream.md §7.5 (the paper's datasets): augmentation, de-duplication and ids
+    """docs/fidelity.md#identifiers (the paper's datasets): augmentation, de-duplication and ids
     only (count_only writes no arrays)."""
     s = build_dataset(BuildConfig(input_file_prefix=str(arc_data / "arc-agi" / "arc-agi"), subsets=subsets,
                                   test_set_name=test_set, num_aug=1000, count_only=True, quiet=True))

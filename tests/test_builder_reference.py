@@ -1,6 +1,6 @@
 """The fast builder against a slow, literal restatement of upstream's algorithm.
 
-`reference_build` follows trm-upstream.md §7 step by step -- one RandomState call per
+`reference_build` follows docs/fidelity.md#builder-format step by step -- one RandomState call per
 draw, sha256 puzzle hashes, Python lists and np.stack, json.dump -- with none of the
 builder's shortcuts (batched trial draws, symmetry-coset de-duplication, replayed raw
 stream, vectorised encoding, memmap windows). Synthetic tasks are chosen to stress those

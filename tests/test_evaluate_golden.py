@@ -1,4 +1,4 @@
-"""The kit's voting against upstream's evaluator outputs (golden/arc_eval, README §3).
+"""The kit's voting against upstream's evaluator outputs (golden/arc_eval; docs/fidelity.md#how-fidelity-is-proven).
 
     .venv/bin/pytest -q tests/test_evaluate_golden.py
 

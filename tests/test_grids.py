@@ -25,7 +25,7 @@ from trm.grids import (
     parse_aug_name,
 )
 
-# Upstream's definitions (trm-upstream.md §7.2), spelled with numpy's own functions.
+# Upstream's definitions (docs/fidelity.md#augmentation), spelled with numpy's own functions.
 REFERENCE = [
     lambda g: g,
     lambda g: np.rot90(g, 1),
@@ -118,7 +118,7 @@ def test_encode_crop_round_trip_at_origin():
 
 
 def _reference_encode(g, pad_r, pad_c):
-    """Cell-by-cell statement of §7.3."""
+    """Cell-by-cell statement of docs/fidelity.md#token-layout."""
     h, w = g.shape
     canvas = [[PAD] * GRID_MAX for _ in range(GRID_MAX)]
     for r in range(h):

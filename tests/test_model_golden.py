@@ -4,7 +4,7 @@ Run: .venv/bin/python -m pytest -q tests/test_model_golden.py -rP   (-rP prints 
 
 Golden data: $TRM_GOLDEN_DIR/model (see golden/README.md). Everything is read from its
 config.json / expected.json, so another golden set of the same structure works unchanged.
-Tolerances are the README's (§4): logits / z / q atol+rtol 1e-4, losses rtol 1e-5, gradients
+Tolerances (docs/fidelity.md#how-fidelity-is-proven): logits / z / q atol+rtol 1e-4, losses rtol 1e-5, gradients
 1e-5 (absolute, or relative to the tensor's max |value|); halting flags, steps, ids and counts exact.
 """
 

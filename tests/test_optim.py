@@ -2,9 +2,9 @@
 
 Run: .venv/bin/python -m pytest -q tests/test_optim.py -rP   (-rP prints the max errors)
 
-The golden references (golden/README.md §1.7) apply one and three steps to step_0 from the SAVED
+The golden references (docs/fidelity.md#adamatan2-rule) apply one and three steps to step_0 from the SAVED
 gradients (grads*.npz), AdamATan2 with the hyper-parameters of expected.json["optimizer"].
-Tolerance atol 1e-7 (README §4).
+Tolerance atol 1e-7 (docs/fidelity.md#how-fidelity-is-proven).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Kit layout (one directory, written to a temp sibling, fsynced, then renamed into
     model.pt        TRM state_dict, kit key names, on CPU. The INFERENCE weights: the EMA shadows
                     when `ema_weights` is given, else the live parameters; buffers (puzzle table,
                     H_init/L_init) always come from the live model -- exactly what upstream's EMA
-                    checkpoints hold (spec §5).
+                    checkpoints hold (docs/fidelity.md#ema).
     train_state.pt  optional, opaque to this module: whatever the trainer passes. Convention:
                     {"model": raw state_dict (needed to resume when model.pt holds EMA weights),
                      "optimizers": [opt.state_dict() ...], "ema": shadows, "rng": ..., "step": int,

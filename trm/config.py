@@ -3,7 +3,7 @@
     from trm.config import resolve_config
     cfg = resolve_config("paper-arc2", ["--arch.hidden_size", "64", "ema=True", "+run_name=x"])
 
-Defaults follow upstream's config files (cfg_pretrain.yaml, arch/trm.yaml; trm-upstream.md §1),
+Defaults follow upstream's config files (cfg_pretrain.yaml, arch/trm.yaml; docs/fidelity.md#configuration-defaults),
 except `arch.n_latent_steps` (L_cycles), whose default is the ARC recipe's 4 (trm.model). Presets
 are the guide's recipes, in code. Overrides come in three spellings, freely mixed:
 

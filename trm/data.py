@@ -1,7 +1,7 @@
 """Reading a built TRM dataset, and the batches upstream's loader makes from it.
 
 A dataset directory (written by `python -m dataset_builder`) holds `train/` and `test/`
-splits of memory-mapped arrays (trm-upstream.md §7.6):
+splits of memory-mapped arrays (docs/fidelity.md#files):
 
     all__inputs.npy, all__labels.npy   uint8 [N_examples, 900]
     all__puzzle_identifiers.npy        int32 [N_puzzles]
@@ -156,7 +156,7 @@ def iter_test_batches(
 
 
 # ---------------------------------------------------------------------------------------
-# Train sampling (upstream `PuzzleDataset._iter_train`, trm-upstream.md §6), resumable.
+# Train sampling (upstream `PuzzleDataset._iter_train`, docs/fidelity.md#train-sampling), resumable.
 #
 # One *iteration* covers `epochs_per_iter` (= eval_interval) epochs; an epoch is one pass
 # over the groups (original tasks). Iteration i (0-based) draws from its own
@@ -168,7 +168,7 @@ def iter_test_batches(
 #   3. the final incomplete batch is dropped.
 # Deliberate difference: upstream draws the example order with NumPy's *global* RNG inside
 # its DataLoader worker, which is not reproducible from `seed` and can differ across ranks
-# (§11.1 #11). Here the same seeded Generator draws it, so every rank builds the identical
+# (docs/fidelity.md#seeds). Here the same seeded Generator draws it, so every rank builds the identical
 # global batch and a resumed run can continue the exact stream.
 # ---------------------------------------------------------------------------------------
 

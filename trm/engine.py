@@ -3,7 +3,7 @@
 dataset, seeds, initial weights, broadcast, EMA); Trainer.train_step is one optimizer step on one
 global batch; Trainer.fit is the step loop, its stops left to the caller's hooks.
 
-Semantics follow upstream pretrain.py (trm-upstream.md §4-6): batches from trm.data.TrainSampler;
+Semantics follow upstream pretrain.py (docs/fidelity.md#training-loop): batches from trm.data.TrainSampler;
 one step = one ACT (supervision) step on one global batch; the carry persists across batches;
 loss / global_batch_size is back-propagated and gradients are SUM-all-reduced; step is
 incremented before the LR; EMA of the parameters (not the puzzle table) after every step.

@@ -8,7 +8,7 @@
 A checkpoint (--checkpoint, --ensemble) is a kit checkpoint directory, an upstream step_N file with
 all_config.yaml beside it, or hf://owner/repo/path[@revision] (trm.sources.resolve_checkpoint).
 
-Pipeline (trm-upstream.md §8): every test-split row is one augmented version of one test
+Pipeline (docs/fidelity.md#evaluator): every test-split row is one augmented version of one test
 input. Its prediction (argmax tokens after the last ACT step) is cropped (trm.grids.crop)
 and mapped back through the inverse augmentation of its puzzle name; the same is done to
 its input, whose hash matches it to a test input of the raw task. Per test input the

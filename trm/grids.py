@@ -4,7 +4,7 @@ This one module owns the encoding and the dihedral / colour transforms; the data
 builder, the evaluator and the competition notebook all import it, so an augmented
 prediction is always mapped back by exactly the inverse of what built it.
 
-Token layout (upstream TRM, trm-upstream.md §7.3): a 30x30 canvas flattened row-major
+Token layout (upstream TRM, docs/fidelity.md#token-layout): a 30x30 canvas flattened row-major
 to 900 tokens; PAD 0, EOS 1, colour c -> c + 2 (vocab 12). A grid of h x w placed at
 (pad_r, pad_c) is followed by an EOS row at pad_r + h (columns pad_c .. pad_c + w - 1)
 and an EOS column at pad_c + w (rows pad_r .. pad_r + h - 1), each only where it lies

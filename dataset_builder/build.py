@@ -32,6 +32,7 @@ import numpy as np
 from trm.errors import disk_full, is_no_space
 from trm.grids import AUG_SEP, GRID_MAX, VOCAB_SIZE
 from trm.paths import PAPER_ARC2_SUBSETS, dataset_dir
+from trm.util import pid_alive
 
 from . import sources
 from .augment import Versions, sample_versions
@@ -247,16 +248,6 @@ def _write_identifiers(path: Path, groups: list[Group], start: int) -> None:
         f.write("]")
 
 
-def _is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _clean_stale(out: Path) -> None:
     """Remove temp dirs of earlier builds of `out` whose process is gone (e.g. kill -9)."""
     if not out.parent.is_dir():
@@ -264,7 +255,7 @@ def _clean_stale(out: Path) -> None:
     for kind in ("tmp", "old"):
         for p in out.parent.glob(f".{out.name}.{kind}-*"):
             pid = p.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _is_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(p, ignore_errors=True)
 
 

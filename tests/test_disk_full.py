@@ -19,7 +19,7 @@ import torch
 import trm.checkpoint as C
 import trm.submission as S
 import trm.train as T
-from trm.checkpoint import load_checkpoint, load_train_state, save_checkpoint
+from trm.checkpoint import find_checkpoint, load_checkpoint, load_train_state, save_checkpoint
 from trm.data import load_split
 from trm.errors import DiskFullError
 from trm.model import TRM, ModelConfig
@@ -99,7 +99,7 @@ def test_training_run_enospc_keeps_last_checkpoint(data, tmp_path, monkeypatch, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: no space left on device writing ") and "step_2" in err[0]
     monkeypatch.undo()
-    assert T.find_checkpoint(run).name == "step_1" and hidden(run / "checkpoints") == []
+    assert find_checkpoint(run).name == "step_1" and hidden(run / "checkpoints") == []
     assert not (run / "train.lock").exists(), "the lock is released after the failure"
     assert T.main(["--resume", str(run), "--stop_at_step", "2"]) == 0  # space freed: the run goes on
 

@@ -23,7 +23,7 @@ import time
 import pytest
 
 import trm.train as T
-from trm.checkpoint import load_checkpoint
+from trm.checkpoint import find_checkpoint, load_checkpoint
 from trm.config import resolve_config
 from trm.evaluate import evaluate_model
 
@@ -46,7 +46,7 @@ def test_smoke_preset_learns_simple_tasks(arc_data, tmp_path):
     assert build.returncode == 0, build.stderr
     cfg = resolve_config("smoke", ["--data_path", str(data), "--run_dir", str(tmp_path / "run"), *OVERRIDES])
     run = T.train(cfg)
-    ckpt = T.find_checkpoint(run)
+    ckpt = find_checkpoint(run)
     model, meta = load_checkpoint(ckpt, dataset_dir=data, map_location=cfg.device)
     m = evaluate_model(model, data, tmp_path / "eval", global_batch_size=cfg.global_batch_size, step=meta["step"],
                        n_pictures=0)

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import trm.train as T
-from trm.checkpoint import CheckpointError
+from trm.checkpoint import CheckpointError, find_checkpoint
 
 TINY = ["--arch.hidden_size", "32", "--arch.num_heads", "2", "--arch.n_layers", "1", "--arch.n_outer_cycles", "1",
         "--arch.n_latent_steps", "1", "--arch.halt_max_steps", "3", "--arch.halt_exploration_prob", "0.3",
@@ -116,19 +116,19 @@ def test_partial_checkpoints_are_refused(data, full_run, tmp_path, capsys):
         f.truncate(model.stat().st_size // 2)
     (run / "checkpoints" / "step_99999").mkdir()  # a bare directory without meta.json
     (run / "checkpoints" / ".step_7.tmp-1234abcd").mkdir()  # what a kill mid-save leaves
-    assert T.find_checkpoint(run) == run / "checkpoints" / f"step_{first}"
+    assert find_checkpoint(run) == run / "checkpoints" / f"step_{first}"
     out = capsys.readouterr().out
     assert f"skipping incomplete checkpoint {run / 'checkpoints' / f'step_{last}'}" in out and "truncated" in out
     assert "step_99999" in out
 
     with pytest.raises(CheckpointError, match="truncated"):
-        T.find_checkpoint(run / "checkpoints" / f"step_{last}")
+        find_checkpoint(run / "checkpoints" / f"step_{last}")
     assert T.main(["--resume", str(run / "checkpoints" / f"step_{last}")]) == 3
     assert "truncated or corrupt" in capsys.readouterr().err
 
     # resuming the run dir continues from the last complete checkpoint and rewrites the bad one
     assert T.main(["--resume", str(run)]) == 0
-    assert T.find_checkpoint(run) == run / "checkpoints" / f"step_{last}"
+    assert find_checkpoint(run) == run / "checkpoints" / f"step_{last}"
 
 
 def test_load_checkpoint_starts_a_new_run(data, full_run, tmp_path, capsys):

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import trm.train as T
+from trm import engine, runlog
 from trm.config import resolve_config
 from trm.data import IGNORE_LABEL_ID, TrainSampler, load_split, rank_slice
 
@@ -97,7 +98,7 @@ def test_collate_slices_and_ignore_label(data):
 
 def test_ema_matches_upstream_formula():
     m = torch.nn.Linear(3, 2)
-    ema = T.EMA(m, 0.9)
+    ema = engine.EMA(m, 0.9)
     start = {n: p.detach().clone() for n, p in m.named_parameters()}
     with torch.no_grad():
         for p in m.parameters():
@@ -180,7 +181,7 @@ def test_cuda_oom_stops_with_advice(data, tmp_path, monkeypatch, capsys):
     def boom(self, batch):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(T.Trainer, "train_step", boom)
+    monkeypatch.setattr(engine.Trainer, "train_step", boom)
     rc = T.main(["--preset", "smoke", *TINY, "--grad-accum-steps", "2", "--data_path", str(data),
                  "--run_dir", str(tmp_path / "run")])
     err = capsys.readouterr().err
@@ -192,7 +193,7 @@ def test_cuda_oom_stops_with_advice(data, tmp_path, monkeypatch, capsys):
 def test_curves_png_is_optional(tmp_path, monkeypatch, capsys):
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "train/loss": 2.0}\n{"step": 2, "train/loss": 1.5}\n')
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
-    T.plot(tmp_path)
+    runlog.plot(tmp_path)
     assert "curves.png skipped: matplotlib is not installed" in capsys.readouterr().out
     assert not (tmp_path / "curves.png").exists()
 
@@ -205,6 +206,6 @@ def test_progress_lines_without_the_bar(data, tmp_path, capsys):
     T.train(cfg)
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step ") and " | loss " in ln]
     assert [ln.split("/")[0] for ln in lines] == ["step 1", "step 2", "step 3"]
-    assert T.progress_line({"step": 5, "train/loss": 1.5, "train/accuracy": 0.25, "train/count": 3}, 9) == \
+    assert runlog.progress_line({"step": 5, "train/loss": 1.5, "train/accuracy": 0.25, "train/count": 3}, 9) == \
         "step 5/9 | loss 1.5000 | accuracy (per cell) 0.250"
-    assert "accuracy" not in T.progress_line({"step": 5, "train/loss": 1.5, "train/accuracy": 0.0}, 9)
+    assert "accuracy" not in runlog.progress_line({"step": 5, "train/loss": 1.5, "train/accuracy": 0.0}, 9)

@@ -289,7 +289,8 @@ def ttt_setup(tmp_path_factory):
     from trm.model import TRM, ModelConfig
 
     d = tmp_path_factory.mktemp("ttt")
-    built = ttt.build_ttt_dataset(TASKS, d / "data", num_aug=2)
+    write(d / "challenges.json", TASKS)
+    built = ttt.build_ttt_dataset(d / "challenges.json", d / "data", num_aug=2, repo=REPO)  # the builder's CLI
     assert built["splits"]["train"]["groups"] == 2 and built["splits"]["test"]["examples"] == 3 * 3
     torch.manual_seed(0)
     model = TRM(ModelConfig(**TINY, num_puzzle_identifiers=5))
@@ -526,7 +527,8 @@ def test_validation_scores_seen_and_unseen_tasks_apart(tmp_path, monkeypatch):
     from trm.checkpoint import export_slim, save_checkpoint
     from trm.model import TRM, ModelConfig
 
-    pre = ttt.build_ttt_dataset({"aaaa0001": TASKS["aaaa0001"]}, tmp_path / "pre", num_aug=2)
+    write(tmp_path / "pre.json", {"aaaa0001": TASKS["aaaa0001"]})
+    pre = ttt.build_ttt_dataset(tmp_path / "pre.json", tmp_path / "pre", num_aug=2, repo=REPO)
     model = TRM(ModelConfig(**TINY, num_puzzle_identifiers=pre["num_puzzle_identifiers"]))
     save_checkpoint(tmp_path / "full", model, dataset_dir=tmp_path / "pre", meta={"step": 1})
     export_slim(tmp_path / "full", tmp_path / "input" / "weights")

@@ -23,6 +23,8 @@ import uuid
 from pathlib import Path
 
 from trm.errors import UserError
+from trm.paths import runs_root
+from trm.util import pid_alive
 
 LOCK_NAME = "train.lock"
 RUN_MARKERS = ("config.json", "checkpoints", "metrics.jsonl")  # what a run leaves in its directory
@@ -34,9 +36,30 @@ class RunDirError(UserError):
 
 
 def default_run_name(preset: str | None) -> str:
-    """<preset>-<UTC time>-<4 hex>: unique even for two runs started in the same second."""
+    """<preset>-<UTC time>-<8 hex>: unique even for runs started in the same second (32 random
+    bits: a clash among 50 names started together has odds of about 3 in 10 million)."""
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
-    return f"{preset or 'run'}-{stamp}-{uuid.uuid4().hex[:4]}"
+    return f"{preset or 'run'}-{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+def run_dir_of(resume: str | Path) -> Path | None:
+    """The run a --resume target belongs to: the folder itself when it holds checkpoints/, the run
+    of a checkpoint under <run>/checkpoints/, else None (a checkpoint outside any run)."""
+    p = Path(resume)
+    if (p / "checkpoints").is_dir():
+        return p
+    return p.parent.parent if p.parent.name == "checkpoints" else None
+
+
+def place_run(cfg) -> None:
+    """Fill cfg.run_dir and cfg.run_name by one rule (the trainer and the notebook runner both use it):
+    a --resume target's run, else runs/<run_name>; a missing name is the folder's, else a new one."""
+    if cfg.run_dir is None and cfg.resume and run_dir_of(cfg.resume) is not None:
+        cfg.run_dir = str(run_dir_of(cfg.resume))
+    if cfg.run_name is None:
+        cfg.run_name = Path(cfg.run_dir).name if cfg.run_dir else default_run_name(cfg.preset)
+    if cfg.run_dir is None:
+        cfg.run_dir = str(runs_root() / cfg.run_name)
 
 
 def check_run_dir(run_dir: str | Path, resume: bool) -> None:
@@ -46,16 +69,6 @@ def check_run_dir(run_dir: str | Path, resume: bool) -> None:
     if found and not resume:
         raise RunDirError(f"run directory {run_dir} already holds a run ({', '.join(found)}): continue it with "
                           f"--resume {run_dir}, or choose another run_name (or omit it for a new unique one)")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
 
 
 def _read(path: Path) -> dict | None:
@@ -72,7 +85,7 @@ def _is_stale(path: Path, holder: dict | None) -> bool:
             return time.time() - path.stat().st_mtime > _UNREADABLE_GRACE_S
         except FileNotFoundError:
             return True
-    return holder.get("host") == socket.gethostname() and not _pid_alive(holder["pid"])
+    return holder.get("host") == socket.gethostname() and not pid_alive(holder["pid"])
 
 
 class RunLock:

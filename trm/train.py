@@ -56,23 +56,17 @@ from trm.config import (
     config_from_dict,
     config_json,
     config_to_dict,
-    resolve_config,
     valid_keys,
 )
 from trm.data import TrainSampler, load_split
-from trm.engine import EMA, SHAPE_FIELDS, OutOfMemory, Trainer, build_trainer, oom_message, print0  # noqa: F401  (the engine's names, re-exported)
+from trm.engine import OutOfMemory, Trainer, build_trainer, oom_message, print0
 from trm.errors import UserError, cli_main
 from trm.evaluate import evaluate_model
-from trm.paths import runs_root
 from trm.provenance import write_provenance
-from trm.runlock import RunLock, check_run_dir, default_run_name
+from trm.runlock import RunLock, check_run_dir, place_run
 from trm.runlog import Wandb, append_jsonl, plot, progress_line, truncate_metrics
 
-__all__ = ["train", "main", "TrainConfig", "PRESETS", "resolve_config", "Trainer", "OutOfMemory"]
-
-
-def _run_dir_of(ckpt: Path) -> Path | None:
-    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
+__all__ = ["train", "main"]
 
 
 # ------------------------------------------------------------------------------------- run
@@ -85,12 +79,7 @@ def _prepare(cfg: TrainConfig, ctx: D.DistContext) -> tuple[TrainConfig, Path, P
         try:
             cfg = dataclasses.replace(cfg, arch=dataclasses.replace(cfg.arch))
             resume_ckpt = find_checkpoint(cfg.resume) if cfg.resume else None
-            if resume_ckpt is not None and cfg.run_dir is None and _run_dir_of(resume_ckpt) is not None:
-                cfg.run_dir = str(_run_dir_of(resume_ckpt))
-            if cfg.run_name is None:
-                cfg.run_name = Path(cfg.run_dir).name if cfg.run_dir else default_run_name(cfg.preset)
-            if cfg.run_dir is None:
-                cfg.run_dir = str(runs_root() / cfg.run_name)
+            place_run(cfg)
             lock = RunLock.acquire(cfg.run_dir)  # first: "locked by pid X" says more than "holds a run"
             try:
                 check_run_dir(cfg.run_dir, resume=resume_ckpt is not None)

@@ -343,12 +343,17 @@ def _launch(module_args: list[str], n_procs: int, repo: Path, timeout: float | N
     return stream(torchrun_command(n_procs, module_args), env={"PYTHONPATH": path}, timeout=timeout)
 
 
-def build_ttt_dataset(challenges: dict, out_dir: Path, num_aug: int, seed: int = 42) -> dict:
-    """Demo pairs -> train split (augmented), test inputs -> test split (dummy outputs)."""
-    from dataset_builder.build import BuildConfig, build_dataset
-
-    return build_dataset(BuildConfig(output_dir=out_dir, task_data={"test": challenges}, subsets=["test"],
-                                     test_set_name="test", num_aug=num_aug, seed=seed, quiet=True, force=True))
+def build_ttt_dataset(challenges: Path, out_dir: Path, num_aug: int, repo: Path, seed: int = 42) -> dict:
+    """`python -m dataset_builder --challenges FILE`: demo pairs -> the train split (augmented), test
+    inputs -> the test split (dummy outputs). A subprocess, like the fine-tune and the evaluation,
+    so the runtime never imports the builder (which imports trm). Returns the build's counts."""
+    summary = out_dir.with_name(out_dir.name + ".summary.json")
+    rc = _launch(["dataset_builder", "--challenges", str(challenges), "--output-dir", str(out_dir), "--num-aug",
+                  str(num_aug), "--seed", str(seed), "--quiet", "--force", "--summary-json", str(summary)], 0, repo,
+                 timeout=None)
+    if rc != 0:
+        raise RuntimeError(f"building the fine-tune dataset failed (exit code {rc}); submission.json stays the fallback")
+    return _read_json(summary)
 
 
 def _budget(ctx: Context, p: TTTParams, deadline: float) -> dict:
@@ -403,13 +408,14 @@ def run(ctx: Context, p: TTTParams) -> dict:
         write_json_atomic(work / "solutions.json", solutions)
     try:
         t = time.time()
-        built = build_ttt_dataset(challenges, work / "data", p.num_aug)
+        repo = ctx.bundles.get("code") or repo_root(ctx)
+        built = build_ttt_dataset(work / "challenges.json", work / "data", p.num_aug, repo)
         report["dataset"] = {"num_puzzle_identifiers": built["num_puzzle_identifiers"],
                              "splits": built["splits"], "seconds": round(time.time() - t, 1)}
         log(f"dataset built in {time.time() - t:.1f} s: {built['splits']}, "
             f"{built['num_puzzle_identifiers']} puzzle ids (all new: mean-initialised)")
 
-        n_gpus, repo = _gpus(p), ctx.bundles.get("code") or repo_root(ctx)
+        n_gpus = _gpus(p)
         left = deadline - time.time()
         train_deadline = time.time() + (1 - p.eval_share) * left
         if p.max_finetune_minutes is not None:

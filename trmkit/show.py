@@ -76,21 +76,15 @@ def resolve_training(preset: str | None, overrides=(), run_name: str | None = No
 
     Same rules as trm.train: --resume without a preset continues the saved config; the run dir
     is $TRM_RUNS_DIR/<run_name> (default runs/), the resumed run's dir for --resume, and a
-    missing run name becomes <preset>-<UTC time>-<4 hex> (unique). A fresh run into a directory
+    missing run name becomes <preset>-<UTC time>-<8 hex> (unique). A fresh run into a directory
     that already holds a run is refused here, before any notebook starts (trm.runlock).
     """
     from trm.config import config_from_cli
-    from trm.runlock import check_run_dir, default_run_name
+    from trm.runlock import check_run_dir, place_run
 
     argv = training_argv(preset, overrides, run_name, data_path)
     cfg = config_from_cli(argv)
-    if cfg.run_dir is None and cfg.resume:
-        p = Path(cfg.resume)
-        cfg.run_dir = str(p if (p / "checkpoints").is_dir() else p.parent.parent)
-    if cfg.run_name is None:
-        cfg.run_name = Path(cfg.run_dir).name if cfg.run_dir else default_run_name(cfg.preset)
-    if cfg.run_dir is None:
-        cfg.run_dir = str(runs_root() / cfg.run_name)
+    place_run(cfg)  # the trainer's own rule
     check_run_dir(cfg.run_dir, resume=bool(cfg.resume))
     argv += [f"--run_name={cfg.run_name}", f"--run_dir={cfg.run_dir}"]
     return cfg, argv

@@ -58,10 +58,15 @@ def data(golden):
     return golden / "arc_build" / "output"
 
 
-def _tiny() -> TRM:
+def _ids(data: Path) -> int:
+    """The golden dataset's puzzle ids: a checkpoint's table must match the dataset it names."""
+    return load_split(data, "train").meta["num_puzzle_identifiers"]
+
+
+def _tiny(data: Path) -> TRM:
     torch.manual_seed(0)
     return TRM(ModelConfig(hidden_size=32, num_heads=2, n_layers=1, n_outer_cycles=1, n_latent_steps=1,
-                           halt_max_steps=2, puzzle_emb_ndim=32, num_puzzle_identifiers=100,
+                           halt_max_steps=2, puzzle_emb_ndim=32, num_puzzle_identifiers=_ids(data),
                            forward_dtype="float32"))
 
 
@@ -70,7 +75,7 @@ def _tiny() -> TRM:
 @pytest.mark.parametrize("same_path", [False, True], ids=["next-step", "overwrite"])
 def test_checkpoint_enospc_keeps_previous(data, tmp_path, monkeypatch, same_path):
     root = tmp_path / "checkpoints"
-    model = _tiny()
+    model = _tiny(data)
     prev = save_checkpoint(root / "step_1", model, train_state={"step": 1, "w": torch.ones(1000)}, dataset_dir=data)
     digest = tree_digest(prev)
     target = root / ("step_1" if same_path else "step_2")
@@ -83,7 +88,7 @@ def test_checkpoint_enospc_keeps_previous(data, tmp_path, monkeypatch, same_path
     assert sorted(p.name for p in root.iterdir()) == ["step_1"], "no partial step dir, no temp dir"
     assert tree_digest(prev) == digest
     m, meta = load_checkpoint(prev, dataset_dir=data)  # checksums verified
-    assert meta["dataset"]["num_puzzle_identifiers"] == 100 and load_train_state(prev)["step"] == 1
+    assert meta["dataset"]["num_puzzle_identifiers"] == _ids(data) and load_train_state(prev)["step"] == 1
 
 
 def test_training_run_enospc_keeps_last_checkpoint(data, tmp_path, monkeypatch, capsys):
@@ -142,13 +147,24 @@ def test_dataset_build_enospc_keeps_previous(tmp_path, monkeypatch, capsys, wher
 
 
 def test_reserve_ignores_filesystems_without_fallocate(tmp_path, monkeypatch):
+    """A filesystem without posix_fallocate (EOPNOTSUPP) still gets a complete, loadable array."""
+    import numpy as np
+
     import dataset_builder.writer as W
 
-    monkeypatch.setattr(W.os, "posix_fallocate",
-                        lambda fd, off, n: (_ for _ in ()).throw(OSError(errno.EOPNOTSUPP, "not supported")))
+    calls = []
+
+    def unsupported(fd, off, n):
+        calls.append(n)
+        raise OSError(errno.EOPNOTSUPP, "not supported")
+
+    monkeypatch.setattr(W.os, "posix_fallocate", unsupported)
+    rows = np.arange(2 * 900, dtype=np.uint8).reshape(2, 900)
     w = W.NpyRowWriter(tmp_path / "a.npy", 2)
-    w.write(torch.ones(2, 900, dtype=torch.uint8).numpy())
+    w.write(rows)
     w.close()
+    assert calls, "the reservation was tried"
+    assert np.array_equal(np.load(tmp_path / "a.npy"), rows)
 
 
 # ------------------------------------------------------------------ submission.json
@@ -186,7 +202,7 @@ def test_submission_cli_enospc_exit_code(tmp_path, monkeypatch, capsys):
 def test_bundle_staging_enospc_is_one_line_and_leaves_no_temporaries(data, tmp_path, monkeypatch, capsys):
     from trmkit import bundles
 
-    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "step_1", _tiny(), dataset_dir=data, meta={"step": 1})
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "step_1", _tiny(data), dataset_dir=data, meta={"step": 1})
     stage = tmp_path / "stage"
     torch_save_fails_after(monkeypatch, 2048)  # the slim export of the weights bundle
     capsys.readouterr()
@@ -205,7 +221,7 @@ def test_bundle_staging_enospc_keeps_the_previous_staged_bundle(data, tmp_path, 
     there, complete and byte-identical, and nothing half-written is left beside it."""
     from trmkit import bundles
 
-    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "step_1", _tiny(), dataset_dir=data, meta={"step": 1})
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "step_1", _tiny(data), dataset_dir=data, meta={"step": 1})
     stage = tmp_path / "stage"
     args = ["push", "--bundles", "weights", "--dry-run", "--owner", "me", "--checkpoint", str(ckpt), "--out", str(stage)]
     assert bundles.main(args) == 0

@@ -34,6 +34,7 @@ import tarfile
 import tomllib
 from pathlib import Path
 
+from trm.errors import UserError, cli_main
 from trm.paths import build_root
 from trm.util import sha256_file
 from trmkit.kaggle_cli import (
@@ -65,8 +66,10 @@ KAGGLE_DATASET_LICENSES = ("CC0-1.0", "CC-BY-SA-3.0", "CC-BY-SA-4.0", "CC-BY-NC-
                            "AGPL-3.0", "FDL-1.3")
 LICENSE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*$")  # an SPDX-style identifier
 
-class BundleError(RuntimeError):
-    """A bundle cannot be staged or pushed (exit 1; KaggleError, the CLI's failures, is handled alike)."""
+class BundleError(UserError):
+    """A bundle or the kernel cannot be staged, pushed or submitted (exit 1, as KaggleError)."""
+
+    exit_code = 1
 
 
 # ---------------------------------------------------------------- helpers
@@ -375,20 +378,24 @@ def cmd_hf_publish(a) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    from trm.errors import cli_main  # one error convention for every entry point (docs/reliability.md)
+def common_options() -> argparse.ArgumentParser:
+    """The options every publishing command takes (here and in trmkit/kernel.py)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--owner", help="Kaggle user (default: KAGGLE_USERNAME or kaggle.json)")
+    common.add_argument("--slug-prefix", default="trm-kit", help="the datasets are <prefix>-wheels/-repo/-weights")
+    common.add_argument("--out", type=Path, default=STAGE, help="staging dir (default build/kaggle)")
+    common.add_argument("--dry-run", action="store_true", help="stage, check and print the plan only")
+    return common
 
-    return cli_main(_main, argv, codes={BundleError: 1})  # a refused or failed push: exit 1, as before
+
+def main(argv: list[str] | None = None) -> int:
+    return cli_main(_main, argv)  # one error convention for every entry point (docs/reliability.md)
 
 
 def _main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--owner", help="Kaggle user (default: KAGGLE_USERNAME or kaggle.json)")
-    common.add_argument("--slug-prefix", default="trm-kit", help="datasets are <prefix>-wheels/-repo/-weights")
-    common.add_argument("--out", type=Path, default=STAGE, help="staging dir (default build/kaggle)")
-    common.add_argument("--dry-run", action="store_true", help="stage, check and print the plan only")
+    common = common_options()
     weights = argparse.ArgumentParser(add_help=False)
     weights.add_argument("--checkpoint", type=Path, help="kit checkpoint dir for the weights bundle")
     weights.add_argument("--metrics", type=Path, help="metrics.json of its evaluation (default: searched)")

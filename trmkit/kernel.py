@@ -25,13 +25,14 @@ import sys
 from pathlib import Path
 
 from trm.competition import COMPETITION
+from trm.errors import cli_main
 from trmkit.bundles import (
     BUNDLES,
     KAGGLE_DIR,
     NO_OWNER,
     PLACEHOLDER,
-    STAGE,
     BundleError,
+    common_options,
     git,
     load_pushed,
     refuse_secrets,
@@ -214,19 +215,13 @@ def submission_status(ref: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trm.errors import cli_main
-
-    return cli_main(_main, argv, codes={BundleError: 1})
+    return cli_main(_main, argv)
 
 
 def _main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--owner", help="Kaggle user (default: KAGGLE_USERNAME or kaggle.json)")
-    common.add_argument("--slug-prefix", default="trm-kit", help="the datasets are <prefix>-wheels/-repo/-weights")
-    common.add_argument("--out", type=Path, default=STAGE, help="staging dir (default build/kaggle)")
-    common.add_argument("--dry-run", action="store_true", help="stage, check and print the plan only")
+    common = common_options()
     common.add_argument("--competition", default=COMPETITION, help=f"competition slug (default {COMPETITION})")
     common.add_argument("--kernel-slug", help=f"default: slugify(the template's title), else {DEFAULT_KERNEL}")
     common.add_argument("--template", type=Path, default=TEMPLATE)

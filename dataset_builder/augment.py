@@ -50,7 +50,8 @@ def _dihedral_table() -> np.ndarray:
     for a in range(8):
         for b in range(8):
             img = dihedral(dihedral(probe, b), a)
-            table[a, b] = next(t for t in range(8) if images[t].shape == img.shape and (images[t] == img).all())
+            table[a, b] = next(t for t in range(8)
+                               if images[t].shape == img.shape and (images[t] == img).all())
     return table
 
 

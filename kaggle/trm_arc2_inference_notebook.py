@@ -44,7 +44,7 @@ ctx = ttt.start(INPUT_ROOT, WORKING_DIR)
 # Each name is a trm.ttt_params.TTTParams field, whose comment says what it does; the defaults are
 # written there once. None: not set here -- the named `settings` (SETTINGS) fill it, and whatever
 # you write wins. The resolved values are printed below.
-settings = "default"  # default | nvarc (NVARC's fine-tune: H 4, L 4, halt 10, batch 128) | smoke (the toy model)
+settings = "default"  # default | nvarc (NVARC's fine-tune: H 4, L 4, halt 10, batch 128) | smoke (toy model)
 mode = "auto"  # auto | submit | validate (hidden test tasks are always submitted)
 budget_hours = 12.0  # the rerun on hidden tasks: Kaggle's limit
 safety_minutes = 30.0

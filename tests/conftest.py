@@ -119,7 +119,9 @@ def pytest_sessionfinish(session, exitstatus):
     skipped = reporter.stats.get("skipped", []) if reporter else []
     if skipped:
         reporter.ensure_newline()
-        reporter.write_line(f"TRM_NO_SKIPS: {len(skipped)} test(s) skipped, which CI does not allow:", red=True)
+        reporter.write_line(f"TRM_NO_SKIPS: {len(skipped)} test(s) skipped, which CI does not allow:",
+                            red=True)
         for r in skipped:
-            reporter.write_line(f"  {r.nodeid}: {r.longrepr[-1] if isinstance(r.longrepr, tuple) else r.longrepr}")
+            reporter.write_line(f"  {r.nodeid}: "
+                                f"{r.longrepr[-1] if isinstance(r.longrepr, tuple) else r.longrepr}")
         session.exitstatus = 1

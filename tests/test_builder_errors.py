@@ -32,7 +32,8 @@ def write(root: Path, subset: str, challenges, solutions=None, raw: str | None =
 def run(root: Path, *extra):
     out = root / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-m", "dataset_builder", "--input-file-prefix", str(root / "arc-agi"),
+    proc = subprocess.run([sys.executable, "-m", "dataset_builder",
+                           "--input-file-prefix", str(root / "arc-agi"),
                            "--output-dir", str(out), "--num-aug", "2", "--quiet", *extra],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     return proc, out
@@ -55,7 +56,8 @@ def with_train_input(grid):
 
 
 GRID_CASES = {
-    "non_rectangular": ([[0] * 5] * 3 + [[0] * 4], "row 3 has 4 cells, expected 5 (grid must be rectangular)"),
+    "non_rectangular": ([[0] * 5] * 3 + [[0] * 4],
+                        "row 3 has 4 cells, expected 5 (grid must be rectangular)"),
     "too_tall": ([[1, 2]] * 31, "grid is 31x2, larger than 30x30"),
     "too_wide": ([[1] * 31], "grid is 1x31, larger than 30x30"),
     "empty": ([], "grid is empty"),
@@ -195,7 +197,8 @@ def test_missing_kaggle_dir(tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, "-m", "dataset_builder", "--kaggle-dir", str(tmp_path / "nope"),
-                           "--output-dir", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+                           "--output-dir", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert_error(proc, out, "nope: no such directory (--kaggle-dir)")
 
 

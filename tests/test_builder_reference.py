@@ -43,8 +43,8 @@ def _phash(conv: dict) -> str:
     return hashlib.sha256("|".join(hs).encode()).hexdigest()
 
 
-def reference_build(prefix: str, subsets: list[str], test_names: set[str], out: Path, *, seed=42, num_aug=1000,
-                    start=1) -> None:
+def reference_build(prefix: str, subsets: list[str], test_names: set[str], out: Path, *, seed=42,
+                    num_aug=1000, start=1) -> None:
     rs = np.random.RandomState(seed)
     data: dict[str, list] = {}
     test_puzzles = {}
@@ -68,7 +68,8 @@ def reference_build(prefix: str, subsets: list[str], test_names: set[str], out: 
             dests = {"train": "train", "test": "test" if is_test else "train"}
             conv = {d: [] for d in set(dests.values())}
             for key, exs in task.items():
-                conv[dests[key]] += [(np.array(e["input"], np.uint8), np.array(e["output"], np.uint8)) for e in exs]
+                conv[dests[key]] += [(np.array(e["input"], np.uint8), np.array(e["output"], np.uint8))
+                                     for e in exs]
             if is_test:
                 test_puzzles[name] = task
             group = [(name, conv)]
@@ -100,7 +101,8 @@ def reference_build(prefix: str, subsets: list[str], test_names: set[str], out: 
     for split, groups in data.items():
         d = out / split
         d.mkdir(parents=True)
-        res = {"inputs": [], "labels": [], "puzzle_identifiers": [], "puzzle_indices": [0], "group_indices": [0]}
+        res = {"inputs": [], "labels": [], "puzzle_identifiers": [], "puzzle_indices": [0],
+               "group_indices": [0]}
         n_ex = 0
         for group in groups:
             for name, exs in group:

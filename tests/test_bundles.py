@@ -62,8 +62,8 @@ def wheelhouse(tmp_path) -> Path:
 
 @pytest.fixture
 def no_creds(tmp_path, monkeypatch):
-    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_API_V1_TOKEN", "KAGGLE_CONFIG_DIR",
-                "XDG_CONFIG_HOME"):
+    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_API_V1_TOKEN",
+                "KAGGLE_CONFIG_DIR", "XDG_CONFIG_HOME"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
@@ -108,7 +108,8 @@ def test_dirty_tree_refused_unless_forced(tmp_path, repo, wheelhouse, no_creds, 
 def test_license_is_a_setting(tmp_path, repo, wheelhouse, no_creds, license, kaggle):
     """A prize entry's code must be public-domain-like (CC0-1.0 or MIT-0): the bundles say what is asked."""
     out = tmp_path / "stage"
-    assert push("--dry-run", "--bundles", "repo,wheels", "--license", license, out=out, repo=repo, wh=wheelhouse) == 0
+    assert push("--dry-run", "--bundles", "repo,wheels", "--license", license,
+                out=out, repo=repo, wh=wheelhouse) == 0
     for b in ("repo", "wheels"):
         meta = json.loads((out / b / "dataset-metadata.json").read_text())
         assert meta["licenses"] == [{"name": kaggle}] and f"Licence: {license}." in meta["description"]
@@ -164,8 +165,10 @@ def test_planted_secrets_refuse_the_push(tmp_path, repo, wheelhouse, no_creds, c
     assert "refusing to publish" in err
     for expect in ["kaggle (1).json: a credentials file name", "access_token: a credentials file name",
                    ".env: a credentials file name", "deploy_key.txt: looks like a private key",
-                   "notes/token.txt: looks like a Kaggle API token", "notes/hf.md: looks like a Hugging Face token",
-                   "conf/settings.json: looks like a Kaggle API key", "conf/aws.cfg: looks like an AWS access key id",
+                   "notes/token.txt: looks like a Kaggle API token",
+                   "notes/hf.md: looks like a Hugging Face token",
+                   "conf/settings.json: looks like a Kaggle API key",
+                   "conf/aws.cfg: looks like an AWS access key id",
                    "archive.zip!inner/kaggle.json: a credentials file name"]:
         assert expect in err, expect
 
@@ -191,7 +194,8 @@ def test_missing_credentials_stage_plan_and_fail(tmp_path, repo, wheelhouse, no_
     assert (out / "repo" / "COMMIT").is_file() and (out / "wheels" / "MANIFEST.json").is_file()
 
 
-def test_kaggle_json_gives_owner_and_is_never_copied(tmp_path, repo, wheelhouse, no_creds, capsys, monkeypatch):
+def test_kaggle_json_gives_owner_and_is_never_copied(tmp_path, repo, wheelhouse, no_creds, capsys,
+                                                     monkeypatch):
     kdir = tmp_path / "home" / ".kaggle"
     kdir.mkdir(parents=True)
     secret = "f" * 32
@@ -252,7 +256,8 @@ def test_metrics_of_another_step_or_an_ensemble_are_not_published(tmp_path, repo
     assert push("--dry-run", "--bundles", "weights", "--checkpoint", str(ckpt), out=out, repo=repo,
                 wh=wheelhouse) == 0
     card = (out / "weights" / "README.md").read_text()
-    assert "model-index" not in front_matter(card) and "measured at step 3" in card and "ensemble of 2" in card
+    assert ("model-index" not in front_matter(card) and "measured at step 3" in card
+            and "ensemble of 2" in card)
     assert not (out / "weights" / "metrics.json").exists()
 
     (run / "eval" / "metrics.json").write_text(json.dumps({"step": 7, "pass@2": 0.5, "n_checkpoints": 1}))
@@ -277,7 +282,8 @@ def test_the_kits_kernel_template_renders(tmp_path, no_creds):
     assert kernel_push("--out", str(out)) == 0
     meta = json.loads((out / "kernel" / "kernel-metadata.json").read_text())
     assert meta["id"] == "someone/trm-arc2-inference" and meta["title"] == "trm-arc2-inference"
-    assert meta["dataset_sources"] == ["someone/trm-kit-wheels", "someone/trm-kit-repo", "someone/trm-kit-weights"]
+    assert meta["dataset_sources"] == ["someone/trm-kit-wheels", "someone/trm-kit-repo",
+                                       "someone/trm-kit-weights"]
     assert meta["competition_sources"] == ["arc-prize-2026-arc-agi-2"] and meta["enable_internet"] is False
     assert meta["machine_shape"] == "NvidiaL4" and meta["enable_gpu"] is True  # default: 4xL4
     assert meta["docker_image_pinning_type"] == "original"
@@ -291,11 +297,13 @@ def test_kernel_machine_shapes(tmp_path, no_creds, capsys):
     from trmkit.kernel import MACHINE_SHAPES
 
     out = tmp_path / "stage"
-    assert kernel_push("--out", str(out), "--accelerator", "NvidiaTeslaT4", "--competition", "some-other-comp",
-                       "--image-pinning", "latest") == 0
+    assert kernel_push("--out", str(out), "--accelerator", "NvidiaTeslaT4",
+                       "--competition", "some-other-comp", "--image-pinning", "latest") == 0
     meta = json.loads((out / "kernel" / "kernel-metadata.json").read_text())
-    assert meta["machine_shape"] == "NvidiaTeslaT4" and "accelerator" not in meta  # an `accelerator` key is ignored
-    assert meta["competition_sources"] == ["some-other-comp"] and meta["docker_image_pinning_type"] == "latest"
+    # an `accelerator` key is ignored
+    assert meta["machine_shape"] == "NvidiaTeslaT4" and "accelerator" not in meta
+    assert (meta["competition_sources"] == ["some-other-comp"]
+            and meta["docker_image_pinning_type"] == "latest")
     assert "NvidiaTeslaT4 (T4 x2 (16 GB each): 2 processes, fp16" in capsys.readouterr().out
     assert list(MACHINE_SHAPES)[:2] == ["NvidiaL4", "NvidiaTeslaT4"]
     for bad, why in [("NvidiaTeslaT4Highmem", "internal Kaggle pool"), ("NvidiaTeslaP100", "retired"),
@@ -326,14 +334,16 @@ def test_one_competition_slug_everywhere():
     from trmkit import fetch
     assert fetch.COMPETITION is COMPETITION
     def make_n(*args) -> list[str]:  # the commands `make -n` would run, whitespace-normalised
-        out = subprocess.run(["make", "-n", "-C", str(REPO), *args], capture_output=True, text=True, check=True,
+        out = subprocess.run(["make", "-n", "-C", str(REPO), *args], capture_output=True, text=True,
+                             check=True,
                              env={"PATH": "/usr/bin:/bin", "VENV": str(REPO / ".no-venv")}).stdout
         return [" ".join(line.split()) for line in out.splitlines()]
 
     assert any(c.endswith(f"kernel push --competition {COMPETITION}") for c in make_n("kaggle-kernel"))
     assert any(c.endswith(f"kernel submit --competition {COMPETITION} --version 4 --wait")
                for c in make_n("kaggle-submit", "VERSION=4", "WAIT=1"))
-    assert any(c.endswith(f"--competition {COMPETITION} --out data/kaggle/{COMPETITION}") for c in make_n("data-kaggle"))
+    assert any(c.endswith(f"--competition {COMPETITION} --out data/kaggle/{COMPETITION}")
+               for c in make_n("data-kaggle"))
     assert any(c.endswith("kernel push --competition x-y-z --accelerator NvidiaTeslaT4")
                for c in make_n("kaggle-kernel", "COMP=x-y-z", "ACCELERATOR=NvidiaTeslaT4"))
     makefile = (REPO / "Makefile").read_text()
@@ -355,7 +365,8 @@ def test_staging_twice_gives_identical_bytes(tmp_path, repo, wheelhouse, no_cred
     trees, hashes = [], []
     for i in range(2):
         out = tmp_path / f"stage{i}"
-        assert push("--dry-run", "--owner", "me", "--checkpoint", str(ckpt), out=out, repo=repo, wh=wheelhouse) == 0
+        assert push("--dry-run", "--owner", "me", "--checkpoint", str(ckpt),
+                    out=out, repo=repo, wh=wheelhouse) == 0
         trees.append({p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()})
         hashes.append({b: bundles.content_hash(out / b) for b in bundles.BUNDLES})
         time.sleep(1.1)

@@ -44,12 +44,14 @@ def test_guide_command_ports_unchanged():
     assert c.load_checkpoint == "ckpt/step_5" and c.evaluate is False
     # defaults without a preset are upstream's cfg_pretrain.yaml
     d = TrainConfig()
-    assert (d.ema, d.global_batch_size, d.epochs, d.eval_interval, d.lr_min_ratio) == (False, 768, 100000, 10000, 1.0)
+    assert ((d.ema, d.global_batch_size, d.epochs, d.eval_interval, d.lr_min_ratio)
+            == (False, 768, 100000, 10000, 1.0))
 
 
 def test_kit_overrides_and_types():
-    c = resolve_config("smoke", ["--arch.hidden_size", "32", "--grad-accum-steps", "4", "--ema", "--wandb=false",
-                                 "--lr", "3e-3", "--epochs", "1e3", "--run_dir", "none", "preset=smoke"])
+    c = resolve_config("smoke", ["--arch.hidden_size", "32", "--grad-accum-steps", "4", "--ema",
+                                 "--wandb=false", "--lr", "3e-3", "--epochs", "1e3", "--run_dir", "none",
+                                 "preset=smoke"])
     assert c.arch.hidden_size == 32 and c.arch.puzzle_emb_ndim == 32  # tied, as upstream's ${.hidden_size}
     assert c.grad_accum_steps == 4 and c.ema is True and c.wandb is False
     assert c.lr == 3e-3 and c.epochs == 1000 and c.run_dir is None and c.preset == "smoke"

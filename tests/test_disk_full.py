@@ -76,7 +76,8 @@ def _tiny(data: Path) -> TRM:
 def test_checkpoint_enospc_keeps_previous(data, tmp_path, monkeypatch, same_path):
     root = tmp_path / "checkpoints"
     model = _tiny(data)
-    prev = save_checkpoint(root / "step_1", model, train_state={"step": 1, "w": torch.ones(1000)}, dataset_dir=data)
+    prev = save_checkpoint(root / "step_1", model, train_state={"step": 1, "w": torch.ones(1000)},
+                           dataset_dir=data)
     digest = tree_digest(prev)
     target = root / ("step_1" if same_path else "step_2")
     torch_save_fails_after(monkeypatch, 4096)
@@ -102,7 +103,8 @@ def test_training_run_enospc_keeps_last_checkpoint(data, tmp_path, monkeypatch, 
     capsys.readouterr()
     assert T.main(["--resume", str(run), "--stop_at_step", "2"]) == 4
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: no space left on device writing ") and "step_2" in err[0]
+    assert (len(err) == 1 and err[0].startswith("error: no space left on device writing ")
+            and "step_2" in err[0])
     monkeypatch.undo()
     assert find_checkpoint(run).name == "step_1" and hidden(run / "checkpoints") == []
     assert not (run / "train.lock").exists(), "the lock is released after the failure"
@@ -184,8 +186,8 @@ def test_submission_enospc_keeps_previous(tmp_path, monkeypatch):
     with pytest.raises(DiskFullError, match=f"writing {path} .*needs about"):
         S.write_json_atomic(path, {"new": list(range(1000))})
     monkeypatch.undo()
-    assert json.loads(path.read_text()) == {"old": [1, 2, 3]} and sorted(p.name for p in tmp_path.iterdir()) == [
-        "submission.json"]
+    assert (json.loads(path.read_text()) == {"old": [1, 2, 3]}
+            and sorted(p.name for p in tmp_path.iterdir()) == ["submission.json"])
 
 
 def test_submission_cli_enospc_exit_code(tmp_path, monkeypatch, capsys):
@@ -202,12 +204,13 @@ def test_submission_cli_enospc_exit_code(tmp_path, monkeypatch, capsys):
 def test_bundle_staging_enospc_is_one_line_and_leaves_no_temporaries(data, tmp_path, monkeypatch, capsys):
     from trmkit import bundles
 
-    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "step_1", _tiny(data), dataset_dir=data, meta={"step": 1})
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "step_1", _tiny(data), dataset_dir=data,
+                           meta={"step": 1})
     stage = tmp_path / "stage"
     torch_save_fails_after(monkeypatch, 2048)  # the slim export of the weights bundle
     capsys.readouterr()
-    rc = bundles.main(["push", "--bundles", "weights", "--dry-run", "--owner", "me", "--checkpoint", str(ckpt),
-                       "--out", str(stage)])
+    rc = bundles.main(["push", "--bundles", "weights", "--dry-run", "--owner", "me",
+                       "--checkpoint", str(ckpt), "--out", str(stage)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 4 and len(err) == 1 and str(stage / "weights") in err[0] and "needs about" in err[0], err
     assert not (stage / "weights" / "dataset-metadata.json").exists(), "no staged bundle that looks complete"
@@ -221,15 +224,20 @@ def test_bundle_staging_enospc_keeps_the_previous_staged_bundle(data, tmp_path, 
     there, complete and byte-identical, and nothing half-written is left beside it."""
     from trmkit import bundles
 
-    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "step_1", _tiny(data), dataset_dir=data, meta={"step": 1})
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "step_1", _tiny(data), dataset_dir=data,
+                           meta={"step": 1})
     stage = tmp_path / "stage"
-    args = ["push", "--bundles", "weights", "--dry-run", "--owner", "me", "--checkpoint", str(ckpt), "--out", str(stage)]
+    args = ["push", "--bundles", "weights", "--dry-run", "--owner", "me", "--checkpoint", str(ckpt),
+            "--out", str(stage)]
     assert bundles.main(args) == 0
-    before = {p.relative_to(stage): p.read_bytes() for p in sorted((stage / "weights").rglob("*")) if p.is_file()}
-    assert (stage / "weights" / "dataset-metadata.json").is_file() and (stage / "weights" / "model.pt").is_file()
+    before = {p.relative_to(stage): p.read_bytes()
+              for p in sorted((stage / "weights").rglob("*")) if p.is_file()}
+    assert ((stage / "weights" / "dataset-metadata.json").is_file()
+            and (stage / "weights" / "model.pt").is_file())
     torch_save_fails_after(monkeypatch, 2048)
     assert bundles.main(args) == 4
     monkeypatch.undo()
-    after = {p.relative_to(stage): p.read_bytes() for p in sorted((stage / "weights").rglob("*")) if p.is_file()}
+    after = {p.relative_to(stage): p.read_bytes()
+             for p in sorted((stage / "weights").rglob("*")) if p.is_file()}
     assert after == before
     assert sorted(p.name for p in stage.iterdir()) == ["weights"] and hidden(stage) == []

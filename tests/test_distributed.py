@@ -20,10 +20,12 @@ import torch
 import trm.train as T
 from trm.config import resolve_config
 
-TINY = ["--arch.hidden_size", "32", "--arch.num_heads", "2", "--arch.n_layers", "1", "--arch.n_outer_cycles", "1",
+TINY = ["--arch.hidden_size", "32", "--arch.num_heads", "2", "--arch.n_layers", "1",
+        "--arch.n_outer_cycles", "1",
         "--arch.n_latent_steps", "1", "--arch.halt_max_steps", "2", "--arch.halt_exploration_prob", "0",
         "--global_batch_size", "8", "--epochs", "1", "--eval_interval", "1", "--evaluate", "false",
-        "--progress", "false", "--log_interval", "1", "--lr", "1e-3", "--lr_warmup_steps", "1", "--num_threads", "1"]
+        "--progress", "false", "--log_interval", "1", "--lr", "1e-3", "--lr_warmup_steps", "1",
+        "--num_threads", "1"]
 
 
 def _final(run: Path) -> tuple[int, dict]:
@@ -38,13 +40,16 @@ def test_two_processes_match_one(golden_build, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(T.__file__).parents[1])}
     proc = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "trm.train", *args,
-                           "--run_dir", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
+                           "--run_dir", str(tmp_path / "two")],
+                          env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "world 2 on cpu, micro-batch 4 x 1" in proc.stdout
     commands = (tmp_path / "two" / "COMMANDS.txt").read_text()
-    assert "launcher: torchrun" in commands and "world_size: 2" in commands and "torchrun" in commands.splitlines()[1]
+    assert ("launcher: torchrun" in commands and "world_size: 2" in commands
+            and "torchrun" in commands.splitlines()[1])
 
-    one_acc = T.train(resolve_config(None, args + ["--grad-accum-steps", "2", "--run_dir", str(tmp_path / "acc")]))
+    one_acc = T.train(resolve_config(None, args + ["--grad-accum-steps", "2",
+                                                   "--run_dir", str(tmp_path / "acc")]))
     one = T.train(resolve_config(None, args + ["--run_dir", str(tmp_path / "one")]))
 
     step2, two_sd = _final(tmp_path / "two")

@@ -51,7 +51,8 @@ def test_cpu_is_float32_unless_asked(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert pick_dtype("cpu", "bfloat16") == torch.bfloat16
-    monkeypatch.setattr(model_mod, "_cpu_has_native_bf16", lambda: False)  # AVX2 only: honoured, with a warning
+    # AVX2 only: honoured, with a warning
+    monkeypatch.setattr(model_mod, "_cpu_has_native_bf16", lambda: False)
     with pytest.warns(UserWarning, match="slower"):
         assert pick_dtype("cpu", "bfloat16") == torch.bfloat16
     with pytest.raises(ValueError):

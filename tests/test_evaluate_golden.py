@@ -1,4 +1,5 @@
-"""The kit's voting against upstream's evaluator outputs (golden/arc_eval; docs/fidelity.md#how-fidelity-is-proven).
+"""The kit's voting against upstream's evaluator outputs (golden/arc_eval;
+docs/fidelity.md#how-fidelity-is-proven).
 
     .venv/bin/pytest -q tests/test_evaluate_golden.py
 
@@ -26,7 +27,8 @@ def g(golden):
     d = golden / "arc_build" / "output"
     z = np.load(golden / "arc_eval" / "preds.npz")
     n_rows = load_split(d, "test").num_examples
-    assert len(z["preds"]) == n_rows, (f"arc_eval/ holds {len(z['preds'])} prediction rows, arc_build/output/test "
+    assert len(z["preds"]) == n_rows, (f"arc_eval/ holds {len(z['preds'])} prediction rows, "
+                                       "arc_build/output/test "
                                        f"{n_rows}: this golden set's arc_eval was made for another build")
     return {
         "dir": d,
@@ -38,7 +40,8 @@ def g(golden):
 
 
 def _eval(g, preds, tmp_path=None, **kw):
-    return evaluate_predictions(preds, g["dir"], tmp_path, verbose=False, n_pictures=kw.pop("n_pictures", 0), **kw)
+    return evaluate_predictions(preds, g["dir"], tmp_path, verbose=False, n_pictures=kw.pop("n_pictures", 0),
+                                **kw)
 
 
 def test_golden_rows_match_the_split(g):
@@ -166,7 +169,8 @@ def test_deliberate_differences_from_upstream_writer(g, tmp_path):
 
 def test_oracle_labels_as_predictions(g, tmp_path):
     split = load_split(g["dir"], "test")
-    oracle = Predictions.from_arrays(g["dir"], np.asarray(split.labels), np.zeros(split.num_examples, np.float32))
+    oracle = Predictions.from_arrays(g["dir"], np.asarray(split.labels),
+                                     np.zeros(split.num_examples, np.float32))
     m = _eval(g, oracle, tmp_path)
     assert all(m[f"pass@{k}"] == 1.0 for k in PASS_KS)
     assert m["kaggle_score"] == 1.0
@@ -185,7 +189,8 @@ def test_row_order_and_ensemble(g):
             rb = [(c.hash, c.count) for c in b.ranked(task, pair["input"])]
             assert sorted(ra) == sorted(rb)
             two = vote([p, p], g["dir"]).ranked(task, pair["input"])
-            assert [(c.hash, c.count // 2) for c in two] == [(c.hash, c.count) for c in a.ranked(task, pair["input"])]
+            assert ([(c.hash, c.count // 2) for c in two]
+                    == [(c.hash, c.count) for c in a.ranked(task, pair["input"])])
 
 
 def test_unlabelled_dataset_and_external_challenges(g, tmp_path):
@@ -225,8 +230,9 @@ def test_output_files(g, tmp_path):
     pytest.importorskip("matplotlib")
     _eval(g, g["preds"], tmp_path, n_pictures=2)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    for key in [f"pass@{k}" for k in PASS_KS] + ["kaggle_score", "n_tasks", "n_test_outputs", "token_accuracy",
-                                                  "exact_row_accuracy", "checkpoint", "step"]:
+    for key in [f"pass@{k}" for k in PASS_KS] + ["kaggle_score", "n_tasks", "n_test_outputs",
+                                                  "token_accuracy", "exact_row_accuracy", "checkpoint",
+                                                  "step"]:
         assert key in metrics
     lines = (tmp_path / "per_task.csv").read_text().splitlines()
     assert lines[0].startswith("task,test_index,solved,correct_rank,n_votes")

@@ -37,7 +37,8 @@ def data(golden_build):
     return golden_build.output
 
 
-def tiny(data, halt_max_steps: int = 3, seed: int = 0, q_std: float = 0.0, q_bias: float | None = None) -> TRM:
+def tiny(data, halt_max_steps: int = 3, seed: int = 0, q_std: float = 0.0,
+         q_bias: float | None = None) -> TRM:
     """A tiny random TRM whose puzzle table fits the dataset at `data`."""
     torch.manual_seed(seed)
     rows = load_split(data, "train").meta["num_puzzle_identifiers"]
@@ -108,7 +109,8 @@ def test_limit_rows(data):
 @pytest.fixture(scope="module")
 def ckpt(data, tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "step_7"
-    save_checkpoint(path, tiny(data, halt_max_steps=2, q_std=0.5, q_bias=0.0), meta={"step": 7}, dataset_dir=data)
+    save_checkpoint(path, tiny(data, halt_max_steps=2, q_std=0.5, q_bias=0.0), meta={"step": 7},
+                    dataset_dir=data)
     return path
 
 
@@ -141,7 +143,8 @@ def test_cli_end_to_end(one_process, ckpt, data, golden_build, repo_root):
     assert first < acc  # solve rates are printed before token accuracy
     for name in ("submission.json", "metrics.json", "per_task.csv"):
         assert (out / name).is_file()
-    assert len(list((out / "pictures").glob("*.png"))) == 2  # matplotlib is in the lock: a missing one fails here
+    # matplotlib is in the lock: a missing one fails here
+    assert len(list((out / "pictures").glob("*.png"))) == 2
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["step"] == 7 and metrics["checkpoint"] == str(ckpt)
     assert metrics["n_rows"] == load_split(data, "test").num_examples and metrics["mean_steps"] == 2.0
@@ -162,14 +165,16 @@ def test_cli_torchrun_matches_one_process(one_process, ckpt, data, tmp_path, rep
     out2 = tmp_path / "two"
     _run(["--checkpoint", str(ckpt), "--data", str(data), "--output-dir", str(out2), "--batch-size", "16",
           "--device", "cpu", "--pictures", "0"], repo_root, nproc=2)
-    assert json.loads((out2 / "submission.json").read_text()) == json.loads((out / "submission.json").read_text())
+    assert (json.loads((out2 / "submission.json").read_text())
+            == json.loads((out / "submission.json").read_text()))
     m1, m2 = (json.loads((o / "metrics.json").read_text()) for o in (out, out2))
     keys = ("n_rows", "token_accuracy", "exact_row_accuracy")
     assert {k: m2[k] for k in keys} == {k: m1[k] for k in keys}
 
 
 def test_cli_early_exit_ensemble_and_external_files(ckpt, data, golden_build, tmp_path, repo_root):
-    chal_file, sol_file = (golden_build.input_file(golden_build.test_set, k) for k in ("challenges", "solutions"))
+    chal_file, sol_file = (golden_build.input_file(golden_build.test_set, k)
+                           for k in ("challenges", "solutions"))
     out = tmp_path / "ens"
     _run(["--checkpoint", str(ckpt), "--ensemble", str(ckpt), "--data", str(data), "--output-dir", str(out),
           "--batch-size", "8", "--device", "cpu", "--early-exit", "--pictures", "0",

@@ -46,8 +46,9 @@ def test_curve_keys_put_solve_rates_first():
                               "train/loss", "train/q_halt_accuracy", "train/q_halt_loss", "train/steps",
                               "train/lr", "train/puzzle_emb_lr", "s_per_step")}
     records = [{**train, "step": 10, "iteration": 0},
-               {"step": 10, "eval/pass@1": 0.1, "eval/pass@2": 0.2, "eval/pass@5": 0.3, "eval/kaggle_score": 0.2,
-                "eval/kaggle_correct": 3, "eval/n_tasks": 4, "eval/token_accuracy": 0.9}]
+               {"step": 10, "eval/pass@1": 0.1, "eval/pass@2": 0.2, "eval/pass@5": 0.3,
+                "eval/kaggle_score": 0.2, "eval/kaggle_correct": 3, "eval/n_tasks": 4,
+                "eval/token_accuracy": 0.9}]
     keys = curve_keys(records)
     assert keys[:3] == ["eval/pass@2", "eval/kaggle_score", "eval/pass@1"]
     assert not {"step", "iteration", "train/count", "train/puzzle_emb_lr", "eval/n_tasks"} & set(keys)

@@ -84,7 +84,8 @@ def test_secret_in_provenance_refuses_upload(tmp_path, monkeypatch, capsys):
     (run / "COMMANDS.txt").write_text(f"python -m trm.train --hub-token {token}\n")
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    assert bundles.main(["hf-publish", "--repo", "me/x", "--checkpoint", str(ckpt), "--out", str(tmp_path / "s")]) == 1
+    assert bundles.main(["hf-publish", "--repo", "me/x", "--checkpoint", str(ckpt),
+                         "--out", str(tmp_path / "s")]) == 1
     err = capsys.readouterr().err
     assert "weights/COMMANDS.txt: looks like a Hugging Face token" in err and token not in err
 

@@ -107,7 +107,8 @@ def test_same_checkpoint_twice_pushes_nothing(tmp_path, repo, wheelhouse, fake, 
     ckpt = make_run(tmp_path / "runs" / "x", step=5)
     assert push(tmp_path, repo, wheelhouse, "--checkpoint", str(ckpt)) == 0
     assert fake.methods().count(CREATE) == 3 and len(fake.datasets["tester/trm-kit-weights"]) == 1
-    assert uploaded_tree(fake.datasets["tester/trm-kit-weights"][0]["files"]) == staged_tree(tmp_path / "stage" / "weights")
+    assert (uploaded_tree(fake.datasets["tester/trm-kit-weights"][0]["files"])
+            == staged_tree(tmp_path / "stage" / "weights"))
     capsys.readouterr()
     n = len(fake.calls)
     time.sleep(1.1)  # a staging-time clock in any file would now differ
@@ -141,7 +142,8 @@ def kernel_files(tmp_path) -> tuple[Path, Path]:
     tpl.write_text(json.dumps({
         "id": "${owner}/placeholder", "title": "TRM ARC2 test kernel", "code_file": "x.ipynb",
         "language": "python", "kernel_type": "notebook", "is_private": True, "enable_gpu": True,
-        "enable_internet": True, "machine_shape": "NvidiaL4", "dataset_sources": [], "competition_sources": []}))
+        "enable_internet": True, "machine_shape": "NvidiaL4", "dataset_sources": [],
+        "competition_sources": []}))
     nb = tmp_path / "trm_test_notebook.ipynb"
     nb.write_text(json.dumps({"nbformat": 4, "nbformat_minor": 5, "cells": [
         {"cell_type": "code", "metadata": {}, "execution_count": 1, "source": ["print('hi')\n"],
@@ -168,7 +170,8 @@ def test_kernel_push_then_submit(tmp_path, kernel_files, fake, capsys, message):
     body = fake.kernels["tester/trm-arc2-test-kernel"][0]
     assert body["newTitle"] == "TRM ARC2 test kernel" and body["machineShape"] == "NvidiaL4"
     assert body["dockerImagePinningType"] == "original"  # the rerun keeps the image the commit run checked
-    assert body["datasetDataSources"] == ["tester/trm-kit-wheels", "tester/trm-kit-repo", "tester/trm-kit-weights"]
+    assert body["datasetDataSources"] == ["tester/trm-kit-wheels", "tester/trm-kit-repo",
+                                          "tester/trm-kit-weights"]
     assert body["competitionDataSources"] == ["arc-prize-2025"]
     assert body.get("enableInternet", False) is False  # a competition rerun has no internet
     text = json.loads(body["text"])
@@ -180,7 +183,8 @@ def test_kernel_push_then_submit(tmp_path, kernel_files, fake, capsys, message):
     assert kernel(tmp_path, kernel_files, "submit") == 0  # version: the last push
     out = capsys.readouterr().out
     assert "Submission ref: 1001" in out  # the CLI's own line
-    assert "submitted tester/trm-arc2-test-kernel v1 to arc-prize-2025: submission 1001, status PENDING" in out
+    assert ("submitted tester/trm-arc2-test-kernel v1 to arc-prize-2025: "
+            "submission 1001, status PENDING") in out
     assert fake.methods()[-3:] == [SUBMIT, LIMITS, GET]  # submit, remaining today, then the look-up
     sub = fake.submissions[-1]
     assert (sub["competitionName"], sub["kernelOwner"], sub["kernelSlug"], sub["kernelVersion"],
@@ -244,5 +248,6 @@ def test_dry_runs_send_nothing(tmp_path, repo, wheelhouse, kernel_files, fake, c
     assert kernel(tmp_path, kernel_files, "submit", "--version", "3", "--dry-run") == 0
     assert fake.calls == []
     out = capsys.readouterr().out
-    assert "kaggle competitions submit arc-prize-2025 -k tester/trm-arc2-test-kernel -v 3 -f submission.json" in out
+    assert ("kaggle competitions submit arc-prize-2025 -k tester/trm-arc2-test-kernel "
+            "-v 3 -f submission.json") in out
     assert os.environ["KAGGLE_KEY"] not in out

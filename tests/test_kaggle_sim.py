@@ -60,7 +60,8 @@ def test_placeholder_runs_validation_mode(sim):
     assert r["ok"], r["notes"]
     assert r["papermill_rc"] == 0 and r["report"]["mode"] == "validate"
     # 2026 layout under the kit's default slug (the notebook finds the folder by its files)
-    assert (out / "placeholder" / "input" / "competitions" / COMPETITION / "arc-agi_test_challenges.json").is_file()
+    assert (out / "placeholder" / "input" / "competitions" / COMPETITION
+            / "arc-agi_test_challenges.json").is_file()
     assert r["report"]["score"]["n_test_outputs"] == 3  # official score printed for 3 evaluation tasks
     assert r["report"]["budget"]["kind"] == "short check" and r["report"]["budget"]["rerun_variable"] is None
     executed = json.loads((out / "placeholder" / "executed.ipynb").read_text())
@@ -77,11 +78,13 @@ def test_hidden_tasks_get_mean_initialised_rows_and_two_attempts(sim):
     assert report["budget"]["kind"] == "full" and report["budget"]["rerun_variable"] is None
     assert report["finetune"]["mean_init"] is True and report["finetune"]["steps"] == 24
     assert report["tasks_from_model"] == report["tasks"] == 3 and report["identical_attempts"] == 0
-    challenges = json.loads((out / "hidden" / "input" / COMPETITION / "arc-agi_test_challenges.json").read_text())
+    challenges = json.loads((out / "hidden" / "input" / COMPETITION
+                             / "arc-agi_test_challenges.json").read_text())
     sub = json.loads((out / "hidden" / "working" / "submission.json").read_text())
     assert validate_submission(sub, challenges) == []
     # the attached evaluation files do not know the hidden tasks (as on Kaggle)
-    sols = json.loads((out / "hidden" / "input" / COMPETITION / "arc-agi_evaluation_solutions.json").read_text())
+    sols = json.loads((out / "hidden" / "input" / COMPETITION
+                       / "arc-agi_evaluation_solutions.json").read_text())
     assert not set(challenges) & set(sols)
 
 
@@ -172,7 +175,8 @@ def test_comp_dir_as_given_with_an_upstream_checkpoint(tmp_path, arc_data):
     _print_notes(res)
     assert rc == 0 and res["ok"] and res["report"]["mode"] == "submit"
     meta = json.loads((out / "stage" / "weights" / "meta.json").read_text())
-    assert meta["source"] == "step_40" and meta["source_format"] == "upstream" and len(meta["source_sha256"]) == 64
+    assert (meta["source"] == "step_40" and meta["source_format"] == "upstream"
+            and len(meta["source_sha256"]) == 64)
     sub = json.loads((out / "as-given" / "working" / "submission.json").read_text())
     test = json.loads((comp / "arc-agi_test_challenges.json").read_text())
     assert validate_submission(sub, test) == [] and set(sub) == set(test) == set(held)

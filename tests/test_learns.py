@@ -32,7 +32,8 @@ from trm.evaluate import evaluate_model
 TASKS = ["b1948b0a", "c8f0f002", "d511f180", "0d3d703e"]
 NUM_AUG = 8  # 9 versions per task: each test output is voted over 9 augmented rows
 # one thread: on a shared 2-core machine two OpenMP threads per process are several times slower
-OVERRIDES = ["--num_threads", "1", "--progress", "false", "--device", os.environ.get("TRM_TEST_DEVICE", "cpu")]
+OVERRIDES = ["--num_threads", "1", "--progress", "false",
+             "--device", os.environ.get("TRM_TEST_DEVICE", "cpu")]
 
 
 @pytest.mark.slow
@@ -41,19 +42,22 @@ def test_smoke_preset_learns_simple_tasks(arc_data, tmp_path):
     data = tmp_path / "data"
     build = subprocess.run([sys.executable, "-m", "dataset_builder", "--input-file-prefix",
                             str(arc_data / "arc-agi" / "arc-agi"), "--subsets", "training", "--test-set-name",
-                            "training", "--task-ids", *TASKS, "--num-aug", str(NUM_AUG), "--output-dir", str(data),
-                            "--quiet"], capture_output=True, text=True, timeout=300)
+                            "training", "--task-ids", *TASKS, "--num-aug", str(NUM_AUG),
+                            "--output-dir", str(data), "--quiet"],
+                           capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr
     cfg = resolve_config("smoke", ["--data_path", str(data), "--run_dir", str(tmp_path / "run"), *OVERRIDES])
     run = T.train(cfg)
     ckpt = find_checkpoint(run)
     model, meta = load_checkpoint(ckpt, dataset_dir=data, map_location=cfg.device)
-    m = evaluate_model(model, data, tmp_path / "eval", global_batch_size=cfg.global_batch_size, step=meta["step"],
-                       n_pictures=0)
-    evals = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "eval/pass@2" in r]
+    m = evaluate_model(model, data, tmp_path / "eval", global_batch_size=cfg.global_batch_size,
+                       step=meta["step"], n_pictures=0)
+    evals = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+             if "eval/pass@2" in r]
     summary = {"pass@1": m["pass@1"], "pass@2": m["pass@2"], "kaggle_score": m["kaggle_score"],
                "exact_row_accuracy": m["exact_row_accuracy"], "step": meta["step"],
-               "in_run_pass@2": [(r["step"], r["eval/pass@2"]) for r in evals], "wall_s": round(time.time() - t0, 1)}
+               "in_run_pass@2": [(r["step"], r["eval/pass@2"]) for r in evals],
+               "wall_s": round(time.time() - t0, 1)}
     print("learning test:", json.dumps(summary))
     assert evals[-1]["step"] == meta["step"] and evals[-1]["eval/pass@2"] == m["pass@2"], \
         "the reloaded checkpoint scores as its in-run evaluation"

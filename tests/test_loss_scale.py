@@ -22,8 +22,9 @@ from trm.optim import DynamicLossScale
 
 
 def _cfg(dtype: str) -> ModelConfig:
-    return ModelConfig(hidden_size=64, num_heads=2, n_layers=1, n_outer_cycles=1, n_latent_steps=2, halt_max_steps=2,
-                       expansion=2.0, puzzle_emb_ndim=64, num_puzzle_identifiers=8, forward_dtype=dtype)
+    return ModelConfig(hidden_size=64, num_heads=2, n_layers=1, n_outer_cycles=1, n_latent_steps=2,
+                       halt_max_steps=2, expansion=2.0, puzzle_emb_ndim=64, num_puzzle_identifiers=8,
+                       forward_dtype=dtype)
 
 
 def _batch() -> dict[str, torch.Tensor]:
@@ -86,8 +87,8 @@ def tiny_split(tmp_path):
 
     task = {"train": [{"input": [[1, 2], [3, 4]], "output": [[4, 3], [2, 1]]}] * 3,
             "test": [{"input": [[5, 6], [7, 8]], "output": [[8, 7], [6, 5]]}]}
-    build_dataset(BuildConfig(output_dir=tmp_path / "d", task_data={"t": {"a": task, "b": task}}, subsets=["t"],
-                              test_set_name="t", num_aug=3, quiet=True, force=True))
+    build_dataset(BuildConfig(output_dir=tmp_path / "d", task_data={"t": {"a": task, "b": task}},
+                              subsets=["t"], test_set_name="t", num_aug=3, quiet=True, force=True))
     return load_split(tmp_path / "d", "train")
 
 

@@ -4,7 +4,8 @@ Run: .venv/bin/python -m pytest -q tests/test_model_golden.py -rP   (-rP prints 
 
 Golden data: $TRM_GOLDEN_DIR/model (see golden/README.md). Everything is read from its
 config.json / expected.json, so another golden set of the same structure works unchanged.
-Tolerances (docs/fidelity.md#how-fidelity-is-proven): logits / z / q atol+rtol 1e-4, losses rtol 1e-5, gradients
+Tolerances (docs/fidelity.md#how-fidelity-is-proven): logits / z / q atol+rtol 1e-4, losses rtol 1e-5,
+gradients
 1e-5 (absolute, or relative to the tensor's max |value|); halting flags, steps, ids and counts exact.
 """
 
@@ -34,7 +35,8 @@ class Gold:
         b = np.load(self.dir / "batch.npz")
         names = ("inputs", "labels", "puzzle_identifiers")
         self.batches = [{k: torch.from_numpy(b[p + k]) for k in names} for p in ("", "call2_", "call3_")]
-        self.grads = [dict(np.load(self.dir / f)) for f in ("grads.npz", "grads_call2.npz", "grads_call3.npz")]
+        self.grads = [dict(np.load(self.dir / f))
+                      for f in ("grads.npz", "grads_call2.npz", "grads_call3.npz")]
 
     def model(self) -> TRM:
         arch = dict(self.config["arch"], loss={"loss_type": self.config["loss_type"]})
@@ -53,7 +55,8 @@ def max_err(actual: torch.Tensor, expected) -> float:
 
 def assert_close(name, actual, expected, atol=ATOL, rtol=RTOL, errors=None):
     expected_t = torch.as_tensor(np.asarray(expected))
-    torch.testing.assert_close(actual.detach().to(expected_t.dtype), expected_t, atol=atol, rtol=rtol, msg=name)
+    torch.testing.assert_close(actual.detach().to(expected_t.dtype), expected_t, atol=atol, rtol=rtol,
+                               msg=name)
     if errors is not None:
         errors[name] = max(errors.get(name, 0.0), max_err(actual, expected))
 
@@ -107,7 +110,8 @@ def test_eval_run(gold):
         for k, exp in enumerate(gold.json["eval"]):
             carry, loss, metrics, out, all_finish = head(carry, batch)
             assert_close(f"eval_logits[{k}]", out["logits"], gold.npz["eval_logits"][k], errors=errors)
-            assert_close("eval_q_halt", out["q_halt_logits"], gold.npz["eval_q_halt_logits"][k], errors=errors)
+            assert_close("eval_q_halt", out["q_halt_logits"], gold.npz["eval_q_halt_logits"][k],
+                         errors=errors)
             assert_close("eval_q_continue", out["q_continue_logits"], gold.npz["eval_q_continue_logits"][k],
                          errors=errors)
             check_preds(f"eval preds step {k}", out["preds"], gold.npz["eval_logits"][k])
@@ -173,8 +177,8 @@ def test_train_step_one_equals_eval_step_one(gold):
 
 
 def tiny_config(**kw) -> ModelConfig:
-    base = dict(hidden_size=32, num_heads=2, expansion=2.0, n_outer_cycles=2, n_latent_steps=2, halt_max_steps=3,
-                puzzle_emb_ndim=32, puzzle_emb_len=4, num_puzzle_identifiers=6, seq_len=16,
+    base = dict(hidden_size=32, num_heads=2, expansion=2.0, n_outer_cycles=2, n_latent_steps=2,
+                halt_max_steps=3, puzzle_emb_ndim=32, puzzle_emb_len=4, num_puzzle_identifiers=6, seq_len=16,
                 forward_dtype="float32", halt_exploration_prob=0.0)
     return ModelConfig(**(base | kw))
 
@@ -184,7 +188,8 @@ def tiny_batch(B=3, seq_len=16, seed=0):
     inputs = torch.randint(0, 12, (B, seq_len), generator=g, dtype=torch.int32)
     labels = torch.randint(0, 12, (B, seq_len), generator=g, dtype=torch.int32)
     labels[:, -3:] = -100
-    return {"inputs": inputs, "labels": labels, "puzzle_identifiers": torch.arange(1, B + 1, dtype=torch.int32)}
+    return {"inputs": inputs, "labels": labels,
+            "puzzle_identifiers": torch.arange(1, B + 1, dtype=torch.int32)}
 
 
 @pytest.mark.parametrize("kw", [dict(pos_encodings="learned"), dict(pos_encodings="none", mlp_t=True),

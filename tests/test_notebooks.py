@@ -39,7 +39,8 @@ def _parameters(py: Path) -> dict:
     (cell,) = _parameters_cells(py)
     values = {}
     for node in ast.parse(cell.source).body:
-        assert isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name), \
+        assert (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)), \
             f"{py.name}: parameters cell may only hold `name = literal` lines, got {ast.unparse(node)!r}"
         values[node.targets[0].id] = ast.literal_eval(node.value)  # raises on anything but a literal
     return values
@@ -56,7 +57,8 @@ def test_pair_in_sync(py):
     assert pair_problems(py, outputs_allowed=py.parent.name != "notebooks") == []
 
 
-@pytest.mark.parametrize("ipynb", [p.with_suffix(".ipynb") for p in PAIRS], ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize("ipynb", [p.with_suffix(".ipynb") for p in PAIRS],
+                         ids=lambda p: str(p.relative_to(REPO)))
 def test_every_shipped_notebook_names_its_kernel(ipynb):
     """Kaggle runs a pushed notebook with papermill and no -k / -l: the notebook must name both."""
     meta = json.loads(ipynb.read_text())["metadata"]
@@ -133,8 +135,10 @@ def test_parameter_names_are_package_config_names():
 
     nb = {p.stem: _parameters(p) for p in NOTEBOOKS}
     assert set(nb["01_build_dataset"]) <= {f.name for f in dataclasses.fields(BuildConfig)}
-    assert set(nb["02_train"]) - {"preset", "n_gpus", "overrides"} <= {f.name for f in dataclasses.fields(TrainConfig)}
-    out = subprocess.run([sys.executable, "-m", "trm.evaluate", "--help"], capture_output=True, text=True).stdout
+    assert (set(nb["02_train"]) - {"preset", "n_gpus", "overrides"}
+            <= {f.name for f in dataclasses.fields(TrainConfig)})
+    out = subprocess.run([sys.executable, "-m", "trm.evaluate", "--help"],
+                         capture_output=True, text=True).stdout
     flags = {f.replace("-", "_") for f in re.findall(r"--([a-z][a-z-]*)", out)} | {"data"}
     assert set(nb["03_evaluate"]) <= flags, set(nb["03_evaluate"]) - flags
 
@@ -158,11 +162,13 @@ def test_cli_passes_only_known_parameters(monkeypatch, tmp_path):
     from trm.checkpoint import save_checkpoint
     from trm.model import TRM, ModelConfig
 
-    ckpt = tmp_path / "runs" / "x" / "checkpoints" / "step_7"  # a real (verified) checkpoint: evaluate checks it
+    # a real (verified) checkpoint: evaluate checks it
+    ckpt = tmp_path / "runs" / "x" / "checkpoints" / "step_7"
     save_checkpoint(ckpt, TRM(ModelConfig(hidden_size=16, num_heads=1, n_layers=1, puzzle_emb_ndim=16,
                                           puzzle_emb_len=1, forward_dtype="float32")), meta={"step": 7})
     (ckpt.parent / "step_9").mkdir()  # newer but incomplete: skipped
-    assert tn.main(["build", "--output-dir", str(tmp_path / "d"), "--tasks", "3", "--nb-dir", str(tmp_path)]) == 0
+    assert tn.main(["build", "--output-dir", str(tmp_path / "d"), "--tasks", "3",
+                    "--nb-dir", str(tmp_path)]) == 0
     assert tn.main(["train", "--preset", "smoke", "--run", "r1", "--data", "d", "--epochs", "4"]) == 0
     assert tn.main(["evaluate", "--checkpoint", str(ckpt.parent.parent), "--data", "d"]) == 0
     for name, params in seen.items():
@@ -177,7 +183,8 @@ def test_resolve_training_run_dir(monkeypatch, tmp_path):
 
     monkeypatch.setenv("TRM_RUNS_DIR", str(tmp_path))
     cfg, argv = resolve_training("smoke", ["--epochs", "7"], "abc", "data/x")
-    assert (cfg.run_dir, cfg.run_name, cfg.epochs, cfg.data_path) == (str(tmp_path / "abc"), "abc", 7, "data/x")
+    assert ((cfg.run_dir, cfg.run_name, cfg.epochs, cfg.data_path)
+            == (str(tmp_path / "abc"), "abc", 7, "data/x"))
     assert argv[:3] == ["--preset=smoke", "--data_path=data/x", "--run_name=abc"]
     cfg, _ = resolve_training("paper-arc2", [])
     assert cfg.run_name.startswith("paper-arc2-") and Path(cfg.run_dir).parent == tmp_path
@@ -212,7 +219,8 @@ def test_metrics_rows_solve_rates_first():
     m = {"pass@1": 0.25, "pass@2": 0.5, "pass@5": 0.5, "kaggle_score": 0.4, "kaggle_correct": 2,
          "n_test_outputs": 5, "token_accuracy": 0.9, "exact_row_accuracy": 0.1, "n_tasks": 4}
     labels = [k for k, _ in metrics_rows(m)]
-    assert labels[0].startswith("pass@1") and labels[1].startswith("pass@2") and labels[2].startswith("Kaggle")
+    assert (labels[0].startswith("pass@1") and labels[1].startswith("pass@2")
+            and labels[2].startswith("Kaggle"))
     tok = labels.index("token accuracy (per cell, NOT a solve rate)")
     assert tok > max(i for i, k in enumerate(labels) if k.startswith(("pass@", "Kaggle")))
     assert "NOT a solve rate" in headline(m) and "pass@2 0.5000" in headline(m)
@@ -237,10 +245,12 @@ def test_demo_quick_executes_all_notebooks(tmp_path):
         assert nb.metadata["papermill"]["parameters"], name
         html = (out / f"{name}.html").read_text()
         assert "<html" in html and len(html) > 10_000
-    assert "image/png" in json.dumps(nbformat.read(out / "02_train.ipynb", 4).cells[-1]["outputs"])  # inline curve
+    # inline curve
+    assert "image/png" in json.dumps(nbformat.read(out / "02_train.ipynb", 4).cells[-1]["outputs"])
     ckpt = Path(summary["checkpoint"])
     assert ckpt.parent == out / "train" / "checkpoints" and (ckpt / "meta.json").is_file()
-    for f in ("metrics.jsonl", "config.json", "COMMANDS.txt", "ENVIRONMENT.txt", "TRM_COMMIT.txt", "curves.png"):
+    for f in ("metrics.jsonl", "config.json", "COMMANDS.txt", "ENVIRONMENT.txt", "TRM_COMMIT.txt",
+              "curves.png"):
         assert (out / "train" / f).is_file(), f
     sub = json.loads((out / "eval" / "submission.json").read_text())
     assert validate_submission(sub, challenges_for(out / "data")) == []
@@ -272,4 +282,5 @@ def test_train_notebook_launches_torchrun(golden_build, tmp_path):
     text = json.dumps(nbformat.read(nb_path, as_version=4).cells)
     assert "--nproc-per-node=2" in text and "world 2 on cpu, micro-batch 4 x 1" in text
     assert "launcher: torchrun" in (tmp_path / "run" / "COMMANDS.txt").read_text()
-    assert list((tmp_path / "run" / "checkpoints").glob("step_*")) and (tmp_path / "run" / "curves.png").is_file()
+    assert (list((tmp_path / "run" / "checkpoints").glob("step_*"))
+            and (tmp_path / "run" / "curves.png").is_file())

@@ -20,7 +20,8 @@ API_ONLY = {"challenges_files", "task_data"}
 def _parameters(py: Path) -> dict:
     """The literal assignments of a py:percent notebook's `parameters` cell."""
     cell = py.read_text().split('# %% tags=["parameters"]', 1)[1].split("# %%", 1)[0]
-    return {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(cell).body if isinstance(n, ast.Assign)}
+    return {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(cell).body
+            if isinstance(n, ast.Assign)}
 
 
 def test_builder_cli_is_build_config():
@@ -34,7 +35,8 @@ def test_build_notebook_parameters_are_build_config_fields():
     defaults = BuildConfig()
     for name, value in params.items():
         assert name in BuildConfig.__dataclass_fields__, name
-        assert getattr(defaults, name) == value, f"01_build_dataset: {name} = {value!r} differs from BuildConfig"
+        assert getattr(defaults, name) == value, \
+            f"01_build_dataset: {name} = {value!r} differs from BuildConfig"
 
 
 def test_train_notebook_parameters_map_onto_train_config():

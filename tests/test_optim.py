@@ -79,7 +79,8 @@ def test_optimizers_match_golden(golden, n_steps):
 
 def reference_adam_atan2(p, grads, lr, b1, b2, wd):
     """Float64 transcription of the kernel rule, for random-data checks."""
-    p, m, v = p.double().clone(), torch.zeros_like(p, dtype=torch.float64), torch.zeros_like(p, dtype=torch.float64)
+    p, m, v = (p.double().clone(), torch.zeros_like(p, dtype=torch.float64),
+               torch.zeros_like(p, dtype=torch.float64))
     for t, g in enumerate(grads, start=1):
         g = g.double()
         p *= 1 - lr * wd

@@ -1,4 +1,5 @@
-"""Provenance files of a run dir: real inventory, no home paths, no secrets. Run: pytest tests/test_provenance.py"""
+"""Provenance files of a run dir: real inventory, no home paths, no secrets.
+Run: pytest tests/test_provenance.py"""
 
 from __future__ import annotations
 
@@ -17,14 +18,16 @@ def test_provenance_files(tmp_path, monkeypatch):
     monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")
     monkeypatch.setenv("TRM_RUNS_DIR", f"{home}/runs")
     run = tmp_path / "run"
-    argv = ["--preset", "smoke", "--data_path", f"{home}/data/x", "--wandb_api_key", "sekrit-arg", "token=sekrit2"]
+    argv = ["--preset", "smoke", "--data_path", f"{home}/data/x", "--wandb_api_key", "sekrit-arg",
+            "token=sekrit2"]
     write_provenance(run, world_size=2, argv=argv, extra={"grad_accum_steps": 2})
 
     commands = (run / "COMMANDS.txt").read_text()
     env = (run / "ENVIRONMENT.txt").read_text()
     commit = (run / "TRM_COMMIT.txt").read_text()
     assert "-m trm.train --preset smoke --data_path ~/data/x" in commands
-    assert "launcher: python" in commands and "world_size: 2" in commands and "grad_accum_steps: 2" in commands
+    assert ("launcher: python" in commands and "world_size: 2" in commands
+            and "grad_accum_steps: 2" in commands)
     assert "env MASTER_ADDR=10.0.0.1" in commands and "env TRM_RUNS_DIR=~/runs" in commands
     assert f"torch: {torch.__version__}" in env and "python: 3." in env and "gpu count:" in env
     assert "cudnn:" in env and "# pip freeze" in env and "numpy==" in env

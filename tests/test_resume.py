@@ -1,4 +1,5 @@
-"""Resume: exact continuation, SIGKILL mid-run, partial/truncated checkpoints. Run: pytest tests/test_resume.py
+"""Resume: exact continuation, SIGKILL mid-run, partial/truncated checkpoints.
+Run: pytest tests/test_resume.py
 
 A checkpoint holds the EMA weights (model.pt) plus everything resume needs (train_state.pt:
 raw weights, both optimiser states, EMA shadows, step, data position, RNG states and every
@@ -22,10 +23,12 @@ import torch
 import trm.train as T
 from trm.checkpoint import CheckpointError, find_checkpoint
 
-TINY = ["--arch.hidden_size", "32", "--arch.num_heads", "2", "--arch.n_layers", "1", "--arch.n_outer_cycles", "1",
+TINY = ["--arch.hidden_size", "32", "--arch.num_heads", "2", "--arch.n_layers", "1",
+        "--arch.n_outer_cycles", "1",
         "--arch.n_latent_steps", "1", "--arch.halt_max_steps", "3", "--arch.halt_exploration_prob", "0.3",
         "--global_batch_size", "8", "--eval_interval", "1", "--evaluate", "false", "--ema", "true",
-        "--progress", "false", "--log_interval", "1", "--lr", "1e-3", "--lr_warmup_steps", "1", "--num_threads", "1"]
+        "--progress", "false", "--log_interval", "1", "--lr", "1e-3", "--lr_warmup_steps", "1",
+        "--num_threads", "1"]
 
 
 def _args(data, run, *extra):
@@ -37,7 +40,8 @@ def _train_lines(run: Path) -> list[dict]:
 
 
 def _steps(run: Path) -> list[int]:
-    return sorted(int(p.name.split("_")[1]) for p in (run / "checkpoints").iterdir() if p.name.startswith("step_"))
+    return sorted(int(p.name.split("_")[1]) for p in (run / "checkpoints").iterdir()
+                  if p.name.startswith("step_"))
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +122,8 @@ def test_partial_checkpoints_are_refused(data, full_run, tmp_path, capsys):
     (run / "checkpoints" / ".step_7.tmp-1234abcd").mkdir()  # what a kill mid-save leaves
     assert find_checkpoint(run) == run / "checkpoints" / f"step_{first}"
     out = capsys.readouterr().out
-    assert f"skipping incomplete checkpoint {run / 'checkpoints' / f'step_{last}'}" in out and "truncated" in out
+    assert (f"skipping incomplete checkpoint {run / 'checkpoints' / f'step_{last}'}" in out
+            and "truncated" in out)
     assert "step_99999" in out
 
     with pytest.raises(CheckpointError, match="truncated"):
@@ -139,4 +144,5 @@ def test_load_checkpoint_starts_a_new_run(data, full_run, tmp_path, capsys):
     assert f"initial weights from {src}" in capsys.readouterr().out
     lines = _train_lines(run)
     assert lines[0]["step"] == 1
-    assert lines[0]["train/loss"] < _train_lines(full_run)[0]["train/loss"]  # trained weights, not a fresh init
+    # trained weights, not a fresh init
+    assert lines[0]["train/loss"] < _train_lines(full_run)[0]["train/loss"]

@@ -85,14 +85,16 @@ def test_concurrent_writer_is_refused(data, tmp_path, capsys):
     assert _train(data, run, "--stop_at_step", "1") == 0
     config = (run / "config.json").read_bytes()
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True, env=env)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True,
+                              env=env)
     try:
         assert holder.stdout.readline().strip() == "locked"
         for extra in ([], ["--resume", str(run)]):  # neither a fresh run nor a resume may write there
             capsys.readouterr()
             assert _train(data, run, *extra) == 2
             err = _err_lines(capsys)
-            assert len(err) == 1 and f"is locked by process {holder.pid} on {socket.gethostname()}" in err[0], err
+            assert (len(err) == 1
+                    and f"is locked by process {holder.pid} on {socket.gethostname()}" in err[0]), err
         assert (run / "config.json").read_bytes() == config
         assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_1"]
         info = json.loads((run / LOCK_NAME).read_text())

@@ -35,7 +35,8 @@ STEP = "arc_v2_public/step_723914"
 def tiny(seed: int, rows: int = 6) -> TRM:
     torch.manual_seed(seed)
     m = TRM(ModelConfig(hidden_size=32, num_heads=2, n_layers=1, n_outer_cycles=1, n_latent_steps=1,
-                        halt_max_steps=2, puzzle_emb_ndim=32, num_puzzle_identifiers=rows, forward_dtype="float32"))
+                        halt_max_steps=2, puzzle_emb_ndim=32, num_puzzle_identifiers=rows,
+                        forward_dtype="float32"))
     with torch.no_grad():
         m.puzzle_emb.weights[1:].normal_()
     return m
@@ -61,8 +62,8 @@ def same_weights(a: TRM, b: TRM) -> bool:
 def resolve(env: dict, spec: str, *args: str, **override) -> subprocess.CompletedProcess:
     env = {**env, "PYTHONPATH": str(REPO), **override}
     env = {k: v for k, v in env.items() if v is not None}
-    r = subprocess.run([sys.executable, "-m", "trm.sources", spec, *args], env=env, capture_output=True, text=True,
-                       timeout=180, cwd=REPO)
+    r = subprocess.run([sys.executable, "-m", "trm.sources", spec, *args], env=env, capture_output=True,
+                       text=True, timeout=180, cwd=REPO)
     print(r.stdout[-2000:], r.stderr[-2000:])
     return r
 
@@ -108,7 +109,8 @@ def test_upstream_file_from_hub_loads_and_revision_is_honoured(hub, tmp_path):
 
     # once cached, offline works and asks nothing of the hub, even with the endpoint gone
     n = len(hub.calls)
-    assert resolved(resolve(env, f"hf://{ARC}/{STEP}", HF_HUB_OFFLINE="1", HF_ENDPOINT="http://127.0.0.1:9")) == path
+    assert resolved(resolve(env, f"hf://{ARC}/{STEP}", HF_HUB_OFFLINE="1",
+                            HF_ENDPOINT="http://127.0.0.1:9")) == path
     assert len(hub.calls) == n
 
 
@@ -137,7 +139,8 @@ def test_kit_checkpoint_directory_from_hub(hub, tmp_path):
 
 
 def test_missing_file_revision_and_config(hub, tmp_path):
-    oid = hub.put(ARC, upstream_files(tiny(seed=1)) | upstream_files(tiny(seed=1), folder="bare", config=False))
+    oid = hub.put(ARC, upstream_files(tiny(seed=1))
+                  | upstream_files(tiny(seed=1), folder="bare", config=False))
     env = hub.env(tmp_path, os.environ)
     msg = error(resolve(env, f"hf://{ARC}/arc_v2_public/step_1"))
     assert f"no file arc_v2_public/step_1 in {ARC} at revision main" in msg
@@ -198,7 +201,8 @@ def test_evaluate_takes_hf_checkpoints(hub, tmp_path, golden):
     assert r.returncode == 0, r.stdout + r.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_checkpoints"] == 2 and metrics["checkpoint"] == f"hf://{ARC}/{STEP},{kit}"
-    assert metrics["n_rows"] == 2 * load_split(data, "test").num_examples  # every test row, once per checkpoint
+    # every test row, once per checkpoint
+    assert metrics["n_rows"] == 2 * load_split(data, "test").num_examples
     assert (out / "submission.json").is_file()
     assert ("GET", f"/{ARC}/resolve/main/{STEP}") in hub.calls
 

@@ -79,7 +79,8 @@ def _broken(mutate) -> list[str]:
         (lambda s: s["bbb"][1].update(attempt_1=[[10]]), "bbb[1].attempt_1: cell (0,0) = 10 is outside 0-9"),
         (lambda s: s["bbb"][1].update(attempt_1=[[0, -1]]), "bbb[1].attempt_1: cell (0,1) = -1 is outside"),
         (lambda s: s["bbb"][1].update(attempt_1=[[1.0]]), "bbb[1].attempt_1: cell (0,0) = 1.0 is not an int"),
-        (lambda s: s["bbb"][1].update(attempt_1=[[True]]), "bbb[1].attempt_1: cell (0,0) = True is not an int"),
+        (lambda s: s["bbb"][1].update(attempt_1=[[True]]),
+         "bbb[1].attempt_1: cell (0,0) = True is not an int"),
         (lambda s: s["bbb"][1].update(attempt_1=[["3"]]), "bbb[1].attempt_1: cell (0,0) = '3' is not an int"),
     ],
 )
@@ -118,7 +119,8 @@ def test_score_handles_missing_and_malformed_entries():
 
 @pytest.mark.parametrize(
     "grid",
-    [[[1, 2], [3, 4]], [[0]], [[7]], [[3, 3], [3, 3]], [[1, 2, 1]], [[0] * 30] * 30, np.eye(3, dtype=np.uint8)],
+    [[[1, 2], [3, 4]], [[0]], [[7]], [[3, 3], [3, 3]], [[1, 2, 1]], [[0] * 30] * 30,
+     np.eye(3, dtype=np.uint8)],
 )
 def test_fallback_attempts_distinct_and_valid(grid):
     a1, a2 = fallback_attempts(grid)
@@ -161,7 +163,8 @@ def test_fallback_submission_on_competition_files(arc_data):
     """The notebook's first action: valid, distinct attempts, deterministic, fast."""
     import time
 
-    for name in ("arc-prize-2025/arc-agi_test_challenges.json", "arc-prize-2025/arc-agi_evaluation_challenges.json"):
+    for name in ("arc-prize-2025/arc-agi_test_challenges.json",
+                 "arc-prize-2025/arc-agi_evaluation_challenges.json"):
         challenges = json.loads((arc_data / name).read_text())
         t0 = time.perf_counter()
         sub = fallback_submission(challenges)
@@ -207,7 +210,8 @@ def test_cli_as_module(tmp_path, repo_root):
     ch.write_text(json.dumps(CHALLENGES))
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"aaa": []}))
-    r = subprocess.run([sys.executable, "-m", "trm.submission", "validate", str(bad), "--challenges", str(ch)],
+    r = subprocess.run([sys.executable, "-m", "trm.submission", "validate", str(bad),
+                        "--challenges", str(ch)],
                        cwd=repo_root, capture_output=True, text=True)
     assert r.returncode == 1
     assert "aaa: 0 entries, expected 1" in r.stdout and "bbb: missing task" in r.stdout

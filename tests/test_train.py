@@ -19,10 +19,12 @@ from trm import engine, runlog
 from trm.config import resolve_config
 from trm.data import IGNORE_LABEL_ID, TrainSampler, load_split, rank_slice
 
-TINY = ["--arch.hidden_size", "32", "--arch.num_heads", "2", "--arch.n_layers", "1", "--arch.n_outer_cycles", "1",
+TINY = ["--arch.hidden_size", "32", "--arch.num_heads", "2", "--arch.n_layers", "1",
+        "--arch.n_outer_cycles", "1",
         "--arch.n_latent_steps", "1", "--arch.halt_max_steps", "2", "--arch.halt_exploration_prob", "0",
         "--global_batch_size", "8", "--epochs", "1", "--eval_interval", "1", "--evaluate", "false",
-        "--progress", "false", "--log_interval", "1", "--lr", "1e-3", "--lr_warmup_steps", "1", "--num_threads", "1"]
+        "--progress", "false", "--log_interval", "1", "--lr", "1e-3", "--lr_warmup_steps", "1",
+        "--num_threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +123,8 @@ def test_tiny_run_end_to_end(data, tmp_path, capsys):
     assert out == run
     printed = capsys.readouterr().out
     assert "`wandb` package is not installed" in printed and '"global_batch_size": 8' in printed
-    for f in ("config.json", "metrics.jsonl", "COMMANDS.txt", "ENVIRONMENT.txt", "TRM_COMMIT.txt", "curves.png"):
+    for f in ("config.json", "metrics.jsonl", "COMMANDS.txt", "ENVIRONMENT.txt", "TRM_COMMIT.txt",
+              "curves.png"):
         assert (run / f).is_file(), f
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     train_lines = [x for x in lines if "train/loss" in x]
@@ -154,10 +157,12 @@ def _with_mean_examples(data, tmp_path, mean: float):
 def test_stops_exactly_at_total_steps(data, tmp_path, capsys):
     """Upstream keeps counting no-op batches past total_steps; the kit stops at it."""
     groups = _meta(data)["total_groups"]
-    ds = _with_mean_examples(data, tmp_path, 1.5)  # total_steps = int(2 * groups * 1.5 / 8) < batches available
+    # total_steps = int(2 * groups * 1.5 / 8) < batches available
+    ds = _with_mean_examples(data, tmp_path, 1.5)
     total = int(2 * groups * 1.5 / 8)
     assert total >= 2, "the golden set is too small for this test"
-    run = T.train(resolve_config("smoke", TINY + ["--epochs", "2", "--eval_interval", "2", "--data_path", str(ds),
+    run = T.train(resolve_config("smoke", TINY + ["--epochs", "2", "--eval_interval", "2",
+                                                  "--data_path", str(ds),
                                                   "--run_dir", str(tmp_path / "run")]))
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == total and [p.name for p in (run / "checkpoints").iterdir()] == [f"step_{total}"]
@@ -170,11 +175,13 @@ def test_epochs_done_before_total_steps_estimate_says_so(data, tmp_path, capsys)
     mean = 2.0 * meta["mean_puzzle_examples"]  # twice the real mean: more steps than the data gives
     ds = _with_mean_examples(data, tmp_path, mean)
     total = int(2 * meta["total_groups"] * mean / 8)
-    run = T.train(resolve_config("smoke", TINY + ["--epochs", "2", "--eval_interval", "2", "--data_path", str(ds),
+    run = T.train(resolve_config("smoke", TINY + ["--epochs", "2", "--eval_interval", "2",
+                                                  "--data_path", str(ds),
                                                   "--run_dir", str(tmp_path / "run")]))
     last = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()][-1]
     assert last < total
-    assert f"(step {last}/{total}; all 2 epochs done, total_steps is upstream's estimate)" in capsys.readouterr().out
+    assert (f"(step {last}/{total}; all 2 epochs done, total_steps is upstream's estimate)"
+            in capsys.readouterr().out)
 
 
 def test_cuda_oom_stops_with_advice(data, tmp_path, monkeypatch, capsys):
@@ -191,7 +198,8 @@ def test_cuda_oom_stops_with_advice(data, tmp_path, monkeypatch, capsys):
 
 
 def test_curves_png_is_optional(tmp_path, monkeypatch, capsys):
-    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "train/loss": 2.0}\n{"step": 2, "train/loss": 1.5}\n')
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "train/loss": 2.0}\n'
+                                            '{"step": 2, "train/loss": 1.5}\n')
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     runlog.plot(tmp_path)
     assert "curves.png skipped: matplotlib is not installed" in capsys.readouterr().out
@@ -206,6 +214,7 @@ def test_progress_lines_without_the_bar(data, tmp_path, capsys):
     T.train(cfg)
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step ") and " | loss " in ln]
     assert [ln.split("/")[0] for ln in lines] == ["step 1", "step 2", "step 3"]
-    assert runlog.progress_line({"step": 5, "train/loss": 1.5, "train/accuracy": 0.25, "train/count": 3}, 9) == \
+    assert runlog.progress_line({"step": 5, "train/loss": 1.5, "train/accuracy": 0.25,
+                                 "train/count": 3}, 9) == \
         "step 5/9 | loss 1.5000 | accuracy (per cell) 0.250"
     assert "accuracy" not in runlog.progress_line({"step": 5, "train/loss": 1.5, "train/accuracy": 0.0}, 9)

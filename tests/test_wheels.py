@@ -32,7 +32,8 @@ DOC = json.loads((REPO / "wheels" / "profiles.json").read_text())
 HERE_PROFILE = next((n for n, p in DOC["profiles"].items()
                      if p["python"].split(".")[:2] == [str(x) for x in sys.version_info[:2]]), None)
 needs_profile = pytest.mark.skipif(HERE_PROFILE is None,
-                                   reason=f"no profile targets Python {sys.version_info[0]}.{sys.version_info[1]}")
+                                   reason=f"no profile targets Python "
+                                          f"{sys.version_info[0]}.{sys.version_info[1]}")
 PROFILES = list(DOC["profiles"])
 
 
@@ -43,7 +44,8 @@ def clean_env() -> dict:
 
 def offline() -> list[str]:
     """`unshare -n` (root): the child gets an empty network namespace."""
-    ok = shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+    ok = (shutil.which("unshare")
+          and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0)
     return ["unshare", "-n"] if ok else []
 
 
@@ -63,7 +65,8 @@ def make_wheel(d: Path, name: str, version: str, requires=(), tag: str = "py3-no
         f"Requires-Dist: {r}\n" for r in requires)
     files = {f"{name.replace('-', '_')}/__init__.py": f"VERSION = {version!r}\n",
              f"{dist}.dist-info/METADATA": meta,
-             f"{dist}.dist-info/WHEEL": f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: {tag}\n"}
+             f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                        f"Tag: {tag}\n"}
     files[f"{dist}.dist-info/RECORD"] = "".join(f"{f},,\n" for f in files) + f"{dist}.dist-info/RECORD,,\n"
     with zipfile.ZipFile(path, "w") as z:
         for f, text in files.items():
@@ -73,7 +76,8 @@ def make_wheel(d: Path, name: str, version: str, requires=(), tag: str = "py3-no
 
 def make_sdist(d: Path, name: str, version: str) -> Path:
     root = f"{name}-{version}"
-    files = {"pyproject.toml": f'[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+    files = {"pyproject.toml": '[build-system]\nrequires = ["setuptools"]\n'
+                               'build-backend = "setuptools.build_meta"\n'
                                f'[project]\nname = "{name}"\nversion = "{version}"\n'
                                f'[tool.setuptools]\npy-modules = ["{name.replace("-", "_")}"]\n',
              "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
@@ -101,12 +105,14 @@ def test_profiles_describe_the_images():
                 "manylinux_2_17_x86_64"} <= set(p["platforms"])
         assert "linux_x86_64" not in p["platforms"]
         prof = {"name": "x", **p}
-        for name in ("torch", "triton", "nvidia-cudnn-cu12", "nvidia-cublas-cu12", "cuda-bindings", "adam-atan2"):
+        for name in ("torch", "triton", "nvidia-cudnn-cu12", "nvidia-cublas-cu12", "cuda-bindings",
+                     "adam-atan2"):
             assert wb.forbidden(name, prof), name
         assert not wb.forbidden("adam-atan2-pytorch", prof)
 
 
-@pytest.mark.parametrize("fname", ["x-1.0-cp311-cp311-linux_x86_64.whl", "x-1.0-cp312-cp312-manylinux_2_28_x86_64.whl",
+@pytest.mark.parametrize("fname", ["x-1.0-cp311-cp311-linux_x86_64.whl",
+                                   "x-1.0-cp312-cp312-manylinux_2_28_x86_64.whl",
                                    "x-1.0+cu124-py3-none-any.whl", "x-1.0-cp311-cp311-macosx_11_0_arm64.whl"])
 def test_unportable_wheels_are_refused(fname):
     with pytest.raises(SystemExit, match="refusing"):
@@ -169,7 +175,8 @@ def test_missing_deps_fetched_then_offline_install_and_forward(tmp_path, profile
     _stand_ins_ready(profile)
     links = tmp_path / "links"
     links.mkdir()
-    make_wheel(links, "tinydep", "1.0", requires=["numpy>=1.20", "sdistonly>=1.0", 'winonly; sys_platform == "win32"'])
+    make_wheel(links, "tinydep", "1.0",
+               requires=["numpy>=1.20", "sdistonly>=1.0", 'winonly; sys_platform == "win32"'])
     make_sdist(links, "sdistonly", "1.0")
     wh = tmp_path / "wh"
     r = run("trmkit.wheelhouse", "--profile", profile, "--out", str(wh), "--extra", "tinydep",
@@ -217,5 +224,6 @@ def test_check_rejects_a_tampered_wheelhouse(tmp_path):
         {"file": w.name, "name": "trm-kaggle-kit", "version": "0.1.0", "tags": "py3-none-any",
          "sha256": "0" * 64, "size": w.stat().st_size}]}))
     r = subprocess.run([sys.executable, "-m", "trmkit.wheelcheck", "--profile", HERE_PROFILE,
-                        "--wheelhouse", str(wh), "--stand-ins", "link"], capture_output=True, text=True, timeout=60)
+                        "--wheelhouse", str(wh), "--stand-ins", "link"],
+                       capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "differs from MANIFEST.json" in r.stderr

@@ -105,7 +105,8 @@ def load_test_puzzles(dataset_dir: str | Path) -> dict:
 
 
 def collate(
-    inputs: np.ndarray, labels: np.ndarray, puzzle_ids: np.ndarray, batch_size: int, ignore_label_id: int | None = 0
+    inputs: np.ndarray, labels: np.ndarray, puzzle_ids: np.ndarray, batch_size: int,
+    ignore_label_id: int | None = 0
 ) -> dict[str, np.ndarray]:
     """Upstream collate: int32, labels == ignore_label_id -> -100, pad to `batch_size` with blank rows."""
     n = inputs.shape[0]
@@ -175,7 +176,8 @@ def iter_test_batches(
 
 def _rng_state_to_plain(state: dict) -> dict:
     """A bit-generator state with numpy arrays turned into lists (JSON / pickle friendly)."""
-    return {k: (_rng_state_to_plain(v) if isinstance(v, dict) else v.tolist() if isinstance(v, np.ndarray) else v)
+    return {k: (_rng_state_to_plain(v) if isinstance(v, dict)
+                else v.tolist() if isinstance(v, np.ndarray) else v)
             for k, v in state.items()}
 
 

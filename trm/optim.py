@@ -180,7 +180,8 @@ class DynamicLossScale:
     def __init__(self, init_scale: float = 2.0**16, growth_factor: float = 2.0, backoff_factor: float = 0.5,
                  growth_interval: int = 2000):
         self.scale = float(init_scale)
-        self.growth_factor, self.backoff_factor, self.growth_interval = growth_factor, backoff_factor, growth_interval
+        self.growth_factor, self.backoff_factor, self.growth_interval = (growth_factor, backoff_factor,
+                                                                         growth_interval)
         self.good_steps = 0
         self.skipped = 0  # steps skipped since construction (or load_state_dict)
 
@@ -209,4 +210,5 @@ class DynamicLossScale:
         return {"scale": self.scale, "good_steps": self.good_steps, "skipped": self.skipped}
 
     def load_state_dict(self, st: dict) -> None:
-        self.scale, self.good_steps, self.skipped = float(st["scale"]), int(st["good_steps"]), int(st["skipped"])
+        self.scale, self.good_steps, self.skipped = (float(st["scale"]), int(st["good_steps"]),
+                                                     int(st["skipped"]))

@@ -89,7 +89,8 @@ def curve_keys(records: list[dict]) -> list[str]:
     seen: list[str] = []
     for rec in records:
         for k, v in rec.items():
-            if k not in CURVE_SKIP and k not in seen and isinstance(v, int | float) and not isinstance(v, bool):
+            if (k not in CURVE_SKIP and k not in seen and isinstance(v, int | float)
+                    and not isinstance(v, bool)):
                 seen.append(k)
     return [k for k in CURVE_PRIORITY if k in seen] + [k for k in seen if k not in CURVE_PRIORITY]
 

@@ -223,7 +223,8 @@ def check_submission(sub: object, challenges: dict) -> tuple[list[str], list[str
         for i, entry in enumerate(entries):
             where = f"{task_id}[{i}]"
             if not isinstance(entry, dict):
-                errors.append(f"{where}: expected a dict with attempt_1/attempt_2, got {type(entry).__name__}")
+                errors.append(f"{where}: expected a dict with attempt_1/attempt_2, "
+                              f"got {type(entry).__name__}")
                 continue
             for key in ATTEMPTS:
                 if key not in entry:

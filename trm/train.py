@@ -156,8 +156,10 @@ def _run(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, ctx: D.DistC
     can_eval = cfg.evaluate and (Path(eval_dir) / "test" / "dataset.json").is_file()
     if cfg.evaluate and not can_eval:
         print0(ctx, f"no test split at {eval_dir}/test: evaluation skipped")
-    print0(ctx, f"world {ctx.world_size} on {ctx.device}, micro-batch {trainer.micro} x {cfg.grad_accum_steps} "
-                f"accumulation, global batch {cfg.global_batch_size}; step {trainer.step}/{trainer.total_steps}, "
+    print0(ctx, f"world {ctx.world_size} on {ctx.device}, "
+                f"micro-batch {trainer.micro} x {cfg.grad_accum_steps} "
+                f"accumulation, global batch {cfg.global_batch_size}; "
+                f"step {trainer.step}/{trainer.total_steps}, "
                 f"{n_iters} iterations of {cfg.eval_interval} epochs")
     hooks = _RunHooks(trainer, run_dir, eval_dir if can_eval else None, n_iters,
                       saved_step=trainer.step if resume_ckpt else -1)
@@ -213,7 +215,8 @@ class _RunHooks:
         if not rec:
             return
         now = time.time()
-        rec.update(step=self.t.step, iteration=it, s_per_step=(now - self.timer[0]) / max(self.t.step - self.timer[1], 1))
+        rec.update(step=self.t.step, iteration=it,
+                   s_per_step=(now - self.timer[0]) / max(self.t.step - self.timer[1], 1))
         self.timer[:] = [now, self.t.step]
         self.log(rec)
         if self.bar is None and self.ctx.is_main and now - self.printed >= self.cfg.progress_seconds:
@@ -221,7 +224,8 @@ class _RunHooks:
             self.printed = now
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{rec['train/loss']:.3f}", acc=f"{rec.get('train/accuracy', 0):.3f}",
-                                 lr=f"{rec['train/lr']:.2e}", s_step=f"{rec['s_per_step']:.2f}", refresh=False)
+                                 lr=f"{rec['train/lr']:.2e}", s_step=f"{rec['s_per_step']:.2f}",
+                                 refresh=False)
 
     def save(self, eval_metrics: dict | None = None) -> None:
         t, ctx = self.t, self.ctx
@@ -271,7 +275,8 @@ class _RunHooks:
         if stopped == "stop_at_step" and not done:
             if self.saved_step != t.step:
                 self.save()
-            print0(self.ctx, f"stopped at step {t.step} (stop_at_step); continue with --resume {self.run_dir}")
+            print0(self.ctx, f"stopped at step {t.step} (stop_at_step); "
+                             f"continue with --resume {self.run_dir}")
             return stopped
         m = self.evaluate() if (it >= cfg.min_eval_interval or done) else None
         if (cfg.checkpoint_every_eval or done) and self.saved_step != t.step:
@@ -287,7 +292,8 @@ class _RunHooks:
 
 def _usage() -> str:
     return (__doc__.split("\n\n")[1] + "\n\nPresets: " + ", ".join(PRESETS) +
-            "\nKeys (--key value, key=value, +key=value; upstream names accepted):\n  " + "\n  ".join(valid_keys()))
+            "\nKeys (--key value, key=value, +key=value; upstream names accepted):\n  " +
+            "\n  ".join(valid_keys()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 SETTINGS: dict[str, dict] = {
     # the paper-size model as pretrained (its recursion: None = as pretrained), NVARC's epochs, learning
     # rates and augmentations, Trelis's global batch on 4xL4
-    "default": {"num_aug": 128, "global_batch_size": 384, "lr": 1e-4, "puzzle_emb_lr": 1e-2, "lr_warmup_steps": 200,
-                "ema_rate": 0.999, "finetune_epochs": 2000, "eval_batch_size": 768,
+    "default": {"num_aug": 128, "global_batch_size": 384, "lr": 1e-4, "puzzle_emb_lr": 1e-2,
+                "lr_warmup_steps": 200, "ema_rate": 0.999, "finetune_epochs": 2000, "eval_batch_size": 768,
                 "halt_max_steps": None, "n_outer_cycles": None, "n_latent_steps": None},
     # NVARC's fine-tune of its own checkpoint (1st place, ARC Prize 2025, public LB 10.0)
     "nvarc": {"n_outer_cycles": 4, "n_latent_steps": 4, "halt_max_steps": 10, "finetune_epochs": 2000,
@@ -88,7 +88,8 @@ class TTTParams:
     n_gpus: int | None = none_means("every visible GPU")
     cpu_workers: int = 1  # processes for a CPU fine-tune (> 1: torchrun with gloo; tests of that path)
     rank_timeout_minutes: float = 5.0  # a collective waits this long for a dead or stalled worker
-    save_every_minutes: float = 30.0  # the fine-tune saves its weights this often (evaluated if a worker dies)
+    # the fine-tune saves its weights this often (evaluated if a worker dies)
+    save_every_minutes: float = 30.0
     log_interval: int = 50  # fine-tune steps between progress lines
     crash_after_steps: int | None = none_means("off")  # test hook (env TRM_TTT_CRASH_AFTER_STEPS too)
     install_wheels: bool = True
@@ -107,7 +108,8 @@ class TTTParams:
         if self.settings not in SETTINGS:
             raise ValueError(f"settings = {self.settings!r}: unknown; choose one of {', '.join(SETTINGS)}")
         named, base = SETTINGS[self.settings], SETTINGS["default"]
-        p = dataclasses.replace(self, **{k: named.get(k, base[k]) for k in FINETUNE if getattr(self, k) is None})
+        p = dataclasses.replace(self, **{k: named.get(k, base[k]) for k in FINETUNE
+                                         if getattr(self, k) is None})
         p.check()
         return p
 

@@ -80,13 +80,13 @@ def run(out: str | Path = "runs/demo", quick: bool = False, log_output: bool = T
     data, run_dir, eval_dir = out / "data", out / "train", out / "eval"
     results: dict = {}
     stages = [
-        ("01_build_dataset", lambda: run_build(out, log_output=log_output, output_dir=str(data), tasks=size["tasks"],
-                                               num_aug=size["num_aug"], force=True)),
+        ("01_build_dataset", lambda: run_build(out, log_output=log_output, output_dir=str(data),
+                                               tasks=size["tasks"], num_aug=size["num_aug"], force=True)),
         ("02_train", lambda: run_train("smoke", 1, "demo", str(data), train_overrides(size, run_dir),
                                        out_nb_dir=out, log_output=log_output)),
         ("03_evaluate", lambda: run_evaluate(str(run_dir), str(data), str(eval_dir), out_nb_dir=out,
-                                             log_output=log_output, batch_size=size["eval_batch"], device="cpu",
-                                             pictures=4)),
+                                             log_output=log_output, batch_size=size["eval_batch"],
+                                             device="cpu", pictures=4)),
         ("validate", lambda: check_submission(eval_dir, data)),  # raises on an invalid submission.json
         ("unseen", lambda: results.update(unseen=unseen.run(out / "unseen", quick=quick))),
     ]
@@ -131,7 +131,8 @@ def report(summary: dict, out: str | Path) -> str:
         f"notebooks   {out}/0[123]_*.ipynb, rendered as .html: open {out / '03_evaluate.html'} in a browser",
         f"results on {m['n_tasks']} evaluation tasks ({m['n_test_outputs']} test outputs): {headline(m)}",
         "(a toy model trained for a few minutes on CPU: the numbers show the pipeline, not TRM's accuracy)",
-        f"unseen      {out / 'unseen'}  (pretrain/, weights/ (slim), input/ (Kaggle-like), working/submission.json)",
+        f"unseen      {out / 'unseen'}  "
+        "(pretrain/, weights/ (slim), input/ (Kaggle-like), working/submission.json)",
         unseen.report(summary["unseen"]),
     ]
     return "\n".join(lines)
@@ -139,7 +140,8 @@ def report(summary: dict, out: str | Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m trmkit.demo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", default=os.environ.get("TRM_DEMO_QUICK", "") not in ("", "0"),
+    ap.add_argument("--quick", action="store_true",
+                    default=os.environ.get("TRM_DEMO_QUICK", "") not in ("", "0"),
                     help="CI size (also TRM_DEMO_QUICK=1)")
     ap.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     ap.add_argument("--quiet", action="store_true", help="don't stream the notebooks' output")

@@ -94,7 +94,8 @@ def fetch_upstream(out: Path, quiet: bool = False, timeout: float = 60.0) -> lis
             raise FetchError(f"{url}: HTTP {e.code} {e.reason}") from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
-            raise FetchError(f"cannot download {url}: {reason} (no network? copy the files into {out} by hand)") from None
+            raise FetchError(f"cannot download {url}: {reason} "
+                             f"(no network? copy the files into {out} by hand)") from None
         got = hashlib.sha256(data).hexdigest()
         if got != want:
             raise FetchError(f"{url}: sha256 {got} does not match upstream's {want}")
@@ -125,7 +126,8 @@ def fetch_kaggle(competition: str, out: Path, quiet: bool = False) -> list[Path]
     proc = subprocess.run(cmd, capture_output=quiet, text=True)
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:] if quiet else []
-        raise FetchError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}){': ' + detail[0] if detail else ''}")
+        raise FetchError(f"`{' '.join(cmd)}` failed (exit {proc.returncode})"
+                         f"{': ' + detail[0] if detail else ''}")
     extracted = []
     for z in sorted(out.glob("*.zip")):
         with zipfile.ZipFile(z) as zf:

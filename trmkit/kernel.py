@@ -107,7 +107,8 @@ def render_kernel(a, owner: str) -> dict:
     shape = getattr(a, "accelerator", None) or meta.get("machine_shape") or next(iter(MACHINE_SHAPES))
     pinning = getattr(a, "image_pinning", None) or meta.get("docker_image_pinning_type") or IMAGE_PINNING[0]
     if pinning not in IMAGE_PINNING:
-        raise BundleError(f"{a.template}: docker_image_pinning_type {pinning!r}: choose {' or '.join(IMAGE_PINNING)}")
+        raise BundleError(f"{a.template}: docker_image_pinning_type {pinning!r}: "
+                          f"choose {' or '.join(IMAGE_PINNING)}")
     meta.update(id=f"{owner}/{slug}", code_file=a.notebook.name, enable_internet=False, enable_gpu=True,
                 machine_shape=check_shape(shape), docker_image_pinning_type=pinning)
     meta.setdefault("language", "python")
@@ -150,7 +151,8 @@ def cmd_push(a) -> int:
     dest, meta = stage_kernel(a, owner)
     print(f"kernel {meta['id']}: {a.notebook.name}, datasets {', '.join(meta['dataset_sources'])}, "
           f"competition {a.competition}, {meta['machine_shape']} ({MACHINE_SHAPES[meta['machine_shape']]}), "
-          f"image pinning {meta['docker_image_pinning_type']}, internet off\n  $ kaggle kernels push -p {show(dest)}")
+          f"image pinning {meta['docker_image_pinning_type']}, internet off\n"
+          f"  $ kaggle kernels push -p {show(dest)}")
     stop = stop_before_pushing(a.dry_run, where, owner, "staged")
     if stop is not None:
         return stop
@@ -176,7 +178,8 @@ def cmd_submit(a) -> int:
     if not version:
         raise BundleError("which kernel version? pass --version N (printed by `make kaggle-kernel`)")
     msg = a.message or f"{kernel} v{version} (kit commit {git('rev-parse', '--short', 'HEAD')})"
-    args = ["competitions", "submit", a.competition, "-k", kernel, "-v", str(version), "-f", a.file, "-m", msg]
+    args = ["competitions", "submit", a.competition, "-k", kernel, "-v", str(version), "-f", a.file,
+            "-m", msg]
     args += ["--wait"] if a.wait else []
     if a.dry_run:
         print("$ kaggle " + " ".join(args) + "\ndry run: nothing submitted")
@@ -187,7 +190,8 @@ def cmd_submit(a) -> int:
     rc, out = run_cli(args, check=False)  # with --wait, exit 1 also means "scored with an error"
     m = SUBMISSION_REF.search(out)
     if m is None:
-        raise BundleError(f"`kaggle competitions submit` (exit {rc}) printed no `Submission ref: N`, so nothing is "
+        raise BundleError(f"`kaggle competitions submit` (exit {rc}) printed no `Submission ref: N`, "
+                          "so nothing is "
                           f"known to be submitted; look at `kaggle competitions submissions {a.competition}`")
     ref = m.group(1)
     status = submission_status(ref)
@@ -222,8 +226,10 @@ def _main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     common = common_options()
-    common.add_argument("--competition", default=COMPETITION, help=f"competition slug (default {COMPETITION})")
-    common.add_argument("--kernel-slug", help=f"default: slugify(the template's title), else {DEFAULT_KERNEL}")
+    common.add_argument("--competition", default=COMPETITION,
+                        help=f"competition slug (default {COMPETITION})")
+    common.add_argument("--kernel-slug",
+                        help=f"default: slugify(the template's title), else {DEFAULT_KERNEL}")
     common.add_argument("--template", type=Path, default=TEMPLATE)
     common.add_argument("--notebook", type=Path, default=NOTEBOOK)
     common.add_argument("--no-weights", action="store_true", help="do not attach the weights dataset")

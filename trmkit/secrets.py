@@ -1,4 +1,5 @@
-"""The secret scan every bundle passes before it may leave the machine (docs/kaggle.md: a credentials file once reached a public repo):
+"""The secret scan every bundle passes before it may leave the machine (docs/kaggle.md: a credentials
+file once reached a public repo):
 key files by name, and token / key / private-key shapes in any file's bytes (zips and tars opened)."""
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ def files_of(d: Path) -> list[Path]:
     return sorted(p for p in d.rglob("*") if p.is_file())
 
 # Names and contents that must never leave the machine (docs/kaggle.md).
-SECRET_NAMES = re.compile(r"(?i)^(kaggle.*\.json|access_token(\.txt)?|\.env(\.(?!example$|sample$|template$)[^/]*)?"
+SECRET_NAMES = re.compile(r"(?i)^(kaggle.*\.json|access_token(\.txt)?"
+                          r"|\.env(\.(?!example$|sample$|template$)[^/]*)?"
                           r"|id_(rsa|dsa|ecdsa|ed25519)|.*\.pem|\.netrc|\.git-credentials|\.pypirc)$")
 SECRET_TEXT = re.compile(
     rb"(?P<private_key>-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----)"
@@ -22,8 +24,10 @@ SECRET_TEXT = re.compile(
     rb"|(?P<aws_key_id>\b(?:AKIA|ASIA)[0-9A-Z]{16}\b)"
     rb"|(?P<aws_secret>(?i:aws_secret_access_key)\s*[=:]\s*[\"']?[A-Za-z0-9/+]{40})")
 
-SECRET_LABELS = {"private_key": "a private key", "kaggle_token": "a Kaggle API token", "hf_token": "a Hugging Face token",
-                 "kaggle_key": "a Kaggle API key", "aws_key_id": "an AWS access key id", "aws_secret": "an AWS secret key"}
+SECRET_LABELS = {"private_key": "a private key", "kaggle_token": "a Kaggle API token",
+                 "hf_token": "a Hugging Face token",
+                 "kaggle_key": "a Kaggle API key", "aws_key_id": "an AWS access key id",
+                 "aws_secret": "an AWS secret key"}
 
 
 def _scan_bytes(blob_iter, where: str, found: list[str]) -> None:

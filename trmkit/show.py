@@ -47,10 +47,13 @@ def _show(text: str) -> None:
 def show_dataset(summary: dict) -> None:
     """The builder's summary as a table: splits, groups (tasks), puzzles (versions), examples."""
     rows = ["| split | groups (tasks) | puzzles (augmented versions) | examples |", "|---|---|---|---|"]
-    rows += [f"| {name} | {s['groups']} | {s['puzzles']} | {s['examples']} |" for name, s in summary["splits"].items()]
+    rows += [f"| {name} | {s['groups']} | {s['puzzles']} | {s['examples']} |"
+             for name, s in summary["splits"].items()]
     subsets = ", ".join(f"{k} ({v} tasks)" for k, v in summary["subsets"].items())
-    notes = [f"**{summary['output_dir']}**: subsets {subsets}; test set(s) {', '.join(summary['test_set_names'])}; "
-             f"num_aug {summary['num_aug']}, seed {summary['seed']}; {summary['num_puzzle_identifiers']} puzzle "
+    notes = [f"**{summary['output_dir']}**: subsets {subsets}; "
+             f"test set(s) {', '.join(summary['test_set_names'])}; "
+             f"num_aug {summary['num_aug']}, seed {summary['seed']}; "
+             f"{summary['num_puzzle_identifiers']} puzzle "
              f"ids; built in {summary['seconds']:.1f} s."]
     if summary.get("not_full"):
         notes.append(f"{len(summary['not_full'])} task(s) got fewer than num_aug augmentations "
@@ -99,7 +102,8 @@ def launch_training(preset: str | None, overrides=(), n_gpus: int = 1, run_name:
     tqdm bar is off (--progress false; an explicit override wins): a progress line from
     metrics.jsonl is printed every `progress_every` seconds instead (by the trainer itself).
     """
-    cfg, argv = resolve_training(preset, ["--progress=false", f"--progress_seconds={progress_every}", *overrides],
+    cfg, argv = resolve_training(preset,
+                                 ["--progress=false", f"--progress_seconds={progress_every}", *overrides],
                                  run_name, data_path)
     run_dir = Path(cfg.run_dir)
     print(f"run directory: {run_dir}", flush=True)
@@ -129,7 +133,8 @@ def show_run(run_dir: str | Path, max_env_lines: int = 12) -> None:
         plot_training_curves(metrics, png)
     if png.is_file():
         display(Image(filename=str(png)))
-    ckpts = sorted((run_dir / "checkpoints").glob("step_*"), key=lambda c: int(c.name[5:]) if c.name[5:].isdigit() else -1)
+    ckpts = sorted((run_dir / "checkpoints").glob("step_*"),
+                   key=lambda c: int(c.name[5:]) if c.name[5:].isdigit() else -1)
     lines = [f"**Run directory** `{run_dir}`", "",
              "**Checkpoints:** " + (", ".join(f"`{c.relative_to(run_dir)}`" for c in ckpts) or "none")]
     for name in PROVENANCE:
@@ -163,7 +168,8 @@ def run_evaluation(checkpoint, data, output_dir, *, batch_size: int = 256, devic
     from trm.checkpoint import find_checkpoint
     from trm.evaluate import main as evaluate_main
 
-    argv = ["--checkpoint", str(find_checkpoint(checkpoint, resumable=False)), "--data", str(data), "--output-dir", str(output_dir),
+    argv = ["--checkpoint", str(find_checkpoint(checkpoint, resumable=False)), "--data", str(data),
+            "--output-dir", str(output_dir),
             "--batch-size", str(batch_size), "--device", device, "--pictures", str(pictures)]
     argv += ["--early-exit"] if early_exit else []
     argv += ["--challenges", str(challenges)] if challenges else []
@@ -177,22 +183,25 @@ def _fmt(v, spec: str = ".4f") -> str:
 
 def metrics_rows(m: dict) -> list[tuple[str, str]]:
     """(label, value) pairs: solve rates first, then per-cell / per-row accuracies, then counts."""
-    rows = [(f"pass@{k}" + (" (upstream headline: per-task macro average)" if k == "2" else " (per-task macro)"),
+    rows = [(f"pass@{k}"
+             + (" (upstream headline: per-task macro average)" if k == "2" else " (per-task macro)"),
              _fmt(v)) for k, v in ((key[5:], v) for key, v in m.items() if key.startswith("pass@"))]
     score = _fmt(m.get("kaggle_score"))
     if m.get("kaggle_score") is not None:
         score += f" = {m['kaggle_correct']}/{m['n_test_outputs']} test outputs"
-    rows.insert(min(2, len(rows)), ("Kaggle score (official: either attempt exact, micro over test outputs)", score))
+    rows.insert(min(2, len(rows)),
+                ("Kaggle score (official: either attempt exact, micro over test outputs)", score))
     rows += [("token accuracy (per cell, NOT a solve rate)", _fmt(m.get("token_accuracy"))),
              ("exact row accuracy (per augmented row, NOT a solve rate)", _fmt(m.get("exact_row_accuracy")))]
-    rows += [(k, str(m[k])) for k in ("n_tasks", "n_test_outputs", "n_rows", "n_fallback_attempts", "mean_steps",
-                                      "checkpoint", "step") if m.get(k) is not None]
+    rows += [(k, str(m[k])) for k in ("n_tasks", "n_test_outputs", "n_rows", "n_fallback_attempts",
+                                      "mean_steps", "checkpoint", "step") if m.get(k) is not None]
     return rows
 
 
 def metrics_table(m: dict):
     """The evaluation metrics as a Markdown table (a notebook cell's value displays it)."""
-    return MarkdownText("| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in metrics_rows(m)))
+    return MarkdownText("| metric | value |\n|---|---|\n"
+                        + "\n".join(f"| {k} | {v} |" for k, v in metrics_rows(m)))
 
 
 def headline(m: dict) -> str:

@@ -62,12 +62,14 @@ print("trm", trm.__file__, "logits", tuple(out["logits"].shape))
 
 def offline_env() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))}
-    return {**env, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_CACHE_DIR": "1"}
+    return {**env, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "PIP_NO_CACHE_DIR": "1"}
 
 
 def no_network_prefix() -> list[str]:
     """`unshare -n` (root only): the command sees a network namespace with nothing in it."""
-    if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0:
+    if (shutil.which("unshare")
+            and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0):
         return ["unshare", "-n"]
     print("note: `unshare -n` unavailable (not root?); relying on --no-index and PIP_CONFIG_FILE=/dev/null")
     return []
@@ -124,7 +126,8 @@ def find_interpreter(profile: dict) -> Path | None:
     if f"{sys.version_info[0]}.{sys.version_info[1]}" == want:
         return Path(sys.executable)
     root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
-    pyenv = sorted((p for p in root.glob(f"{want}.*/bin/python{want}") if p.parent.parent.name.split(".")[2].isdigit()),
+    pyenv = sorted((p for p in root.glob(f"{want}.*/bin/python{want}")
+                    if p.parent.parent.name.split(".")[2].isdigit()),
                    key=lambda p: -int(p.parent.parent.name.split(".")[2]))
     on_path = shutil.which(f"python{want}")
     for cand in [*([Path(on_path)] if on_path else []), *pyenv]:  # a pyenv shim on PATH may not run: try it
@@ -156,12 +159,13 @@ def setup_image_env(profile: dict, dest: Path) -> Path:
     shutil.rmtree(dest, ignore_errors=True)
     subprocess.run([str(interp), "-m", "venv", str(dest)], check=True)
     t0 = time.perf_counter()
-    r = subprocess.run([str(dest / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        *specs])
+    r = subprocess.run([str(dest / "bin" / "python"), "-m", "pip", "install", "-q",
+                        "--disable-pip-version-check", *specs])
     if r.returncode:
         raise UserError(f"pip could not install {' '.join(specs)} for Python {minor(profile)} into {dest}")
     done.write_text(json.dumps({"profile": profile["name"], "specs": specs}) + "\n")
-    print(f"image env {dest}: {', '.join(specs)} on Python {minor(profile)} in {time.perf_counter() - t0:.0f} s")
+    print(f"image env {dest}: {', '.join(specs)} on Python {minor(profile)} "
+          f"in {time.perf_counter() - t0:.0f} s")
     return dest
 
 
@@ -205,12 +209,14 @@ def _main(argv: list[str]) -> int:
         mode = "env" if (image_env / "image-env.json").is_file() else "link" if here else None
     if mode is None or (mode == "env" and not (image_env / "image-env.json").is_file()):
         raise UserError(f"no stand-ins for the {profile['name']} image: make them once with "
-                        f"`make kaggle-image-envs` (or python -m trmkit.wheelcheck --profile {profile['name']} --setup)")
+                        "`make kaggle-image-envs` "
+                        f"(or python -m trmkit.wheelcheck --profile {profile['name']} --setup)")
     if mode == "link" and not here:
         raise UserError(f"--stand-ins link needs this interpreter to be Python {minor(profile)}; use env")
     wh = (a.wheelhouse or wb.REPO / "build" / "wheels" / profile["name"]).resolve()
     if not (wh / "MANIFEST.json").is_file():
-        raise UserError(f"no wheelhouse at {wh}: run `python -m trmkit.wheelhouse --profile {profile['name']}` first")
+        raise UserError(f"no wheelhouse at {wh}: "
+                        f"run `python -m trmkit.wheelhouse --profile {profile['name']}` first")
     manifest = verify_wheelhouse(wh, profile)
     t0 = time.perf_counter()
     root = Path(tempfile.mkdtemp(prefix="trm-wheels-check-"))
@@ -221,10 +227,13 @@ def _main(argv: list[str]) -> int:
         subprocess.run([str(interp), "-m", "venv", "--without-pip", str(venv)], check=True)
         site = site_dirs(py)[0]
         if mode == "link":
-            print("image stand-ins (linked):", ", ".join(link_stand_ins(site, ["torch", "numpy", "tqdm", "pip"])))
+            print("image stand-ins (linked):",
+                  ", ".join(link_stand_ins(site, ["torch", "numpy", "tqdm", "pip"])))
         else:
-            (site / "image-env.pth").write_text("".join(f"{d}\n" for d in site_dirs(image_env / "bin" / "python")))
-            print(f"image stand-ins: {image_env} ({', '.join(json.loads((image_env / 'image-env.json').read_text())['specs'])})")
+            (site / "image-env.pth").write_text(
+                "".join(f"{d}\n" for d in site_dirs(image_env / "bin" / "python")))
+            print(f"image stand-ins: {image_env} "
+                  f"({', '.join(json.loads((image_env / 'image-env.json').read_text())['specs'])})")
         t1 = time.perf_counter()
         cut = no_network_prefix()
         before = set(os.listdir(site))
@@ -250,8 +259,10 @@ def _main(argv: list[str]) -> int:
     finally:
         if not a.keep:
             shutil.rmtree(root, ignore_errors=True)
-    print(f"OK {profile['name']} on Python {minor(profile)} ({interp}): {len(shipped)} wheel(s) installed offline "
-          f"from {wh}; venv+stand-ins {t1 - t0:.1f}s, offline install {t2 - t1:.1f}s, import+forward {t3 - t2:.1f}s")
+    print(f"OK {profile['name']} on Python {minor(profile)} ({interp}): "
+          f"{len(shipped)} wheel(s) installed offline "
+          f"from {wh}; venv+stand-ins {t1 - t0:.1f}s, offline install {t2 - t1:.1f}s, "
+          f"import+forward {t3 - t2:.1f}s")
     return 0
 
 

@@ -34,14 +34,16 @@ from trm.util import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = REPO / "wheels" / "profiles.json"
-PACKAGED = ("trm", "dataset_builder", "pyproject.toml", "README.md", "LICENSE")  # what goes into the kit wheel
+# what goes into the kit wheel
+PACKAGED = ("trm", "dataset_builder", "pyproject.toml", "README.md", "LICENSE")
 
 
 def load_profile(name: str | None) -> dict:
     doc = json.loads(PROFILES.read_text())
     name = name or doc["default"]
     if name not in doc["profiles"]:
-        raise UserError(f"unknown profile {name!r} (wheels/profiles.json); known: {', '.join(doc['profiles'])}")
+        raise UserError(f"unknown profile {name!r} (wheels/profiles.json); "
+                        f"known: {', '.join(doc['profiles'])}")
     return {"name": name, **doc["profiles"][name]}
 
 
@@ -107,7 +109,8 @@ def _runtime_only(pyproject: Path) -> None:
     runtime = 'include = ["trm", "trm.*", "dataset_builder", "dataset_builder.*"]'
     new, n = re.subn(r'(?m)^include = \[.*\]$', runtime, text)
     if n != 1:
-        raise UserError(f"{pyproject}: expected one `include = [...]` line under [tool.setuptools.packages.find]")
+        raise UserError(f"{pyproject}: expected one `include = [...]` line "
+                        "under [tool.setuptools.packages.find]")
     pyproject.write_text(new)
 
 
@@ -225,7 +228,8 @@ def _main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     profile = load_profile(a.profile)
     out = (a.out or REPO / "build" / "wheels" / profile["name"]).resolve()
-    index_args = [x for d in a.find_links for x in ("--find-links", str(d))] + (["--no-index"] if a.no_index else [])
+    index_args = ([x for d in a.find_links for x in ("--find-links", str(d))]
+                  + (["--no-index"] if a.no_index else []))
     m = build(profile, out, a.extra, index_args, not a.no_build_isolation)
     total = sum(f["size"] for f in m["files"])
     print(f"{profile['name']}: {len(m['files'])} wheel(s), {total / 1e6:.2f} MB in {out}")

@@ -3,7 +3,8 @@ downloads hf_hub_download / snapshot_download make.
 
 The client must run with HF_ENDPOINT=<fake.url> (read at import: use a subprocess, or pass
 HfApi(endpoint=...)) and HF_HUB_DISABLE_XET=1, so uploads are plain commits instead of Xet CAS
-transfers (docs/kaggle.md, "What the kit relies on"). Every file is answered `uploadMode: regular`, so its bytes arrive
+transfers (docs/kaggle.md, "What the kit relies on"). Every file is answered `uploadMode: regular`,
+so its bytes arrive
 base64-encoded inside the NDJSON commit; LFS is never asked for.
 
     with FakeHub() as hub:
@@ -30,7 +31,8 @@ from urllib.parse import unquote, urlsplit
 class FakeHub:
     def __init__(self, user: str = "tester", token: str = "hf_test_token"):
         self.user, self.token = user, token
-        # "owner/name" -> {"type", "private", "files", "commits", "history": {oid: files}, "refs": {name: oid}}
+        # "owner/name" -> {"type", "private", "files", "commits", "history": {oid: files},
+        #                  "refs": {name: oid}}
         self.repos: dict[str, dict] = {}
         self.calls: list[tuple[str, str]] = []
         self.auth: list[str | None] = []  # Authorization header of each request
@@ -169,7 +171,8 @@ class FakeHub:
                 repo["files"].pop(item["value"]["path"], None)
             else:  # lfsFile and the rest: this fake never asks for LFS
                 return 400, {"error": f"unexpected commit operation {item['key']}"}
-        oid = hashlib.sha1(json.dumps([header, sorted(added)]).encode() + bytes(len(repo["commits"]))).hexdigest()
+        oid = hashlib.sha1(json.dumps([header, sorted(added)]).encode()
+                           + bytes(len(repo["commits"]))).hexdigest()
         repo["files"].update(added)
         repo["commits"].append(oid)
         repo["history"][oid] = dict(repo["files"])

@@ -2,7 +2,8 @@
 
 The CLI has no endpoint variable: KAGGLE_API_ENVIRONMENT=LOCALHOST sends it to http://localhost/api/v1/…
 and HTTP_PROXY=http://127.0.0.1:<port> makes `requests` hand those absolute-form requests to this
-server, which routes on the path (docs/kaggle.md, "What the kit relies on"). `FakeKaggle.env(tmp)` returns that
+server, which routes on the path (docs/kaggle.md, "What the kit relies on"). `FakeKaggle.env(tmp)`
+returns that
 environment with a fresh HOME/TMPDIR/KAGGLE_CONFIG_DIR, so resumable-upload state never leaks.
 
     with FakeKaggle() as fake:
@@ -125,7 +126,8 @@ class FakeKaggle:
             self.submissions.append(body)
             reply = {"ref": 1000 + len(self.submissions)}  # ApiCreateCodeSubmissionResponse: message, ref
             return 200, reply if self.submit_message is None else {**reply, "message": self.submit_message}
-        if method == "competitions.CompetitionApiService/GetSubmission":  # `competitions submission REF`, --wait
+        # `competitions submission REF`, --wait
+        if method == "competitions.CompetitionApiService/GetSubmission":
             ref = int(body.get("ref", 0))
             if not 1001 <= ref <= 1000 + len(self.submissions):
                 return 404, {"code": 404, "message": f"submission {ref} not found"}
@@ -134,10 +136,12 @@ class FakeKaggle:
                          "description": b.get("submissionDescription"), "status": "PENDING",
                          **self.scoring.get(ref, {})}
         if method == "competitions.CompetitionApiService/ListSubmissions":  # newest first, as Kaggle lists
-            mine = [(i, b) for i, b in enumerate(self.submissions) if b.get("competitionName") == body.get("competitionName")]
+            mine = [(i, b) for i, b in enumerate(self.submissions)
+                    if b.get("competitionName") == body.get("competitionName")]
             return 200, {"submissions": [
                 {"ref": 1001 + i, "fileName": b.get("fileName"), "date": "2026-11-27T12:00:00Z",
-                 "description": b.get("submissionDescription"), "status": "PENDING"} for i, b in reversed(mine)]}
+                 "description": b.get("submissionDescription"), "status": "PENDING"}
+                for i, b in reversed(mine)]}
         if method == "competitions.CompetitionApiService/GetSubmissionLimits":
             return 200, {"numAllowedNow": 5 - len(self.submissions)}
         return 404, {"code": 404, "message": f"fake Kaggle has no {method}"}

@@ -40,7 +40,8 @@ $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q --require-hashes -r requirements.lock
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@# setuptools warns on every editable install that same-named folders may shadow the package: the kit's are the package
+	PYTHONWARNINGS="ignore:Editable installation:UserWarning" $(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the kit from the lock

@@ -277,7 +277,7 @@ def _torch_load(f: Path, map_location, *, weights_only: bool = True, mmap: bool 
     except torch.cuda.OutOfMemoryError:
         raise
     except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as e:
-        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:200]  # torch's first sentence
         raise CheckpointError(f"checkpoint file {f} is corrupt: torch cannot read it ({why}); {REDOWNLOAD}") from None
 
 

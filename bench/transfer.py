@@ -31,28 +31,32 @@ def main() -> None:
     ap.add_argument("--pretrain-aug", type=int, default=unseen.NUM_AUG)
     ap.add_argument("--steps", type=int, nargs="+", default=[unseen.SIZES["full"]["max_steps"]])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="a notebook parameter for both arms (trm.ttt.TTTParams), e.g. lr=1e-3")
     a = ap.parse_args()
+    params = {k: json.loads(v) if v[:1] in "0123456789-[{tf" else v for k, v in (x.split("=", 1) for x in a.param)}
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     a.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     weights = a.weights or unseen.pretrain(a.out, epochs=a.pretrain_epochs, num_aug=a.pretrain_aug)
     rows = []
     result = {"weights": str(weights), "pretrain_epochs": a.pretrain_epochs, "pretrain_aug": a.pretrain_aug,
+              "params": params,
               "pretrain_seconds": round(time.time() - t0, 1), "runs": rows}
     for steps in a.steps:
         for seed in a.seeds:
             fresh = unseen.fresh_weights(a.out / f"fresh-{seed}", like=weights, seed=seed)
             row = {"steps": steps, "seed": seed}
             for arm, w in (("pretrained", weights), ("fresh", fresh)):
-                r = unseen.solve_unseen(a.out / f"{arm}-s{steps}-seed{seed}", w, max_steps=steps, seed=seed)
+                r = unseen.solve_unseen(a.out / f"{arm}-s{steps}-seed{seed}", w, max_steps=steps, seed=seed, **params)
                 row[arm] = {k: r[k] for k in ("cell_accuracy", "solved", "n_test_outputs", "seconds")} | {
-                    "last_loss": r["finetune"]["last_loss"]}
+                    "losses": r["finetune"]["losses"]}
             row["gap"] = round(row["pretrained"]["cell_accuracy"] - row["fresh"]["cell_accuracy"], 4)
             rows.append(row)
             print(f"TRANSFER steps {steps} seed {seed}: cell accuracy pretrained {row['pretrained']['cell_accuracy']:.3f} "
                   f"fresh {row['fresh']['cell_accuracy']:.3f} (gap {row['gap']:+.3f}); solved "
                   f"{row['pretrained']['solved']} vs {row['fresh']['solved']} of {row['fresh']['n_test_outputs']}; "
-                  f"last loss {row['pretrained']['last_loss']} vs {row['fresh']['last_loss']}", flush=True)
+                  f"losses {row['pretrained']['losses']} vs {row['fresh']['losses']}", flush=True)
             (a.out / "transfer.json").write_text(json.dumps(result, indent=1) + "\n")
     result["seconds"] = round(time.time() - t0, 1)
     (a.out / "transfer.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -126,7 +126,7 @@ def solve_unseen(out: str | Path, weights: str | Path, task_ids=UNSEEN_TASKS, kn
     return {"solved": score["n_correct"], "n_test_outputs": score["n_test_outputs"], "per_task": score["per_task"],
             "cell_accuracy": round(cell_accuracy(sub, truth), 4),
             "mode": report["mode"], "finetune": {k: report["finetune"].get(k) for k in
-                                                 ("steps", "seconds", "stopped_by", "mean_init", "last_loss")},
+                                                 ("steps", "seconds", "stopped_by", "mean_init", "last_loss", "losses")},
             "seconds": round(time.time() - t0, 1)}
 
 

@@ -64,6 +64,8 @@ class EMA:
     def update(self, model: torch.nn.Module) -> None:
         params = dict(model.named_parameters())
         names = list(self.shadows)
+        if not names:  # freeze_weights: only the puzzle table (a buffer) trains, nothing to average
+            return
         torch._foreach_lerp_([self.shadows[n] for n in names], [params[n].detach().float() for n in names],
                              1.0 - self.rate)
 

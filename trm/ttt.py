@@ -198,6 +198,8 @@ def find_weights(root: Path, unpack_to: Path) -> Path | None:
     as published -- a `step_N` file with all_config.yaml beside it (e.g. NVARC's Kaggle dataset
     attached as is; the newest step when there are several). Its new puzzle rows are
     mean-initialised from that file's own table."""
+    if Path(root).is_file():  # weights_dir names a step_N file: that one, never another
+        return Path(root)
     found = find_bundle(root, "weights", unpack_to)
     if found is not None:
         return found
@@ -296,6 +298,10 @@ def install(ctx: Context, p: TTTParams) -> dict[str, Path | None]:
             raise RuntimeError(f"offline wheel install failed: {' '.join(cmd)}")
     elif p.install_wheels:
         log("no wheels bundle found: relying on the image's packages and the repo bundle")
+    # unusable weights (cut off, not a torch file, a config that does not fit them) stop the run
+    # here with trm.checkpoint's one line, before any work; the fallback submission.json stays
+    from trm.sources import usable_checkpoint
+    usable_checkpoint(ctx.bundles["weights"])
     return ctx.bundles
 
 

@@ -94,7 +94,8 @@ class TTTParams:
     crash_after_steps: int | None = none_means("off")  # test hook (env TRM_TTT_CRASH_AFTER_STEPS too)
     install_wheels: bool = True
     wheels_dir: str | None = none_means("found under the input root")  # the wheels bundle's folder
-    weights_dir: str | None = none_means("found under the input root")  # the weights' folder or file
+    # the weights: a kit bundle's folder, an upstream run's folder, or a step_N file used as named
+    weights_dir: str | None = none_means("found under the input root")
     scratch_dir: str | None = none_means("/tmp/trm-ttt")  # work files, outside working/ (Kaggle's output)
 
     @classmethod

@@ -204,14 +204,13 @@ def stage_repo(dest: Path, repo: Path, force: bool) -> dict:
 
 def stage_weights(dest: Path, ckpt: Path, metrics_path: Path | None, name: str, license: str) -> dict:
     """Slim export + model card + the run's provenance files (nearest run dir first)."""
-    from trm.checkpoint import CheckpointError, export_slim
+    from trm.checkpoint import export_slim
     from trm.sources import resolve_checkpoint
     from trmkit.model_card import find_metrics, render_card
 
-    try:  # a kit checkpoint dir, an upstream step_N file (all_config.yaml beside it), or hf://...
-        ckpt = resolve_checkpoint(str(ckpt)).resolve()
-    except CheckpointError as e:
-        raise BundleError(f"--checkpoint: {e}") from None
+    # a kit checkpoint dir, an upstream step_N file (all_config.yaml beside it), or hf://...; an
+    # unusable one is trm.checkpoint's one-line CheckpointError (exit 3; 2 when it does not exist)
+    ckpt = resolve_checkpoint(str(ckpt)).resolve()
     export_slim(ckpt, dest)
     meta_path = dest / "meta.json"
     meta = json.loads(meta_path.read_text())
@@ -243,6 +242,9 @@ def stage_weights(dest: Path, ckpt: Path, metrics_path: Path | None, name: str, 
 
 def stage_all(a, owner: str, profile: dict) -> list[dict]:
     """Stage the chosen bundles; returns [{bundle, dir, id, hash, files, bytes}] (scan included)."""
+    if "weights" in a.bundles and a.checkpoint:  # an unusable checkpoint stops the run before any staging
+        from trm.sources import usable_checkpoint
+        usable_checkpoint(str(a.checkpoint))
     commit = git("rev-parse", "HEAD", cwd=a.repo_dir) if (a.repo_dir / ".git").exists() else "unknown"
     staged = []
     for bundle in a.bundles:

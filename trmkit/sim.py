@@ -397,6 +397,9 @@ def _main(argv: list[str]) -> int:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--keep", action="store_true", help="keep the /tmp image venv")
     a = ap.parse_args(argv)
+    if a.checkpoint:  # an unusable checkpoint: one line (exit 3) before anything is built or staged
+        from trm.sources import usable_checkpoint
+        usable_checkpoint(a.checkpoint)
     t0 = time.time()
     # one thread per process: on a shared 2-core machine two spinning OpenMP threads per process
     # made tiny CPU steps ~5x slower; inherited by every child (training, notebook kernel, workers)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -120,11 +121,47 @@ def solve_unseen(out: str | Path, weights: str | Path, task_ids=UNSEEN_TASKS, kn
     report = ttt.run(ctx, p)
     print(ttt.summary(report), flush=True)
     sub = json.loads((out / "working" / "submission.json").read_text())
-    score = score_submission(sub, {t: [e["output"] for e in v["test"]] for t, v in tasks.items()})
+    truth = {t: [e["output"] for e in v["test"]] for t, v in tasks.items()}
+    score = score_submission(sub, truth)
     return {"solved": score["n_correct"], "n_test_outputs": score["n_test_outputs"], "per_task": score["per_task"],
+            "cell_accuracy": round(cell_accuracy(sub, truth), 4),
             "mode": report["mode"], "finetune": {k: report["finetune"].get(k) for k in
-                                                 ("steps", "seconds", "stopped_by", "mean_init", "last_loss")},
+                                                 ("steps", "seconds", "stopped_by", "mean_init", "last_loss", "losses")},
             "seconds": round(time.time() - t0, 1)}
+
+
+def cell_accuracy(sub: dict, solutions: dict) -> float:
+    """Mean over the test outputs of the share of cells that attempt_1 (the top-voted answer) gets
+    right, 0 where its shape is wrong: a finer measure than solved outputs, which saturate."""
+    shares = []
+    for task_id, outputs in solutions.items():
+        entries = sub.get(task_id) or []
+        for i, truth in enumerate(outputs):
+            guess = entries[i].get("attempt_1") if i < len(entries) else None
+            same_shape = isinstance(guess, list) and len(guess) == len(truth) and all(
+                isinstance(g, list) and len(g) == len(t) for g, t in zip(guess, truth))
+            cells = sum(len(t) for t in truth)
+            shares.append(sum(a == b for g, t in zip(guess, truth) for a, b in zip(g, t)) / cells
+                          if same_shape else 0.0)
+    return sum(shares) / len(shares) if shares else 0.0
+
+
+def fresh_weights(out: str | Path, like: str | Path, seed: int = 0) -> Path:
+    """A freshly initialised TRM of `like`'s architecture (a kit checkpoint), exported slim as
+    `like` is: the same notebook path then fine-tunes it, so only the pretraining differs."""
+    import torch
+
+    from trm.checkpoint import META_FILE, export_slim, save_checkpoint
+    from trm.model import TRM, ModelConfig
+
+    out = Path(out)
+    cfg = ModelConfig.from_dict(json.loads((Path(like) / META_FILE).read_text())["model_config"])
+    torch.manual_seed(seed)
+    full = save_checkpoint(out.parent / f".{out.name}-full", TRM(cfg), meta={"step": 0, "fresh_init_seed": seed})
+    try:
+        return export_slim(full, out)
+    finally:
+        shutil.rmtree(full, ignore_errors=True)
 
 
 def run(out: str | Path = "runs/unseen", quick: bool = False, **params) -> dict:

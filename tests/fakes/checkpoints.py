@@ -32,3 +32,29 @@ def make_run(run: Path, step: int = 5, metrics: dict | None = None) -> Path:
         (out / "metrics.json").write_text(json.dumps({"checkpoint": str(ckpt), "step": step, "n_checkpoints": 1,
                                                       **metrics}, indent=1))
     return ckpt
+
+
+def write_all_config(d: Path, arch: dict) -> Path:
+    """Upstream's all_config.yaml for `arch` (upstream names, e.g. golden/model/config.json's): the
+    `arch:` mapping without the fields pretrain.py injects from the dataset, plus top-level keys."""
+    import yaml
+
+    injected = ("vocab_size", "seq_len", "num_puzzle_identifiers", "batch_size")
+    body = {"arch": {**{k: v for k, v in arch.items() if k not in injected},
+                     "loss": {"name": "losses@ACTLossHead", "loss_type": "stablemax_cross_entropy"},
+                     "name": "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"},
+            "data_paths": ["data/arc2concept-aug-1000"], "lr": 0.0001, "ema": True}
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "all_config.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
+    return d / "all_config.yaml"
+
+
+def upstream_run(step_file: Path, arch: dict, d: Path, steps=(10, 20)) -> Path:
+    """An upstream run's folder as published: `step_file` (an upstream state_dict) copied as each
+    step_N, with all_config.yaml beside them (what NVARC's Kaggle dataset or a Hub folder holds)."""
+    import shutil
+
+    write_all_config(d, arch)
+    for n in steps:
+        shutil.copyfile(step_file, d / f"step_{n}")
+    return d

@@ -27,7 +27,7 @@ PUBLIC ?=
 FORCE ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install demo test test-fast lint lock data data-kaggle train evaluate bench \
+.PHONY: help install demo test test-fast lint lock data data-kaggle train evaluate bench gpu-prep \
         kaggle-wheels kaggle-wheels-check kaggle-datasets hf-publish kaggle-kernel kaggle-submit kaggle-sim clean
 
 help:
@@ -73,6 +73,15 @@ evaluate: $(STAMP) ## papermill the evaluation notebook: make evaluate CKPT=runs
 bench: $(STAMP) ## CPU benchmarks (print figures)
 	$(PY) bench/model_step.py
 	$(PY) bench/evaluate.py
+
+# The GPU session (bench/gpu_session.sh) runs where nothing can be downloaded: its inputs are fetched here
+# into .gpu/ (ignored; the device call carries it). The runner's versions are the lock's.
+GPU_COMP ?= ../shared/data/arc-prize-2025
+RUNNER := papermill ipykernel nbclient nbconvert
+gpu-prep: $(STAMP) ## .gpu/: notebook-runner wheels for the GPU machine's Python + competition files
+	$(PY) -m trmkit.wheelhouse --profile gpu-h200 --out .gpu/wheels \
+	  $(foreach p,$(RUNNER),--extra $(shell sed -n 's/^\($(p)==[^ ]*\).*/\1/p' requirements.lock))
+	rm -rf .gpu/arc-prize-2025 && cp -r $(GPU_COMP) .gpu/arc-prize-2025 && chmod -R u+w .gpu/arc-prize-2025
 
 kaggle-wheels: $(STAMP) ## offline wheelhouse for a Kaggle image profile (PROFILE=kaggle-2026)
 	$(PY) -m trmkit.wheelhouse --profile $(PROFILE)

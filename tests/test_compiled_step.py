@@ -72,7 +72,8 @@ def _training_steps_match(backend: str, steps: int = 5) -> None:
         torch.testing.assert_close(out_g["logits"], out_e["logits"], atol=ATOL, rtol=ATOL)
         torch.testing.assert_close(cg.z_H, ce.z_H, atol=ATOL, rtol=ATOL)
         assert cg.halted.tolist() == ce.halted.tolist() and cg.steps.tolist() == ce.steps.tolist()
-        assert cg.current_data["puzzle_identifiers"].tolist() == ce.current_data["puzzle_identifiers"].tolist()
+        ids = "puzzle_identifiers"
+        assert cg.current_data[ids].tolist() == ce.current_data[ids].tolist()
         for k in ("count", "exact_accuracy", "steps"):
             assert met_g[k].item() == met_e[k].item(), k
         mixed |= 0 < int(ce.halted.sum()) < len(ce.halted)
@@ -117,9 +118,9 @@ def test_trainer_graphed_step_matches_eager(golden_build, monkeypatch):
     ctx = D.DistContext(device=torch.device("cpu"))
     trainers = []
     for compile_, whole in ((False, False), (True, True)):
-        cfg = TrainConfig(arch=arch, data_path=str(golden_build.output), global_batch_size=8, grad_accum_steps=2,
-                          epochs=10, eval_interval=10, evaluate=False, lr=1e-2, lr_warmup_steps=1, ema=True,
-                          compile=compile_, compile_step=whole, progress=False)
+        cfg = TrainConfig(arch=arch, data_path=str(golden_build.output), global_batch_size=8,
+                          grad_accum_steps=2, epochs=10, eval_interval=10, evaluate=False, lr=1e-2,
+                          lr_warmup_steps=1, ema=True, compile=compile_, compile_step=whole, progress=False)
         trainers.append(build_trainer(cfg, ctx, split))
     eager, graphed = trainers
     assert graphed.graphed and isinstance(graphed.step_fn, CompiledStep) and not eager.graphed
@@ -195,8 +196,10 @@ def test_graphed_evaluation_falls_back_when_compiling_fails(tmp_path, monkeypatc
     monkeypatch.setattr(CompiledStep, "__call__", broken)
     data = _eval_data(tmp_path)
     model = _eval_model(data)
-    _same_predictions(predict(model, data, global_batch_size=4, graph=True), predict(model, data, global_batch_size=4))
-    assert "graphed evaluation failed (RuntimeError: no graphs today); evaluating without it" in capsys.readouterr().out
+    _same_predictions(predict(model, data, global_batch_size=4, graph=True),
+                      predict(model, data, global_batch_size=4))
+    out = capsys.readouterr().out
+    assert "graphed evaluation failed (RuntimeError: no graphs today); evaluating without it" in out
 
 
 def test_evaluate_compile_scope():
@@ -215,5 +218,5 @@ def test_inductor_compiled_step_matches_eager(tmp_path):
     _training_steps_match("inductor", steps=4)
     data = _eval_data(tmp_path)
     model = _eval_model(data)
-    _same_predictions(predict(model, data, global_batch_size=4, graph=True), predict(model, data, global_batch_size=4),
-                      atol=ATOL)
+    _same_predictions(predict(model, data, global_batch_size=4, graph=True),
+                      predict(model, data, global_batch_size=4), atol=ATOL)

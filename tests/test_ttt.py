@@ -385,15 +385,16 @@ def test_notebook_cuts_a_slow_finetune_and_submits_before_the_deadline(ttt_setup
     ctx = ttt.start(str(tmp_path / "input"), str(tmp_path / "working"))
     budget_s = finetune.EVAL_START_S + 45  # the reserve's fixed part + 45 s for everything else
     p = ttt.TTTParams(device="cpu", num_aug=2, global_batch_size=4, lr_warmup_steps=1, log_interval=20,
-                      eval_batch_size=8, budget_hours=budget_s / 3600, safety_minutes=0.0, install_wheels=False,
-                      weights_dir=str(d / "slim"))
+                      eval_batch_size=8, budget_hours=budget_s / 3600, safety_minutes=0.0,
+                      install_wheels=False, weights_dir=str(d / "slim"))
     ttt.install(ctx, p)
     report = ttt.run(ctx, p)
     ft = report["finetune"]
     assert report["status"] == "ok" and ft["stopped_by"].startswith("eval reserve"), ft
     assert ft["steps"] < ft["total_steps"] and report["tasks_from_model"] == len(TASKS)
     assert time.time() < ctx.deadline(p)
-    assert validate_submission(json.loads((tmp_path / "working" / "submission.json").read_text()), TASKS) == []
+    sub = json.loads((tmp_path / "working" / "submission.json").read_text())
+    assert validate_submission(sub, TASKS) == []
 
 
 def test_finetune_crash_hook(ttt_setup, monkeypatch):

@@ -104,7 +104,8 @@ def test_profiles_describe_both_images():
 
 
 @pytest.mark.parametrize("fname", ["x-1.0-cp311-cp311-linux_x86_64.whl", "x-1.0-cp312-cp312-manylinux_2_28_x86_64.whl",
-                                   "x-1.0+cu124-py3-none-any.whl", "x-1.0-cp311-cp311-macosx_11_0_arm64.whl"])
+                                   "x-1.0+cu124-py3-none-any.whl", "x-1.0-cp311-cp311-macosx_11_0_arm64.whl",
+                                   "x-1.0-cp312-abi3-manylinux_2_28_x86_64.whl"])
 def test_unportable_wheels_are_refused(fname):
     with pytest.raises(SystemExit, match="refusing"):
         wb.check_tags(Path(fname), wb.load_profile("kaggle-2025"))
@@ -113,7 +114,7 @@ def test_unportable_wheels_are_refused(fname):
 def test_portable_wheels_pass():
     prof = wb.load_profile("kaggle-2025")
     for fname in ("x-1.0-py3-none-any.whl", "x-1.0-cp311-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
-                  "x-1.0-cp311-cp311-manylinux_2_28_x86_64.whl"):
+                  "x-1.0-cp311-cp311-manylinux_2_28_x86_64.whl", "x-1.0-cp38-abi3-manylinux_2_17_x86_64.whl"):
         wb.check_tags(Path(fname), prof)
 
 

@@ -249,6 +249,13 @@ def _all_gather(local: Predictions, world_size: int) -> Predictions:
     return _concat(acc, local.preds.shape[1])
 
 
+def _compiled_step(model) -> CompiledStep:
+    """The model's evaluation CompiledStep, made once: later predict calls reuse its graphs and buffers."""
+    if "_compiled_step" not in model.__dict__:
+        model._compiled_step = CompiledStep(model)
+    return model._compiled_step
+
+
 def predict(model, dataset_dir, *, global_batch_size: int, device=None, rank: int = 0, world_size: int = 1,
             early_exit: bool = False, limit_rows: int | None = None, graph: bool = False) -> Predictions:
     """Run the model (a TRM, or a TRMWithLoss wrapping one) over the test split.
@@ -270,8 +277,8 @@ def predict(model, dataset_dir, *, global_batch_size: int, device=None, rank: in
     run = _predict_early_exit if early_exit else _predict_full
     try:
         try:
-            acc = run(model, CompiledStep(model) if graph else model, split, global_batch_size, device, rank,
-                      world_size)
+            step = _compiled_step(model) if graph else model
+            acc = run(model, step, split, global_batch_size, device, rank, world_size)
         except Exception as e:  # a compiler or CUDA-graph failure must not cost the evaluation
             if not graph:
                 raise

@@ -565,7 +565,8 @@ def compile_net(model: TRM, setting: bool | None, device: torch.device | str) ->
 
 def _carry_tensors(carry: Carry) -> list[Tensor]:
     """The carry's tensors in a fixed order (the data dict by key)."""
-    return [carry.z_H, carry.z_L, carry.steps, carry.halted, *(carry.current_data[k] for k in sorted(carry.current_data))]
+    data = carry.current_data
+    return [carry.z_H, carry.z_L, carry.steps, carry.halted, *(data[k] for k in sorted(data))]
 
 
 class CompiledStep:

@@ -134,7 +134,7 @@ class TTTParams:
 # Named fine-tune settings (README "Kaggle": which with which checkpoint, and why).
 SETTINGS: dict[str, dict] = {
     # TTTParams' own defaults: the pretrained recursion, NVARC's 2000 epochs and learning rates,
-    # global batch 384 (Trelis, 4xL4): 1.25 h projected on 4xL4 for the hidden set (GPU-measured)
+    # global batch 384 (Trelis, 4xL4): 1.7-3.2 h projected on 4xL4 for the hidden set (docs/performance.md)
     "default": {},
     # NVARC's fine-tune of its own checkpoint (kaggle.md §6; 1st place, public LB 10.0)
     "nvarc": {"n_outer_cycles": 4, "n_latent_steps": 4, "halt_max_steps": 10, "finetune_epochs": 2000,

@@ -117,8 +117,8 @@ def class_factors(cfg, micro_batch: int, ref: GPU, tgt: GPU, slow: bool) -> dict
     M = micro_batch * tokens(cfg)
 
     def matmul(tflops, mem):  # [M, K] x [K, N]: 2MKN FLOPs over MK + KN + MN elements
-        return sum(_time(2 * M * k * n, 2 * M * k * n / ((M * k + k * n + M * n) * BYTES_PER_ELEMENT), tflops, mem)
-                   for k, n in gemms(cfg))
+        return sum(_time(2 * M * k * n, 2 * M * k * n / ((M * k + k * n + M * n) * BYTES_PER_ELEMENT),
+                         tflops, mem) for k, n in gemms(cfg))
 
     attn_intensity = tokens(cfg) / BYTES_PER_ELEMENT  # 4 S^2 d FLOPs over q, k, v, o: 4 S d elements
 
@@ -223,7 +223,8 @@ def project(ref: Reference, cfg, rows: dict, params, micro: dict[str, int] | Non
             total = {"train_s_per_row": one["train_s_per_row"] / n
                      + allreduce_s_per_row(cfg, tgt, n, params.global_batch_size),
                      "eval_s_per_row": one["eval_s_per_row"] / n,
-                     "setup_s": host * (ref.fixed_s["dataset_s"] + ref.fixed_s["load_s"] + ref.fixed_s["compile_s"]),
+                     "setup_s": host * (ref.fixed_s["dataset_s_per_task"] * rows["source"]["tasks"]
+                                        + ref.fixed_s["load_s"] + ref.fixed_s["compile_s"]),
                      "eval_compile_s": host * ref.fixed_s["compile_s"]}
             ft_h = rows["finetune_rows"] * total["train_s_per_row"] / 3600
             ev_h = (total["eval_compile_s"] + rows["eval_rows"] * total["eval_s_per_row"]) / 3600
@@ -266,7 +267,8 @@ def reference_from(gpu_json: dict, ttt_json: dict, dtype: str = "bfloat16", name
         gpu=gpu, arch=ModelConfig(), profile_s=dict(prof["seconds"]), profile_batch=int(prof["batch"]),
         profile_gaps_s=float(prof.get("idle_or_python_s") or 0.0), train_s_per_row=1 / ft["rows_per_s"],
         eval_s_per_row=run["eval_seconds"] / run["eval"]["n_rows"],
-        fixed_s={"dataset_s": ds["seconds"] * 240 / n_tasks, "load_s": ft["setup_seconds"], "compile_s": warm},
+        fixed_s={"dataset_s_per_task": ds["seconds"] / n_tasks, "load_s": ft["setup_seconds"],
+                 "compile_s": warm},
         sources={"profile": names[0], "notebook": names[1], "dtype": dtype})
 
 
@@ -307,18 +309,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(result: dict) -> str:
     r = result["rows"]
-    lines = [f"hidden set ({r['source']['file']}: {r['source']['tasks']} tasks, {r['source']['demo_pairs']} demo "
-             f"pairs, {r['source']['test_inputs']} test inputs): {r['epochs']} epochs = {r['finetune_rows']:,} "
+    src = r["source"]
+    lines = [f"hidden set ({src['file']}: {src['tasks']} tasks, {src['demo_pairs']} demo pairs, "
+             f"{src['test_inputs']} test inputs): {r['epochs']} epochs = {r['finetune_rows']:,} "
              f"fine-tune rows; {r['eval_rows']:,} evaluation rows (num_aug {r['num_aug']})"]
     for name, t in result["targets"].items():
-        lines.append(f"{name}: {t['hours_range'][0]}-{t['hours_range'][1]} h for {r['epochs']} epochs + evaluation")
+        lo, hi = t["hours_range"]
+        lines.append(f"{name}: {lo}-{hi} h for {r['epochs']} epochs + evaluation")
         for end in ("fast", "slow"):
             e, b = t[end], t[end]["budget"]
             lines.append(f"  {end}: {e['tflops']} TFLOP/s, {e['train_rows_per_s']} train rows/s, "
-                         f"{e['eval_rows_per_s']} eval rows/s; fine-tune {e['finetune_h']} h, eval {e['eval_h']} h, "
+                         f"{e['eval_rows_per_s']} eval rows/s; fine-tune {e['finetune_h']} h, "
+                         f"eval {e['eval_h']} h, "
                          f"set-up {e['setup_h']} h | notebook: cut by {b['finetune_stopped_by']} after "
                          f"{b['finetune_h']} h ({b['epochs_done']} epochs), done at {b['finished_h']} h of "
-                         f"{b['deadline_h']} h ({'fits' if b['fits'] else 'DOES NOT FIT'}, margin {b['margin_h']} h)")
+                         f"{b['deadline_h']} h ({'fits' if b['fits'] else 'DOES NOT FIT'}, "
+                         f"margin {b['margin_h']} h)")
     return "\n".join(lines)
 
 

@@ -76,12 +76,13 @@ bench: $(STAMP) ## CPU benchmarks (print figures)
 
 # The GPU session (bench/gpu_session.sh) runs where nothing can be downloaded: its inputs are fetched here
 # into .gpu/ (ignored; the device call carries it). The runner's versions are the lock's.
-GPU_COMP ?= ../shared/data/arc-prize-2025
+# GPU_COMP: the competition files (default: the Kaggle simulation's)
+GPU_COMP ?= $(shell $(PY) -c 'from trmkit.sim import DEFAULT_COMP_DIR as d; print(d)')
 RUNNER := papermill ipykernel nbclient nbconvert
 gpu-prep: $(STAMP) ## .gpu/: notebook-runner wheels for the GPU machine's Python + competition files
 	$(PY) -m trmkit.wheelhouse --profile gpu-h200 --out .gpu/wheels \
 	  $(foreach p,$(RUNNER),--extra $(shell sed -n 's/^\($(p)==[^ ]*\).*/\1/p' requirements.lock))
-	rm -rf .gpu/arc-prize-2025 && cp -r $(GPU_COMP) .gpu/arc-prize-2025 && chmod -R u+w .gpu/arc-prize-2025
+	rm -rf .gpu/comp && cp -r $(GPU_COMP) .gpu/comp && chmod -R u+w .gpu/comp
 
 kaggle-wheels: $(STAMP) ## offline wheelhouse for a Kaggle image profile (PROFILE=kaggle-2026)
 	$(PY) -m trmkit.wheelhouse --profile $(PROFILE)

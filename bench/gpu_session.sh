@@ -41,7 +41,7 @@ if [ -d .gpu/wheels ] && [ -z "$DRY" ]; then
   fi
 fi
 COMP=../shared/data/arc-prize-2025
-[ -d .gpu/arc-prize-2025 ] && COMP=.gpu/arc-prize-2025
+[ -d .gpu/comp ] && COMP=.gpu/comp
 { nvidia-smi || true; "$PY" -c "import sys, torch; print(sys.version, torch.__version__, torch.version.cuda)"
 } > "$LOGS/machine.log" 2>&1
 say "python $("$PY" -c 'import platform; print(platform.python_version())'), competition $COMP, out $OUTDIR"

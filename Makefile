@@ -30,8 +30,9 @@ FORCE ?=
 LICENSE ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install demo test test-fast lint lock data data-kaggle train evaluate bench \
-        kaggle-wheels kaggle-wheels-check kaggle-image-envs kaggle-datasets hf-publish kaggle-kernel kaggle-submit kaggle-sim clean
+.PHONY: help install demo test test-fast lint lock data data-kaggle train evaluate bench gpu-prep \
+        kaggle-wheels kaggle-wheels-check kaggle-image-envs kaggle-datasets hf-publish kaggle-kernel kaggle-submit \
+        kaggle-sim clean
 
 help:
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -77,6 +78,16 @@ evaluate: $(STAMP) ## papermill the evaluation notebook: make evaluate CKPT=runs
 bench: $(STAMP) ## CPU benchmarks (print figures)
 	$(PY) bench/model_step.py
 	$(PY) bench/evaluate.py
+
+# The GPU session (bench/gpu_session.sh) runs where nothing can be downloaded: its inputs are fetched here
+# into .gpu/ (ignored; the device call carries it). The runner's versions are the lock's.
+# GPU_COMP: the competition files (default: the Kaggle simulation's)
+GPU_COMP ?= $(shell $(PY) -c 'from trmkit.sim import DEFAULT_COMP_DIR as d; print(d)')
+RUNNER := papermill ipykernel nbclient nbconvert
+gpu-prep: $(STAMP) ## .gpu/: notebook-runner wheels for the GPU machine's Python + competition files
+	$(PY) -m trmkit.wheelhouse --profile gpu-h200 --out .gpu/wheels \
+	  $(foreach p,$(RUNNER),--extra $(shell sed -n 's/^\($(p)==[^ ]*\).*/\1/p' requirements.lock))
+	rm -rf .gpu/comp && cp -r $(GPU_COMP) .gpu/comp && chmod -R u+w .gpu/comp
 
 kaggle-wheels: $(STAMP) ## offline wheelhouse for a Kaggle image profile (PROFILE=kaggle-2026)
 	$(PY) -m trmkit.wheelhouse --profile $(PROFILE)

@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/evaluate.py                      # CPU, first 4 test rows (~4 min on an idle 2-core machine)
     .venv/bin/python bench/evaluate.py --rows 36 --batch-size 36 --device cuda --dtype bfloat16
+    python3 bench/evaluate.py --device cuda --compile step --rows 768 --batch-size 768 --only-default \
+        --json e.json
 
 Model: the ARC paper config (hidden 512, 8 heads, 2 layers, H_cycles 3, L_cycles 4,
 halt_max_steps 16, 512-d puzzle embedding), random init, num_puzzle_identifiers from the
@@ -15,6 +17,8 @@ Three timed runs over the same rows:
   early exit, q_head bias forced to +5 (DEMO ONLY, not a real model): every row halts after
               its first step, which shows the mechanism and its best-case speed-up.
 Voting/scoring over the predicted rows is timed too (it is CPU work in every case).
+--json writes the default mode's rows/s and MFU (FLOPs per row: trmkit.perf.eval_flops_per_row; peak:
+trmkit.gpus, null for a GPU not in its table) for bench/gpu_check.py.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ from pathlib import Path
 
 import torch
 
-from trm.evaluate import evaluate_predictions, predict
+from trm.evaluate import compile_scope, evaluate_predictions, predict
 from trm.model import TRM, ModelConfig, compile_net, pick_dtype
+from trmkit.gpus import peak_flops
+from trmkit.perf import eval_flops_per_row
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,8 +64,11 @@ def main() -> None:
     ap.add_argument("--dtype", help="default: trm.model.pick_dtype(device) (float32 on CPU)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     ap.add_argument("--tiny", action="store_true", help="hidden 64, H2 L2, 4 ACT steps: a quick dry run")
-    ap.add_argument("--compile", choices=["auto", "on", "off"], default="off",
-                    help="torch.compile the recurrent net, as trm.evaluate does (auto: on CUDA)")
+    ap.add_argument("--compile", choices=["auto", "step", "net", "on", "off"], default="off",
+                    help="as trm.evaluate: step = every ACT step compiled whole, CUDA-graphed; "
+                         "net (on) = the net")
+    ap.add_argument("--only-default", action="store_true", help="time the default mode only (no early exit)")
+    ap.add_argument("--json", type=Path, help="write the default mode's rows/s and MFU here")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,24 +81,29 @@ def main() -> None:
         cfg = ModelConfig(hidden_size=64, num_heads=2, n_outer_cycles=2, n_latent_steps=2, halt_max_steps=4,
                           puzzle_emb_ndim=64, num_puzzle_identifiers=n_ids, forward_dtype=dtype)
     model = TRM(cfg).to(device).eval()
-    compiled = compile_net(model, {"auto": None, "on": True, "off": False}[args.compile], device)
+    scope = compile_scope(args.compile, device)
+    compile_net(model, scope == "net", device)
     print(f"{'TINY' if args.tiny else 'paper'} config: hidden {cfg.hidden_size}, heads {cfg.num_heads}, layers {cfg.n_layers}, "
           f"H {cfg.n_outer_cycles}, L {cfg.n_latent_steps}, halt_max_steps {cfg.halt_max_steps}, "
           f"{n_ids} puzzle ids; {dtype} on {device} ({torch.get_num_threads()} threads), "
-          f"{args.rows} rows, batch {args.batch_size}, compiled {compiled}, data {args.data}")
+          f"{args.rows} rows, batch {args.batch_size}, compile {scope}, data {args.data}")
 
     load_before = os.getloadavg()[0]
-    kw = dict(global_batch_size=args.batch_size, device=device, limit_rows=args.rows)
-    predict(model, args.data, **{**kw, "limit_rows": min(args.batch_size, args.rows)})  # warm-up
+    kw = dict(global_batch_size=args.batch_size, device=device, limit_rows=args.rows, graph=scope == "step")
+    # warm-up (compilation, graph capture) on one batch; a graphed step keeps its graphs for the timed runs
+    one_batch = {**kw, "limit_rows": min(args.batch_size, args.rows)}
+    _, warm_s, _ = timed(lambda: predict(model, args.data, **one_batch))
     results = {}
     results["default"] = timed(lambda: predict(model, args.data, **kw))
-    results["early exit (random init)"] = timed(lambda: predict(model, args.data, early_exit=True, **kw))
-    with torch.no_grad():
-        saved = model.q_head.bias.clone()
-        model.q_head.bias[0] = 5.0
-    results["early exit, q bias +5 (DEMO ONLY)"] = timed(lambda: predict(model, args.data, early_exit=True, **kw))
-    with torch.no_grad():
-        model.q_head.bias.copy_(saved)
+    if not args.only_default:
+        results["early exit (random init)"] = timed(lambda: predict(model, args.data, early_exit=True, **kw))
+        with torch.no_grad():
+            saved = model.q_head.bias.clone()
+            model.q_head.bias[0] = 5.0
+        results["early exit, q bias +5 (DEMO ONLY)"] = timed(
+            lambda: predict(model, args.data, early_exit=True, **kw))
+        with torch.no_grad():
+            model.q_head.bias.copy_(saved)
 
     print(f"1-min load average: {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, "
           f"{os.cpu_count()} cores (wall times on a shared machine scale with it)")
@@ -100,8 +114,22 @@ def main() -> None:
     base = results["default"][1]
     for name, (_, sec, _) in list(results.items())[1:]:
         print(f"speed-up (wall) of '{name}' over default: {base / sec:.2f}x")
-    if results["early exit (random init)"][0].steps.min() == cfg.halt_max_steps:
+    ee = results.get("early exit (random init)")
+    if ee is not None and ee[0].steps.min() == cfg.halt_max_steps:
         print("note: at random init no row has q_halt > 0, so early exit cannot trigger (expected)")
+    rows_per_s = len(results["default"][0]) / base
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    peak = peak_flops(gpu)
+    mfu = eval_flops_per_row(cfg) * rows_per_s / peak if peak else None
+    print(f"default: {rows_per_s:.1f} rows/s, MFU {f'{100 * mfu:.1f} %' if mfu else 'n/a'} ({gpu or 'cpu'}), "
+          f"warm-up {warm_s:.1f} s")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "compile": scope, "dtype": dtype, "rows": len(results["default"][0]), "batch": args.batch_size,
+            "rows_per_s": rows_per_s, "seconds": base, "warmup_s": warm_s,
+            "mean_steps": float(results["default"][0].steps.mean()),
+            "flops_per_row": eval_flops_per_row(cfg), "gpu": gpu, "peak_flops_used": peak, "mfu": mfu,
+            "tiny_config": args.tiny}, indent=2) + "\n")
     _, sec, _ = timed(lambda: evaluate_predictions(results["default"][0], args.data, None, verbose=False))
     print(f"voting + scoring {args.rows} rows: {sec:.3f} s")
 

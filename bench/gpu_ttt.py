@@ -11,17 +11,15 @@ random init, exported slim by trmkit/bundles.py) -- and runs the competition not
 (kaggle/trm_arc2_inference_notebook.py, parameters injected after the `parameters` cell, as
 papermill does) with the default settings except a fine-tune capped at `--minutes`.
 
-It writes bench/results/gpu-ttt-<date>-<gpu>.json: per dtype the fine-tune's steady steps/s, rows/s,
-tasks and augmented examples per second, peak memory against trm.ttt's prediction (the one
-`_auto_accum` splits micro-batches by), evaluation seconds per task, the notebook's
-ttt_report.json timings; and the projection for Kaggle's hidden set (240 tasks, 259 test inputs):
-
-  fine-tune rows  = epochs x 240 x (demo pairs per task, measured here) at the notebook's defaults
-                    (`finetune_epochs`; NVARC's 2000 when the default is deadline-bound)
-  eval rows       = 259 x (num_aug + 1), each costing what it cost here per row
-  hours on GPU G  = (this GPU's seconds) x (this GPU's dense peak / G's dense peak) / (G count),
-                    with dense peaks bf16 989 (H100/H200), 121 (L4); fp16 65 (T4) TFLOP/s,
-                    data-parallel scaling assumed linear (the 7M-parameter all-reduce is small).
+It writes <out-dir>/gpu-ttt-<date>-<gpu>.json (default bench/results/): per dtype the fine-tune's
+steady steps/s, rows/s, tasks and augmented examples per second, peak memory against trm.ttt's
+prediction (the one `_auto_accum` splits micro-batches by), evaluation seconds per task, the
+notebook's ttt_report.json timings and its log; and `projection`: the hidden set's rows counted from
+the test file the notebook would see (the competition folder's arc-agi_test_challenges.json) and
+the hours on Kaggle's 4xL4 and T4x2 as ranges, with the notebook's budget applied -- trmkit.perf's
+roofline, from this run's bf16 fine-tune and evaluation and the kernel profile of a
+bench/gpu_check.py run (--gpu-json; default the newest gpu-*.json beside the output, else in
+bench/results/). docs/performance.md has the method.
 """
 
 from __future__ import annotations
@@ -41,10 +39,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "T4": 65.0}
-HIDDEN_TASKS, HIDDEN_INPUTS = 240, 259  # ARC Prize hidden set (kaggle.md §1)
-REFERENCE_EPOCHS = 2000  # NVARC's fine-tune (kaggle.md §6)
 
 
 def say(msg: str) -> None:
@@ -112,32 +106,21 @@ def run_notebook(sim, root: Path, params: dict, timeout: float) -> dict:
     return {"rc": rc, "wall_s": round(time.time() - t0, 1), "report": report, "log_tail": tail}
 
 
-def projection(res: dict, train_meta: dict, n_tasks: int, peak_here: float | None, dtype: str) -> dict:
-    """Hours for the hidden set on Kaggle's GPUs, from this run's measured speeds (module doc)."""
-    rep, ft = res["report"], res["report"].get("finetune") or {}
-    rows_per_s = ft.get("rows_per_s")
-    ev_rows = (rep.get("eval") or {}).get("n_rows")
-    ev_s = rep.get("eval_seconds")
-    if not (rows_per_s and ev_rows and ev_s and peak_here):
-        return {"error": "missing fine-tune speed, evaluation timing or this GPU's peak"}
-    p = rep["params"]
-    epochs = p.get("finetune_epochs") or REFERENCE_EPOCHS
-    rows_per_epoch_per_task = train_meta["total_groups"] * train_meta["mean_puzzle_examples"] / n_tasks
-    ft_rows = epochs * HIDDEN_TASKS * rows_per_epoch_per_task
-    eval_rows = HIDDEN_INPUTS * (p["num_aug"] + 1)
-    here_s = ft_rows / rows_per_s + eval_rows * ev_s / ev_rows
-    out = {"epochs": epochs, "epochs_source": "notebook default" if p.get("finetune_epochs") else
-           f"NVARC reference {REFERENCE_EPOCHS} (the default is deadline-bound)",
-           "finetune_rows": round(ft_rows), "eval_rows": eval_rows,
-           "hours_this_gpu": round(here_s / 3600, 3),
-           "finetune_hours_this_gpu": round(ft_rows / rows_per_s / 3600, 3),
-           "eval_hours_this_gpu": round(eval_rows * ev_s / ev_rows / 3600, 3),
-           "ratio_rule": "hours x (this GPU's dense peak / target's dense peak) / target GPU count"}
-    if dtype == "bfloat16":
-        out["hours_4xl4"] = round(here_s * peak_here / PEAK_TFLOPS["L4"] / 4 / 3600, 2)
-    if dtype == "float16":
-        out["hours_t4x2"] = round(here_s * peak_here / PEAK_TFLOPS["T4"] / 2 / 3600, 2)
-    return out
+def projection(results: dict, gpu_json: Path | None, test_file: Path) -> dict:
+    """trmkit.perf's projection from this run (bf16) and a gpu_check profile (module doc)."""
+    from trm.finetune import _arch_overrides
+    from trm.model import ModelConfig
+    from trm.ttt import TTTParams
+    from trmkit import perf
+
+    if gpu_json is None or "bfloat16" not in results["runs"]:
+        return {"error": "needs a bfloat16 run here and a bench/gpu_check.py JSON with profile_compiled"}
+    ref = perf.reference_from(json.loads(gpu_json.read_text()), results, names=(gpu_json.name, "this run"))
+    params = TTTParams()
+    rows = perf.hidden_set_rows(test_file, params.finetune_epochs, params.num_aug)
+    return {"reference": {"gpu": ref.gpu.model, "train_rows_per_s": round(1 / ref.train_s_per_row, 1),
+                          "eval_rows_per_s": round(1 / ref.eval_s_per_row, 1), "profile": gpu_json.name},
+            "rows": rows, "targets": perf.project(ref, _arch_overrides(ModelConfig(), params), rows, params)}
 
 
 def main() -> int:
@@ -150,10 +133,16 @@ def main() -> int:
     ap.add_argument("--params", default="{}", help="JSON: more notebook parameters")
     ap.add_argument("--work", type=Path, default=Path("/tmp/trm-gpu-ttt"))
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--out-dir", type=Path,
+                    help="folder for the JSON and the notebook logs (default bench/results)")
+    ap.add_argument("--gpu-json", type=Path,
+                    help="bench/gpu_check.py result whose profile the projection scales")
     a = ap.parse_args()
     cuda = torch.cuda.is_available() and not a.dry_run
     gpu = torch.cuda.get_device_name(0) if cuda else "cpu"
-    peak = next((v for k, v in PEAK_TFLOPS.items() if k in gpu), None)
+    from trmkit.gpus import peak_flops
+
+    peak = peak_flops(gpu)
     from trmkit import sim
     comp = (a.comp_dir or REPO.parent / "shared" / "data" / "arc-prize-2025").resolve()
     shutil.rmtree(a.work, ignore_errors=True)
@@ -164,7 +153,9 @@ def main() -> int:
     copy_repo(repo_bundle)
     say(f"weights bundle {weights}, repo bundle {repo_bundle} ({time.time() - t0:.1f} s)")
     results: dict = {"date": dt.date.today().isoformat(), "gpu": gpu, "dry_run": not cuda, "torch": torch.__version__,
-                     "tasks": a.tasks, "minutes_cap": a.minutes, "peak_tflops_used": peak, "runs": {}}
+                     "cuda": torch.version.cuda, "command": " ".join([Path(sys.executable).name, *sys.argv]),
+                     "tasks": a.tasks, "minutes_cap": a.minutes,
+                     "peak_tflops_used": peak / 1e12 if peak else None, "runs": {}}
     extra = json.loads(a.params)
     for dtype in a.dtypes.split(","):
         root = a.work / dtype
@@ -213,18 +204,36 @@ def main() -> int:
             run["log_tail"] = res["log_tail"]
         if meta:
             run["augmented_examples_per_s"] = ft.get("rows_per_s")
-            run["projection_240_tasks"] = projection(res, meta, a.tasks, peak, dtype)
+        if a.out_dir:  # the raw log beside the JSON
+            log = a.out_dir / f"gpu-ttt-{dtype}.log"
+            a.out_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / "notebook.log", log)
+            run["log"] = log.name
         results["runs"][dtype] = run
         say(f"{dtype}: rc {res['rc']}, status {rep.get('status')}: {json.dumps(run, default=str)[:1500]}")
     from gpu_check import write_results  # bench/ is this script's folder
 
-    out = write_results(results, a.out, "gpu-ttt", gpu, not cuda)
+    def profiled(p: Path) -> bool:
+        return "dryrun" not in p.name and "profile_compiled" in json.loads(p.read_text())
+
+    gpu_json = a.gpu_json or next((p for d in (a.out_dir, REPO / "bench" / "results") if d
+                                   for p in sorted(d.glob("gpu-2*.json"), reverse=True) if profiled(p)), None)
+    try:
+        results["projection"] = projection(results, gpu_json, comp / "arc-agi_test_challenges.json")
+    except Exception as e:  # a projection needs this run's bf16 figures: record why it is missing
+        results["projection"] = {"error": f"{type(e).__name__}: {e}"}
+    out = write_results(results, a.out, "gpu-ttt", gpu, not cuda, a.out_dir)
     print("\nsummary")
     for dtype, r in results["runs"].items():
-        pr = r.get("projection_240_tasks") or {}
         print(f"  {dtype}: status {r['status']}, {r['steps_per_s']} steps/s, {r['rows_per_s']} rows/s, "
-              f"peak {r['peak_mem_gib']} GiB (predicted {r['predicted_peak_mem_gib']}), eval {r['eval_seconds']} s, "
-              f"projection {({k: v for k, v in pr.items() if 'hours' in k})}")
+              f"peak {r['peak_mem_gib']} GiB (predicted {r['predicted_peak_mem_gib']}), "
+              f"eval {r['eval_seconds']} s ({r['eval_rows_per_s']} rows/s)")
+    if "targets" in results["projection"]:
+        from trmkit.perf import report
+
+        print(report(results["projection"]))
+    else:
+        print(f"  projection: {results['projection']}")
     print(f"  wrote {out}")
     return 0 if all(r["status"] == "ok" for r in results["runs"].values()) else 1
 

@@ -139,3 +139,106 @@ def test_fp16_loss_scaling_keeps_gradients_on_cuda():
         nonzero.append(sum(int((g != 0).sum()) for g in grads) / sum(g.numel() for g in grads))
     print(f"fraction of non-zero gradient entries: unscaled {nonzero[0]:.3f}, scaled {nonzero[1]:.3f}")
     assert nonzero[1] > 0.5 and nonzero[1] > 2 * nonzero[0]
+
+
+def _cudagraph_skips() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["inductor"]["cudagraph_skips"])
+
+
+def test_graphed_step_matches_eager_bf16():
+    """trm.model.CompiledStep on CUDA (torch.compile "reduce-overhead": the whole ACT step replayed
+    as CUDA graphs, carries and batch in static buffers) computes eager's steps, every step a replay
+    (no cudagraph skip), with the tolerances of the compiled-net test above."""
+    import copy
+
+    from trm.model import CompiledStep
+
+    torch.manual_seed(0)
+    eager = TRMWithLoss(TRM(_cfg("bfloat16"))).cuda().train()
+    graphed = copy.deepcopy(eager)
+    step = CompiledStep(graphed)
+    skips = _cudagraph_skips()
+    ce = cg = None
+    for i in range(3):
+        batch = _batch("cuda")
+        batch["inputs"] = batch["inputs"].roll(i, dims=1)
+        ce = ce or eager.initial_carry(batch)
+        cg = cg or graphed.initial_carry(batch)
+        ce, loss_e, _, out_e, _ = eager(ce, batch)
+        cg, loss_g, _, out_g, _ = step(cg, batch)
+        loss_e.backward()
+        loss_g.backward()
+        le, lg = out_e["logits"].float().cpu(), out_g["logits"].float().cpu()
+        assert (le - lg).abs().max().item() <= max(0.15, 0.05 * le.abs().max().item())
+        assert abs(loss_e.item() - loss_g.item()) <= 0.01 * abs(loss_e.item())
+        assert cg.steps.tolist() == ce.steps.tolist()
+        ge, gg = _grads(eager), _grads(graphed)
+        for name, g in ge.items():
+            if g.norm() > 0:
+                cos = torch.nn.functional.cosine_similarity(g.flatten(), gg[name].flatten(), dim=0).item()
+                assert cos >= 0.98, f"step {i} {name}: gradient cosine {cos:.4f}"
+        for m in (eager, graphed):
+            m.zero_grad(set_to_none=True)
+            m.model.puzzle_emb.local_weights.grad = None
+    assert _cudagraph_skips() == skips, "the step was not CUDA-graphed (why: TORCH_LOGS=perf_hints)"
+
+
+def test_graphed_trainer_accumulates_on_cuda(tmp_path):
+    """trm.engine with compile_step on CUDA and two micro-batches per step: gradients accumulate
+    into .grad buffers outside the graphs (one the backward graph allocated would be overwritten
+    by the next replay, and cudagraph trees raise), and the losses match the eager Trainer's."""
+    import trm.distributed as D
+    from dataset_builder.build import BuildConfig, build_dataset
+    from trm.config import TrainConfig
+    from trm.data import TrainSampler, load_split
+    from trm.engine import build_trainer
+
+    tasks = {f"{i:08x}": {"train": [{"input": [[i + 1, 0], [0, 1]], "output": [[2, 0], [0, i + 1]]}] * 3,
+                          "test": [{"input": [[1, 1]]}]} for i in range(4)}
+    build_dataset(BuildConfig(output_dir=tmp_path / "d", task_data={"train": tasks}, subsets=["train"],
+                              test_set_name="none", num_aug=3, seed=0, quiet=True, force=True))
+    split = load_split(tmp_path / "d", "train")
+    ctx = D.DistContext(device=torch.device("cuda"))
+    losses = []
+    skips = _cudagraph_skips()
+    for whole in (False, True):
+        cfg = TrainConfig(arch=_cfg("bfloat16"), data_path=str(tmp_path / "d"), global_batch_size=8,
+                          grad_accum_steps=2, epochs=50, eval_interval=50, evaluate=False, lr=1e-3,
+                          lr_warmup_steps=1, ema=True, compile=whole, compile_step=whole, progress=False)
+        t = build_trainer(cfg, ctx, split)
+        batches = TrainSampler(split, 8, 50, 0).iter_iteration(TrainSampler.start_position(0))
+        run = []
+        for _ in range(3):
+            t.train_step(next(batches)[0])
+            run.append(t.pop_metrics()["train/loss"])
+        losses.append(run)
+    assert _cudagraph_skips() == skips
+    for e, g in zip(*losses):
+        assert abs(e - g) <= 0.02 * abs(e), losses
+
+
+def test_graphed_evaluation_matches_eager_on_cuda(tmp_path):
+    from dataset_builder.build import BuildConfig, build_dataset
+    from trm.evaluate import predict
+
+    tasks = {f"{i:08x}": {"train": [{"input": [[1, 0], [0, 1]], "output": [[2, 0], [0, 2]]}],
+                          "test": [{"input": [[i % 9 + 1, 1], [0, 0]]}]} for i in range(3)}
+    build_dataset(BuildConfig(output_dir=tmp_path / "d", task_data={"test": tasks}, subsets=["test"],
+                              test_set_name="test", num_aug=4, seed=0, quiet=True, force=True))
+    torch.manual_seed(0)
+    import json
+
+    n_ids = json.loads((tmp_path / "d" / "test" / "dataset.json").read_text())["num_puzzle_identifiers"]
+    cfg = _cfg("float32")
+    cfg.num_puzzle_identifiers = n_ids
+    model = TRM(cfg).cuda()
+    skips = _cudagraph_skips()
+    graphed = predict(model, tmp_path / "d", global_batch_size=4, graph=True)
+    assert _cudagraph_skips() == skips
+    eager = predict(model, tmp_path / "d", global_batch_size=4)
+    assert (graphed.steps == eager.steps).all()
+    assert (graphed.preds == eager.preds).mean() >= 0.999
+    q_graphed, q_eager = torch.from_numpy(graphed.q_halt), torch.from_numpy(eager.q_halt)
+    torch.testing.assert_close(q_graphed, q_eager, atol=1e-3, rtol=0)

@@ -385,6 +385,73 @@ def test_finetune_keeps_time_for_the_evaluation(ttt_setup):
     assert res["steps"] == 5 and res["stopped_by"].startswith("eval reserve")
 
 
+def test_a_slow_gpu_is_cut_in_time_for_the_evaluation(ttt_setup, monkeypatch):
+    """The worst case of the projection (T4x2 at base clock, docs/performance.md) in small: every step
+    slowed (finetune.SLOW_ENV) so the default 2000 epochs cannot finish before the final deadline.
+    The fine-tune predicts the evaluation from its own (slow) speed and stops when what is left is
+    the reserve (finetune.eval_reserve_s) -- neither a step later than that, nor earlier."""
+    from types import SimpleNamespace
+
+    d, _ = ttt_setup
+    monkeypatch.setenv(finetune.SLOW_ENV, "0.2")
+    eval_rows = 10
+    arch = SimpleNamespace(halt_max_steps=TINY["halt_max_steps"], n_outer_cycles=TINY["n_outer_cycles"])
+    # the reserve at a step of at most 1 s (4 rows); 6 s more: the cut comes after the 5 steps the
+    # worker times before it predicts (0.2-1 s each), at 6-14 s into the fine-tune
+    final = time.time() + finetune.eval_reserve_s(eval_rows, arch, 1.0 / 4) + 6.0
+    spec = _spec(d, "slow", deadline=final + 60)  # the (1 - eval_share) deadline is later: not the stop
+    spec.update(final_deadline=final, eval_rows=eval_rows)
+    finetune.finetune(spec)
+    out = d / "slow" / "ttt_finetune.json"
+    res = json.loads(out.read_text())
+    assert res["stopped_by"].startswith("eval reserve") and 5 <= res["steps"] < res["total_steps"]
+    assert res["total_steps"] == 2000 * 4 // 4  # the default epochs: 2000 x 4 demo pairs / batch 4
+    reserve = finetune.eval_reserve_s(eval_rows, arch, res["s_per_step"] / res["global_batch_size"])
+    left = final - out.stat().st_mtime  # the weights were saved right after the cut
+    assert reserve - 2 * res["s_per_step"] <= left <= reserve + 0.5, (left, reserve)
+
+
+def test_reserve_covers_the_measured_evaluation_speed():
+    """The reserve predicts an evaluation row at halt_max_steps x H/(H+2) training rows of FLOPs,
+    run EVAL_SLOWDOWN times slower: at least the slowest measured ratio (eager, 2.29 on an H200),
+    so twice the prediction is at least twice what the evaluation took there."""
+    from trm.model import ModelConfig
+
+    arch = ModelConfig()
+    assert finetune.eval_train_rows(arch) == pytest.approx(16 * 3 / 5 * finetune.EVAL_SLOWDOWN)
+    train_rows_per_s, eval_rows_per_s = 923.3, 42.0  # bench/results/gpu-*-run2.json (H200)
+    measured = train_rows_per_s / eval_rows_per_s / (16 * 3 / 5)
+    assert finetune.EVAL_SLOWDOWN >= measured
+    eval_s = 1000 / eval_rows_per_s  # 1000 rows as evaluated there
+    assert finetune.eval_reserve_s(1000, arch, 1 / train_rows_per_s) >= 2 * eval_s + finetune.EVAL_START_S
+
+
+@pytest.mark.slow
+def test_notebook_cuts_a_slow_finetune_and_submits_before_the_deadline(ttt_setup, tmp_path, monkeypatch):
+    """The notebook's whole path (ttt.run) on a GPU too slow for its defaults: the fine-tune is cut
+    by the evaluation reserve, the evaluation runs, and the model's submission is written before
+    the deadline."""
+    d, _ = ttt_setup
+    _comp(tmp_path / "input" / "comp")
+    monkeypatch.setenv("KAGGLE_IS_COMPETITION_RERUN", "1")
+    monkeypatch.setenv(finetune.SLOW_ENV, "0.2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("TRM_TTT_SCRATCH", str(tmp_path / "scratch"))
+    ctx = ttt.start(str(tmp_path / "input"), str(tmp_path / "working"))
+    budget_s = finetune.EVAL_START_S + 45  # the reserve's fixed part + 45 s for everything else
+    p = ttt.TTTParams(device="cpu", num_aug=2, global_batch_size=4, lr_warmup_steps=1, log_interval=20,
+                      eval_batch_size=8, budget_hours=budget_s / 3600, safety_minutes=0.0,
+                      install_wheels=False, weights_dir=str(d / "slim"))
+    ttt.install(ctx, p)
+    report = ttt.run(ctx, p)
+    ft = report["finetune"]
+    assert report["status"] == "ok" and ft["stopped_by"].startswith("eval reserve"), ft
+    assert ft["steps"] < ft["total_steps"] and report["tasks_from_model"] == len(TASKS)
+    assert time.time() < ctx.deadline(p)
+    sub = json.loads((tmp_path / "working" / "submission.json").read_text())
+    assert validate_submission(sub, TASKS) == []
+
+
 def test_finetune_crash_hook(ttt_setup, monkeypatch):
     d, _ = ttt_setup
     with pytest.raises(RuntimeError, match="injected crash after 2"):

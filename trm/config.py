@@ -73,6 +73,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     num_threads: int = 0  # torch CPU threads (0 = torch's default); 1 is fastest on a busy machine
     compile: bool | None = None  # torch.compile the recurrent net; None = auto: on CUDA (upstream compiles)
+    compile_step: bool = False  # with compile on: the whole ACT step (bookkeeping, net, loss) as one graph,
+    #   CUDA-graphed on CUDA (trm.model.CompiledStep; docs/performance.md), instead of the net alone
     eval_batch_size: int = 0  # 0 = global_batch_size (as upstream)
 
     # run bookkeeping

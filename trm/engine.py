@@ -23,7 +23,7 @@ from trm.checkpoint import PuzzleTableMismatch, load_checkpoint
 from trm.config import ConfigError, TrainConfig
 from trm.data import TrainSampler
 from trm.errors import EXIT_CHECKPOINT, UserError
-from trm.model import TRM, TRMWithLoss, compile_net, pick_dtype
+from trm.model import TRM, CompiledStep, TRMWithLoss, compile_enabled, compile_net, pick_dtype
 from trm.optim import DynamicLossScale, SparseSignSGD, cosine_schedule_with_warmup_lr, make_adam_atan2
 from trm.sources import resolve_checkpoint
 
@@ -100,11 +100,20 @@ class Trainer:
         self.model = TRM(cfg.arch)
         self.head = TRMWithLoss(self.model)
         self.model.to(ctx.device)
-        self.compiled = compile_net(self.model, cfg.compile, ctx.device)
         if cfg.freeze_weights:
             for p in self.model.parameters():
                 p.requires_grad_(False)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # the ACT step: eager, with the net compiled (the default on CUDA), or compiled whole (graphed)
+        self.step_fn = self.head
+        self.graphed = compile_enabled(cfg.compile, ctx.device) and cfg.compile_step
+        if self.graphed:
+            self.step_fn = CompiledStep(self.head)
+            for p in self.params:  # .grad outside the graphs' memory, zeroed in place (CompiledStep)
+                p.grad = torch.zeros_like(p)
+            self.compiled = True
+        else:
+            self.compiled = compile_net(self.model, cfg.compile, ctx.device)
         self.sparse = (SparseSignSGD(self.model, lr=0, weight_decay=cfg.puzzle_emb_weight_decay)
                        if cfg.arch.puzzle_emb_ndim > 0 else None)
         self.dense = (make_adam_atan2(self.params, lr=0, betas=(cfg.beta1, cfg.beta2),
@@ -145,7 +154,10 @@ class Trainer:
                      for k, v in gbatch.collate(self.split, rows).items()}
             if self.carries[j] is None:
                 self.carries[j] = self.head.initial_carry(batch)
-            self.carries[j], loss, metrics, _, _ = self.head(self.carries[j], batch)
+            carry, loss, metrics, _, _ = self.step_fn(self.carries[j], batch)
+            if self.graphed and cfg.grad_accum_steps > 1:  # the static carry is the next slot's input
+                carry = _map_tensors(carry, lambda t: t.clone())
+            self.carries[j] = carry
             if self.scaler is None:
                 (loss / cfg.global_batch_size).backward()
             else:
@@ -169,7 +181,7 @@ class Trainer:
             self.scaler.update(finite)
             if not finite:  # overflow: skip this update everywhere (same sums on every rank)
                 if self.dense is not None:
-                    self.dense.zero_grad(set_to_none=True)
+                    self.dense.zero_grad(set_to_none=not self.graphed)
                 return
         if sparse_rows is not None:
             self.sparse.param_groups[0]["lr"] = pe_lr
@@ -178,7 +190,7 @@ class Trainer:
             for g in self.dense.param_groups:
                 g["lr"] = lr
             self.dense.step()
-            self.dense.zero_grad(set_to_none=True)
+            self.dense.zero_grad(set_to_none=not self.graphed)
         if self.ema is not None:
             self.ema.update(self.model)
 

@@ -73,7 +73,7 @@ from trm.data import (
 from trm.distributed import setup, teardown
 from trm.errors import UserError, cli_main
 from trm.grids import crop, grid_hash, inverse_augment, parse_aug_name
-from trm.model import TRMWithLoss, compile_net, pick_dtype
+from trm.model import CompiledStep, TRMWithLoss, compile_enabled, compile_net, pick_dtype
 from trm.sources import resolve_checkpoint
 from trm.submission import pick_attempts, score_submission, write_json_atomic
 
@@ -138,8 +138,9 @@ def _row_stats(preds: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 @torch.inference_mode()
-def _predict_full(model, split, global_batch_size, device, rank, world_size) -> dict[str, list]:
-    """Upstream: a fresh carry per batch, run until every row halted (halt_max_steps calls in eval)."""
+def _predict_full(model, step, split, global_batch_size, device, rank, world_size) -> dict[str, list]:
+    """Upstream: a fresh carry per batch, run until every row halted (halt_max_steps calls in eval).
+    step(carry, batch): the model's ACT step (the model itself, or a CompiledStep of it)."""
     acc: dict[str, list] = {f.name: [] for f in fields(Predictions)}
     chunks = _rank_rows(split.num_examples, global_batch_size, rank, world_size)
     max_steps = model.config.halt_max_steps
@@ -148,7 +149,7 @@ def _predict_full(model, split, global_batch_size, device, rank, world_size) -> 
         tb = _to_torch(batch, device)
         carry = model.initial_carry(tb)
         for _ in range(max_steps):
-            carry, out = model(carry, tb)
+            carry, out = step(carry, tb)
             if bool(carry.halted.all()):
                 break
         preds = out["logits"].argmax(-1).to(torch.uint8).cpu().numpy()[:n_valid]
@@ -164,7 +165,7 @@ def _predict_full(model, split, global_batch_size, device, rank, world_size) -> 
 
 
 @torch.inference_mode()
-def _predict_early_exit(model, split, global_batch_size, device, rank, world_size) -> dict[str, list]:
+def _predict_early_exit(model, step, split, global_batch_size, device, rank, world_size) -> dict[str, list]:
     """Rows leave at the first step with q_halt > 0 (or at halt_max_steps); free slots refill.
 
     The model loads a new row into every slot whose carry.halted is True, so after each call
@@ -192,7 +193,7 @@ def _predict_early_exit(model, split, global_batch_size, device, rank, world_siz
             lab = np.asarray(split.labels[r], np.int32) if r >= 0 else np.full(batch["labels"].shape[1], ignore)
             batch["labels"][s] = np.where(lab == ignore, IGNORE_LABEL_ID, lab)
             batch["puzzle_identifiers"][s] = ids[r] if r >= 0 else 0
-        carry, out = model(carry, _to_torch(batch, device))
+        carry, out = step(carry, _to_torch(batch, device))
         q = out["q_halt_logits"].float().cpu().numpy()
         steps = carry.steps.cpu().numpy().astype(np.int32)
         busy = slot_row >= 0
@@ -248,13 +249,22 @@ def _all_gather(local: Predictions, world_size: int) -> Predictions:
     return _concat(acc, local.preds.shape[1])
 
 
+def _compiled_step(model) -> CompiledStep:
+    """The model's evaluation CompiledStep, made once: later predict calls reuse its graphs and buffers."""
+    if "_compiled_step" not in model.__dict__:
+        model._compiled_step = CompiledStep(model)
+    return model._compiled_step
+
+
 def predict(model, dataset_dir, *, global_batch_size: int, device=None, rank: int = 0, world_size: int = 1,
-            early_exit: bool = False, limit_rows: int | None = None) -> Predictions:
+            early_exit: bool = False, limit_rows: int | None = None, graph: bool = False) -> Predictions:
     """Run the model (a TRM, or a TRMWithLoss wrapping one) over the test split.
 
     With world_size > 1 (process group initialised) each rank runs its slice of every chunk
     and every rank returns all rows, in row order. limit_rows: only the first N rows (smoke
-    runs and benchmarks; tasks whose rows are cut get fewer votes or none).
+    runs and benchmarks; tasks whose rows are cut get fewer votes or none). graph: every ACT step
+    compiled whole and CUDA-graphed on CUDA (trm.model.CompiledStep; same predictions); should it
+    fail, the evaluation runs again without it (a warning says so) rather than not at all.
     """
     split = load_split(dataset_dir, "test")
     if limit_rows is not None:
@@ -264,9 +274,18 @@ def predict(model, dataset_dir, *, global_batch_size: int, device=None, rank: in
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
+    run = _predict_early_exit if early_exit else _predict_full
     try:
-        run = _predict_early_exit if early_exit else _predict_full
-        local = _concat(run(model, split, global_batch_size, device, rank, world_size), split.inputs.shape[1])
+        try:
+            step = _compiled_step(model) if graph else model
+            acc = run(model, step, split, global_batch_size, device, rank, world_size)
+        except Exception as e:  # a compiler or CUDA-graph failure must not cost the evaluation
+            if not graph:
+                raise
+            print(f"WARNING: the compiled, CUDA-graphed evaluation failed ({type(e).__name__}: {e}); "
+                  "evaluating without it", flush=True)
+            acc = run(model, model, split, global_batch_size, device, rank, world_size)
+        local = _concat(acc, split.inputs.shape[1])
     finally:
         model.train(was_training)
     return _all_gather(local, world_size) if world_size > 1 else local
@@ -508,6 +527,15 @@ def evaluate_model(model, dataset_dir, output_dir=None, *, global_batch_size: in
 
 # --------------------------------------------------------------------------- CLI
 
+def compile_scope(setting: str, device) -> str:
+    """--compile as "step" | "net" | "off". auto: "step" on CUDA -- the evaluation is 16 ACT steps of
+    fixed shapes per batch, the case CUDA graphs are for (docs/performance.md) -- "off" elsewhere
+    (compiling on CPU costs minutes); "on" is "net"."""
+    if setting == "auto":
+        return "step" if compile_enabled(None, device) else "off"
+    return {"on": "net"}.get(setting, setting)
+
+
 def parser() -> argparse.ArgumentParser:
     """The evaluation options: the one list (the 03 notebook and `trmkit.notebooks evaluate` are
     checked against it in tests/test_one_source.py)."""
@@ -522,8 +550,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (auto: cuda if available)")
     ap.add_argument("--dtype", help="forward dtype: bfloat16, float16, float32 (default: trm.model.pick_dtype)")
     ap.add_argument("--early-exit", action="store_true", help="stop rows at q_halt > 0 (changes results)")
-    ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
-                    help="torch.compile the recurrent net (auto: on CUDA)")
+    ap.add_argument("--compile", choices=["auto", "step", "net", "on", "off"], default="auto",
+                    help="step: every ACT step compiled whole and CUDA-graphed; net (or on): the recurrent "
+                         "net only; auto: step on CUDA, off elsewhere (compile_scope)")
     ap.add_argument("--challenges", help="challenges JSON: the submission covers all its task ids")
     ap.add_argument("--solutions", help="solutions JSON: labels for pass@K and the Kaggle score")
     ap.add_argument("--pictures", type=int, default=6, help="number of task pictures (needs matplotlib)")
@@ -559,13 +588,15 @@ def main(argv: list[str] | None = None) -> dict:
                                           reset_puzzle_emb="mean" if args.load_puzzle_emb == "mean" else None)
         except PuzzleTableMismatch as e:  # only this one has the option as its fix
             raise UserError(f"{e} On the command line: --load-puzzle-emb mean.") from None
-        compile_net(model, {"auto": None, "on": True, "off": False}[args.compile], ctx.device)
+        scope = compile_scope(args.compile, ctx.device)
+        compile_net(model, scope == "net", ctx.device)
         runs.append(predict(model, args.data, global_batch_size=args.batch_size, device=ctx.device,
-                            rank=ctx.rank, world_size=ctx.world_size, early_exit=args.early_exit))
+                            rank=ctx.rank, world_size=ctx.world_size, early_exit=args.early_exit,
+                            graph=scope == "step"))
         step = meta.get("step") if len(ckpts) == 1 else None
         if ctx.is_main:
-            print(f"predicted {len(runs[-1])} rows with {path} ({dtype}, {ctx.world_size} process(es)) "
-                  f"in {time.time() - t0:.1f} s")
+            print(f"predicted {len(runs[-1])} rows with {path} ({dtype}, {ctx.world_size} process(es), "
+                  f"compile {scope}) in {time.time() - t0:.1f} s")
         del model
     metrics = evaluate_predictions(runs if len(runs) > 1 else runs[0], args.data, args.output_dir,
                                    challenges=args.challenges, solutions=args.solutions,

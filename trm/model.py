@@ -276,19 +276,23 @@ class PuzzleEmbedding(nn.Module):
     def release_local(self) -> None:
         self.local_weights = self.local_ids = None
 
-    def forward(self, ids: Tensor) -> Tensor:
-        if not (self.training and torch.is_grad_enabled()):
-            return self.weights[ids].to(self.cast_to)
-        B, D = ids.shape[0], self.weights.shape[1]
+    def ensure_local(self, B: int) -> None:
+        """Allocate the train-time leaf for B rows (once: the batch size is then fixed)."""
         lw = self.local_weights
         if lw is None or lw.device != self.weights.device:
-            self.local_weights = torch.zeros(B, D, device=self.weights.device, requires_grad=True)
+            self.local_weights = torch.zeros(B, self.weights.shape[1], device=self.weights.device,
+                                             requires_grad=True)
             self.local_ids = torch.zeros(B, dtype=torch.int32, device=self.weights.device)
         elif lw.shape[0] != B:
             raise ValueError(
                 f"puzzle embedding: train batch size changed from {lw.shape[0]} to {B}; the sparse "
                 "table needs a fixed local batch (drop the last partial batch, or call "
                 "model.puzzle_emb.release_local() after an optimizer step to start a new size)")
+
+    def forward(self, ids: Tensor) -> Tensor:
+        if not (self.training and torch.is_grad_enabled()):
+            return self.weights[ids].to(self.cast_to)
+        self.ensure_local(ids.shape[0])
         with torch.no_grad():
             self.local_weights.copy_(self.weights[ids])
             self.local_ids.copy_(ids)
@@ -557,6 +561,84 @@ def compile_net(model: TRM, setting: bool | None, device: torch.device | str) ->
         model.net.compile()
         return True
     return False
+
+
+def _carry_tensors(carry: Carry) -> list[Tensor]:
+    """The carry's tensors in a fixed order (the data dict by key)."""
+    data = carry.current_data
+    return [carry.z_H, carry.z_L, carry.steps, carry.halted, *(data[k] for k in sorted(data))]
+
+
+class CompiledStep:
+    """One whole ACT step -- the TRM's bookkeeping, the net and, for a TRMWithLoss, the loss -- as
+    one compiled graph, replayed as CUDA graphs on CUDA (torch.compile mode "reduce-overhead"):
+    the 15 net applications of a step and the ACT bookkeeping between them launch as one graph,
+    which removes the host gaps between kernels (docs/performance.md).
+
+        step = CompiledStep(head)                      # head: TRMWithLoss (training) or TRM (evaluation)
+        carry, loss, metrics, outputs, finished = step(carry, batch)   # same results as head(carry, batch)
+
+    A CUDA graph replays fixed memory addresses, so the step's varying inputs live in static buffers
+    owned here: the ACT carry and the batch. Each call copies its carry and batch into them (the
+    carry is skipped when the caller passes back the one it got), runs the graph and copies the new
+    carry back in. The returned carry IS the static buffer, overwritten by the next call: a caller
+    that keeps several carries (micro-batch slots) clones it. In training the puzzle table's
+    per-batch leaf (PuzzleEmbedding.local_weights / local_ids) is allocated before the first call and
+    is static too (the graph writes it), and gradients must accumulate into .grad buffers allocated
+    outside the graph (trm.engine keeps them and zeroes them in place): a .grad the backward graph
+    allocated is overwritten by the next replay. Every output is overwritten by the next call, so
+    use it (backward, sums, clones) before calling again.
+
+    The batch size is fixed by the first call (a new one allocates and compiles again). Off CUDA the
+    same code compiles without graphs (the CPU test of this path).
+    """
+
+    backend = "inductor"  # the default; tests set "aot_eager" to trace without code generation
+
+    def __init__(self, module: nn.Module, backend: str | None = None):
+        self.module = module
+        self.trm: TRM = getattr(module, "model", module)
+        backend = backend or CompiledStep.backend
+        kw = {"mode": "reduce-overhead"} if backend == "inductor" else {}
+        # fullgraph: a graph break would split the step and put host work back between the pieces
+        self.fn = torch.compile(module, backend=backend, fullgraph=True, dynamic=False, **kw)
+        self.static: list[Tensor] = []  # the carry's buffers, in _carry_tensors order
+        self.keys: list[str] = []  # the carry's data keys, sorted
+        self.batch: dict[str, Tensor] | None = None
+
+    def _carry(self) -> Carry:
+        """A Carry over the static buffers (a new object: a caller may reassign its fields)."""
+        z_H, z_L, steps, halted, *data = self.static
+        return Carry(z_H, z_L, steps, halted, dict(zip(self.keys, data)))
+
+    def _allocate(self, carry: Carry, batch: dict[str, Tensor]) -> None:
+        self.static = [t.clone() for t in _carry_tensors(carry)]
+        self.keys = sorted(carry.current_data)
+        self.batch = {k: v.clone() for k, v in batch.items()}
+        static = self.static + list(self.batch.values())
+        pe = getattr(self.trm, "puzzle_emb", None)
+        if pe is not None and self.trm.training and torch.is_grad_enabled():
+            pe.ensure_local(batch["inputs"].shape[0])
+            static += [pe.local_weights, pe.local_ids]
+        for t in static:
+            torch._dynamo.mark_static_address(t)
+
+    def __call__(self, carry: Carry, batch: dict[str, Tensor]):
+        if self.batch is None or any(self.batch[k].shape != v.shape for k, v in batch.items()):
+            self._allocate(carry, batch)
+        else:
+            with torch.no_grad():
+                for k, v in batch.items():
+                    self.batch[k].copy_(v)
+                for dst, src in zip(self.static, _carry_tensors(carry)):
+                    if dst is not src:  # the carry this returned last time needs no copy
+                        dst.copy_(src)
+        torch.compiler.cudagraph_mark_step_begin()  # a new step: the previous step's outputs may go
+        new, *rest = self.fn(self._carry(), self.batch)
+        with torch.no_grad():
+            for dst, src in zip(self.static, _carry_tensors(new)):
+                dst.copy_(src)
+        return (self._carry(), *rest)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -35,8 +35,9 @@ Flow of `run`:
 Clock: the deadline is start() + budget_hours - safety_minutes. The fine-tune stops at the earlier of
 (a) (1 - eval_share) of the time left after the dataset build and (b) the deadline minus twice the
 evaluation time predicted from its own measured speed (+5 min): an evaluation row costs
-halt_max_steps x H / (H + 2) training rows (forward only, every ACT step; a training row runs H
-outer cycles forward and back-propagates through one). Whatever the evaluation does not finish by the
+halt_max_steps x H / (H + 2) training rows of FLOPs (forward only, every ACT step; a training row runs H
+outer cycles forward and back-propagates through one), which run trm.finetune.EVAL_SLOWDOWN times
+slower than a training row's (measured). Whatever the evaluation does not finish by the
 deadline is killed, and the fallback stays.
 
 Import-time dependencies are the standard library only (and trm.submission, which is stdlib-only):

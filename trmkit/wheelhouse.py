@@ -66,8 +66,14 @@ def check_tags(wheel: Path, profile: dict) -> None:
     """Refuse a wheel the image cannot load: other interpreters, linux_x86_64, CUDA local labels."""
     name, version, _, tags = parse_wheel_filename(wheel.name)
     ok_py = {"py3", "py2", profile["abi"]}  # cp311 is both the interpreter and the ABI tag
+
+    def stable_abi(t) -> bool:  # cp3X-abi3: CPython 3.X or later (pyzmq, tornado ship one such wheel)
+        target = int(profile["abi"][2:])
+        return t.abi == "abi3" and t.interpreter.startswith("cp3") and int(t.interpreter[2:]) <= target
+
     for t in tags:
-        if t.interpreter not in ok_py or t.abi not in {"none", "abi3", profile["abi"]} \
+        python_ok = t.interpreter in ok_py or stable_abi(t)
+        if not python_ok or t.abi not in {"none", "abi3", profile["abi"]} \
                 or (t.platform != "any" and t.platform not in profile["platforms"]):
             sys.exit(f"refusing {wheel.name}: tag {t} does not fit {profile['name']} "
                      "(a non-manylinux build needs auditwheel repair; CUDA extensions are never shipped)")

@@ -16,7 +16,7 @@ import pytest
 
 from trm import finetune
 from trm.model import TRM, ModelConfig, count_parameters
-from trm.ttt import TTTParams
+from trm.ttt_params import TTTParams
 from trmkit import perf
 from trmkit.gpus import BY_MODEL, gpu_spec, peak_flops
 
@@ -77,8 +77,10 @@ def test_an_epoch_is_the_demo_pairs(tmp_path):
             {"input": [[1], [2]], "output": [[2], [1]]}]
     tasks = {"aaaa0001": {"train": [{"input": [[1, 0]], "output": [[2, 0]]}] * 2, "test": [{"input": [[1]]}]},
              "bbbb0002": {"train": flip, "test": [{"input": [[8]]}]}}
+    (tmp_path / "challenges.json").write_text(json.dumps(tasks))
     for num_aug in (2, 5):
-        built = ttt.build_ttt_dataset(tasks, tmp_path / f"d{num_aug}", num_aug=num_aug)
+        built = ttt.build_ttt_dataset(tmp_path / "challenges.json", tmp_path / f"d{num_aug}", num_aug=num_aug,
+                                      repo=REPO)
         meta = json.loads((tmp_path / f"d{num_aug}" / "train" / "dataset.json").read_text())
         assert meta["total_groups"] * meta["mean_puzzle_examples"] == pytest.approx(5)
         assert built["splits"]["test"]["examples"] == 2 * (num_aug + 1)
@@ -114,7 +116,7 @@ def test_projection_of_the_committed_h200_run(arc_data):
     the evaluation reserve, with the evaluation done before the deadline."""
     ref = _committed_reference()
     assert ref.gpu.model == "H200 SXM" and ref.train_s_per_row == pytest.approx(1 / 923.3)
-    params = TTTParams()
+    params = TTTParams().resolved()  # the notebook's defaults
     rows = perf.hidden_set_rows(arc_data / "arc-prize-2025" / "arc-agi_test_challenges.json",
                                 params.finetune_epochs, params.num_aug)
     out = perf.project(ref, ModelConfig(), rows, params)
@@ -136,7 +138,7 @@ def test_without_the_measured_slowdown_the_worst_case_evaluation_is_killed(arc_d
     fine-tune on T4x2's slow end runs so long that the evaluation overruns the deadline (and is
     killed: the whole submission would fall back)."""
     monkeypatch.setattr(finetune, "EVAL_SLOWDOWN", 1.0)
-    params = TTTParams()
+    params = TTTParams().resolved()  # the notebook's defaults
     rows = perf.hidden_set_rows(arc_data / "arc-prize-2025" / "arc-agi_test_challenges.json",
                                 params.finetune_epochs, params.num_aug)
     worst = perf.project(_committed_reference(), ModelConfig(), rows, params)["T4x2"]["slow"]["budget"]

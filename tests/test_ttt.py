@@ -396,9 +396,9 @@ def test_a_slow_gpu_is_cut_in_time_for_the_evaluation(ttt_setup, monkeypatch):
     monkeypatch.setenv(finetune.SLOW_ENV, "0.2")
     eval_rows = 10
     arch = SimpleNamespace(halt_max_steps=TINY["halt_max_steps"], n_outer_cycles=TINY["n_outer_cycles"])
-    # the reserve at a step of at most 1 s (4 rows); 6 s more: the cut comes after the 5 steps the
-    # worker times before it predicts (0.2-1 s each), at 6-14 s into the fine-tune
-    final = time.time() + finetune.eval_reserve_s(eval_rows, arch, 1.0 / 4) + 6.0
+    # the reserve at a step of 1 s (4 rows), and 8 s more: the cut comes after the 5 steps the worker
+    # times before it predicts (0.2-1 s each on an idle machine), at 8-16 s into the fine-tune
+    final = time.time() + finetune.eval_reserve_s(eval_rows, arch, 1.0 / 4) + 8.0
     spec = _spec(d, "slow", deadline=final + 60)  # the (1 - eval_share) deadline is later: not the stop
     spec.update(final_deadline=final, eval_rows=eval_rows)
     finetune.finetune(spec)
@@ -408,7 +408,10 @@ def test_a_slow_gpu_is_cut_in_time_for_the_evaluation(ttt_setup, monkeypatch):
     assert res["total_steps"] == 2000 * 4 // 4  # the default epochs: 2000 x 4 demo pairs / batch 4
     reserve = finetune.eval_reserve_s(eval_rows, arch, res["s_per_step"] / res["global_batch_size"])
     left = final - out.stat().st_mtime  # the weights were saved right after the cut
-    assert reserve - 2 * res["s_per_step"] <= left <= reserve + 0.5, (left, reserve)
+    assert left <= reserve + 0.5, (left, reserve)  # never later than the reserve allows ...
+    if res["steps"] > 5:  # ... and, unless a loaded machine's slow steps put its first prediction (after
+        # 5 timed steps) already inside the reserve, not a step earlier either
+        assert reserve - 2 * res["s_per_step"] <= left, (left, reserve)
 
 
 def test_reserve_covers_the_measured_evaluation_speed():
@@ -433,7 +436,7 @@ def test_notebook_cuts_a_slow_finetune_and_submits_before_the_deadline(ttt_setup
     the deadline."""
     d, _ = ttt_setup
     _comp(tmp_path / "input" / "comp")
-    monkeypatch.setenv("KAGGLE_IS_COMPETITION_RERUN", "1")
+    monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)  # hidden tasks: the full budget
     monkeypatch.setenv(finetune.SLOW_ENV, "0.2")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("TRM_TTT_SCRATCH", str(tmp_path / "scratch"))

@@ -37,6 +37,7 @@ Method (docs/performance.md has the figures and sources):
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import datetime as dt
 import hashlib
@@ -275,7 +276,7 @@ def reference_from(gpu_json: dict, ttt_json: dict, dtype: str = "bfloat16", name
 def main(argv: list[str] | None = None) -> int:
     from trm.finetune import _arch_overrides
     from trm.model import ModelConfig
-    from trm.ttt import TTTParams
+    from trm.ttt_params import TTTParams
 
     ap = argparse.ArgumentParser(prog="python -m trmkit.perf", description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu-json", type=Path, help="bench/gpu_check.py result (default: newest gpu-*.json)")
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-file", type=Path, default=REPO.parent / "shared" / "data" / "arc-prize-2025"
                     / "arc-agi_test_challenges.json", help="the test challenges the notebook would see")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                    help="a notebook parameter (trm.ttt.TTTParams) other than its default: what-ifs")
+                    help="a notebook parameter (trm.ttt_params.TTTParams), as in its cell: what-ifs")
     ap.add_argument("--out", type=Path, help="write the projection JSON here too")
     a = ap.parse_args(argv)
     gpu_path = a.gpu_json or newest("gpu-2*.json")
@@ -294,8 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     ref = reference_from(json.loads(gpu_path.read_text()), json.loads(ttt_path.read_text()),
                          names=(gpu_path.name, ttt_path.name))
     overrides = dict(kv.split("=", 1) for kv in a.set)
-    types = {f.name: type(f.default) for f in dataclasses.fields(TTTParams)}
-    params = TTTParams(**{k: types[k](v) for k, v in overrides.items()})
+    params = TTTParams.from_namespace({k: _literal(v) for k, v in overrides.items()})  # as the notebook resolves them
     rows = hidden_set_rows(a.test_file, params.finetune_epochs, params.num_aug)
     cfg = _arch_overrides(ModelConfig(), params)  # the paper's ARC config, as the notebook fine-tunes it
     result = {"date": dt.date.today().isoformat(), "params_changed": overrides,
@@ -305,6 +305,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.out:
         a.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def _literal(text: str):
+    """A --set value as the notebook's parameters cell would hold it: a Python literal, else a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def report(result: dict) -> str:

@@ -110,7 +110,7 @@ def projection(results: dict, gpu_json: Path | None, test_file: Path) -> dict:
     """trmkit.perf's projection from this run (bf16) and a gpu_check profile (module doc)."""
     from trm.finetune import _arch_overrides
     from trm.model import ModelConfig
-    from trm.ttt import TTTParams
+    from trm.ttt_params import TTTParams
     from trmkit import perf
 
     if gpu_json is None or "bfloat16" not in results["runs"]:

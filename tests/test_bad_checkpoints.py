@@ -120,14 +120,14 @@ def test_competition_notebook_keeps_its_fallback(bad, case, tmp_path, monkeypatc
     """The notebook's weights attached as found under the input root (the newest step_N of the
     folder: step_20, never the complete step_10 beside it): install() stops with the one line --
     all a notebook shows of it -- and the fallback submission.json is what the run leaves."""
-    from trm import ttt
+    from trm import kaggle_input, ttt
     from trm.checkpoint import CheckpointError
     from trm.submission import validate_submission
 
     task = {"train": [{"input": [[1, 2]], "output": [[2, 1]]}], "test": [{"input": [[3, 4]]}]}
     comp = tmp_path / "input" / "comp"
     comp.mkdir(parents=True)
-    (comp / ttt.TEST_CHALLENGES).write_text(json.dumps({"aaaa0001": task}))
+    (comp / kaggle_input.TEST_CHALLENGES).write_text(json.dumps({"aaaa0001": task}))
     shutil.copytree(bad["files"][case].parent, tmp_path / "input" / "weights")
     monkeypatch.setenv("TRM_TTT_SCRATCH", str(tmp_path / "scratch"))
     ctx = ttt.start(str(tmp_path / "input"), str(tmp_path / "working"))
@@ -151,7 +151,7 @@ def test_a_named_incomplete_step_is_never_replaced_by_another(bad, tmp_path, cap
     """An upstream folder with several step_N: naming the cut-off one is an error about that one
     (even though a complete step_10 sits beside it), in the resolver and in the notebook's
     weights_dir; naming step_10 loads step_10."""
-    from trm import ttt
+    from trm import kaggle_input
     from trm.checkpoint import CheckpointError, load_checkpoint
     from trm.sources import usable_checkpoint
 
@@ -159,8 +159,8 @@ def test_a_named_incomplete_step_is_never_replaced_by_another(bad, tmp_path, cap
     assert (cut.parent / "step_10").is_file()
     with pytest.raises(CheckpointError, match=re.escape(str(cut))):
         usable_checkpoint(cut)
-    assert ttt.find_weights(cut, tmp_path) == cut
-    assert ttt.find_weights(cut.parent, tmp_path) == cut  # discovery takes the newest, and says so if it is bad
+    assert kaggle_input.find_weights(cut, tmp_path) == cut
+    assert kaggle_input.find_weights(cut.parent, tmp_path) == cut  # discovery takes the newest, and says so if it is bad
     _, meta = load_checkpoint(cut.parent / "step_10")
     assert meta["source"] == "step_10"
 

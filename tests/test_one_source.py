@@ -10,7 +10,7 @@ from pathlib import Path
 from dataset_builder.__main__ import parser as build_parser
 from dataset_builder.build import BuildConfig
 from trm.config import TrainConfig, valid_keys
-from trm.ttt import TTTParams
+from trm.ttt_params import TTTParams
 
 REPO = Path(__file__).resolve().parents[1]
 # BuildConfig fields that only the Python API takes (in-memory or per-file sources)

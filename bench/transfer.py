@@ -35,7 +35,8 @@ def main() -> None:
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                     help="a notebook parameter for both arms (trm.ttt.TTTParams), e.g. lr=1e-3")
     a = ap.parse_args()
-    params = {k: json.loads(v) if v[:1] in "0123456789-[{tf" else v for k, v in (x.split("=", 1) for x in a.param)}
+    pairs = (x.split("=", 1) for x in a.param)
+    params = {k: json.loads(v) if v[:1] in "0123456789-[{tf" else v for k, v in pairs}  # numbers, bools
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     a.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -55,8 +56,8 @@ def main() -> None:
             rows.append(row)
             print(f"TRANSFER steps {steps} seed {seed}: test per-cell accuracy pretrained "
                   f"{row['pretrained']['cell_accuracy']:.3f} fresh {row['fresh']['cell_accuracy']:.3f} "
-                  f"(gap {row['gap']:+.3f}); solved {row['pretrained']['solved']} vs {row['fresh']['solved']} "
-                  f"of {row['fresh']['n_test_outputs']}", flush=True)
+                  f"(gap {row['gap']:+.3f}); solved {row['pretrained']['solved']} vs "
+                  f"{row['fresh']['solved']} of {row['fresh']['n_test_outputs']}", flush=True)
             (a.out / "transfer.json").write_text(json.dumps(result, indent=1) + "\n")
     result["seconds"] = round(time.time() - t0, 1)
     (a.out / "transfer.json").write_text(json.dumps(result, indent=1) + "\n")

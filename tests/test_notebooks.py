@@ -219,9 +219,11 @@ def test_demo_quick_executes_all_notebooks(tmp_path):
     # tests/test_unseen.py asserts the solved count and the gap), and the report shows both numbers
     u = summary["unseen"]
     assert u["solve"] == u["transfer"]["pretrained"]  # one budget at this size: run once
-    for r, d in ((u["transfer"]["pretrained"], "transfer/pretrained"), (u["transfer"]["fresh"], "transfer/fresh")):
-        assert r["mode"] == "submit" and r["finetune"]["mean_init"] is True and r["n_test_outputs"] == 2, d
-        assert 0 <= r["cell_accuracy"] <= 1 and (out / "unseen" / d / "working" / "submission.json").is_file(), d
+    for arm in ("pretrained", "fresh"):
+        r = u["transfer"][arm]
+        assert r["mode"] == "submit" and r["finetune"]["mean_init"] is True and r["n_test_outputs"] == 2, arm
+        assert 0 <= r["cell_accuracy"] <= 1, arm
+        assert (out / "unseen" / "transfer" / arm / "working" / "submission.json").is_file(), arm
     text = report(summary, out)
     assert "from the pretrained weights test per-cell accuracy" in text and "from a fresh init" in text, text
 

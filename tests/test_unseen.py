@@ -61,7 +61,8 @@ def test_pretrained_weights_matter(unseen_pretrained, tmp_path, one_thread):
         "cell_accuracy", "solved", "seconds")} for arm in ("pretrained", "fresh")}}))
     for arm in ("pretrained", "fresh"):  # the same path and budget for both
         assert t[arm]["mode"] == "submit" and t[arm]["finetune"]["steps"] == steps, t[arm]["finetune"]
-    assert t["gap"] >= GAP_MARGIN, f"pretraining bought {t['gap']:+.3f} test per-cell accuracy: are the weights loaded?"
+    assert t["gap"] >= GAP_MARGIN, \
+        f"pretraining bought {t['gap']:+.3f} test per-cell accuracy: are the weights loaded?"
 
 
 def test_smoke_settings_follow_the_smoke_pretraining_recipe():

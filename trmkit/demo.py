@@ -132,8 +132,8 @@ def report(summary: dict, out: str | Path) -> str:
         f"notebooks   {out}/0[123]_*.ipynb, rendered as .html: open {out / '03_evaluate.html'} in a browser",
         f"results on {m['n_tasks']} evaluation tasks ({m['n_test_outputs']} test outputs): {headline(m)}",
         "(a toy model trained for a few minutes on CPU: the numbers show the pipeline, not TRM's accuracy)",
-        f"unseen      {out / 'unseen'}  (pretrain/, weights/ (slim); solve/, transfer/pretrained/, transfer/fresh/: "
-        "input/ (Kaggle-like), working/submission.json)",
+        f"unseen      {out / 'unseen'}  (pretrain/, weights/ (slim); solve/, transfer/pretrained/, "
+        "transfer/fresh/: input/ (Kaggle-like), working/submission.json)",
         unseen.report(summary["unseen"]),
     ]
     return "\n".join(lines)

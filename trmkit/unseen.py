@@ -132,8 +132,9 @@ def solve_unseen(out: str | Path, weights: str | Path, task_ids=UNSEEN_TASKS, kn
     acc = cell_accuracy(ctx.scratch / "run" / "finetuned", tasks, p.num_aug, out)
     return {"solved": score["n_correct"], "n_test_outputs": score["n_test_outputs"], "per_task": score["per_task"],
             "cell_accuracy": round(acc, 4),
-            "mode": report["mode"], "finetune": {k: report["finetune"].get(k) for k in
-                                                 ("steps", "seconds", "stopped_by", "mean_init", "last_loss", "losses")},
+            "mode": report["mode"],
+            "finetune": {k: report["finetune"].get(k) for k in
+                         ("steps", "seconds", "stopped_by", "mean_init", "last_loss", "losses")},
             "seconds": round(time.time() - t0, 1)}
 
 
@@ -169,7 +170,8 @@ def fresh_weights(out: str | Path, like: str | Path, seed: int = 0) -> Path:
     out = Path(out)
     cfg = ModelConfig.from_dict(json.loads((Path(like) / META_FILE).read_text())["model_config"])
     torch.manual_seed(seed)
-    full = save_checkpoint(out.parent / f".{out.name}-full", TRM(cfg), meta={"step": 0, "fresh_init_seed": seed})
+    full = save_checkpoint(out.parent / f".{out.name}-full", TRM(cfg),
+                           meta={"step": 0, "fresh_init_seed": seed})
     try:
         return export_slim(full, out)
     finally:
@@ -201,7 +203,8 @@ def run(out: str | Path = "runs/unseen", quick: bool = False, **params) -> dict:
     solved = moved["pretrained"] if size["max_steps"] == size["transfer_steps"] else \
         solve_unseen(out / "solve", weights, max_steps=size["max_steps"], num_aug=size["num_aug"], **params)
     summary = {"pretrain_tasks": list(PRETRAIN_TASKS), "unseen_tasks": list(UNSEEN_TASKS), "size": size,
-               "pretrain_seconds": t_pre, "solve": solved, "transfer": moved, "seconds": round(time.time() - t0, 1)}
+               "pretrain_seconds": t_pre, "solve": solved, "transfer": moved,
+               "seconds": round(time.time() - t0, 1)}
     (out / "unseen.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
@@ -210,11 +213,12 @@ def report(summary: dict) -> str:
     s, t = summary["solve"], summary["transfer"]
     acc = "test per-cell accuracy {cell_accuracy:.3f}, {solved} of {n_test_outputs} solved".format
     return "\n".join([
-        f"unseen tasks: pretrained on {' '.join(summary['pretrain_tasks'])} ({summary['pretrain_seconds']:.0f} s), "
+        f"unseen tasks: pretrained on {' '.join(summary['pretrain_tasks'])} "
+        f"({summary['pretrain_seconds']:.0f} s), "
         f"then fine-tuned through the competition notebook's path on {' '.join(summary['unseen_tasks'])} "
         "(new ids, mean-initialised rows):",
-        f"  {s['finetune']['steps']} steps ({s['seconds']:.0f} s): solved {s['solved']} of {s['n_test_outputs']} "
-        f"held-out test outputs {json.dumps(s['per_task'])}",
-        f"  what the pretraining buys, after {t['pretrained']['finetune']['steps']} steps: from the pretrained "
-        f"weights {acc(**t['pretrained'])}; from a fresh init of the same model {acc(**t['fresh'])} "
-        f"(gap {t['gap']:+.3f})"])
+        f"  {s['finetune']['steps']} steps ({s['seconds']:.0f} s): solved {s['solved']} of "
+        f"{s['n_test_outputs']} held-out test outputs {json.dumps(s['per_task'])}",
+        f"  what the pretraining buys, after {t['pretrained']['finetune']['steps']} steps: from the "
+        f"pretrained weights {acc(**t['pretrained'])}; from a fresh init of the same model "
+        f"{acc(**t['fresh'])} (gap {t['gap']:+.3f})"])

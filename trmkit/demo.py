@@ -21,8 +21,9 @@ nothing or next to nothing of ARC-AGI-2: that part shows the pipeline, not the p
     unseen            trmkit.unseen: the smoke preset pretrained on two simple ARC-AGI-1 recolouring
                       tasks, then the competition notebook's own steps (trm.ttt start / install /
                       run, as Kaggle's scoring rerun) on two OTHER such tasks, hidden (new ids,
-                      mean-initialised puzzle rows), scored on their held-out test outputs
-                      -> runs/demo/unseen
+                      mean-initialised puzzle rows), scored on their held-out test outputs; then
+                      the same short fine-tune from those weights and from a fresh init of the same
+                      model, to show what the pretraining buys -> runs/demo/unseen
 
 The paths and the headline numbers of both parts are printed.
 """
@@ -131,8 +132,8 @@ def report(summary: dict, out: str | Path) -> str:
         f"notebooks   {out}/0[123]_*.ipynb, rendered as .html: open {out / '03_evaluate.html'} in a browser",
         f"results on {m['n_tasks']} evaluation tasks ({m['n_test_outputs']} test outputs): {headline(m)}",
         "(a toy model trained for a few minutes on CPU: the numbers show the pipeline, not TRM's accuracy)",
-        f"unseen      {out / 'unseen'}  "
-        "(pretrain/, weights/ (slim), input/ (Kaggle-like), working/submission.json)",
+        f"unseen      {out / 'unseen'}  (pretrain/, weights/ (slim); solve/, transfer/pretrained/, "
+        "transfer/fresh/: input/ (Kaggle-like), working/submission.json)",
         unseen.report(summary["unseen"]),
     ]
     return "\n".join(lines)

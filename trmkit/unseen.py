@@ -31,7 +31,6 @@ which this toy model solved neither unseen task in 200 steps (issue 14's measure
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -112,15 +111,9 @@ def solve_unseen(out: str | Path, weights: str | Path, task_ids=UNSEEN_TASKS, kn
     tasks = arc1_tasks(task_ids)
     comp = kaggle_input(out / "input", tasks, arc1_tasks(known_ids))
     t0 = time.time()
-    before = os.environ.get(ttt.RERUN_ENV)
-    os.environ[ttt.RERUN_ENV] = "1"  # the scoring rerun: mode "submit", the full budget
-    try:
-        ctx = ttt.start(str(comp.parent), str(out / "working"))
-    finally:
-        if before is None:
-            del os.environ[ttt.RERUN_ENV]
-        else:
-            os.environ[ttt.RERUN_ENV] = before
+    # their ids are in no attached solutions file: hidden tasks, so "submit" and the full budget, as in
+    # Kaggle's rerun (decided from the data, no environment variable)
+    ctx = ttt.start(str(comp.parent), str(out / "working"))
     p = ttt.TTTParams.from_namespace({"settings": "smoke", "install_wheels": False, "weights_dir": str(weights),
                                       "scratch_dir": str(out / "scratch"), "device": "cpu", "num_aug": NUM_AUG,
                                       "max_steps": 300, "log_interval": 50, **params})

@@ -467,18 +467,24 @@ def test_finetune_crash_hook(ttt_setup, monkeypatch):
 
 
 def test_auto_accum():
+    """The split the fine-tune picks from free GPU memory, by its properties: micro-batches divide the
+    local batch, the predicted peak of one fits the free memory, and no fewer micro-batches would fit."""
     from trm.model import ModelConfig
 
-    cfg = ModelConfig()  # paper size: 916 tokens x 512 x 2 blocks x 5 applications x 42 B = 188 MiB per row
+    cfg = ModelConfig()  # paper size
     per_row = finetune.row_bytes(cfg)
-    assert per_row == 916 * 512 * 2 * 5 * finetune.ACT_BYTES_PER_UNIT[True] < finetune.row_bytes(cfg, compiled=False)
+    assert 0 < per_row < finetune.row_bytes(cfg, compiled=False)  # the compiled net keeps less
+    assert finetune.row_bytes(dataclasses.replace(cfg, n_layers=4)) == 2 * per_row  # linear in the blocks
     assert finetune._auto_accum(cfg, 96, None) == 1  # not CUDA
-    assert finetune._auto_accum(cfg, 96, finetune.FIXED_BYTES + 96 * per_row) == 1  # everything fits
-    assert finetune._auto_accum(cfg, 96, finetune.FIXED_BYTES + 95 * per_row) == 2  # 48 rows per micro-batch
-    assert finetune._auto_accum(cfg, 96, finetune.FIXED_BYTES + 20 * per_row) == 6  # 16 rows: a divisor split
-    assert finetune._auto_accum(cfg, 96, finetune.FIXED_BYTES) == 96  # nothing fits: one row at a time
-    assert finetune.predicted_peak_bytes(cfg, 16) == finetune.FIXED_BYTES + 16 * per_row
-    assert ttt._divisible(768, 3) == 768 - 768 % 3 and ttt._divisible(2, 4) == 4
+    for free_rows in (96, 95, 40, 20, 7, 1, 0):
+        free = finetune.FIXED_BYTES + free_rows * per_row
+        accum = finetune._auto_accum(cfg, 96, free)
+        micro = 96 // accum
+        assert 96 % accum == 0, free_rows
+        assert finetune.predicted_peak_bytes(cfg, micro) <= free or micro == 1, free_rows  # one row at least
+        fewer = [a for a in range(1, accum) if 96 % a == 0]  # every coarser split would not fit
+        assert all(finetune.predicted_peak_bytes(cfg, 96 // a) > free for a in fewer), free_rows
+    assert ttt._divisible(768, 3) % 3 == 0 and ttt._divisible(768, 3) <= 768 and ttt._divisible(2, 4) == 4
 
 
 @pytest.mark.slow

@@ -43,7 +43,7 @@ UNSEEN_TASKS = ("d511f180", "0d3d703e")
 NUM_AUG = 8  # 9 versions per task: the fine-tune's rows and the evaluation's votes
 
 SIZES = {
-    # measured on a shared 2-core machine (README, docs/checkpoints.md, tests/test_unseen.py):
+    # measured on a shared 2-core machine (docs/checkpoints.md, tests/test_unseen.py):
     # max_steps solves the unseen tasks; transfer_steps is where pretrained and fresh differ most
     "full": {"pretrain_epochs": 720, "max_steps": 300, "transfer_steps": 30, "num_aug": NUM_AUG},
     # the CI size of `make demo --quick`: the same path, too short to learn anything (one budget:

@@ -59,7 +59,8 @@ def main() -> int:
         ids = len(json.loads((out / "identifiers.json").read_text()))
         disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
         print(f"ids {ids:,}; {examples:,} examples; {disk / 1e9:.2f} GB on disk; "
-              f"cpu user {usage.ru_utime:.1f} s sys {usage.ru_stime:.1f} s" + (f"; kept {out}" if args.keep else ""))
+              f"cpu user {usage.ru_utime:.1f} s sys {usage.ru_stime:.1f} s"
+              + (f"; kept {out}" if args.keep else ""))
         print(f"build_dataset num_aug={args.num_aug}: wall {wall:.1f} s, peak RSS {rss_mb:.0f} MB, "
               f"{examples / wall:,.0f} examples/s")
     finally:

@@ -1,6 +1,6 @@
 """Time trm.evaluate's prediction loop at the paper config: default vs early exit.
 
-    .venv/bin/python bench/evaluate.py                      # CPU, first 4 test rows (~4 min on an idle 2-core machine)
+    .venv/bin/python bench/evaluate.py  # CPU, first 4 test rows (~4 min on an idle 2-core machine)
     .venv/bin/python bench/evaluate.py --rows 36 --batch-size 36 --device cuda --dtype bfloat16
     python3 bench/evaluate.py --device cuda --compile step --rows 768 --batch-size 768 --only-default \
         --json e.json
@@ -83,7 +83,8 @@ def main() -> None:
     model = TRM(cfg).to(device).eval()
     scope = compile_scope(args.compile, device)
     compile_net(model, scope == "net", device)
-    print(f"{'TINY' if args.tiny else 'paper'} config: hidden {cfg.hidden_size}, heads {cfg.num_heads}, layers {cfg.n_layers}, "
+    print(f"{'TINY' if args.tiny else 'paper'} config: hidden {cfg.hidden_size}, heads {cfg.num_heads}, "
+          f"layers {cfg.n_layers}, "
           f"H {cfg.n_outer_cycles}, L {cfg.n_latent_steps}, halt_max_steps {cfg.halt_max_steps}, "
           f"{n_ids} puzzle ids; {dtype} on {device} ({torch.get_num_threads()} threads), "
           f"{args.rows} rows, batch {args.batch_size}, compile {scope}, data {args.data}")
@@ -107,7 +108,8 @@ def main() -> None:
 
     print(f"1-min load average: {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, "
           f"{os.cpu_count()} cores (wall times on a shared machine scale with it)")
-    print(f"{'mode':36s} {'rows/s':>9s} {'s/row':>8s} {'cpu-s/row':>9s} {'mean steps':>10s} {'max q_halt':>10s}")
+    print(f"{'mode':36s} {'rows/s':>9s} {'s/row':>8s} {'cpu-s/row':>9s} "
+          f"{'mean steps':>10s} {'max q_halt':>10s}")
     for name, (p, sec, cpu) in results.items():
         print(f"{name:36s} {len(p) / sec:9.3f} {sec / len(p):8.2f} {cpu / len(p):9.2f} "
               f"{p.steps.mean():10.2f} {p.q_halt.max():10.2f}")

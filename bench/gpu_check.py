@@ -88,7 +88,8 @@ def build_data(out: Path, comp: Path, tasks: int, num_aug: int) -> Path:
     """A real dataset (evaluation tasks of the competition folder) for the Trainer and the eval."""
     from dataset_builder.build import BuildConfig, build_dataset
 
-    build_dataset(BuildConfig(output_dir=out, kaggle_dir=comp, subsets=["evaluation"], test_set_name="evaluation",
+    build_dataset(BuildConfig(output_dir=out, kaggle_dir=comp, subsets=["evaluation"],
+                              test_set_name="evaluation",
                               tasks=tasks, num_aug=num_aug, quiet=True, force=True))
     return out
 
@@ -128,7 +129,8 @@ def train_throughput(device, data: Path, batch: int, compile_: str, steps: int, 
     meta = split.meta
     arch = dataclasses.replace(paper_config(meta["num_puzzle_identifiers"], dtype, tiny),
                                vocab_size=meta["vocab_size"], seq_len=meta["seq_len"])
-    cfg = TrainConfig(arch=arch, data_path=str(data), global_batch_size=batch, epochs=1000, eval_interval=1000,
+    cfg = TrainConfig(arch=arch, data_path=str(data), global_batch_size=batch, epochs=1000,
+                      eval_interval=1000,
                       ema=True, compile=compile_ in ("net", "step"), compile_step=compile_ == "step",
                       device=str(device), progress=False)
     ctx = D.DistContext(rank=0, world_size=1, local_rank=0, device=torch.device(device))
@@ -208,14 +210,16 @@ def _profile(fn, device) -> dict:
         fn()
         sync(device)
     wall = time.perf_counter() - t0
-    buckets = {"attention": 0.0, "matmul": 0.0, "float64_loss": 0.0, "fused_triton": 0.0, "norm_rope_elementwise": 0.0}
+    buckets = {"attention": 0.0, "matmul": 0.0, "float64_loss": 0.0, "fused_triton": 0.0,
+               "norm_rope_elementwise": 0.0}
     total = 0.0
 
     def dev_time(ev) -> float:
         return (ev.self_device_time_total if use_cuda else ev.self_cpu_time_total) / 1e6
 
     # on CUDA only kernel events (device_type CUDA): an aten op's device time repeats its kernels'
-    events = [ev for ev in prof.key_averages() if not use_cuda or getattr(ev, "device_type", None) == DeviceType.CUDA]
+    events = [ev for ev in prof.key_averages()
+              if not use_cuda or getattr(ev, "device_type", None) == DeviceType.CUDA]
     for ev in events:
         t = dev_time(ev)
         if t <= 0:
@@ -232,7 +236,8 @@ def _profile(fn, device) -> dict:
             buckets["float64_loss"] += t
         else:
             buckets["norm_rope_elementwise"] += t
-    return {"wall_s": wall, "kernel_s": total, "idle_or_python_s": max(0.0, wall - total) if use_cuda else None,
+    return {"wall_s": wall, "kernel_s": total,
+            "idle_or_python_s": max(0.0, wall - total) if use_cuda else None,
             "seconds": buckets,
             "top_ops": [(ev.key, dev_time(ev)) for ev in sorted(events, key=lambda e: -dev_time(e))[:12]]}
 
@@ -275,7 +280,8 @@ def env_info(device) -> dict:
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
             "device": str(device), "command": " ".join([Path(sys.executable).name, *sys.argv])}
     if torch.device(device).type == "cuda":
-        info.update(gpu=torch.cuda.get_device_name(device), capability=list(torch.cuda.get_device_capability(device)),
+        info.update(gpu=torch.cuda.get_device_name(device),
+                    capability=list(torch.cuda.get_device_capability(device)),
                     gpu_count=torch.cuda.device_count(),
                     memory_gib=torch.cuda.get_device_properties(device).total_memory / 2**30,
                     picked_dtype=str(pick_dtype(device)))
@@ -302,7 +308,8 @@ def section(results: dict, name: str, fn) -> None:
         results[name] = fn()
     except Exception as exc:  # a failing section is recorded, the others still run
         results[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-2000:]}
-    print(f"[{name}] {time.perf_counter() - t0:.1f}s: {json.dumps(results[name], default=str)[:600]}", flush=True)
+    print(f"[{name}] {time.perf_counter() - t0:.1f}s: {json.dumps(results[name], default=str)[:600]}",
+          flush=True)
 
 
 def main() -> int:
@@ -313,7 +320,8 @@ def main() -> int:
     ap.add_argument("--comp-dir", type=Path, help="competition files for the datasets "
                     "(default ../shared/data/arc-prize-2025)")
     ap.add_argument("--steps", type=int, default=15)
-    ap.add_argument("--budget", type=float, default=420, help="seconds; sections that would not fit are skipped")
+    ap.add_argument("--budget", type=float, default=420,
+                    help="seconds; sections that would not fit are skipped")
     ap.add_argument("--plan", default="net:96,step:96,eval:step,eval:net,step:192,net:192",
                     help="training and evaluation runs, in this order: COMPILE:BATCH trains (compile off | "
                          "net | head | step), eval:COMPILE evaluates (bench/evaluate.py --compile step, net, "
@@ -415,8 +423,8 @@ def main() -> int:
     if "smoke" not in args.skip and want("smoke", 120):
         env = {"TRM_TEST_DEVICE": str(device)}
         section(results, "smoke", lambda: run_cmd(
-            ["env", *[f"{k}={v}" for k, v in env.items()], py, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-             "tests/test_learns.py"], max(60, int(left()))))
+            ["env", *[f"{k}={v}" for k, v in env.items()], py, "-m", "pytest", "-q", "-x", "-p",
+             "no:cacheprovider", "tests/test_learns.py"], max(60, int(left()))))
 
     results["goals"] = {
         "train_mfu_goal": 0.50, "eval_mfu_goal": 0.35,

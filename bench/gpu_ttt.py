@@ -155,7 +155,8 @@ def main() -> int:
     repo_bundle = a.work / "repo"
     copy_repo(repo_bundle)
     say(f"weights bundle {weights}, repo bundle {repo_bundle} ({time.time() - t0:.1f} s)")
-    results: dict = {"date": dt.date.today().isoformat(), "gpu": gpu, "dry_run": not cuda, "torch": torch.__version__,
+    results: dict = {"date": dt.date.today().isoformat(), "gpu": gpu, "dry_run": not cuda,
+                     "torch": torch.__version__,
                      "cuda": torch.version.cuda, "command": " ".join([Path(sys.executable).name, *sys.argv]),
                      "tasks": a.tasks, "minutes_cap": a.minutes,
                      "peak_tflops_used": peak / 1e12 if peak else None, "runs": {}}
@@ -192,12 +193,15 @@ def main() -> int:
             "steps_per_s": round(1 / ft["steady_s_per_step"], 3) if ft.get("steady_s_per_step") else None,
             "rows_per_s": ft.get("rows_per_s"),
             "tasks_per_s": (round(ft["rows_per_s"] / (meta["total_groups"] * meta["mean_puzzle_examples"]
-                                                      / a.tasks), 3) if ft.get("rows_per_s") and meta else None),
-            "peak_mem_gib": ft.get("peak_mem_gib"), "predicted_peak_mem_gib": ft.get("predicted_peak_mem_gib"),
+                                                      / a.tasks), 3)
+                            if ft.get("rows_per_s") and meta else None),
+            "peak_mem_gib": ft.get("peak_mem_gib"),
+            "predicted_peak_mem_gib": ft.get("predicted_peak_mem_gib"),
             "memory_prediction_ratio": (round(ft["predicted_peak_mem_gib"] / ft["peak_mem_gib"], 2)
                                         if ft.get("peak_mem_gib") else None),
             "eval_seconds": rep.get("eval_seconds"), "eval": ev,
-            "eval_seconds_per_task": round(rep["eval_seconds"] / a.tasks, 2) if rep.get("eval_seconds") else None,
+            "eval_seconds_per_task": (round(rep["eval_seconds"] / a.tasks, 2)
+                                      if rep.get("eval_seconds") else None),
             "eval_rows_per_s": (round(ev["n_rows"] / rep["eval_seconds"], 1)
                                 if ev.get("n_rows") and rep.get("eval_seconds") else None),
             "test_inputs": n_inputs, "score_on_held_solutions": score,

@@ -8,8 +8,8 @@
 A training step = one ACT step: forward + backward of loss/B + SparseSignSGD + AdamATan2 steps.
 An eval pass = halt_max_steps (16) ACT steps without grad, as upstream's evaluate().
 Paper ARC config: hidden 512, 8 heads, 2 layers, T=3 (H_cycles), n=4 (L_cycles), 916 tokens,
-batch 4, 14,079-row puzzle table. Upstream's code on a 2-core AMX CPU (docs/fidelity.md#cpu-baselines): bf16 2.9-3.6
-s/train step and 26 s/eval pass; fp32 6.9-8.1 s and 68 s. Process CPU time is printed too: on a
+batch 4, 14,079-row puzzle table. Upstream's code on a 2-core AMX CPU (docs/fidelity.md#cpu-baselines):
+bf16 2.9-3.6 s/train step and 26 s/eval pass; fp32 6.9-8.1 s and 68 s. Process CPU time is printed too: on a
 shared machine it is steadier than wall time (about 2x wall on an idle 2-core machine).
 """
 

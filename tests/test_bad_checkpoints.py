@@ -163,7 +163,8 @@ def test_a_named_incomplete_step_is_never_replaced_by_another(bad, tmp_path, cap
     with pytest.raises(CheckpointError, match=re.escape(str(cut))):
         usable_checkpoint(cut)
     assert kaggle_input.find_weights(cut, tmp_path) == cut
-    assert kaggle_input.find_weights(cut.parent, tmp_path) == cut  # discovery: the newest, and its error if it is bad
+    # discovery: the newest, and its error if it is bad
+    assert kaggle_input.find_weights(cut.parent, tmp_path) == cut
     _, meta = load_checkpoint(cut.parent / "step_10")
     assert meta["source"] == "step_10"
 

@@ -70,8 +70,8 @@ def eval_logits(model, b=None):
 def test_round_trip_identical_outputs_and_meta(tmp_path):
     model = make_model()
     ds = make_dataset(tmp_path / "data", rows=7)
-    path = save_checkpoint(tmp_path / "ck", TRMWithLoss(model), meta={"step": 12, "train_config": {"lr": 1e-4}},
-                           dataset_dir=ds)
+    path = save_checkpoint(tmp_path / "ck", TRMWithLoss(model),
+                           meta={"step": 12, "train_config": {"lr": 1e-4}}, dataset_dir=ds)
     loaded, meta = load_checkpoint(path, dataset_dir=ds)
     assert torch.equal(eval_logits(model), eval_logits(loaded))
     for k, v in model.state_dict().items():
@@ -89,7 +89,8 @@ def test_overwrite_ema_weights_and_train_state(tmp_path):
     ema = {f"_orig_mod.model.{n}": p.detach() + 1 for n, p in model.named_parameters()}
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     train_state = {"model": model.state_dict(), "optimizers": [opt.state_dict()], "step": 3,
-                   "rng": {"torch": torch.get_rng_state(), "numpy": np.random.default_rng(0).bit_generator.state}}
+                   "rng": {"torch": torch.get_rng_state(),
+                           "numpy": np.random.default_rng(0).bit_generator.state}}
     save_checkpoint(tmp_path / "ck", model, ema_weights=ema, train_state=train_state)
     loaded, meta = load_checkpoint(tmp_path / "ck")
     assert meta["weights"] == "ema"
@@ -161,7 +162,8 @@ def test_key_mapping_round_trip():
                 "_orig_mod.model.inner.embed_tokens.embedding_weight", "_orig_mod.model.inner.H_init",
                 "_orig_mod.model.inner.L_level.layers.0.mlp_t.down_proj.weight"):
         assert kit_key_to_upstream(upstream_key_to_kit(key)) == key
-    assert upstream_key_to_kit("model.inner.L_level.layers.0.self_attn.o_proj.weight") == "net.blocks.0.attn.o_proj.weight"
+    assert (upstream_key_to_kit("model.inner.L_level.layers.0.self_attn.o_proj.weight")
+            == "net.blocks.0.attn.o_proj.weight")
 
 
 YAML = """\

@@ -81,13 +81,15 @@ def test_evaluate_missing_dataset(ckpts, tmp_path):
 def test_evaluate_table_mismatch_suggests_mean(data, ckpts, tmp_path):
     p = run("-m", "trm.evaluate", "--checkpoint", ckpts["other"], "--data", data)
     assert_one_line(p, 2, "50 puzzle ids", "--load-puzzle-emb mean")
-    ok = run("-m", "trm.evaluate", "--checkpoint", ckpts["other"], "--data", data, "--load-puzzle-emb", "mean",
+    ok = run("-m", "trm.evaluate", "--checkpoint", ckpts["other"], "--data", data,
+             "--load-puzzle-emb", "mean",
              "--pictures", "0", "--output-dir", tmp_path / "ev", "--device", "cpu")
     assert ok.returncode == 0 and (tmp_path / "ev" / "submission.json").is_file(), ok.stderr[-2000:]
 
 
 def test_debug_switch_restores_the_traceback(data, tmp_path):
-    p = run("-m", "trm.evaluate", "--checkpoint", tmp_path / "nope", "--data", data, env_extra={"TRM_DEBUG": "1"})
+    p = run("-m", "trm.evaluate", "--checkpoint", tmp_path / "nope", "--data", data,
+            env_extra={"TRM_DEBUG": "1"})
     assert p.returncode == 1 and "Traceback" in p.stderr
     p = run("-m", "trm.evaluate", "--checkpoint", tmp_path / "nope", "--data", data, "--debug")
     assert p.returncode == 1 and "Traceback" in p.stderr
@@ -122,7 +124,8 @@ def test_notebooks_train_into_a_taken_run_dir(data, tmp_path):
 
 
 def test_submission_missing_challenges(tmp_path):
-    p = run("-m", "trm.submission", "fallback", "--challenges", tmp_path / "c.json", "--output", tmp_path / "s.json")
+    p = run("-m", "trm.submission", "fallback", "--challenges", tmp_path / "c.json",
+            "--output", tmp_path / "s.json")
     assert_one_line(p, 2, str(tmp_path / "c.json"))
     assert not (tmp_path / "s.json").exists()
 
@@ -134,8 +137,8 @@ def test_dataset_builder_missing_input(tmp_path):
 
 
 def test_bundles_missing_checkpoint(tmp_path):
-    p = run("-m", "trmkit.bundles", "push", "--bundles", "weights", "--dry-run", "--checkpoint", tmp_path / "nope",
-            "--out", tmp_path / "stage")
+    p = run("-m", "trmkit.bundles", "push", "--bundles", "weights", "--dry-run",
+            "--checkpoint", tmp_path / "nope", "--out", tmp_path / "stage")
     assert_one_line(p, 2, str(tmp_path / "nope"), "not found")  # a missing path: usage error
 
 

@@ -50,7 +50,8 @@ def test_bf16_forward_backward_matches_cpu_fp32():
     with torch.no_grad():
         ref.model.puzzle_emb.weights.normal_(0, 0.1)
     gpu = TRMWithLoss(TRM(_cfg("bfloat16"))).train()
-    state = {k: (v.to(torch.bfloat16) if k in ("H_init", "L_init") else v) for k, v in ref.model.state_dict().items()}
+    state = {k: (v.to(torch.bfloat16) if k in ("H_init", "L_init") else v)
+             for k, v in ref.model.state_dict().items()}
     gpu.model.load_state_dict(state)
     gpu = gpu.cuda()
 

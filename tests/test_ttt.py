@@ -149,7 +149,8 @@ def test_kernel_metadata_template():
     assert meta["enable_internet"] is False and meta["enable_gpu"] is True
     assert meta["machine_shape"] == "NvidiaL4"
     assert meta["competition_sources"] == ["{competition}"]
-    assert meta["dataset_sources"] == ["{owner}/{wheels_slug}", "{owner}/{repo_slug}", "{owner}/{weights_slug}"]
+    assert meta["dataset_sources"] == ["{owner}/{wheels_slug}", "{owner}/{repo_slug}",
+                                       "{owner}/{weights_slug}"]
     assert meta["id"] == "{owner}/{kernel_slug}" and meta["title"] == "{kernel_slug}"
 
 
@@ -186,7 +187,8 @@ def test_find_bundle_folder_zip_and_tar(tmp_path):
     _weights_files(tmp_path / "src" / "weights")
     # 1. an extracted folder, 2026 layout
     shutil.copytree(tmp_path / "src" / "weights", tmp_path / "a" / "datasets" / "me" / "w")
-    assert kin.find_bundle(tmp_path / "a", "weights", tmp_path / "u") == tmp_path / "a" / "datasets" / "me" / "w"
+    assert (kin.find_bundle(tmp_path / "a", "weights", tmp_path / "u")
+            == tmp_path / "a" / "datasets" / "me" / "w")
     # 2. a .tar Kaggle did not extract
     (tmp_path / "b" / "w").mkdir(parents=True)
     with tarfile.open(tmp_path / "b" / "w" / "weights.tar", "w") as t:
@@ -234,7 +236,8 @@ def test_hidden_tasks_get_every_task_and_the_full_budget_with_or_without_the_var
     assert list(challenges) == list(full) == list(HIDDEN) and solutions is None  # all 20, not check_tasks
     assert out == ctx.working_dir / "submission.json"
     report = ttt._budget(ctx, p, ctx.deadline(p))
-    assert report["kind"] == "full" and report["test_ids_known"] is False and report["rerun_variable"] == rerun
+    assert (report["kind"] == "full" and report["test_ids_known"] is False
+            and report["rerun_variable"] == rerun)
     assert report["seconds"] == pytest.approx(12 * 3600 - 30 * 60, abs=0.2)
 
 
@@ -246,11 +249,13 @@ def test_placeholder_gets_the_short_check_unless_the_variable_lengthens_it(tmp_p
     assert commit.budget(p)[0] == "short check" and commit.deadline(p) - commit.t0 == pytest.approx(20 * 60)
     assert len(ttt._tasks(commit, p, "submit", TASKS)[0]) == 1  # check_tasks
     full = ttt.TTTParams(check_minutes=None)
-    assert commit.budget(full)[0] == "full" and commit.deadline(full) - commit.t0 == pytest.approx(11.5 * 3600)
+    assert (commit.budget(full)[0] == "full"
+            and commit.deadline(full) - commit.t0 == pytest.approx(11.5 * 3600))
     rerun = _start(tmp_path, "rerun", TASKS, "1", monkeypatch)  # the variable only ever lengthens
     assert rerun.placeholder and ttt.resolve_mode(rerun, ttt.TTTParams(mode="validate")) == "submit"
     kind, why = rerun.budget(p)
-    assert kind == "full" and ttt.RERUN_ENV in why and rerun.deadline(p) - rerun.t0 == pytest.approx(11.5 * 3600)
+    assert (kind == "full" and ttt.RERUN_ENV in why
+            and rerun.deadline(p) - rerun.t0 == pytest.approx(11.5 * 3600))
     assert len(ttt._tasks(rerun, p, "submit", TASKS)[0]) == len(TASKS)
     report = ttt._budget(rerun, p, rerun.deadline(p))
     assert (report["test_ids_known"], report["rerun_variable"]) == (True, "1")
@@ -267,8 +272,8 @@ def test_start_writes_the_fallback(tmp_path, monkeypatch):
     sub = json.loads((tmp_path / "working" / "submission.json").read_text())
     assert validate_submission(sub, TASKS) == []
     assert all(e["attempt_1"] != e["attempt_2"] for v in sub.values() for e in v)
-    assert ctx.deadline(ttt.TTTParams(budget_hours=1, safety_minutes=10, check_minutes=None)) == pytest.approx(
-        ctx.t0 + 3000)
+    assert ctx.deadline(ttt.TTTParams(budget_hours=1, safety_minutes=10,
+                                      check_minutes=None)) == pytest.approx(ctx.t0 + 3000)
 
 
 def test_finalize_merges_with_the_fallback(tmp_path):
@@ -291,7 +296,8 @@ def ttt_setup(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("ttt")
     write(d / "challenges.json", TASKS)
-    built = ttt.build_ttt_dataset(d / "challenges.json", d / "data", num_aug=2, repo=REPO)  # the builder's CLI
+    # the builder's CLI
+    built = ttt.build_ttt_dataset(d / "challenges.json", d / "data", num_aug=2, repo=REPO)
     assert built["splits"]["train"]["groups"] == 2 and built["splits"]["test"]["examples"] == 3 * 3
     torch.manual_seed(0)
     model = TRM(ModelConfig(**TINY, num_puzzle_identifiers=5))
@@ -553,7 +559,8 @@ def test_notebook_evaluates_the_last_saved_weights_when_a_worker_dies(ttt_setup,
     ttt.install(ctx, p)
     report = ttt.run(ctx, p)
     assert report["status"] == "ok" and report["tasks_from_model"] == len(TASKS)
-    assert report["finetune"]["stopped_by"].startswith("worker failure") and report["finetune"]["world_size"] == 2
+    assert (report["finetune"]["stopped_by"].startswith("worker failure")
+            and report["finetune"]["world_size"] == 2)
     sub = json.loads((tmp_path / "working" / "submission.json").read_text())
     assert validate_submission(sub, TASKS) == []
 
@@ -567,7 +574,8 @@ def _upstream_weights(model, d: Path, step: int = 5) -> Path:
     torch.save({kit_key_to_upstream(k): v for k, v in model.state_dict().items()}, d / f"step_{step}")
     up = model.config.to_upstream()
     def fmt(v):  # as OmegaConf writes them: true/false, floats with a dot (1.0e-05)
-        return str(v).lower() if isinstance(v, bool) else f"{v:.1e}" if isinstance(v, float) and v < 1e-3 else v
+        return (str(v).lower() if isinstance(v, bool)
+                else f"{v:.1e}" if isinstance(v, float) and v < 1e-3 else v)
 
     lines = ["arch:"] + [f"  {k}: {fmt(v)}" for k, v in up.items()
                          if k not in ("loss", "num_puzzle_identifiers", "vocab_size", "seq_len")]
@@ -587,7 +595,8 @@ def test_upstream_checkpoint_attached_as_is_is_found_and_fine_tuned(ttt_setup, t
     newest = _upstream_weights(model, tmp_path / "input" / "nvarc" / "ckpt", step=12)
     assert older.is_file()
     assert kin.find_weights(tmp_path / "input", tmp_path / "unpack") == newest  # the newest step
-    spec = _spec(d, "from-upstream", max_steps=2, ema=False, n_outer_cycles=2, n_latent_steps=2, halt_max_steps=3)
+    spec = _spec(d, "from-upstream", max_steps=2, ema=False, n_outer_cycles=2, n_latent_steps=2,
+                 halt_max_steps=3)
     spec["weights"] = str(newest)
     finetune.finetune(spec)
     res = json.loads((d / "from-upstream" / "ttt_finetune.json").read_text())
@@ -638,12 +647,15 @@ def test_finetune_config_takes_every_shared_parameter_by_name():
     from trm.config import TrainConfig
     from trm.model import ModelConfig
 
-    names = {f.name for f in dataclasses.fields(TrainConfig)} & {f.name for f in dataclasses.fields(ttt.TTTParams)}
+    names = ({f.name for f in dataclasses.fields(TrainConfig)}
+             & {f.name for f in dataclasses.fields(ttt.TTTParams)})
     assert {"lr", "puzzle_emb_lr", "lr_warmup_steps", "weight_decay", "puzzle_emb_weight_decay", "ema",
             "ema_rate", "freeze_weights", "seed", "device"} <= names
-    p = ttt.TTTParams(lr=3e-4, puzzle_emb_lr=0.05, lr_warmup_steps=7, weight_decay=0.2, puzzle_emb_weight_decay=0.3,
+    p = ttt.TTTParams(lr=3e-4, puzzle_emb_lr=0.05, lr_warmup_steps=7, weight_decay=0.2,
+                      puzzle_emb_weight_decay=0.3,
                       ema=False, ema_rate=0.9, freeze_weights=True, seed=11, device="cpu", finetune_epochs=40)
     cfg = finetune.finetune_config(p, ModelConfig(), "d", 96, 2)
     for name in names - {"global_batch_size", "grad_accum_steps"}:
         assert getattr(cfg, name) == getattr(p, name), name
-    assert (cfg.global_batch_size, cfg.grad_accum_steps, cfg.epochs, cfg.evaluate, cfg.lr_min_ratio) == (96, 2, 40, False, 1.0)
+    assert ((cfg.global_batch_size, cfg.grad_accum_steps, cfg.epochs, cfg.evaluate, cfg.lr_min_ratio)
+            == (96, 2, 40, False, 1.0))

@@ -34,7 +34,8 @@ HERE_PROFILE = next((n for n, p in DOC["profiles"].items()
 needs_profile = pytest.mark.skipif(HERE_PROFILE is None,
                                    reason=f"no profile targets Python "
                                           f"{sys.version_info[0]}.{sys.version_info[1]}")
-PROFILES = [n for n in DOC["profiles"] if n.startswith("kaggle-")]  # the Kaggle images (gpu-h200 is a bench host)
+# the Kaggle images (gpu-h200 is a bench host)
+PROFILES = [n for n in DOC["profiles"] if n.startswith("kaggle-")]
 
 
 def clean_env() -> dict:

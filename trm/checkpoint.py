@@ -81,7 +81,8 @@ class PuzzleTableMismatch(UserError, ValueError):
 
 
 def upstream_key_to_kit(key: str) -> str:
-    """'_orig_mod.model.inner.L_level.layers.0.self_attn.o_proj.weight' -> 'net.blocks.0.attn.o_proj.weight'."""
+    """'_orig_mod.model.inner.L_level.layers.0.self_attn.o_proj.weight'
+    -> 'net.blocks.0.attn.o_proj.weight'."""
     for prefix in ("_orig_mod.", "model.inner.", "inner."):
         key = key.removeprefix(prefix)
     for old, new in KEY_RENAMES:
@@ -596,7 +597,8 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
                     f"checkpoint {path} was trained on a dataset with {ck_rows} puzzle ids "
                     f"(identifiers.json sha256 {ck_ds.get('fingerprint', 'unknown')}"
                     + (f", built at {ck_ds['path']}" if ck_ds.get("path") else "") + "), but the target "
-                    + (f"dataset {ds['path']} has {ds['num_puzzle_identifiers']} ids (sha256 {ds['fingerprint']})"
+                    + (f"dataset {ds['path']} has {ds['num_puzzle_identifiers']} ids "
+                       f"(sha256 {ds['fingerprint']})"
                        if ds else f"needs {target} ids") + ". Puzzle ids only mean something with the exact "
                     "identifiers.json the checkpoint was trained on: use that dataset (same ARC inputs, "
                     "subsets, seed and num_aug), or pass reset_puzzle_emb='mean' to start every puzzle "
@@ -636,7 +638,8 @@ def export_slim(src: str | Path, dst: str | Path, *, config: ModelConfig | dict 
     if table is not None:
         sd[MEAN_KEY] = mean_table(table, 2)[1].clone()
     # the source's identity: an upstream file's own bytes, a kit checkpoint's model.pt
-    source_sha = sha256_file(src) if src.is_file() else meta.get("files", {}).get(MODEL_FILE, {}).get("sha256")
+    source_sha = (sha256_file(src) if src.is_file()
+                  else meta.get("files", {}).get(MODEL_FILE, {}).get("sha256"))
     out = {"format": FORMAT, "kind": "slim", "model_config": cfg.to_dict(),
            "weights": meta.get("weights", "unknown"), "source": src.name,  # no machine paths in bundles
            "source_sha256": source_sha, "source_format": meta.get("format"),
@@ -675,7 +678,8 @@ def find_checkpoint(path: str | Path, resumable: bool = True) -> Path:
         if not resumable and path.is_file():
             return path
         if not (path / META_FILE).exists() and not (path / MODEL_FILE).exists():
-            raise CheckpointError(f"{what} {path}: neither a run directory (no checkpoints/) nor a checkpoint")
+            raise CheckpointError(f"{what} {path}: neither a run directory (no checkpoints/) "
+                                  "nor a checkpoint")
         if not usable(path):
             raise CheckpointError(f"--resume {path}: the checkpoint has no train_state.pt (weights only); "
                                   "use +load_checkpoint= to start a new run from its weights")

@@ -3,7 +3,8 @@
     from trm.config import resolve_config
     cfg = resolve_config("paper-arc2", ["--arch.hidden_size", "64", "ema=True", "+run_name=x"])
 
-Defaults follow upstream's config files (cfg_pretrain.yaml, arch/trm.yaml; docs/fidelity.md#configuration-defaults),
+Defaults follow upstream's config files (cfg_pretrain.yaml, arch/trm.yaml;
+docs/fidelity.md#configuration-defaults),
 except `arch.n_latent_steps` (L_cycles), whose default is the ARC recipe's 4 (trm.model). Presets
 are the guide's recipes, in code. Overrides come in three spellings, freely mixed:
 
@@ -41,7 +42,8 @@ class TrainConfig:
     # vocab_size, seq_len and num_puzzle_identifiers in `arch` are filled from the dataset.
 
     # data
-    data_path: str = field(default_factory=default_dataset)  # a built dataset dir (trm.paths; upstream data_paths)
+    # a built dataset dir (trm.paths; upstream data_paths)
+    data_path: str = field(default_factory=default_dataset)
     eval_data_path: str | None = None  # test split to evaluate on; None = data_path's (data_paths_test)
 
     # schedule (upstream names and defaults)
@@ -198,7 +200,8 @@ def _apply(cfg: TrainConfig, key: str, raw) -> None:
     """Set one override on cfg (in place)."""
     spelled = key.lstrip("+").replace("-", "_")
     if spelled in _IGNORED:
-        if spelled == "arch" and str(raw) not in ("trm", "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"):
+        if spelled == "arch" and str(raw) not in (
+                "trm", "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"):
             raise ConfigError(f"arch={raw!r}: only the TRM architecture (arch=trm) is implemented")
         return
     path = _canonical(key)

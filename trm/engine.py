@@ -136,7 +136,8 @@ class Trainer:
     # -- one optimizer step on one global batch
     def lrs(self, step: int) -> tuple[float, float]:
         c = self.cfg
-        return (cosine_schedule_with_warmup_lr(step, c.lr, c.lr_warmup_steps, self.total_steps, c.lr_min_ratio),
+        return (cosine_schedule_with_warmup_lr(step, c.lr, c.lr_warmup_steps, self.total_steps,
+                                               c.lr_min_ratio),
                 cosine_schedule_with_warmup_lr(step, c.puzzle_emb_lr, c.lr_warmup_steps, self.total_steps,
                                                c.lr_min_ratio))
 
@@ -237,7 +238,8 @@ class Trainer:
                 out[f"train/{k}"] = v / count
         out["train/lr"], out["train/puzzle_emb_lr"] = self.lrs(self.step)
         if self.scaler is not None:
-            out["train/loss_scale"], out["train/skipped_steps"] = self.scaler.scale, float(self.scaler.skipped)
+            out["train/loss_scale"], out["train/skipped_steps"] = (self.scaler.scale,
+                                                                   float(self.scaler.skipped))
         self._metric_sums, self._metric_steps = {}, 0
         return out
 
@@ -287,9 +289,11 @@ class Trainer:
         self.position = ts["loader"] if same_batch else TrainSampler.start_position(ts["loader"]["iteration"])
         ranks = ts["ranks"]
         slots = [c for r in ranks for c in r["carries"]]
-        if same_batch and len(slots) == ctx.world_size * cfg.grad_accum_steps and all(c is not None for c in slots):
+        if (same_batch and len(slots) == ctx.world_size * cfg.grad_accum_steps
+                and all(c is not None for c in slots)):
             k = cfg.grad_accum_steps
-            self.carries = [_map_tensors(c, lambda t: t.to(ctx.device)) for c in slots[ctx.rank * k:(ctx.rank + 1) * k]]
+            self.carries = [_map_tensors(c, lambda t: t.to(ctx.device))
+                            for c in slots[ctx.rank * k:(ctx.rank + 1) * k]]
         else:
             print0(ctx, "resume: global batch or micro-batch layout changed (or no carries saved): "
                         "ACT carries reset, data continue from the saved iteration's start" if not same_batch
@@ -303,7 +307,8 @@ class Trainer:
                 torch.cuda.set_rng_state(r["cuda_rng"], ctx.device)
 
 
-def build_trainer(cfg: TrainConfig, ctx: D.DistContext, split, *, init=None, reset_puzzle_emb: str | None = None,
+def build_trainer(cfg: TrainConfig, ctx: D.DistContext, split, *, init=None,
+                  reset_puzzle_emb: str | None = None,
                   verify: bool = True, dtype_request: str | None = None) -> Trainer:
     """The engine's set-up, shared by `python -m trm.train` and the competition fine-tune.
 
@@ -331,7 +336,8 @@ def build_trainer(cfg: TrainConfig, ctx: D.DistContext, split, *, init=None, res
         else:
             src = init
             try:
-                loaded, _ = load_checkpoint(resolve_checkpoint(str(src)), map_location="cpu", dataset_dir=cfg.data_path,
+                loaded, _ = load_checkpoint(resolve_checkpoint(str(src)), map_location="cpu",
+                                            dataset_dir=cfg.data_path,
                                             reset_puzzle_emb=reset_puzzle_emb, verify=verify)
             except PuzzleTableMismatch as e:  # only this one has the option as its fix
                 raise ConfigError(f"{src}: {e} (for load_checkpoint: --load_puzzle_emb mean)") from None

@@ -190,7 +190,8 @@ def _predict_early_exit(model, step, split, global_batch_size, device, rank, wor
             r = queue.popleft() if queue else -1
             slot_row[s] = r
             batch["inputs"][s] = split.inputs[r] if r >= 0 else 0
-            lab = np.asarray(split.labels[r], np.int32) if r >= 0 else np.full(batch["labels"].shape[1], ignore)
+            lab = (np.asarray(split.labels[r], np.int32) if r >= 0
+                   else np.full(batch["labels"].shape[1], ignore))
             batch["labels"][s] = np.where(lab == ignore, IGNORE_LABEL_ID, lab)
             batch["puzzle_identifiers"][s] = ids[r] if r >= 0 else 0
         carry, out = step(carry, _to_torch(batch, device))
@@ -233,7 +234,8 @@ def _all_gather(local: Predictions, world_size: int) -> Predictions:
     """Every rank gets every rank's rows (padded tensor all_gather: works on gloo and nccl)."""
     import torch.distributed as dist
 
-    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    dev = (torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl"
+           else torch.device("cpu"))
     n = torch.tensor([len(local)], dtype=torch.int64, device=dev)
     sizes = [torch.zeros_like(n) for _ in range(world_size)]
     dist.all_gather(sizes, n)
@@ -370,7 +372,8 @@ def evaluate_predictions(predictions: Predictions | Sequence[Predictions], datas
     test_puzzles = load_test_puzzles(dataset_dir)
     challenges = _json_or_path(challenges)
     if challenges is None:
-        challenges = {t: {"train": task.get("train", []), "test": [{"input": p["input"]} for p in task["test"]]}
+        challenges = {t: {"train": task.get("train", []),
+                          "test": [{"input": p["input"]} for p in task["test"]]}
                       for t, task in test_puzzles.items()}
     labels = _json_or_path(solutions) or _known_labels(test_puzzles)
     runs = [predictions] if isinstance(predictions, Predictions) else list(predictions)
@@ -450,7 +453,8 @@ def format_metrics(m: dict) -> str:
         lines.append(f"pass@{k:<5} {f(m[f'pass@{k}'])}{note}")
     ks = m["kaggle_score"]
     lines.append("kaggle score (official: either attempt exact, micro over test outputs): "
-                 + (f"{ks:.4f} = {m['kaggle_correct']}/{m['kaggle_scored_outputs']}" if ks is not None else f(ks)))
+                 + (f"{ks:.4f} = {m['kaggle_correct']}/{m['kaggle_scored_outputs']}"
+                    if ks is not None else f(ks)))
     lines.append(f"fallback attempts in submission: {m['n_fallback_attempts']} of {2 * m['n_test_outputs']}")
     lines.append(f"token accuracy (per-cell, NOT a solve rate): {f(m['token_accuracy'])}")
     lines.append(f"exact row accuracy (per augmented row, NOT a solve rate): {f(m['exact_row_accuracy'])}")
@@ -514,7 +518,8 @@ def _caption(r: dict, j: int) -> str:
     return f"attempt {j + 1}: {c.count} votes, q {c.mean_q:.2f}"
 
 
-def evaluate_model(model, dataset_dir, output_dir=None, *, global_batch_size: int = 256, device=None, rank: int = 0,
+def evaluate_model(model, dataset_dir, output_dir=None, *, global_batch_size: int = 256, device=None,
+                   rank: int = 0,
                    world_size: int = 1, early_exit: bool = False, challenges=None, solutions=None,
                    n_pictures: int = 6, checkpoint=None, step=None) -> dict:
     """predict + evaluate_predictions; every rank gets the metrics, only rank 0 prints and writes."""
@@ -548,7 +553,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--output-dir", help="where submission.json, metrics.json, per_task.csv, pictures go")
     ap.add_argument("--batch-size", type=int, default=256, help="global batch size (split across ranks)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (auto: cuda if available)")
-    ap.add_argument("--dtype", help="forward dtype: bfloat16, float16, float32 (default: trm.model.pick_dtype)")
+    ap.add_argument("--dtype",
+                    help="forward dtype: bfloat16, float16, float32 (default: trm.model.pick_dtype)")
     ap.add_argument("--early-exit", action="store_true", help="stop rows at q_halt > 0 (changes results)")
     ap.add_argument("--compile", choices=["auto", "step", "net", "on", "off"], default="auto",
                     help="step: every ACT step compiled whole and CUDA-graphed; net (or on): the recurrent "
@@ -574,7 +580,8 @@ def main(argv: list[str] | None = None) -> dict:
                         "build one with python -m dataset_builder")
     for path in ckpts:
         if not str(path).startswith("hf://") and not Path(path).exists():
-            raise UserError(f"checkpoint {path} not found: pass a checkpoint dir (runs/<run>/checkpoints/step_N), "
+            raise UserError(f"checkpoint {path} not found: pass a checkpoint dir "
+                            "(runs/<run>/checkpoints/step_N), "
                             "an upstream step_N file or hf://owner/repo/path[@revision]")
 
     ctx = setup(args.device)  # joins torchrun's process group when WORLD_SIZE/RANK are set
@@ -583,7 +590,8 @@ def main(argv: list[str] | None = None) -> dict:
     for path in ckpts:
         t0 = time.time()
         try:
-            model, meta = load_checkpoint(resolve_checkpoint(path), map_location=ctx.device, dataset_dir=args.data,
+            model, meta = load_checkpoint(resolve_checkpoint(path), map_location=ctx.device,
+                                          dataset_dir=args.data,
                                           overrides={"forward_dtype": dtype},
                                           reset_puzzle_emb="mean" if args.load_puzzle_emb == "mean" else None)
         except PuzzleTableMismatch as e:  # only this one has the option as its fix

@@ -65,14 +65,17 @@ def finetune(spec: dict) -> dict:
         hooks = _FinetuneHooks(trainer, spec, p, t0=t0, free_bytes=free, mean_init=mean_init)
         if ctx.is_main:
             print(f"fine-tune: {split.num_groups} tasks, {split.num_examples} demo examples, "
-                  f"{split.meta['num_puzzle_identifiers']} puzzle ids; world {ctx.world_size} on {ctx.device} "
+                  f"{split.meta['num_puzzle_identifiers']} puzzle ids; "
+                  f"world {ctx.world_size} on {ctx.device} "
                   f"({trainer.cfg.arch.forward_dtype}), H {arch.n_outer_cycles} L {arch.n_latent_steps} "
                   f"halt_max_steps {arch.halt_max_steps}; global batch {gbs} ({trainer.micro} rows x {accum} "
-                  f"micro-batches per process), {'embeddings only' if p.freeze_weights else 'full model'}", flush=True)
+                  f"micro-batches per process), {'embeddings only' if p.freeze_weights else 'full model'}",
+                  flush=True)
         stopped_by = trainer.fit(TrainSampler(split, gbs, cfg.eval_interval, cfg.seed), hooks.after_step)
         if ctx.is_main:
             hooks.save(stopped_by)
-            print(f"fine-tune done: {trainer.step} steps in {time.time() - hooks.t_loop:.1f} s ({stopped_by}); "
+            print(f"fine-tune done: {trainer.step} steps in {time.time() - hooks.t_loop:.1f} s "
+                  f"({stopped_by}); "
                   f"saved {spec['out']}", flush=True)
         D.barrier(ctx)
         ok = True
@@ -91,8 +94,10 @@ def finetune_config(p: TTTParams, arch, data: str, global_batch: int, accum: int
 
     epochs = p.finetune_epochs
     fixed = {"arch": arch, "data_path": data, "global_batch_size": global_batch, "grad_accum_steps": accum,
-             "epochs": epochs, "eval_interval": epochs, "evaluate": False, "lr_min_ratio": 1.0, "progress": False}
-    shared = {f.name for f in dataclasses.fields(TrainConfig)} & {f.name for f in dataclasses.fields(TTTParams)}
+             "epochs": epochs, "eval_interval": epochs, "evaluate": False, "lr_min_ratio": 1.0,
+             "progress": False}
+    shared = ({f.name for f in dataclasses.fields(TrainConfig)}
+              & {f.name for f in dataclasses.fields(TTTParams)})
     return TrainConfig(**fixed, **{k: getattr(p, k) for k in sorted(shared - set(fixed))})
 
 
@@ -157,7 +162,8 @@ class _FinetuneHooks:
         m = self.t.pop_metrics()
         self.losses.append(round(m.get("train/loss", float("nan")), 5))
         if self.ctx.is_main:
-            print(f"step {self.t.step}: loss {m.get('train/loss', 0):.4f} acc {m.get('train/accuracy', 0):.3f} "
+            print(f"step {self.t.step}: loss {m.get('train/loss', 0):.4f} "
+                  f"acc {m.get('train/accuracy', 0):.3f} "
                   f"exact {m.get('train/exact_accuracy', 0):.3f} lr {m.get('train/lr', 0):.2e}; "
                   f"{(time.time() - self.t_loop) / self.t.step:.3f} s/step, "
                   f"{(self.deadline - time.time()) / 60:.1f} min left", flush=True)
@@ -177,7 +183,8 @@ class _FinetuneHooks:
         result = {"steps": t.step, "seconds": round(now - self.t_loop, 1), "stopped_by": stopped,
                   "s_per_step": round((now - self.t_loop) / max(t.step, 1), 4), "world_size": ctx.world_size,
                   "global_batch_size": gbs, "dtype": arch.forward_dtype,
-                  "arch": {k: getattr(arch, k) for k in ("n_outer_cycles", "n_latent_steps", "halt_max_steps")},
+                  "arch": {k: getattr(arch, k)
+                           for k in ("n_outer_cycles", "n_latent_steps", "halt_max_steps")},
                   "num_puzzle_identifiers": meta["num_puzzle_identifiers"], "mean_init": self.mean_init,
                   "losses": self.losses, "last_loss": self.losses[-1] if self.losses else None,
                   "setup_seconds": round(self.t_loop - self.t0, 1), "total_steps": t.total_steps,

@@ -517,7 +517,8 @@ def pick_dtype(device: torch.device | str, requested: str | torch.dtype | None =
     it counts emulation. CPU (and other devices) give float32 unless a dtype is requested
     explicitly (bf16 on CPU is only fast with AMX). "float16" is honoured on CUDA.
     """
-    aliases = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+    aliases = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16",
+               "half": "float16"}
     if isinstance(requested, torch.dtype):
         requested = str(requested).removeprefix("torch.")
     req = aliases.get(requested, requested) if requested else "auto"
@@ -535,13 +536,15 @@ def pick_dtype(device: torch.device | str, requested: str | torch.dtype | None =
     if major >= 8:
         return torch.bfloat16 if req == "auto" else getattr(torch, req)
     if req == "bfloat16":
-        warnings.warn(f"bfloat16 requested on CUDA cc {major}.x (no native bf16): using float16", stacklevel=2)
+        warnings.warn(f"bfloat16 requested on CUDA cc {major}.x (no native bf16): using float16",
+                      stacklevel=2)
     return torch.float16
 
 
 def _cpu_has_native_bf16() -> bool:
     """AMX or AVX512-BF16 (torch.cpu's private probes; True when they are missing: no false alarms)."""
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    probes = [getattr(torch.cpu, name, None)
+              for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
     probes = [p for p in probes if p is not None]
     return not probes or any(p() for p in probes)
 

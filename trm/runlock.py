@@ -67,7 +67,8 @@ def check_run_dir(run_dir: str | Path, resume: bool) -> None:
     run_dir = Path(run_dir)
     found = [m for m in RUN_MARKERS if (run_dir / m).exists()]
     if found and not resume:
-        raise RunDirError(f"run directory {run_dir} already holds a run ({', '.join(found)}): continue it with "
+        raise RunDirError(f"run directory {run_dir} already holds a run ({', '.join(found)}): "
+                          "continue it with "
                           f"--resume {run_dir}, or choose another run_name (or omit it for a new unique one)")
 
 

@@ -37,8 +37,8 @@ UPSTREAM_CONFIG = "all_config.yaml"
 def resolve_checkpoint(spec: str | Path, config: str | Path | None = None) -> Path:
     """A local path that trm.checkpoint.load_checkpoint reads: a kit directory or an upstream file."""
     if config is not None and not Path(config).is_file():
-        raise CheckpointError(f"config {config} not found: give the upstream all_config.yaml the checkpoint was "
-                              "trained with")
+        raise CheckpointError(f"config {config} not found: give the upstream all_config.yaml "
+                              "the checkpoint was trained with")
     if str(spec).startswith(HF_SCHEME):
         return _resolve_hf(str(spec), config)
     return _check_local(Path(spec), config)
@@ -74,7 +74,8 @@ def _check_local(path: Path, config) -> Path:
         if config is not None or (path.parent / UPSTREAM_CONFIG).is_file():
             return path
         if (path.parent / META_FILE).is_file():
-            raise CheckpointError(f"{path} is a file inside the kit checkpoint {path.parent}: give the directory")
+            raise CheckpointError(f"{path} is a file inside the kit checkpoint {path.parent}: "
+                                  "give the directory")
         raise CheckpointError(f"{path} has no {UPSTREAM_CONFIG} beside it: put the upstream run's "
                               f"{UPSTREAM_CONFIG} next to it or pass its config explicitly")
     raise CheckpointNotFound(f"checkpoint {path} not found: give a kit checkpoint directory, an upstream "
@@ -105,11 +106,13 @@ def _resolve_hf(spec: str, config) -> Path:
     no_cache = []  # files that could not be fetched and are not cached (offline, or no network)
 
     def fetch(filename: str) -> Path | None:
-        """The cached file, or None if the repo has no such file or it can be neither fetched nor found cached.
+        """The cached file, or None if the repo has no such file or it can be neither fetched nor
+        found cached.
 
         After one network failure only the cache is looked at: the client retries each file for ~25 s."""
         try:
-            local = Path(hub.hf_hub_download(repo_id, filename, revision=revision, local_files_only=bool(no_cache)))
+            local = Path(hub.hf_hub_download(repo_id, filename, revision=revision,
+                                             local_files_only=bool(no_cache)))
         except errors.RemoteEntryNotFoundError:
             return None
         except errors.LocalEntryNotFoundError:
@@ -118,7 +121,8 @@ def _resolve_hf(spec: str, config) -> Path:
         return local if local.is_file() else None  # offline, a cached folder's name comes back as is
 
     def offline_error() -> CheckpointError:
-        why = "HF_HUB_OFFLINE is set" if hub.constants.HF_HUB_OFFLINE else f"{hub.constants.ENDPOINT} cannot be reached"
+        why = ("HF_HUB_OFFLINE is set" if hub.constants.HF_HUB_OFFLINE
+               else f"{hub.constants.ENDPOINT} cannot be reached")
         return CheckpointError(f"cannot fetch {spec}: no network ({why}) and not in the Hugging Face cache; "
                                "run once online or set HF_HUB_OFFLINE=0")
 
@@ -132,7 +136,8 @@ def _resolve_hf(spec: str, config) -> Path:
                 if no_cache:
                     raise offline_error()
                 if fetch(_join(_parent(path), META_FILE)) is not None:
-                    raise CheckpointError(f"{path} is a file inside the kit checkpoint {_parent(path) or '/'} of "
+                    raise CheckpointError(f"{path} is a file inside the kit checkpoint "
+                                          f"{_parent(path) or '/'} of "
                                           f"{where}: name the folder (hf://{repo_id}/{_parent(path)})")
                 raise CheckpointError(f"no {config_file} beside {path} in {where}: upload the run's "
                                       f"{UPSTREAM_CONFIG} next to it or pass its config explicitly")
@@ -147,8 +152,8 @@ def _resolve_hf(spec: str, config) -> Path:
                               + (f" (nor a kit checkpoint {_join(path, META_FILE)})" if path else "")
                               + ": check the path and revision on the repo's Files page")
     except errors.RevisionNotFoundError:
-        raise CheckpointError(f"no revision {revision} in {repo_id}: give a branch, tag or commit that exists") \
-            from None
+        raise CheckpointError(f"no revision {revision} in {repo_id}: "
+                              "give a branch, tag or commit that exists") from None
     except errors.HfHubHTTPError as e:
         raise _http_error(e, hub, repo_id, spec) from None
     except errors.LocalEntryNotFoundError:  # snapshot_download, offline with an incomplete cache
@@ -161,7 +166,8 @@ def _http_error(e, hub, repo_id: str, spec: str) -> CheckpointError:
         fix = ("check owner/name, and that your token (HF_TOKEN) can read it (gated repos: request access)"
                if hub.get_token() else "if it is private or gated, set HF_TOKEN (or run `hf auth login`)")
         return CheckpointError(f"cannot read {repo_id} (HTTP {status}: not found, private or gated): {fix}")
-    return CheckpointError(f"cannot fetch {spec}: HTTP {status} from {hub.constants.ENDPOINT}; try again later")
+    return CheckpointError(f"cannot fetch {spec}: HTTP {status} from {hub.constants.ENDPOINT}; "
+                           "try again later")
 
 
 def _quiet_no_exist() -> None:

@@ -1,6 +1,7 @@
 """Test-time training (TTT) on the hidden ARC tasks: the Kaggle competition notebook's logic.
 
-The notebook (kaggle/trm_arc2_inference_notebook.py; docs/kaggle.md) holds a bootstrap, parameters and five calls:
+The notebook (kaggle/trm_arc2_inference_notebook.py; docs/kaggle.md) holds a bootstrap, parameters
+and five calls:
 
     ctx = start()                    # clock starts; competition folder found; fallback submission.json
     params = TTTParams.from_namespace(globals())
@@ -73,7 +74,8 @@ from trm.ttt_params import FINETUNE, TTTParams
 
 CRASH_ENV = "TRM_TTT_CRASH_AFTER_STEPS"  # test hook: the fine-tune raises after N steps
 FAULT_ENV = "TRM_TTT_FAULT"  # test hook "kill:RANK:STEP" / "stall:RANK:STEP": a worker dies / hangs
-RERUN_ENV = "KAGGLE_IS_COMPETITION_RERUN"  # other code competitions' rerun flag: undocumented here (docs/kaggle.md)
+# other code competitions' rerun flag: undocumented here (docs/kaggle.md)
+RERUN_ENV = "KAGGLE_IS_COMPETITION_RERUN"
 
 
 @dataclass
@@ -166,13 +168,15 @@ def install(ctx: Context, p: TTTParams) -> dict[str, Path | None]:
     for k, v in ctx.bundles.items():
         log(f"{k} bundle: {v}")
     if ctx.bundles["weights"] is None:
-        raise FileNotFoundError(f"no weights under {p.weights_dir or ctx.input_root}: neither the kit's weights "
-                                f"bundle (a folder with {BUNDLE_MARKERS['weights']}) nor an upstream checkpoint "
+        raise FileNotFoundError(f"no weights under {p.weights_dir or ctx.input_root}: neither the kit's "
+                                f"weights bundle (a folder with {BUNDLE_MARKERS['weights']}) "
+                                "nor an upstream checkpoint "
                                 "(step_N with all_config.yaml beside it); attach the weights dataset")
     wheels = ctx.bundles["wheels"]
     if p.install_wheels and wheels is not None:
         cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(wheels),
-               "-r", str(wheels / "requirements.txt"), "--disable-pip-version-check", "--no-warn-script-location"]
+               "-r", str(wheels / "requirements.txt"), "--disable-pip-version-check",
+               "--no-warn-script-location"]
         if stream(cmd) != 0:
             raise RuntimeError(f"offline wheel install failed: {' '.join(cmd)}")
     elif p.install_wheels:
@@ -233,21 +237,25 @@ def build_ttt_dataset(challenges: Path, out_dir: Path, num_aug: int, repo: Path,
     inputs -> the test split (dummy outputs). A subprocess, like the fine-tune and the evaluation,
     so the runtime never imports the builder (which imports trm). Returns the build's counts."""
     summary = out_dir.with_name(out_dir.name + ".summary.json")
-    rc = _launch(["dataset_builder", "--challenges", str(challenges), "--output-dir", str(out_dir), "--num-aug",
-                  str(num_aug), "--seed", str(seed), "--quiet", "--force", "--summary-json", str(summary)], 0, repo,
+    rc = _launch(["dataset_builder", "--challenges", str(challenges), "--output-dir", str(out_dir),
+                  "--num-aug", str(num_aug), "--seed", str(seed), "--quiet", "--force",
+                  "--summary-json", str(summary)], 0, repo,
                  timeout=None)
     if rc != 0:
-        raise RuntimeError(f"building the fine-tune dataset failed (exit code {rc}); submission.json stays the fallback")
+        raise RuntimeError(f"building the fine-tune dataset failed (exit code {rc}); "
+                           "submission.json stays the fallback")
     return read_json(summary)
 
 
 def _budget(ctx: Context, p: TTTParams, deadline: float) -> dict:
     """Which budget this run has and why (both signals recorded), logged and reported."""
     kind, why = ctx.budget(p)
-    log(f"budget: {kind} ({why}): " + (f"{p.check_minutes:g} min on <= {p.check_tasks} tasks" if kind != "full"
-                                       else f"{p.budget_hours:g} h less {p.safety_minutes:g} min safety, every task"))
+    log(f"budget: {kind} ({why}): "
+        + (f"{p.check_minutes:g} min on <= {p.check_tasks} tasks" if kind != "full"
+           else f"{p.budget_hours:g} h less {p.safety_minutes:g} min safety, every task"))
     return {"kind": kind, "why": why, "test_ids_known": ctx.placeholder, "rerun_variable": ctx.rerun_var,
-            "seconds": round(deadline - ctx.t0, 1), "full_hours": p.budget_hours, "safety_minutes": p.safety_minutes,
+            "seconds": round(deadline - ctx.t0, 1), "full_hours": p.budget_hours,
+            "safety_minutes": p.safety_minutes,
             "check_minutes": p.check_minutes, "check_tasks": p.check_tasks}
 
 
@@ -305,7 +313,8 @@ def run(ctx: Context, p: TTTParams) -> dict:
         train_deadline = time.time() + (1 - p.eval_share) * left
         if p.max_finetune_minutes is not None:
             train_deadline = min(train_deadline, time.time() + 60 * p.max_finetune_minutes)
-        spec = {"data": str(work / "data"), "weights": str(ctx.bundles["weights"]), "out": str(work / "finetuned"),
+        spec = {"data": str(work / "data"), "weights": str(ctx.bundles["weights"]),
+                "out": str(work / "finetuned"),
                 "deadline": train_deadline, "final_deadline": deadline,
                 "eval_rows": built["splits"]["test"]["examples"], "params": dataclasses.asdict(p)}
         write_json_atomic(work / "finetune.json", spec)
@@ -338,7 +347,8 @@ def run(ctx: Context, p: TTTParams) -> dict:
             raise RuntimeError(f"evaluation failed (exit code {rc}); submission.json stays the fallback")
         report["eval_seconds"] = round(time.time() - t, 1)
         metrics = read_json(eval_dir / "metrics.json")
-        report["eval"] = {k: metrics.get(k) for k in ("n_rows", "n_votes", "n_fallback_attempts", "pass@1", "pass@2")}
+        report["eval"] = {k: metrics.get(k)
+                          for k in ("n_rows", "n_votes", "n_fallback_attempts", "pass@1", "pass@2")}
 
         report.update(finalize(read_json(eval_dir / "submission.json"), full, out_file, solutions))
         if solutions is not None:
@@ -377,10 +387,13 @@ def seen_unseen_scores(sub: dict, solutions: dict, seen: set[str] | None) -> dic
         log("validation: the weights record no pretraining task list: seen / unseen cannot be told apart")
         return {"pretraining_tasks_known": False}
     out: dict = {"pretraining_tasks_known": True}
-    for name, ids in (("seen", [t for t in solutions if t in seen]), ("unseen", [t for t in solutions if t not in seen])):
-        s = score_submission({t: sub[t] for t in ids if t in sub}, {t: solutions[t] for t in ids}) if ids else None
+    for name, ids in (("seen", [t for t in solutions if t in seen]),
+                      ("unseen", [t for t in solutions if t not in seen])):
+        s = (score_submission({t: sub[t] for t in ids if t in sub}, {t: solutions[t] for t in ids})
+             if ids else None)
         out[name] = {"tasks": sorted(ids), "score": s["score"] if s else None,
-                     "n_correct": s["n_correct"] if s else 0, "n_test_outputs": s["n_test_outputs"] if s else 0}
+                     "n_correct": s["n_correct"] if s else 0,
+                     "n_test_outputs": s["n_test_outputs"] if s else 0}
         log(f"validation, {name} in pretraining: {len(ids)} tasks" + (
             f", score {s['score']:.4f} ({s['n_correct']}/{s['n_test_outputs']})" if s else ""))
     return out
@@ -416,24 +429,30 @@ def summary(report: dict) -> str:
     ft = report.get("finetune") or {}
     if ft:
         lines.append(f"fine-tune: {ft['steps']} steps in {ft['seconds'] / 60:.1f} min ({ft['stopped_by']}), "
-                     f"{ft['world_size']} process(es), {ft['dtype']}, {ft['num_puzzle_identifiers']} puzzle ids "
+                     f"{ft['world_size']} process(es), {ft['dtype']}, "
+                     f"{ft['num_puzzle_identifiers']} puzzle ids "
                      f"(mean-initialised: {ft['mean_init']}), last loss {ft.get('last_loss')}")
     ev = report.get("eval") or {}
     if ev:
-        lines.append(f"evaluation: {ev['n_rows']} augmented rows voted in {report['eval_seconds'] / 60:.1f} min, "
+        lines.append(f"evaluation: {ev['n_rows']} augmented rows voted in "
+                     f"{report['eval_seconds'] / 60:.1f} min, "
                      f"{ev['n_fallback_attempts']} fallback attempts"
-                     + (f", pass@2 (per-task macro) {ev['pass@2']:.4f}" if ev.get("pass@2") is not None else ""))
+                     + (f", pass@2 (per-task macro) {ev['pass@2']:.4f}"
+                        if ev.get("pass@2") is not None else ""))
     if "submission" in report:
         lines.append(f"{report['submission']}: {report['tasks_from_model']} tasks from the model, "
-                     f"{report['tasks_fallback']} fallback, {report['identical_attempts']} identical attempt pairs")
+                     f"{report['tasks_fallback']} fallback, "
+                     f"{report['identical_attempts']} identical attempt pairs")
     val = report.get("validation") or {}
     for name in ("seen", "unseen") if val.get("pretraining_tasks_known") else ():
         v = val[name]
         lines.append(f"validation, tasks {name} in pretraining: {len(v['tasks'])}"
-                     + (f", score {v['score']:.4f} ({v['n_correct']}/{v['n_test_outputs']})" if v["tasks"] else "")
+                     + (f", score {v['score']:.4f} ({v['n_correct']}/{v['n_test_outputs']})"
+                        if v["tasks"] else "")
                      + (" (optimistic: their demos shaped the weights)" if name == "seen" else
                         " (as hidden tasks run: the leaderboard estimate)"))
     if "score" in report:
         s = report["score"]
-        lines.append(f"official score: {s['score']:.4f} ({s['n_correct']}/{s['n_test_outputs']} test outputs)")
+        lines.append(f"official score: {s['score']:.4f} "
+                     f"({s['n_correct']}/{s['n_test_outputs']} test outputs)")
     return "\n".join(lines)

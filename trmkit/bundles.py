@@ -60,8 +60,9 @@ NO_OWNER = "YOUR_KAGGLE_USERNAME"
 KIT_LICENSE = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["license"]
 # dataset-metadata.json `licenses` names Kaggle's dataset docs list; any other licence is "other",
 # named in the description
-KAGGLE_DATASET_LICENSES = ("CC0-1.0", "CC-BY-SA-3.0", "CC-BY-SA-4.0", "CC-BY-NC-SA-4.0", "GPL-2.0", "ODbL-1.0",
-                           "DbCL-1.0", "CC-BY-4.0", "CC-BY-NC-4.0", "PDDL", "CC-BY-3.0", "CDLA-Permissive-1.0",
+KAGGLE_DATASET_LICENSES = ("CC0-1.0", "CC-BY-SA-3.0", "CC-BY-SA-4.0", "CC-BY-NC-SA-4.0", "GPL-2.0",
+                           "ODbL-1.0", "DbCL-1.0", "CC-BY-4.0", "CC-BY-NC-4.0", "PDDL", "CC-BY-3.0",
+                           "CDLA-Permissive-1.0",
                            "CDLA-Sharing-1.0", "CC-BY-ND-4.0", "CC-BY-NC-ND-4.0", "ODC-BY-1.0", "LGPL-3.0",
                            "AGPL-3.0", "FDL-1.3")
 LICENSE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*$")  # an SPDX-style identifier
@@ -234,7 +235,8 @@ def stage_weights(dest: Path, ckpt: Path, metrics_path: Path | None, name: str, 
         print(f"weights: solve rates from {source}")
     else:
         print(f"weights: no solve rates in the card: {note}")
-    (dest / "README.md").write_text(render_card(meta, metrics, name=name, provenance=copied, metrics_note=note,
+    (dest / "README.md").write_text(render_card(meta, metrics, name=name, provenance=copied,
+                                                metrics_note=note,
                                                 license=license,
                                                 trained_git=src_meta.get("git")))
     return {"checkpoint": ckpt.name, "step": meta.get("step", "unknown")}
@@ -325,7 +327,8 @@ def cmd_push(a) -> int:
     print(f"\npush plan (owner {owner}; credentials: {where or 'none found'}):")
     for s in staged:
         d = show(s["dir"])
-        print(f"  {s['bundle']:8} {s['id']}  {s['files']} files, {s['bytes'] / 1e6:.2f} MB, content {s['hash'][:12]}")
+        print(f"  {s['bundle']:8} {s['id']}  {s['files']} files, {s['bytes'] / 1e6:.2f} MB, "
+              f"content {s['hash'][:12]}")
         if pushed["datasets"].get(s["id"], {}).get("hash") == s["hash"]:
             print("           unchanged since the last push: skip")
             continue
@@ -333,7 +336,8 @@ def cmd_push(a) -> int:
         print(f"           kaggle datasets status {s['id']}\n"
               f"           then if it is new:  kaggle datasets create -p {d} --dir-mode zip"
               + (" --public" if a.public else "") +
-              f"\n           else:               kaggle datasets version -p {d} --dir-mode zip -m \"{s['notes']}\"")
+              f"\n           else:               kaggle datasets version -p {d} --dir-mode zip "
+              f"-m \"{s['notes']}\"")
     stop = stop_before_pushing(a.dry_run, where, owner, "staged and checked")
     if stop is not None:
         return stop
@@ -343,7 +347,8 @@ def cmd_push(a) -> int:
         if dataset_exists(s["id"]):
             run_cli(["datasets", "version", "-p", str(s["dir"]), "--dir-mode", "zip", "-m", s["notes"]])
         else:
-            run_cli(["datasets", "create", "-p", str(s["dir"]), "--dir-mode", "zip"] + (["--public"] if a.public else []))
+            run_cli(["datasets", "create", "-p", str(s["dir"]), "--dir-mode", "zip"]
+                    + (["--public"] if a.public else []))
         pushed["datasets"][s["id"]] = {k: s[k] for k in ("bundle", "hash", "files", "bytes", "commit")}
         save_pushed(a.out, pushed)  # after each bundle: a later failure keeps what already went up
         print(f"pushed {s['id']}")
@@ -363,7 +368,8 @@ def cmd_hf_publish(a) -> int:
     endpoint = os.environ.get("HF_ENDPOINT")  # read here too, whatever was imported first
     files = [p.relative_to(dest).as_posix() for p in files_of(dest) if p.name != "dataset-metadata.json"]
     print(f"hf-publish plan: {len(files)} files from {show(dest)} -> model repo {a.repo}"
-          f" ({'public' if a.public else 'private'} if new) on {endpoint or 'huggingface.co'}: {', '.join(files)}")
+          f" ({'public' if a.public else 'private'} if new) on {endpoint or 'huggingface.co'}: "
+          f"{', '.join(files)}")
     if a.dry_run:
         print("dry run: nothing uploaded")
         return 0
@@ -384,7 +390,8 @@ def common_options() -> argparse.ArgumentParser:
     """The options every publishing command takes (here and in trmkit/kernel.py)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--owner", help="Kaggle user (default: KAGGLE_USERNAME or kaggle.json)")
-    common.add_argument("--slug-prefix", default="trm-kit", help="the datasets are <prefix>-wheels/-repo/-weights")
+    common.add_argument("--slug-prefix", default="trm-kit",
+                        help="the datasets are <prefix>-wheels/-repo/-weights")
     common.add_argument("--out", type=Path, default=STAGE, help="staging dir (default build/kaggle)")
     common.add_argument("--dry-run", action="store_true", help="stage, check and print the plan only")
     return common
@@ -407,10 +414,12 @@ def _main(argv: list[str]) -> int:
                          f"{KIT_LICENSE}, the kit's; a prize entry's own code: CC0-1.0 or MIT-0)")
     p = sub.add_parser("push", parents=[common, weights], help="stage and push the Kaggle datasets")
     p.add_argument("--profile", help="wheels/profiles.json entry (default kaggle-2026)")
-    p.add_argument("--wheels-dir", type=Path, help="a built wheelhouse (default: build/wheels/<profile>, rebuilt)")
+    p.add_argument("--wheels-dir", type=Path,
+                   help="a built wheelhouse (default: build/wheels/<profile>, rebuilt)")
     p.add_argument("--bundles", default=",".join(BUNDLES), help="comma list of wheels,repo,weights")
     p.add_argument("--public", action="store_true", help="create new datasets public (default private)")
-    p = sub.add_parser("hf-publish", parents=[common, weights], help="upload the weights bundle to the HF Hub")
+    p = sub.add_parser("hf-publish", parents=[common, weights],
+                       help="upload the weights bundle to the HF Hub")
     p.add_argument("--repo", required=True, help="owner/name of the model repo")
     p.add_argument("--public", action="store_true", help="make a new repo public (default private)")
     a = ap.parse_args(argv)

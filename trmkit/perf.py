@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     ref = reference_from(json.loads(gpu_path.read_text()), json.loads(ttt_path.read_text()),
                          names=(gpu_path.name, ttt_path.name))
     overrides = dict(kv.split("=", 1) for kv in a.set)
-    params = TTTParams.from_namespace({k: _literal(v) for k, v in overrides.items()})  # as the notebook resolves them
+    # as the notebook resolves them
+    params = TTTParams.from_namespace({k: _literal(v) for k, v in overrides.items()})
     rows = hidden_set_rows(a.test_file, params.finetune_epochs, params.num_aug)
     cfg = _arch_overrides(ModelConfig(), params)  # the paper's ARC config, as the notebook fine-tunes it
     result = {"date": dt.date.today().isoformat(), "params_changed": overrides,

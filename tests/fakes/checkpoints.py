@@ -22,15 +22,16 @@ def make_run(run: Path, step: int = 5, metrics: dict | None = None) -> Path:
     from trm.model import TRM, ModelConfig
 
     torch.manual_seed(0)
-    ckpt = save_checkpoint(run / "checkpoints" / f"step_{step}", TRM(ModelConfig(**TINY)), meta={"step": step})
+    ckpt = save_checkpoint(run / "checkpoints" / f"step_{step}", TRM(ModelConfig(**TINY)),
+                           meta={"step": step})
     (run / "COMMANDS.txt").write_text("python -m trm.train --preset smoke\n")
     (run / "ENVIRONMENT.txt").write_text("Python 3.11\ntorch 2.13.0+cpu\n")
     (run / "TRM_COMMIT.txt").write_text("kit git sha: 0123456789abcdef\n")
     if metrics is not None:
         out = run / "evaluate" / ckpt.name
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps({"checkpoint": str(ckpt), "step": step, "n_checkpoints": 1,
-                                                      **metrics}, indent=1))
+        (out / "metrics.json").write_text(json.dumps({"checkpoint": str(ckpt), "step": step,
+                                                      "n_checkpoints": 1, **metrics}, indent=1))
     return ckpt
 
 

@@ -274,6 +274,12 @@ def reference_from(gpu_json: dict, ttt_json: dict, dtype: str = "bfloat16", name
 
 
 def main(argv: list[str] | None = None) -> int:
+    from trm.errors import cli_main
+
+    return cli_main(_main, argv)  # a missing file or a bad --set: one line, exit 2
+
+
+def _main(argv: list[str]) -> int:
     from trm.finetune import _arch_overrides
     from trm.model import ModelConfig
     from trm.ttt_params import TTTParams
@@ -287,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="a notebook parameter (trm.ttt_params.TTTParams), as in its cell: what-ifs")
     ap.add_argument("--out", type=Path, help="write the projection JSON here too")
     a = ap.parse_args(argv)
+    if not a.test_file.is_file():
+        raise FileNotFoundError(f"no test challenges at {a.test_file}: pass --test-file (the "
+                                "arc-agi_test_challenges.json the notebook would see, e.g. from make data-kaggle)")
     gpu_path = a.gpu_json or newest("gpu-2*.json")
     ttt_path = a.ttt_json or newest("gpu-ttt-*.json")
     if gpu_path is None or ttt_path is None:

@@ -295,7 +295,8 @@ def _main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     if not a.test_file.is_file():
         raise FileNotFoundError(f"no test challenges at {a.test_file}: pass --test-file (the "
-                                "arc-agi_test_challenges.json the notebook would see, e.g. from make data-kaggle)")
+                                "arc-agi_test_challenges.json the notebook would see, e.g. from "
+                                "make data-kaggle)")
     gpu_path = a.gpu_json or newest("gpu-2*.json")
     ttt_path = a.ttt_json or newest("gpu-ttt-*.json")
     if gpu_path is None or ttt_path is None:

@@ -151,7 +151,11 @@ def cell_accuracy(weights: str | Path, tasks: dict, num_aug: int, work: str | Pa
     from trm.ttt import build_ttt_dataset
 
     data = Path(work) / "labelled"
-    build_ttt_dataset(tasks, data, num_aug)  # the table fingerprint check proves the ids are the same
+    labelled = Path(work) / "labelled-challenges.json"  # test outputs inline: the builder keeps them
+    labelled.parent.mkdir(parents=True, exist_ok=True)
+    labelled.write_text(json.dumps(tasks))
+    # the notebook's own build (same seed, augmentations and ids: load_checkpoint's fingerprint check)
+    build_ttt_dataset(labelled, data, num_aug, repo=Path(__file__).resolve().parents[1])
     model, _ = load_checkpoint(weights, dataset_dir=data)
     with contextlib.redirect_stdout(io.StringIO()):  # the figure is returned, not printed
         m = evaluate_model(model, data, None, global_batch_size=64, n_pictures=0)

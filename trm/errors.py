@@ -103,13 +103,10 @@ def _one_line(e: BaseException) -> str:
     return " ".join(text.split())  # one line, whatever the message held
 
 
-def exit_code(e: BaseException, codes: dict[type, int] | None = None) -> int | None:
+def exit_code(e: BaseException) -> int | None:
     """The exit code of a user error, or None for an exception that is a bug (keeps its traceback)."""
     if isinstance(e, UserError):
         return e.exit_code
-    for cls, code in (codes or {}).items():
-        if isinstance(e, cls):
-            return code
     if is_no_space(e):
         return EXIT_DISK_FULL
     if isinstance(e, FileNotFoundError | PermissionError | NotADirectoryError | IsADirectoryError):
@@ -121,11 +118,9 @@ def debug_requested(argv: list[str]) -> bool:
     return os.environ.get("TRM_DEBUG", "") not in ("", "0") or "--debug" in argv
 
 
-def cli_main(fn: Callable[[list[str]], object], argv: list[str] | None = None, *,
-             codes: dict[type, int] | None = None) -> int:
+def cli_main(fn: Callable[[list[str]], object], argv: list[str] | None = None) -> int:
     """Run `fn(argv)` (argv without `--debug`) and turn user errors into `error: ...` + exit code.
 
-    codes: extra exception classes a tool owns and their exit codes (e.g. {BundleError: 1}).
     Returns fn's int result, 0 when it returns anything else (trm.evaluate returns its metrics).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -139,7 +134,7 @@ def cli_main(fn: Callable[[list[str]], object], argv: list[str] | None = None, *
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:
-        code = exit_code(e, codes)
+        code = exit_code(e)
         if code is None or debug:
             raise
         if is_no_space(e) and not isinstance(e, DiskFullError):

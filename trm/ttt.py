@@ -309,42 +309,10 @@ def run(ctx: Context, p: TTTParams) -> dict:
             f"{built['num_puzzle_identifiers']} puzzle ids (all new: mean-initialised)")
 
         n_gpus = _gpus(p)
-        left = deadline - time.time()
-        train_deadline = time.time() + (1 - p.eval_share) * left
-        if p.max_finetune_minutes is not None:
-            train_deadline = min(train_deadline, time.time() + 60 * p.max_finetune_minutes)
-        spec = {"data": str(work / "data"), "weights": str(ctx.bundles["weights"]),
-                "out": str(work / "finetuned"),
-                "deadline": train_deadline, "final_deadline": deadline,
-                "eval_rows": built["splits"]["test"]["examples"], "params": dataclasses.asdict(p)}
-        write_json_atomic(work / "finetune.json", spec)
-        log(f"fine-tune on {f'{n_gpus} GPU(s)' if n_gpus else 'the CPU'} for up to "
-            f"{(train_deadline - time.time()) / 60:.1f} min")
-        # backstop: the worker stops itself at train_deadline; kill it if saving overruns by far
-        n_procs = n_gpus if n_gpus else max(1, p.cpu_workers)
-        rc = _launch(["trm.finetune", str(work / "finetune.json")], n_procs, repo,
-                     timeout=train_deadline - time.time() + 0.5 * (deadline - train_deadline))
-        saved = work / "finetuned" / "ttt_finetune.json"  # written with every (periodic or final) save
-        if rc != 0 and not saved.is_file():
-            raise RuntimeError(f"fine-tuning failed (exit code {rc}) before any weights were saved; "
-                               "submission.json stays the fallback")
-        report["finetune"] = read_json(saved)
-        if rc != 0:  # a worker died or stalled: evaluate the last weights that were saved
-            report["finetune"]["stopped_by"] = f"worker failure (exit code {rc}); last save at step " \
-                                               f"{report['finetune']['steps']}"
-            log(f"fine-tuning failed (exit code {rc}); evaluating the weights saved at step "
-                f"{report['finetune']['steps']}")
-
+        eval_rows = built["splits"]["test"]["examples"]
+        report["finetune"] = _finetune(ctx, p, work, repo, n_gpus, deadline, eval_rows)
         t = time.time()
-        eval_dir = work / "eval"
-        args = ["trm.evaluate", "--checkpoint", str(work / "finetuned"), "--data", str(work / "data"),
-                "--output-dir", str(eval_dir), "--batch-size", str(_divisible(p.eval_batch_size, n_gpus)),
-                "--device", "cpu" if n_gpus == 0 else "cuda", "--challenges", str(work / "challenges.json"),
-                "--pictures", "0"] + (["--dtype", p.dtype] if p.dtype != "auto" else []) \
-            + (["--solutions", str(work / "solutions.json")] if solutions is not None else [])
-        rc = _launch(args, n_gpus, repo, timeout=deadline - time.time())
-        if rc != 0:
-            raise RuntimeError(f"evaluation failed (exit code {rc}); submission.json stays the fallback")
+        eval_dir = _evaluate(p, work, repo, n_gpus, deadline, labelled=solutions is not None)
         report["eval_seconds"] = round(time.time() - t, 1)
         metrics = read_json(eval_dir / "metrics.json")
         report["eval"] = {k: metrics.get(k)
@@ -362,6 +330,49 @@ def run(ctx: Context, p: TTTParams) -> dict:
     finally:
         report["elapsed_s"] = round(time.time() - ctx.t0, 1)
         write_json_atomic(report_path, report, indent=2)
+
+
+def _finetune(ctx: Context, p: TTTParams, work: Path, repo: Path, n_gpus: int, deadline: float,
+              eval_rows: int) -> dict:
+    """`python -m trm.finetune` (torchrun over the GPUs) until its share of the clock; returns its
+    record (ttt_finetune.json). A worker that dies after a save leaves those weights to evaluate."""
+    train_deadline = time.time() + (1 - p.eval_share) * (deadline - time.time())
+    if p.max_finetune_minutes is not None:
+        train_deadline = min(train_deadline, time.time() + 60 * p.max_finetune_minutes)
+    spec = {"data": str(work / "data"), "weights": str(ctx.bundles["weights"]),
+            "out": str(work / "finetuned"), "deadline": train_deadline, "final_deadline": deadline,
+            "eval_rows": eval_rows, "params": dataclasses.asdict(p)}
+    write_json_atomic(work / "finetune.json", spec)
+    log(f"fine-tune on {f'{n_gpus} GPU(s)' if n_gpus else 'the CPU'} for up to "
+        f"{(train_deadline - time.time()) / 60:.1f} min")
+    # backstop: the worker stops itself at train_deadline; kill it if saving overruns by far
+    n_procs = n_gpus if n_gpus else max(1, p.cpu_workers)
+    rc = _launch(["trm.finetune", str(work / "finetune.json")], n_procs, repo,
+                 timeout=train_deadline - time.time() + 0.5 * (deadline - train_deadline))
+    saved = work / "finetuned" / "ttt_finetune.json"  # written with every (periodic or final) save
+    if rc != 0 and not saved.is_file():
+        raise RuntimeError(f"fine-tuning failed (exit code {rc}) before any weights were saved; "
+                           "submission.json stays the fallback")
+    record = read_json(saved)
+    if rc != 0:  # a worker died or stalled: evaluate the last weights that were saved
+        record["stopped_by"] = f"worker failure (exit code {rc}); last save at step {record['steps']}"
+        log(f"fine-tuning failed (exit code {rc}); evaluating the weights saved at step {record['steps']}")
+    return record
+
+
+def _evaluate(p: TTTParams, work: Path, repo: Path, n_gpus: int, deadline: float, labelled: bool) -> Path:
+    """`python -m trm.evaluate` on the fine-tuned weights (voting, two attempts) until the deadline;
+    returns its output folder."""
+    eval_dir = work / "eval"
+    args = ["trm.evaluate", "--checkpoint", str(work / "finetuned"), "--data", str(work / "data"),
+            "--output-dir", str(eval_dir), "--batch-size", str(_divisible(p.eval_batch_size, n_gpus)),
+            "--device", "cpu" if n_gpus == 0 else "cuda", "--challenges", str(work / "challenges.json"),
+            "--pictures", "0"] + (["--dtype", p.dtype] if p.dtype != "auto" else []) \
+        + (["--solutions", str(work / "solutions.json")] if labelled else [])
+    rc = _launch(args, n_gpus, repo, timeout=deadline - time.time())
+    if rc != 0:
+        raise RuntimeError(f"evaluation failed (exit code {rc}); submission.json stays the fallback")
+    return eval_dir
 
 
 def _divisible(batch: int, n_gpus: int) -> int:

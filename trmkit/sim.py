@@ -344,6 +344,21 @@ def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Pat
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
     res["report"] = {k: report.get(k) for k in ("mode", "status", "score", "tasks_from_model",
                                                 "identical_attempts", "budget", "elapsed_s")}
+    _check_budget(check, report, params, hidden, len(challenges))
+    score = _check_outcome(check, variant, root, comp, report, challenges, sub, held, hidden)
+    if score is not None:
+        res["score_test_file"] = score
+    if "score_test_file" in res:
+        res["notes"].append("score of working/submission.json on the known solutions: "
+                            f"{res['score_test_file']:.4f}")
+    for n in res["notes"]:
+        say(f"  {variant}: {n}")
+    say(f"{variant}: {secs:.1f} s; executed notebook {root / 'executed.ipynb'}, log {root / 'papermill.log'}")
+    return res
+
+
+def _check_budget(check, report: dict, params: dict, hidden: bool, n_tasks: int) -> None:
+    """The budget the notebook chose: from the data alone, the rerun variable never set."""
     budget = report.get("budget") or {}
     check(budget.get("rerun_variable") is None,
           "KAGGLE_IS_COMPETITION_RERUN not set (Kaggle does not document it)")
@@ -357,9 +372,15 @@ def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Pat
         check(budget.get("kind") == "full" and budget.get("test_ids_known") is False
               and budget.get("seconds") == full,
               f"hidden tasks: full budget of {full:.0f} s ({budget.get('seconds')})")
-        check(report.get("tasks") == len(challenges),
+        check(report.get("tasks") == n_tasks,
               f"every hidden task fine-tuned: {report.get('tasks')} of "
-              f"{len(challenges)}")
+              f"{n_tasks}")
+
+
+def _check_outcome(check, variant: str, root: Path, comp: Path, report: dict, challenges: dict,
+                   sub: dict | None, held: dict | None, hidden: bool) -> float | None:
+    """What each variant must show (mode, mean-initialised rows, distinct attempts, the crash); returns
+    the score of working/submission.json on the known solutions, where there are any."""
     if variant == "as-given":  # whatever the folder holds: a valid submission covering all of it
         want = "submit" if hidden else "validate"
         check(report.get("mode") == want,
@@ -379,8 +400,8 @@ def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Pat
         check("score" in report, f"validation score printed: {report.get('score')}")
         sols = json.loads((comp / "arc-agi_training_solutions.json").read_text())
         s = score_submission(sub or {}, {t: sols[t] for t in challenges if t in sols})
-        res["score_test_file"] = s["score"]
-    elif not expect_fail:
+        return s["score"]
+    elif variant != "crash":
         check(report.get("mode") == "submit", f"hidden tasks -> submit mode ({report.get('mode')})")
         ft = report.get("finetune") or {}
         check(ft.get("mean_init") is True,
@@ -389,16 +410,10 @@ def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Pat
               f"{report.get('tasks_from_model')} tasks answered by the model")
         check(report.get("identical_attempts") == 0, "two distinct attempts everywhere")
         s = score_submission(sub or {}, held)
-        res["score_test_file"] = s["score"]
+        return s["score"]
     else:
         check("injected crash" in (root / "papermill.log").read_text(), "the injected crash is what failed")
-    if "score_test_file" in res:
-        res["notes"].append("score of working/submission.json on the known solutions: "
-                            f"{res['score_test_file']:.4f}")
-    for n in res["notes"]:
-        say(f"  {variant}: {n}")
-    say(f"{variant}: {secs:.1f} s; executed notebook {root / 'executed.ipynb'}, log {root / 'papermill.log'}")
-    return res
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

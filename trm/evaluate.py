@@ -61,6 +61,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trm.anytime import SCHEDULES, run_rounds
 from trm.checkpoint import PuzzleTableMismatch, load_checkpoint
 from trm.data import (
     IGNORE_LABEL_ID,
@@ -70,7 +71,7 @@ from trm.data import (
     load_test_puzzles,
     rank_slice,
 )
-from trm.distributed import setup, teardown
+from trm.distributed import all_reduce_sum, setup, teardown
 from trm.errors import UserError, cli_main
 from trm.grids import crop, grid_hash, inverse_augment, parse_aug_name
 from trm.model import CompiledStep, TRMWithLoss, compile_enabled, compile_net, pick_dtype
@@ -138,9 +139,11 @@ def _row_stats(preds: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 @torch.inference_mode()
-def _predict_full(model, step, split, global_batch_size, device, rank, world_size) -> dict[str, list]:
+def _predict_full(model, step, split, global_batch_size, device, rank, world_size,
+                  on_batch=None) -> dict[str, list]:
     """Upstream: a fresh carry per batch, run until every row halted (halt_max_steps calls in eval).
-    step(carry, batch): the model's ACT step (the model itself, or a CompiledStep of it)."""
+    step(carry, batch): the model's ACT step (the model itself, or a CompiledStep of it).
+    on_batch(rows done by this rank): called after every batch (progress lines)."""
     acc: dict[str, list] = {f.name: [] for f in fields(Predictions)}
     chunks = _rank_rows(split.num_examples, global_batch_size, rank, world_size)
     max_steps = model.config.halt_max_steps
@@ -161,11 +164,14 @@ def _predict_full(model, step, split, global_batch_size, device, rank, world_siz
         acc["n_correct"].append(n_correct)
         acc["n_label"].append(n_label)
         acc["steps"].append(carry.steps.cpu().numpy().astype(np.int32)[:n_valid])
+        if on_batch is not None:
+            on_batch(sum(len(r) for r in acc["rows"]))
     return acc
 
 
 @torch.inference_mode()
-def _predict_early_exit(model, step, split, global_batch_size, device, rank, world_size) -> dict[str, list]:
+def _predict_early_exit(model, step, split, global_batch_size, device, rank, world_size,
+                        on_batch=None) -> dict[str, list]:
     """Rows leave at the first step with q_halt > 0 (or at halt_max_steps); free slots refill.
 
     The model loads a new row into every slot whose carry.halted is True, so after each call
@@ -210,6 +216,8 @@ def _predict_early_exit(model, step, split, global_batch_size, device, rank, wor
             acc["n_label"].append(n_label)
             acc["steps"].append(steps[done])
             slot_row[done] = -1
+            if on_batch is not None:
+                on_batch(sum(len(r) for r in acc["rows"]))
         halted = done | ~busy
         carry.halted = torch.from_numpy(halted).to(carry.halted.device)
     return acc
@@ -259,7 +267,8 @@ def _compiled_step(model) -> CompiledStep:
 
 
 def predict(model, dataset_dir, *, global_batch_size: int, device=None, rank: int = 0, world_size: int = 1,
-            early_exit: bool = False, limit_rows: int | None = None, graph: bool = False) -> Predictions:
+            early_exit: bool = False, limit_rows: int | None = None, graph: bool = False,
+            rows: np.ndarray | None = None, on_batch=None) -> Predictions:
     """Run the model (a TRM, or a TRMWithLoss wrapping one) over the test split.
 
     With world_size > 1 (process group initialised) each rank runs its slice of every chunk
@@ -267,10 +276,17 @@ def predict(model, dataset_dir, *, global_batch_size: int, device=None, rank: in
     runs and benchmarks; tasks whose rows are cut get fewer votes or none). graph: every ACT step
     compiled whole and CUDA-graphed on CUDA (trm.model.CompiledStep; same predictions); should it
     fail, the evaluation runs again without it (a warning says so) rather than not at all.
+    rows: only these test-split rows (ascending; a round of trm.anytime), returned under their own
+    row indices. on_batch(rows done by this rank): called after every batch.
     """
     split = load_split(dataset_dir, "test")
     if limit_rows is not None:
         split = dataclasses.replace(split, inputs=split.inputs[:limit_rows], labels=split.labels[:limit_rows])
+    if rows is not None:  # a split of just these rows, one single-row puzzle each (ids kept)
+        rows = np.asarray(rows, dtype=np.int64)
+        split = dataclasses.replace(split, inputs=split.inputs[rows], labels=split.labels[rows],
+                                    puzzle_identifiers=split.example_puzzle_ids()[rows],
+                                    puzzle_indices=np.arange(len(rows) + 1, dtype=np.int32))
     if isinstance(getattr(model, "_orig_mod", model), TRMWithLoss):
         model = model.model
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -280,17 +296,20 @@ def predict(model, dataset_dir, *, global_batch_size: int, device=None, rank: in
     try:
         try:
             step = _compiled_step(model) if graph else model
-            acc = run(model, step, split, global_batch_size, device, rank, world_size)
+            acc = run(model, step, split, global_batch_size, device, rank, world_size, on_batch)
         except Exception as e:  # a compiler or CUDA-graph failure must not cost the evaluation
             if not graph:
                 raise
             print(f"WARNING: the compiled, CUDA-graphed evaluation failed ({type(e).__name__}: {e}); "
                   "evaluating without it", flush=True)
-            acc = run(model, model, split, global_batch_size, device, rank, world_size)
+            acc = run(model, model, split, global_batch_size, device, rank, world_size, on_batch)
         local = _concat(acc, split.inputs.shape[1])
     finally:
         model.train(was_training)
-    return _all_gather(local, world_size) if world_size > 1 else local
+    out = _all_gather(local, world_size) if world_size > 1 else local
+    if rows is not None:  # back to the test split's row indices (monotonic: the order holds)
+        out.rows = rows[out.rows]
+    return out
 
 
 # --------------------------------------------------------------------------- voting
@@ -365,10 +384,11 @@ def _known_labels(test_puzzles: dict) -> dict | None:
 
 def evaluate_predictions(predictions: Predictions | Sequence[Predictions], dataset_dir, output_dir=None, *,
                          challenges=None, solutions=None, n_pictures: int = 6, checkpoint=None, step=None,
-                         write: bool = True, verbose: bool = True) -> dict:
+                         write: bool = True, verbose: bool = True, extra: dict | None = None) -> dict:
     """Vote, score and (when output_dir and write) write submission.json, metrics.json,
     per_task.csv and pictures. challenges/solutions: dicts or JSON paths; without them the
-    tasks and labels come from test_puzzles.json (labels only if not the builder's dummies)."""
+    tasks and labels come from test_puzzles.json (labels only if not the builder's dummies).
+    extra: more entries for metrics.json (trm.anytime's rounds)."""
     test_puzzles = load_test_puzzles(dataset_dir)
     challenges = _json_or_path(challenges)
     if challenges is None:
@@ -423,6 +443,11 @@ def evaluate_predictions(predictions: Predictions | Sequence[Predictions], datas
         n_checkpoints=len(runs),
         checkpoint=None if checkpoint is None else str(checkpoint),
         step=step,
+        # rows voted per test input, and the tasks with an input no row voted for (its attempts
+        # are fallbacks): what a cut-short evaluation did and did not cover
+        votes_per_input=_spread([sum(c.count for c in r["ranked"]) for r in records]),
+        tasks_without_votes=sorted({r["task"] for r in records if not r["ranked"]}),
+        **(extra or {}),
     )
     if verbose:
         print(format_metrics(metrics))
@@ -433,6 +458,10 @@ def evaluate_predictions(predictions: Predictions | Sequence[Predictions], datas
         _write_csv_atomic(out / "per_task.csv", records)
         _pictures(out, records, n_pictures, verbose)
     return metrics
+
+
+def _spread(values: list[int]) -> dict | None:
+    return {"min": min(values), "median": float(np.median(values)), "max": max(values)} if values else None
 
 
 def _mean_steps(runs: list[Predictions]) -> float | None:
@@ -562,6 +591,16 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--challenges", help="challenges JSON: the submission covers all its task ids")
     ap.add_argument("--solutions", help="solutions JSON: labels for pass@K and the Kaggle score")
     ap.add_argument("--pictures", type=int, default=6, help="number of task pictures (needs matplotlib)")
+    ap.add_argument("--rounds", choices=list(SCHEDULES), default="one",
+                    help="anytime: in rounds over the augmented versions (1, 1, 2, 4, 8, 16, then 16 each), "
+                         "each finished round saved under OUTPUT_DIR/rounds/ and the submission written from "
+                         "every finished row; one: a single pass (trm.anytime)")
+    ap.add_argument("--resume", action="store_true",
+                    help="with --rounds anytime: continue from the rounds saved in OUTPUT_DIR/rounds/")
+    ap.add_argument("--deadline", type=float, metavar="EPOCH_S",
+                    help="with --rounds anytime: start no round predicted to end after this (Unix seconds)")
+    ap.add_argument("--progress-seconds", type=float, default=60.0,
+                    help="with --rounds anytime: a progress line at least this often")
     ap.add_argument("--load-puzzle-emb", "--load_puzzle_emb", choices=["keep", "mean"], default="keep",
                     help="mean: every puzzle starts from the checkpoint's mean embedding (a dataset whose "
                          "identifiers.json differs from the training one, e.g. new tasks)")
@@ -574,6 +613,11 @@ def main(argv: list[str] | None = None) -> dict:
     ckpts = ([args.checkpoint] if args.checkpoint else []) + list(args.ensemble)
     if not ckpts:
         ap.error("give --checkpoint (and/or --ensemble CKPT ...)")
+    anytime = args.rounds == "anytime"
+    if (args.resume or args.deadline is not None) and not anytime:
+        ap.error("--resume and --deadline go with --rounds anytime")
+    if anytime and (len(ckpts) > 1 or not args.output_dir):
+        ap.error("--rounds anytime takes one --checkpoint (no --ensemble) and an --output-dir")
     # user errors before any work, as one line each (trm.errors): the dataset, then each checkpoint
     if not (Path(args.data) / "identifiers.json").is_file():
         raise UserError(f"--data {args.data}: not a built dataset (no identifiers.json); "
@@ -598,6 +642,10 @@ def main(argv: list[str] | None = None) -> dict:
             raise UserError(f"{e} On the command line: --load-puzzle-emb mean.") from None
         scope = compile_scope(args.compile, ctx.device)
         compile_net(model, scope == "net", ctx.device)
+        if anytime:
+            metrics = _anytime(args, model, meta, ctx, scope == "step")
+            teardown(ctx)
+            return metrics
         runs.append(predict(model, args.data, global_batch_size=args.batch_size, device=ctx.device,
                             rank=ctx.rank, world_size=ctx.world_size, early_exit=args.early_exit,
                             graph=scope == "step"))
@@ -614,6 +662,27 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"wrote {args.output_dir}/submission.json, metrics.json, per_task.csv")
     teardown(ctx)
     return metrics
+
+
+def _anytime(args, model, meta: dict, ctx, graph: bool) -> dict | None:
+    """--rounds anytime: trm.anytime.run_rounds with this evaluation's fingerprint (what a resumed
+    state must match) and a deadline every rank agrees on."""
+    data = load_split(args.data, "test")
+    fingerprint = {"checkpoint": str(args.checkpoint), "step": meta.get("step"),
+                   "data": str(Path(args.data).resolve()), "rows": data.num_examples, "schedule": args.rounds,
+                   "batch_size": args.batch_size, "early_exit": args.early_exit}
+
+    def agree(flag: bool) -> bool:  # any rank past the line stops every rank (clocks may straddle it)
+        if not ctx.distributed:
+            return flag
+        return bool(all_reduce_sum(torch.tensor([float(flag)], device=ctx.device), ctx).item() > 0)
+
+    return run_rounds(model, args.data, args.output_dir, kind=args.rounds, fingerprint=fingerprint,
+                      global_batch_size=args.batch_size, device=ctx.device, rank=ctx.rank,
+                      world_size=ctx.world_size, early_exit=args.early_exit, graph=graph, resume=args.resume,
+                      deadline=args.deadline, progress_every_s=args.progress_seconds,
+                      challenges=args.challenges, solutions=args.solutions, n_pictures=args.pictures,
+                      checkpoint=args.checkpoint, step=meta.get("step"), agree=agree)
 
 
 if __name__ == "__main__":

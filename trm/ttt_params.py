@@ -40,7 +40,7 @@ POSITIVE = ("check_tasks", "num_aug", "global_batch_size", "grad_accum_steps", "
             "eval_batch_size", "validate_tasks", "n_gpus", "cpu_workers", "check_minutes", "budget_hours",
             "rank_timeout_minutes", "log_interval", "crash_after_steps")
 # Not in the notebook's parameters cell: plumbing that tests and benchmarks inject (papermill -p).
-HOOKS = ("cpu_workers", "crash_after_steps", "install_wheels", "scratch_dir")
+HOOKS = ("cpu_workers", "crash_after_steps", "eval_kill_after_rounds", "install_wheels", "scratch_dir")
 
 
 def none_means(meaning: str, default=None):
@@ -92,6 +92,8 @@ class TTTParams:
     save_every_minutes: float = 30.0
     log_interval: int = 50  # fine-tune steps between progress lines
     crash_after_steps: int | None = none_means("off")  # test hook (env TRM_TTT_CRASH_AFTER_STEPS too)
+    # test hook: the evaluation is SIGKILLed before round N + 1 (0: before any; trm.anytime.KILL_ENV)
+    eval_kill_after_rounds: int | None = none_means("off")
     install_wheels: bool = True
     wheels_dir: str | None = none_means("found under the input root")  # the wheels bundle's folder
     # the weights: a kit bundle's folder, an upstream run's folder, or a step_N file used as named

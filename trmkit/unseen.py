@@ -125,6 +125,8 @@ def solve_unseen(out: str | Path, weights: str | Path, task_ids=UNSEEN_TASKS, kn
     ttt.install(ctx, p)
     report = ttt.run(ctx, p)
     print(ttt.summary(report), flush=True)
+    if report["status"] != "ok":  # the notebook ends normally on a failure; a measurement must not
+        raise RuntimeError(f"the notebook's run did not complete: {report['status']}")
     sub = json.loads((out / "working" / "submission.json").read_text())
     score = score_submission(sub, {t: [e["output"] for e in v["test"]] for t, v in tasks.items()})
     acc = cell_accuracy(ctx.scratch / "run" / "finetuned", tasks, p.num_aug, out)

@@ -196,3 +196,44 @@ def test_progress_lines_at_least_every_interval(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
     assert lines[0] == "evaluation: round 1/3, 30/100 rows, 0.4 rows/s, 8.8 min to the deadline"
+
+
+# --------------------------------------------------------------------------- the notebook's run
+
+def _notebook_run(setup: Path, tmp_path: Path, monkeypatch, **params) -> tuple[dict, dict]:
+    """ttt.run as the notebook calls it, on TASKS as hidden test tasks (no attached file knows them)."""
+    comp = tmp_path / "input" / "comp"
+    comp.mkdir(parents=True)
+    (comp / "arc-agi_test_challenges.json").write_text(json.dumps(TASKS))
+    (comp / "arc-agi_evaluation_challenges.json").write_text("{}")
+    monkeypatch.delenv(ttt.RERUN_ENV, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    ctx = ttt.start(str(tmp_path / "input"), str(tmp_path / "working"))
+    p = ttt.TTTParams(device="cpu", num_aug=NUM_AUG, global_batch_size=4, lr_warmup_steps=1, max_steps=2,
+                      log_interval=1, eval_batch_size=8, budget_hours=1.0, safety_minutes=0.0,
+                      install_wheels=False, weights_dir=str(setup / "ckpt"), scratch_dir=str(tmp_path / "s"),
+                      **params)
+    ttt.install(ctx, p)
+    report = ttt.run(ctx, p)  # never raises once the fallback is written: the report says what happened
+    return report, json.loads((tmp_path / "working" / "submission.json").read_text())
+
+
+@pytest.mark.slow
+def test_notebook_killed_mid_evaluation_submits_the_finished_rounds(setup, tmp_path, monkeypatch, capsys):
+    report, sub = _notebook_run(setup, tmp_path, monkeypatch, eval_kill_after_rounds=2)
+    assert report["status"].startswith("degraded: the evaluation ended with exit code -9 after 2/")
+    assert report["tasks_from_model"] == len(TASKS) and report["tasks_fallback_ids"] == []
+    assert report["eval"]["rounds"]["done"] == 2 and report["eval"]["votes_per_input"]["min"] == 2
+    assert validate_submission(sub, TASKS) == []
+    fallback = ttt.fallback_submission(TASKS)
+    assert all(sub[t] != fallback[t] for t in TASKS)  # the model's attempts, not the fallback's
+    out = capsys.readouterr().out
+    assert "THE RUN DID NOT COMPLETE" in out and report["status"] in out
+    assert json.loads((tmp_path / "working" / "ttt_report.json").read_text())["status"] == report["status"]
+
+
+@pytest.mark.slow
+def test_notebook_killed_before_the_first_round_keeps_the_fallback(setup, tmp_path, monkeypatch):
+    report, sub = _notebook_run(setup, tmp_path, monkeypatch, eval_kill_after_rounds=0)
+    assert report["status"].startswith("failed: RuntimeError: the evaluation ended (exit code -9) before")
+    assert sub == ttt.fallback_submission(TASKS)

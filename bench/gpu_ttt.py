@@ -120,7 +120,7 @@ def projection(results: dict, gpu_json: Path | None, test_file: Path) -> dict:
         return {"error": "needs a bfloat16 run here and a bench/gpu_check.py JSON with profile_compiled"}
     ref = perf.reference_from(json.loads(gpu_json.read_text()), results, names=(gpu_json.name, "this run"))
     params = TTTParams().resolved()  # the notebook's defaults
-    rows = perf.hidden_set_rows(test_file, params.finetune_epochs, params.num_aug)
+    rows = perf.hidden_set_rows(test_file, params.epoch_limit, params.num_aug)
     return {"reference": {"gpu": ref.gpu.model, "train_rows_per_s": round(1 / ref.train_s_per_row, 1),
                           "eval_rows_per_s": round(1 / ref.eval_s_per_row, 1), "profile": gpu_json.name},
             "rows": rows, "targets": perf.project(ref, _arch_overrides(ModelConfig(), params), rows, params)}

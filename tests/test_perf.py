@@ -111,38 +111,45 @@ def _committed_reference() -> perf.Reference:
 
 
 def test_projection_of_the_committed_h200_run(arc_data):
-    """The ranges docs/performance.md quotes, and the notebook's budget on each end: 4xL4 runs the
-    2000 epochs at both ends; on T4x2's slow end the epochs cannot fit and the fine-tune is cut by
-    the evaluation reserve, with the evaluation done before the deadline."""
+    """The ranges docs/performance.md quotes, and the notebook's clock-fitted fine-tune on each end:
+    4xL4 reaches the max_epochs cap at both ends; on T4x2's slow end the cap cannot fit and the
+    fine-tune is cut by the evaluation reserve -- late, not hours early -- with every round of the
+    evaluation done before the deadline, and at least one were the evaluation 3x slower."""
     ref = _committed_reference()
     assert ref.gpu.model == "H200 SXM" and ref.train_s_per_row == pytest.approx(1 / 923.3)
     params = TTTParams().resolved()  # the notebook's defaults
     rows = perf.hidden_set_rows(arc_data / "arc-prize-2025" / "arc-agi_test_challenges.json",
-                                params.finetune_epochs, params.num_aug)
+                                params.epoch_limit, params.num_aug)
     out = perf.project(ref, ModelConfig(), rows, params)
     l4, t4 = out["4xL4"], out["T4x2"]
     assert l4["hours_range"][0] < l4["hours_range"][1] < t4["hours_range"][1]
     assert t4["hours_range"][0] < t4["hours_range"][1]
     for end in ("fast", "slow"):
-        assert l4[end]["budget"]["finetune_stopped_by"] == "epochs" and l4[end]["budget"]["fits"]
-    assert t4["fast"]["budget"]["finetune_stopped_by"] == "epochs" and t4["fast"]["budget"]["fits"]
+        assert l4[end]["budget"]["finetune_stopped_by"] == "cap" and l4[end]["budget"]["fits"]
+    assert t4["fast"]["budget"]["finetune_stopped_by"] == "cap" and t4["fast"]["budget"]["fits"]
     worst = t4["slow"]
     assert worst["total_h"] > params.budget_hours  # the defaults do not fit at T4's base clock ...
     assert worst["budget"]["finetune_stopped_by"] == "eval reserve"  # ... and the cut
     assert worst["budget"]["fits"]  # ends the evaluation before the deadline
-    assert worst["budget"]["epochs_done"] < params.finetune_epochs
+    assert worst["budget"]["epochs_done"] < params.epoch_limit
+    for t in (l4, t4):
+        for end in ("fast", "slow"):
+            b = t[end]["budget"]
+            assert b["rounds_done"] == b["rounds"] and min(b["rounds_done_if_eval_slower"].values()) >= 1
+            assert b["finetune_stopped_by"] == "cap" or b["margin_h"] <= 2.0  # no hours left unused
 
 
 def test_without_the_measured_slowdown_the_worst_case_evaluation_is_killed(arc_data, monkeypatch):
     """Why the reserve counts EVAL_SLOWDOWN: predicting the evaluation from its FLOPs alone, the
-    fine-tune on T4x2's slow end runs so long that the evaluation overruns the deadline (and is
-    killed: the whole submission would fall back)."""
+    fine-tune on T4x2's slow end runs so long that the evaluation overruns the deadline: its last
+    rounds are cut (trm.anytime keeps the rounds before them)."""
     monkeypatch.setattr(finetune, "EVAL_SLOWDOWN", 1.0)
     params = TTTParams().resolved()  # the notebook's defaults
     rows = perf.hidden_set_rows(arc_data / "arc-prize-2025" / "arc-agi_test_challenges.json",
-                                params.finetune_epochs, params.num_aug)
+                                params.epoch_limit, params.num_aug)
     worst = perf.project(_committed_reference(), ModelConfig(), rows, params)["T4x2"]["slow"]["budget"]
     assert worst["finetune_stopped_by"] == "eval reserve" and not worst["fits"]
+    assert 1 <= worst["rounds_done"] < worst["rounds"]
 
 
 def test_cli_writes_the_projection(arc_data, tmp_path, capsys):

@@ -97,7 +97,8 @@ def test_a_written_value_always_wins_over_a_named_setting(name):
 def test_named_settings():
     nvarc = ttt.TTTParams.from_namespace({"settings": "nvarc"})
     assert (nvarc.n_outer_cycles, nvarc.n_latent_steps, nvarc.halt_max_steps) == (4, 4, 10)
-    assert (nvarc.global_batch_size, nvarc.finetune_epochs, nvarc.lr_warmup_steps) == (128, 2000, 200)
+    assert (nvarc.global_batch_size, nvarc.max_epochs, nvarc.lr_warmup_steps) == (128, 4000, 200)
+    assert nvarc.finetune_epochs is None and nvarc.epoch_limit == 4000  # clock-fitted, capped at NVARC's best
     default = ttt.TTTParams.from_namespace({})
     assert (default.halt_max_steps, default.n_outer_cycles) == (None, None)  # as pretrained
     with pytest.raises(ValueError, match="nvarc"):
@@ -105,7 +106,8 @@ def test_named_settings():
 
 
 @pytest.mark.parametrize("name, value, says", [
-    ("finetune_epochs", 0, "must be a positive number; write None for the named settings' value"),
+    ("finetune_epochs", 0, "must be a positive number; write None for a length fitted to the clock"),
+    ("max_epochs", 0, "must be a positive number; write None for the named settings' value"),
     ("max_steps", 0, "write None for no step limit"), ("n_gpus", 0, "write None for every visible GPU"),
     ("halt_max_steps", -1, "else as pretrained"), ("check_minutes", 0, "write None for the full budget"),
     ("num_aug", True, "must be a positive number"), ("mode", "fast", "choose auto, submit or validate"),
@@ -347,7 +349,7 @@ def test_finetune_mean_init_trains_and_saves(ttt_setup, sampled_ids):
     d, model = ttt_setup
     finetune.finetune(_spec(d, "ft", max_steps=3, ema=False))
     res = json.loads((d / "ft" / "ttt_finetune.json").read_text())
-    assert res["steps"] == 3 and res["stopped_by"] == "max_steps" and res["mean_init"] is True
+    assert res["steps"] == 3 and res["stopped_by"] == "steps: max_steps = 3" and res["mean_init"] is True
     assert res["num_puzzle_identifiers"] == 7  # blank + 2 tasks x (original + 2 augmentations)
     sd, before = _state(d / "ft"), model.state_dict()
     mean = before["puzzle_emb.weights"][1:].mean(0)
@@ -378,7 +380,8 @@ def test_finetune_stops_at_the_deadline(ttt_setup):
     d, _ = ttt_setup
     finetune.finetune(_spec(d, "late", deadline=time.time() - 1))
     res = json.loads((d / "late" / "ttt_finetune.json").read_text())
-    assert res["steps"] == 1 and res["stopped_by"] == "deadline"
+    assert res["steps"] == 1 and res["stopped_by"] == "clock: the fine-tune's share of the budget"
+    assert res["stop_kind"] == "clock"
 
 
 def test_finetune_keeps_time_for_the_evaluation(ttt_setup):
@@ -389,7 +392,7 @@ def test_finetune_keeps_time_for_the_evaluation(ttt_setup):
     spec.update(final_deadline=spec["deadline"], eval_rows=10**7)  # an evaluation that cannot fit
     finetune.finetune(spec)
     res = json.loads((d / "reserve" / "ttt_finetune.json").read_text())
-    assert res["steps"] == 5 and res["stopped_by"].startswith("eval reserve")
+    assert res["steps"] == 5 and res["stopped_by"].startswith("clock: the evaluation's reserve")
 
 
 def test_a_slow_gpu_is_cut_in_time_for_the_evaluation(ttt_setup, monkeypatch):
@@ -411,7 +414,8 @@ def test_a_slow_gpu_is_cut_in_time_for_the_evaluation(ttt_setup, monkeypatch):
     finetune.finetune(spec)
     out = d / "slow" / "ttt_finetune.json"
     res = json.loads(out.read_text())
-    assert res["stopped_by"].startswith("eval reserve") and 5 <= res["steps"] < res["total_steps"]
+    assert res["stopped_by"].startswith("clock: the evaluation's reserve")
+    assert 5 <= res["steps"] < res["total_steps"]
     assert res["total_steps"] == 2000 * 4 // 4  # the default epochs: 2000 x 4 demo pairs / batch 4
     reserve = finetune.eval_reserve_s(eval_rows, arch, res["s_per_step"] / res["global_batch_size"])
     left = final - out.stat().st_mtime  # the weights were saved right after the cut
@@ -455,7 +459,7 @@ def test_notebook_cuts_a_slow_finetune_and_submits_before_the_deadline(ttt_setup
     ttt.install(ctx, p)
     report = ttt.run(ctx, p)
     ft = report["finetune"]
-    assert report["status"] == "ok" and ft["stopped_by"].startswith("eval reserve"), ft
+    assert report["status"] == "ok" and ft["stopped_by"].startswith("clock: the evaluation's reserve"), ft
     assert ft["steps"] < ft["total_steps"] and report["tasks_from_model"] == len(TASKS)
     assert time.time() < ctx.deadline(p)
     sub = json.loads((tmp_path / "working" / "submission.json").read_text())

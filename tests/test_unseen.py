@@ -46,7 +46,7 @@ def test_finetune_solves_unseen_tasks(unseen_pretrained, tmp_path, one_thread):
     s = unseen.solve_unseen(tmp_path, unseen_pretrained, max_steps=unseen.SIZES["full"]["max_steps"])
     print("unseen-task test:", json.dumps(s))
     assert s["mode"] == "submit", "the hidden tasks run as in the scoring rerun"
-    assert s["finetune"]["mean_init"] is True and s["finetune"]["stopped_by"] == "max_steps", s["finetune"]
+    assert s["finetune"]["mean_init"] is True and s["finetune"]["stop_kind"] == "steps", s["finetune"]
     assert s["n_test_outputs"] == 2
     assert s["solved"] >= 1, s
 

@@ -88,11 +88,12 @@ def finetune_config(p: TTTParams, arch, data: str, global_batch: int, accum: int
     """The fine-tune's TrainConfig: every notebook parameter that names a TrainConfig field is that
     field (lr, puzzle_emb_lr, lr_warmup_steps, weight_decay, ema, seed, ...: one meaning, passed
     through by name, tests/test_ttt.py checks it), the batch split as computed, and what a fine-tune
-    always is: no evaluation during training, a constant LR after warm-up, one sampler iteration of
-    `finetune_epochs` epochs (which sets total_steps, hence the epochs stop)."""
+    always is: no evaluation during training, a constant LR after warm-up (so a length known only when
+    the clock stops it changes no step's LR), one sampler iteration of `finetune_epochs` epochs, or of
+    `max_epochs` when the clock decides the length (which sets total_steps, hence the epochs stop)."""
     from trm.config import TrainConfig
 
-    epochs = p.finetune_epochs
+    epochs = p.epoch_limit
     fixed = {"arch": arch, "data_path": data, "global_batch_size": global_batch, "grad_accum_steps": accum,
              "epochs": epochs, "eval_interval": epochs, "evaluate": False, "lr_min_ratio": 1.0,
              "progress": False}
@@ -145,18 +146,9 @@ class _FinetuneHooks:
             self.last_save = time.time()
         if t.step % p.log_interval == 0:
             self.progress()
-        if p.max_steps is not None and t.step >= p.max_steps:
-            return "max_steps"
-        if t.step >= t.total_steps:
-            return f"{p.finetune_epochs} epochs"
-        reason = "deadline"
-        if t.step >= 5 and self.eval_rows:  # keep the evaluation's reserve (eval_reserve_s)
-            s_per_row = (now - self.t_loop) / (t.step * t.cfg.global_batch_size)
-            if self.final - eval_reserve_s(self.eval_rows, t.cfg.arch, s_per_row) <= now < self.deadline:
-                eval_s = self.eval_rows * eval_train_rows(t.cfg.arch) * s_per_row
-                reason = f"eval reserve (evaluation predicted at {eval_s / 60:.1f} min)"
-                self.deadline = now
-        return reason if _all_agree(now >= self.deadline, ctx) else None
+        reason = stop_reason(p, t.step, t.total_steps, t.cfg.arch, t.cfg.global_batch_size, now, self.t_loop,
+                             self.deadline, self.final, self.eval_rows)
+        return reason if _all_agree(reason is not None, ctx) else None
 
     def progress(self) -> None:
         m = self.t.pop_metrics()
@@ -181,6 +173,9 @@ class _FinetuneHooks:
         save_checkpoint(self.spec["out"], t.model, ema_weights=t.ema.shadows if t.ema else None,
                         dataset_dir=self.spec["data"], meta={"step": t.step, "ttt": self.spec})
         result = {"steps": t.step, "seconds": round(now - self.t_loop, 1), "stopped_by": stopped,
+                  "stop_kind": stopped.split(":")[0] if stopped.split(":")[0] in STOP_KINDS else None,
+                  # trm.engine's epoch: every task's demo pairs once (total_steps' formula)
+                  "epochs_done": round(t.step * gbs / meta["total_groups"] / meta["mean_puzzle_examples"], 2),
                   "s_per_step": round((now - self.t_loop) / max(t.step, 1), 4), "world_size": ctx.world_size,
                   "global_batch_size": gbs, "dtype": arch.forward_dtype,
                   "arch": {k: getattr(arch, k)
@@ -198,6 +193,31 @@ class _FinetuneHooks:
         write_json_atomic(Path(self.spec["out"]) / "ttt_finetune.json", result, indent=2)
 
 
+STOP_KINDS = ("steps", "epochs", "cap", "clock")  # a stop reason's first word: ttt_finetune.json "stop_kind"
+
+
+def stop_reason(p: TTTParams, step: int, total_steps: int, arch, global_batch: int, now: float, t_loop: float,
+                deadline: float, final: float, eval_rows: int) -> str | None:
+    """Why the fine-tune stops after `step` (None: it goes on), from the clock alone (times in seconds
+    on one clock; the loop started at t_loop). In order: max_steps ("steps"); the epochs, written
+    ("epochs") or the max_epochs cap of a clock-fitted length ("cap"); and the clock ("clock"): the
+    fine-tune's share (`deadline`), or the evaluation's reserve before the `final` deadline, predicted
+    from the fine-tune's own seconds per row (eval_reserve_s; from step WARM_STEPS on)."""
+    if p.max_steps is not None and step >= p.max_steps:
+        return f"steps: max_steps = {p.max_steps}"
+    if step >= total_steps:
+        return (f"epochs: finetune_epochs = {p.finetune_epochs}" if p.finetune_epochs is not None
+                else f"cap: max_epochs = {p.max_epochs}")
+    if now >= deadline:
+        return "clock: the fine-tune's share of the budget"
+    if step >= WARM_STEPS and eval_rows:
+        s_per_row = (now - t_loop) / (step * global_batch)
+        if now >= final - eval_reserve_s(eval_rows, arch, s_per_row):
+            eval_s = eval_rows * eval_train_rows(arch) * s_per_row
+            return f"clock: the evaluation's reserve (evaluation predicted at {eval_s / 60:.1f} min)"
+    return None
+
+
 # ---- the evaluation's reserve: the fine-tune stops early enough for the evaluation that follows.
 # An evaluation row runs halt_max_steps ACT steps forward: H(L+1) net applications each, against a
 # training row's H(L+1) forward + (L+1) back-propagated (2x) = (H+2)(L+1): halt_max_steps x H/(H+2)
@@ -205,10 +225,13 @@ class _FinetuneHooks:
 # than a training row's: on an H200 the notebook's evaluation did 46.8 rows/s (compiled net, process
 # start included) and an eager one 42 rows/s, against 923 fine-tune rows/s, i.e. 19.7-22 training
 # rows per evaluation row = 2.05-2.3x the FLOP ratio (docs/performance.md). Predicting with the FLOP
-# ratio alone left a long evaluation (T4x2: hours) short of its reserve, and an evaluation that
-# overruns the deadline is killed: the whole submission falls back.
+# ratio alone left a long evaluation (T4x2: hours) short of its reserve.
+# The reserve's factor: the evaluation runs in rounds (trm.anytime), so one slower than predicted loses
+# its last rounds' votes, never the run; the prediction already takes the slower end of the measured
+# ratios (EVAL_SLOWDOWN), and 1.25 covers a GPU whose ratio is a quarter worse than that. Every second
+# of reserve beyond the evaluation is a second not fine-tuned (docs/performance.md: the projection).
 EVAL_SLOWDOWN = 2.3  # measured evaluation time / FLOP-predicted time (the upper figure above)
-EVAL_RESERVE_FACTOR = 2.0  # the reserve: this many predicted evaluations ...
+EVAL_RESERVE_FACTOR = 1.25  # the reserve: this many predicted evaluations ...
 EVAL_START_S = 300.0  # ... plus this: the evaluation's process start, loading and compilation
 
 

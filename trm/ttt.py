@@ -391,6 +391,7 @@ def _finetune(ctx: Context, p: TTTParams, work: Path, repo: Path, n_gpus: int, d
     record = read_json(saved)
     if rc != 0:  # a worker died or stalled: evaluate the last weights that were saved
         record["stopped_by"] = f"worker failure (exit code {rc}); last save at step {record['steps']}"
+        record["stop_kind"] = "worker failure"
         log(f"fine-tuning failed (exit code {rc}); evaluating the weights saved at step {record['steps']}")
     return record
 

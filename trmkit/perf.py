@@ -5,7 +5,8 @@ kernel class, and the projection of the competition notebook's hidden-set run on
                           [--test-file arc-agi_test_challenges.json] [--out projection.json]
 
 Method (docs/performance.md has the figures and sources):
-  rows      the notebook's fine-tune rows = finetune_epochs x the test file's demo pairs (an epoch
+  rows      the notebook's fine-tune rows = epochs (finetune_epochs, else its max_epochs cap) x the test
+            file's demo pairs (an epoch
             is one pass over the tasks, each task's demo pairs once: trm.engine's step count);
             evaluation rows = test inputs x (num_aug + 1) augmented versions.
   roofline  a measured GPU (the reference, an H200) splits a compiled training step into kernel
@@ -31,7 +32,8 @@ Method (docs/performance.md has the figures and sources):
             sparse table's rows) per optimizer step over PCIe.
   budget    the notebook's clock (trm.ttt.TTTParams defaults) and the fine-tune's stop rule
             (trm.finetune.eval_reserve_s): when the fine-tune is cut, how many epochs it got, and
-            whether the evaluation ends before the deadline.
+            how many of the evaluation's rounds (trm.anytime) end before the deadline, as projected
+            and were the evaluation 1.5, 2 or 3x slower than predicted.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ KERNEL_CLASSES = ("matmul", "attention", "fused_triton", "norm_rope_elementwise"
 MEMORY_BOUND = ("fused_triton", "norm_rope_elementwise", "float64_loss")
 # What the notebook runs on: Kaggle's two GPU offers, (model, count).
 TARGETS = {"4xL4": ("L4", 4), "T4x2": ("T4", 2)}
+MISPREDICTION = (1.5, 2.0, 3.0)  # the evaluation this many times slower than predicted: rounds it finishes
 
 
 # ------------------------------------------------------------------------------------ FLOPs
@@ -176,7 +179,10 @@ def allreduce_s_per_row(cfg, tgt: GPU, n_gpus: int, global_batch: int) -> float:
 # ------------------------------------------------------------------------------------ the hidden set
 
 def hidden_set_rows(test_file: Path, epochs: int, num_aug: int) -> dict:
-    """Rows the notebook runs on the tasks of `test_file` (the file it would see), and its source."""
+    """Rows the notebook runs on the tasks of `test_file` (the file it would see), and its source.
+    epochs: the written finetune_epochs, else the max_epochs cap (the most a clock-fitted run does)."""
+    from trm.anytime import version_bounds
+
     raw = Path(test_file).read_bytes()
     tasks = json.loads(raw)
     demo = sum(len(t["train"]) for t in tasks.values())
@@ -184,30 +190,43 @@ def hidden_set_rows(test_file: Path, epochs: int, num_aug: int) -> dict:
     return {"source": {"file": Path(test_file).name, "sha256": hashlib.sha256(raw).hexdigest(),
                        "tasks": len(tasks), "demo_pairs": demo, "test_inputs": inputs},
             "epochs": epochs, "num_aug": num_aug, "finetune_rows": epochs * demo,
-            "eval_rows": inputs * (num_aug + 1)}
+            "eval_rows": inputs * (num_aug + 1),
+            # cumulative rows at the end of each round of trm.anytime's schedule (every version kept)
+            "eval_rows_by_round": [inputs * b for b in version_bounds(num_aug + 1, "anytime")[1:]]}
 
 
 def budget(params, arch, total: dict[str, float], rows: dict) -> dict:
     """The notebook's clock on one scenario: the fine-tune starts after set-up, stops at the first of
-    its epochs, (1 - eval_share) of the time left, and the evaluation reserve (trm.finetune); then
-    the evaluation runs. Returns when it was cut, the epochs it got and the final margin (s)."""
+    its epochs (written, or the max_epochs cap of a clock-fitted length), (1 - eval_share) of the time
+    left, and the evaluation reserve (trm.finetune); then the evaluation runs in rounds
+    (trm.anytime) until done or the deadline. Returns when the fine-tune was cut and why, the epochs it
+    got, the rounds the evaluation finishes (also were it `slower` x slower than predicted), and the
+    final margin (s)."""
     from trm.finetune import eval_reserve_s
 
     deadline = params.budget_hours * 3600 - params.safety_minutes * 60  # seconds after start()
     start = total["setup_s"]
     s_row = total["train_s_per_row"]
-    stops = {"epochs": start + rows["finetune_rows"] * s_row if rows["epochs"] else float("inf"),
+    stops = {"epochs" if params.finetune_epochs else "cap": start + rows["finetune_rows"] * s_row,
              "eval_share": start + (1 - params.eval_share) * (deadline - start),
              "eval reserve": deadline - eval_reserve_s(rows["eval_rows"], arch, s_row)}
     reason = min(stops, key=stops.get)
     stop = max(start, stops[reason])
     eval_s = total["eval_compile_s"] + rows["eval_rows"] * total["eval_s_per_row"]
-    done = stop + eval_s
+    done = min(stop + eval_s, deadline)
+
+    def rounds_done(slower: float) -> int:  # rounds whose rows end before the deadline
+        t = stop + slower * total["eval_compile_s"]
+        ends = [t + slower * n * total["eval_s_per_row"] for n in rows["eval_rows_by_round"]]
+        return sum(e <= deadline for e in ends)
+
     return {"deadline_h": round(deadline / 3600, 2), "finetune_stopped_by": reason,
             "finetune_h": round((stop - start) / 3600, 2),
             "epochs_done": round((stop - start) / s_row / rows["source"]["demo_pairs"]),
             "eval_h": round(eval_s / 3600, 2), "finished_h": round(done / 3600, 2),
-            "margin_h": round((deadline - done) / 3600, 2), "fits": done <= deadline}
+            "rounds": len(rows["eval_rows_by_round"]), "rounds_done": rounds_done(1.0),
+            "rounds_done_if_eval_slower": {str(k): rounds_done(k) for k in MISPREDICTION},
+            "margin_h": round((deadline - stop - eval_s) / 3600, 2), "fits": stop + eval_s <= deadline}
 
 
 def project(ref: Reference, cfg, rows: dict, params, micro: dict[str, int] | None = None) -> dict:
@@ -307,7 +326,7 @@ def _main(argv: list[str]) -> int:
     overrides = dict(kv.split("=", 1) for kv in a.set)
     # as the notebook resolves them
     params = TTTParams.from_namespace({k: _literal(v) for k, v in overrides.items()})
-    rows = hidden_set_rows(a.test_file, params.finetune_epochs, params.num_aug)
+    rows = hidden_set_rows(a.test_file, params.epoch_limit, params.num_aug)
     cfg = _arch_overrides(ModelConfig(), params)  # the paper's ARC config, as the notebook fine-tunes it
     result = {"date": dt.date.today().isoformat(), "params_changed": overrides,
               "reference": {**dataclasses.asdict(ref), "gpu": ref.gpu.model, "arch": ref.arch.to_dict()},
@@ -341,9 +360,12 @@ def report(result: dict) -> str:
                          f"{e['eval_rows_per_s']} eval rows/s; fine-tune {e['finetune_h']} h, "
                          f"eval {e['eval_h']} h, "
                          f"set-up {e['setup_h']} h | notebook: cut by {b['finetune_stopped_by']} after "
-                         f"{b['finetune_h']} h ({b['epochs_done']} epochs), done at {b['finished_h']} h of "
+                         f"{b['finetune_h']} h ({b['epochs_done']} epochs), evaluation rounds "
+                         f"{b['rounds_done']}/{b['rounds']}, done at {b['finished_h']} h of "
                          f"{b['deadline_h']} h ({'fits' if b['fits'] else 'DOES NOT FIT'}, "
-                         f"margin {b['margin_h']} h)")
+                         f"margin {b['margin_h']} h); evaluation "
+                         + ", ".join(f"{k}x slower: {v} rounds"
+                                     for k, v in b["rounds_done_if_eval_slower"].items()))
     return "\n".join(lines)
 
 

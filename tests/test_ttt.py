@@ -77,7 +77,7 @@ def test_parameters_cell_matches_ttt_params():
     assert set(values) == set(fields) - set(ttt_params.HOOKS)
     assert values == {k: fields[k] for k in values}
     assert all(values[k] is None for k in ttt_params.FINETUNE)  # the defaults live in SETTINGS only
-    assert ttt.TTTParams.from_namespace({**values, "unrelated": 1}) == ttt.TTTParams().resolved()
+    assert ttt.TTTParams.from_namespace({**values, "mine": 1}, ignore={"mine"}) == ttt.TTTParams().resolved()
 
 
 @pytest.mark.parametrize("name", ["default", "nvarc", "smoke"])
@@ -108,7 +108,8 @@ def test_named_settings():
     ("finetune_epochs", 0, "must be a positive number; write None for the named settings' value"),
     ("max_steps", 0, "write None for no step limit"), ("n_gpus", 0, "write None for every visible GPU"),
     ("halt_max_steps", -1, "else as pretrained"), ("check_minutes", 0, "write None for the full budget"),
-    ("num_aug", True, "must be a positive number"), ("mode", "fast", "choose auto, submit or validate"),
+    ("num_aug", True, "must be a whole number (int) or None, not a bool"),
+    ("mode", "fast", "choose auto, submit or validate"),
 ])
 def test_no_number_stands_for_another(name, value, says):
     """0 never silently means "as pretrained", "every GPU" or "deadline only": None does."""

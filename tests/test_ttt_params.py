@@ -34,7 +34,7 @@ def refusal(ns: dict, **kw) -> str:
 
 # (name, value, the fix the line must give); the problems a user reported, then the rest of each rule
 BAD = [
-    ("lr", -1e-4, "must be a positive number; write None for the named settings' value, or e.g. lr = 0.0001"),
+    ("lr", -1e-4, "must be 0 or more; write None for the named settings' value, or e.g. lr = 0.0001"),
     ("lr", "1e-4", "must be a number (float) or None, not a string; write lr = 1e-4"),
     ("ema_rate", 1.5, "must be between 0 and 1, both excluded"),
     ("eval_share", 1.5, "must be between 0 and 1, both excluded; e.g. eval_share = 0.05"),
@@ -43,7 +43,7 @@ BAD = [
     ("ema", "no", "must be True or False, not a string; write ema = False"),
     ("ema", 1, "must be True or False, not an int; write ema = True"),
     ("freeze_weights", "yes", "write freeze_weights = True"),
-    ("puzzle_emb_lr", 0, "must be a positive number"),
+    ("puzzle_emb_lr", -0.01, "must be 0 or more"),
     ("weight_decay", -0.1, "must be 0 or more; e.g. weight_decay = 0.1"),
     ("puzzle_emb_weight_decay", -1, "must be 0 or more"),
     ("budget_hours", 0, "must be a positive number; e.g. budget_hours = 12.0"),
@@ -73,7 +73,8 @@ def test_a_bad_value_is_one_line_with_the_fix(name, value, fix):
 
 
 @pytest.mark.parametrize("name, value", [
-    ("lr", 1), ("lr", 3e-4), ("budget_hours", 1), ("safety_minutes", 0), ("ema", False), ("ema_rate", 0.5),
+    ("lr", 1), ("lr", 3e-4), ("lr", 0.0), ("budget_hours", 1), ("safety_minutes", 0), ("ema", False),
+    ("ema_rate", 0.5), ("save_every_minutes", 0),
     ("weight_decay", 0), ("check_minutes", None), ("max_steps", None), ("num_aug", 1), ("weights_dir", "w"),
     *[("dtype", d) for d in ("auto", "bfloat16", "float16", "float32")], ("device", "cpu"),
     ("mode", "validate"),
@@ -139,7 +140,7 @@ def test_a_parameter_error_is_a_user_error_with_one_line_in_a_notebook():
 
 @pytest.mark.parametrize("argv, line", [
     (["--set", "num_augs=64"], "error: num_augs: unknown parameter; did you mean num_aug?"),
-    (["--set", "lr=-1e-4"], "error: lr = -0.0001: must be a positive number"),
+    (["--set", "lr=-1e-4"], "error: lr = -0.0001: must be 0 or more"),
     (["--set", "ema=no"], "error: ema = 'no': must be True or False, not a string; write ema = False"),
     (["--set", "num_aug"], "error: --set num_aug: write NAME=VALUE, e.g. --set num_aug=64"),
 ])

@@ -65,13 +65,17 @@ RULES: dict[str, tuple] = {
     "ema_rate": OPEN_0_1,
     "weight_decay": AT_LEAST_0,
     "puzzle_emb_weight_decay": AT_LEAST_0,
-    # counts, rates and durations (None = the meaning in the field's comment; never 0)
+    # 0 trains nothing, a probe the kit's own tests use (bit-for-bit weights through the fine-tune)
+    "lr": AT_LEAST_0,
+    "puzzle_emb_lr": AT_LEAST_0,
+    "save_every_minutes": AT_LEAST_0,  # 0: after every step (tests of a worker's death)
+    # counts and durations (None = the meaning in the field's comment; never 0)
     "budget_hours": POSITIVE, "check_minutes": POSITIVE, "check_tasks": POSITIVE, "num_aug": POSITIVE,
-    "global_batch_size": POSITIVE, "lr": POSITIVE, "puzzle_emb_lr": POSITIVE, "lr_warmup_steps": POSITIVE,
+    "global_batch_size": POSITIVE, "lr_warmup_steps": POSITIVE,
     "finetune_epochs": POSITIVE, "eval_batch_size": POSITIVE, "halt_max_steps": POSITIVE,
     "n_outer_cycles": POSITIVE, "n_latent_steps": POSITIVE, "grad_accum_steps": POSITIVE,
     "max_steps": POSITIVE, "max_finetune_minutes": POSITIVE, "validate_tasks": POSITIVE, "n_gpus": POSITIVE,
-    "cpu_workers": POSITIVE, "rank_timeout_minutes": POSITIVE, "save_every_minutes": POSITIVE,
+    "cpu_workers": POSITIVE, "rank_timeout_minutes": POSITIVE,
     "log_interval": POSITIVE, "crash_after_steps": POSITIVE,
 }
 

@@ -39,11 +39,15 @@ sys.path.insert(0, kit[0])
 from trm import ttt  # noqa: E402
 
 ctx = ttt.start(INPUT_ROOT, WORKING_DIR)
+# The names set so far (and by the later cells): any other name the parameters cell or papermill's
+# -p sets must be a TTTParams field, so that a misspelt parameter stops the run instead of being ignored.
+NOTEBOOK_NAMES = {*globals(), "NOTEBOOK_NAMES", "params", "bundles", "report"}
 
 # %% tags=["parameters"]
 # Each name is a trm.ttt_params.TTTParams field, whose comment says what it does; the defaults are
 # written there once. None: not set here -- the named `settings` (SETTINGS) fill it, and whatever
-# you write wins. The resolved values are printed below.
+# you write wins. The resolved values are printed below. Another name, a wrong type or a value out
+# of range stops the run at once, with the fix.
 settings = "default"  # default | nvarc (NVARC's fine-tune: H 4, L 4, halt 10, batch 128) | smoke (toy model)
 mode = "auto"  # auto | submit | validate (hidden test tasks are always submitted)
 budget_hours = 12.0  # the rerun on hidden tasks: Kaggle's limit
@@ -83,7 +87,7 @@ wheels_dir = None  # None: found under the input root
 weights_dir = None
 
 # %%
-params = ttt.TTTParams.from_namespace(globals())
+params = ttt.TTTParams.from_namespace(globals(), ignore=NOTEBOOK_NAMES)
 bundles = ttt.install(ctx, params)
 
 # %%

@@ -192,6 +192,51 @@ def test_resolve_training_run_dir(monkeypatch, tmp_path):
     assert cfg.run_dir == str(tmp_path / "elsewhere")
 
 
+def test_overrides_string_is_split_like_a_shell_line_on_every_path(monkeypatch, tmp_path):
+    """02_train's `overrides`: a list is taken as it is, one string (what `papermill -p overrides
+    "..."` injects) is split like a shell line -- in training_argv and in launch_training, which
+    once spread it character by character into trm.train's arguments."""
+    import trm.train
+    from trmkit.show import launch_training, override_tokens, training_argv
+
+    assert (override_tokens("--resume 'runs/my run' --epochs 3")
+            == ["--resume", "runs/my run", "--epochs", "3"])
+    assert override_tokens(["--epochs", 3]) == ["--epochs", "3"] and override_tokens(()) == []
+    assert training_argv(None, "--epochs 3") == training_argv(None, ["--epochs", "3"]) == ["--epochs", "3"]
+    monkeypatch.setenv("TRM_RUNS_DIR", str(tmp_path))
+    seen = []
+    monkeypatch.setattr(trm.train, "train", lambda cfg, argv: seen.append((cfg, argv)))
+    for overrides in ("--epochs 3 --lr 0.002", ["--epochs", "3", "--lr", "0.002"]):
+        run_dir = launch_training("smoke", overrides, run_name=f"r{len(seen)}", data_path="d")
+        cfg, argv = seen[-1]
+        assert (cfg.epochs, cfg.lr, Path(cfg.run_dir)) == (3, 0.002, run_dir)
+        assert argv[argv.index("--epochs"):][:4] == ["--epochs", "3", "--lr", "0.002"]
+
+
+def test_train_notebook_passes_a_papermill_string_unchanged(monkeypatch, tmp_path):
+    """The documented `papermill notebooks/02_train.ipynb OUT -p overrides "--resume runs/arc2"`:
+    papermill's own command line injects the string, and the notebook hands it to launch_training as
+    it is (which splits it, test above). The cells run here with launch_training recorded."""
+    from click.testing import CliRunner
+    from papermill.cli import papermill
+
+    import trmkit.show
+
+    out = tmp_path / "02_train.ipynb"
+    r = CliRunner().invoke(papermill, [str(REPO / "notebooks" / "02_train.ipynb"), str(out), "--prepare-only",
+                                       "-p", "preset", "paper-arc2", "-p", "overrides", "--resume runs/arc2"])
+    assert r.exit_code == 0, r.output
+    calls = []
+    monkeypatch.setattr(trmkit.show, "launch_training", lambda *a, **kw: calls.append((a, kw)) or tmp_path)
+    monkeypatch.setattr(trmkit.show, "show_run", lambda run_dir: None)
+    ns = {}
+    for cell in nbformat.read(out, as_version=4).cells:
+        if cell.cell_type == "code":
+            exec(cell.source, ns)
+    ((args, _),) = calls
+    assert args == ("paper-arc2", "--resume runs/arc2")
+
+
 def test_torchrun_command():
     from trm.launch import torchrun_command
 

@@ -4,7 +4,7 @@ The notebook (kaggle/trm_arc2_inference_notebook.py; docs/kaggle.md) holds a boo
 and five calls:
 
     ctx = start()                    # clock starts; competition folder found; fallback submission.json
-    params = TTTParams.from_namespace(globals())
+    params = TTTParams.from_namespace(globals(), ignore=NOTEBOOK_NAMES)  # strict: a typo is refused
     install(ctx, params)             # wheels / weights bundles found; wheels pip-installed offline
     report = run(ctx, params)        # dataset -> fine-tune to a deadline -> vote -> submission.json
     print(summary(report))

@@ -8,13 +8,23 @@ Two rules (docs/kaggle.md, "The notebook"):
 - **No number stands for another.** "As pretrained", "every GPU", "no cap", "auto" are None, never 0;
   a 0 or a negative count is refused with the spelling to use.
 
+Strict: a name that is not a field (`num_augs` for num_aug), a value of the wrong type (the field's
+annotation: `lr = "1e-4"`, `ema = "no"`) or out of its range (RULES: `ema_rate = 1.5`) is refused,
+as one line naming the parameter and the fix (ParameterError), before anything runs.
+
 Standard library only: the notebook reads this before any wheel is installed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
+import os
+import types
 from dataclasses import dataclass, field
+
+from trm.errors import UserError
 
 # Named fine-tune settings (docs/kaggle.md, "From a published checkpoint": which with which
 # checkpoint, and why). "default" lists every FINETUNE parameter; the others what they change.
@@ -36,12 +46,43 @@ SETTINGS: dict[str, dict] = {
 }
 FINETUNE = tuple(SETTINGS["default"])
 SET = "the named settings' value"
-# Counts and durations that must be positive when given (None = the meaning in the field's comment).
-POSITIVE = ("check_tasks", "num_aug", "global_batch_size", "grad_accum_steps", "lr_warmup_steps", "max_steps",
-            "finetune_epochs", "max_epochs", "max_finetune_minutes", "halt_max_steps", "n_outer_cycles",
-            "n_latent_steps",
-            "eval_batch_size", "validate_tasks", "n_gpus", "cpu_workers", "check_minutes", "budget_hours",
-            "rank_timeout_minutes", "log_interval", "crash_after_steps")
+
+
+def _choice(*names: str) -> tuple:
+    return (lambda v: v in names), "choose " + ", ".join(names[:-1]) + " or " + names[-1]
+
+
+POSITIVE = (lambda v: v > 0), "must be a positive number"
+AT_LEAST_0 = (lambda v: v >= 0), "must be 0 or more"
+OPEN_0_1 = (lambda v: 0 < v < 1), "must be between 0 and 1, both excluded"
+# Each parameter's range besides its type (the type is the field's annotation, checked first):
+# name -> (test, what the value must be). None passes wherever the annotation allows it.
+RULES: dict[str, tuple] = {
+    "settings": _choice(*SETTINGS),
+    "mode": _choice("auto", "submit", "validate"),
+    "device": _choice("auto", "cpu", "cuda"),
+    "dtype": _choice("auto", "bfloat16", "float16", "float32"),  # what trm.model.pick_dtype takes
+    "safety_minutes": AT_LEAST_0,
+    "eval_share": OPEN_0_1,
+    "ema_rate": OPEN_0_1,
+    "weight_decay": AT_LEAST_0,
+    "puzzle_emb_weight_decay": AT_LEAST_0,
+    # 0 trains nothing, a probe the kit's own tests use (bit-for-bit weights through the fine-tune)
+    "lr": AT_LEAST_0,
+    "puzzle_emb_lr": AT_LEAST_0,
+    "save_every_minutes": AT_LEAST_0,  # 0: after every step (tests of a worker's death)
+    # counts and durations (None = the meaning in the field's comment; never 0)
+    "budget_hours": POSITIVE, "check_minutes": POSITIVE, "check_tasks": POSITIVE, "num_aug": POSITIVE,
+    "global_batch_size": POSITIVE, "lr_warmup_steps": POSITIVE,
+    "finetune_epochs": POSITIVE, "max_epochs": POSITIVE, "eval_batch_size": POSITIVE,
+    "halt_max_steps": POSITIVE,
+    "n_outer_cycles": POSITIVE, "n_latent_steps": POSITIVE, "grad_accum_steps": POSITIVE,
+    "max_steps": POSITIVE, "max_finetune_minutes": POSITIVE, "validate_tasks": POSITIVE, "n_gpus": POSITIVE,
+    "cpu_workers": POSITIVE, "rank_timeout_minutes": POSITIVE,
+    "log_interval": POSITIVE, "crash_after_steps": POSITIVE,
+    "eval_kill_after_rounds": AT_LEAST_0,  # 0: before the first round
+}
+
 # Not in the notebook's parameters cell: plumbing that tests and benchmarks inject (papermill -p).
 HOOKS = ("cpu_workers", "crash_after_steps", "eval_kill_after_rounds", "install_wheels", "scratch_dir")
 
@@ -106,10 +147,18 @@ class TTTParams:
     scratch_dir: str | None = none_means("/tmp/trm-ttt")  # work files, outside working/ (Kaggle's output)
 
     @classmethod
-    def from_namespace(cls, ns: dict) -> TTTParams:
+    def from_namespace(cls, ns: dict, ignore=()) -> TTTParams:
         """The fields found in `ns` (the notebook's globals(), with papermill's injected values),
-        resolved: what is not there or None comes from the named settings, then the defaults."""
-        return cls(**{f.name: ns[f.name] for f in dataclasses.fields(cls) if f.name in ns}).resolved()
+        resolved: what is not there or None comes from the named settings, then the defaults.
+
+        Every other name in `ns` must be a field, except `ignore` (the notebook's own names),
+        `_`-prefixed names and modules: a misspelt parameter is refused, never silently dropped."""
+        fields = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k, v in ns.items() if k not in fields and k not in ignore and not k.startswith("_")
+                   and not isinstance(v, types.ModuleType)]
+        if unknown:
+            raise ParameterError(" ".join(_unknown(k, fields) for k in unknown))
+        return cls(**{k: ns[k] for k in fields if k in ns}).resolved()
 
     @property
     def epoch_limit(self) -> int | None:
@@ -117,9 +166,9 @@ class TTTParams:
         return self.finetune_epochs or self.max_epochs
 
     def resolved(self) -> TTTParams:
-        """Every FINETUNE parameter the user left None filled from SETTINGS; checked."""
-        if self.settings not in SETTINGS:
-            raise ValueError(f"settings = {self.settings!r}: unknown; choose one of {', '.join(SETTINGS)}")
+        """Every FINETUNE parameter the user left None filled from SETTINGS; checked (what the user
+        wrote first, so that an error names the user's value)."""
+        self.check()
         named, base = SETTINGS[self.settings], SETTINGS["default"]
         p = dataclasses.replace(self, **{k: named.get(k, base[k]) for k in FINETUNE
                                          if getattr(self, k) is None})
@@ -127,11 +176,116 @@ class TTTParams:
         return p
 
     def check(self) -> None:
-        nones = {f.name: f.metadata.get("none") for f in dataclasses.fields(self)}
-        for k in POSITIVE:
-            v = getattr(self, k)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v <= 0):
-                raise ValueError(f"{k} = {v!r}: must be a positive number"
-                                 + (f"; write None for {nones[k]}" if nones[k] else ""))
-        if self.mode not in ("auto", "submit", "validate"):
-            raise ValueError(f"mode = {self.mode!r}: choose auto, submit or validate")
+        """Raise ParameterError for the first field whose value has the wrong type or range."""
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            error = _type_error(f, v)
+            if error is None and v is not None and f.name in RULES and not RULES[f.name][0](v):
+                error = RULES[f.name][1]
+                error += _hint(f) if isinstance(v, int | float) else ""  # a number: what to write instead
+            if error:
+                raise ParameterError(f"{f.name} = {v!r}: {error}")
+
+
+class ParameterError(UserError, ValueError):
+    """A competition-notebook parameter that cannot run: one line, what and how to fix (a ValueError
+    too, for callers that catch those)."""
+
+
+# a field's annotation (a string: `from __future__ import annotations`) -> the type words of its errors
+KINDS = {"int": "a whole number (int)", "float": "a number (float)", "bool": "True or False",
+         "str": "a string"}
+
+
+def _annotation(f: dataclasses.Field) -> tuple[str, bool]:
+    """(base type name, None allowed) from a field's annotation such as "int | None"."""
+    parts = [t.strip() for t in str(f.type).split("|")]
+    base = [t for t in parts if t != "None"]
+    if len(base) != 1 or base[0] not in KINDS:
+        raise TypeError(f"TTTParams.{f.name}: annotation {f.type!r}: the checks read {', '.join(KINDS)}"
+                        " [| None] only")
+    return base[0], "None" in parts
+
+
+def _a(v) -> str:
+    """The value's type as the errors say it: "a string", "an int", "None"."""
+    name = {str: "string", bool: "bool"}.get(type(v), type(v).__name__)
+    return "None" if v is None else ("an " if name[0] in "aeiou" else "a ") + name
+
+
+BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True,
+              "false": False, "no": False, "off": False, "0": False}
+
+
+def _number(text: str) -> int | float | None:
+    for kind in (int, float):
+        try:
+            n = kind(text)
+        except ValueError:
+            continue
+        return n if math.isfinite(n) else None
+    return None
+
+
+def _fixed(kind: str, v) -> str | None:
+    """What the user probably meant, as the text to write (a string's own digits, unquoted), or None."""
+    if isinstance(v, str):
+        text = v.strip()
+        if kind == "bool":
+            return None if text.lower() not in BOOL_WORDS else repr(BOOL_WORDS[text.lower()])
+        n = _number(text) if kind in ("int", "float") else None
+        if n is None or kind == "int" and not float(n).is_integer():
+            return None
+        return text if kind == "float" or isinstance(n, int) else repr(int(n))
+    if kind == "bool" and isinstance(v, int | float) and v in (0, 1):
+        return repr(bool(v))
+    if kind == "int" and isinstance(v, float) and v.is_integer():
+        return repr(int(v))
+    if kind == "str" and isinstance(v, os.PathLike):
+        return repr(os.fspath(v))
+    return None
+
+
+def _type_error(f: dataclasses.Field, v) -> str | None:
+    """What is wrong with the type of `v` for field `f`, with the fix; None when it is right."""
+    kind, optional = _annotation(f)
+    if v is None and optional:
+        return None
+    if kind == "bool":
+        ok = isinstance(v, bool)
+    elif kind == "int":
+        ok = isinstance(v, int) and not isinstance(v, bool)
+    elif kind == "float":
+        ok = isinstance(v, int | float) and not isinstance(v, bool)
+        if ok and not math.isfinite(v):
+            return f"must be a finite number{_hint(f)}"
+    else:
+        ok = isinstance(v, str)
+    if ok:
+        return None
+    must = KINDS[kind] + (" or None" if optional else "")
+    fix = _fixed(kind, v) if v is not None else None
+    if fix is not None:
+        return f"must be {must}, not {_a(v)}; write {f.name} = {fix}"
+    return f"must be {must}, not {_a(v)}{_hint(f)}"
+
+
+def _hint(f: dataclasses.Field) -> str:
+    """What to write instead: None for its meaning, if it has one, and a right value (the default,
+    else the default settings')."""
+    example = SETTINGS["default"].get(f.name) if f.default is None else f.default
+    none = f.metadata.get("none")
+    hints = [f"write None for {none}"] if none else []
+    hints += [f"e.g. {f.name} = {example!r}"] if example is not None else []
+    return "; " + ", or ".join(hints) if hints else ""
+
+
+def _unknown(name: str, fields: list[str]) -> str:
+    close = difflib.get_close_matches(name.lower(), fields, n=1, cutoff=0.6)
+    fix = f"did you mean {close[0]}?" if close else "not a field of TTTParams (trm/ttt_params.py); remove it"
+    return f"{name}: unknown parameter; {fix}"
+
+
+for _f in dataclasses.fields(TTTParams):  # an annotation the checks cannot read fails at import, not at a run
+    _annotation(_f)
+assert set(RULES) <= {f.name for f in dataclasses.fields(TTTParams)}, set(RULES)

@@ -31,7 +31,7 @@ import warnings
 from pathlib import Path
 
 from trm.errors import EXIT_FAILED, UserError, cli_main
-from trmkit.show import eval_output_dir, resolve_training
+from trmkit.show import eval_output_dir, override_tokens, resolve_training
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = {"build": "01_build_dataset", "train": "02_train", "evaluate": "03_evaluate"}
@@ -207,7 +207,7 @@ def run_train(preset, n_gpus: int = 1, run_name=None, data_path=None, overrides=
     the notebooks of earlier invocations (a resume) rather than over them."""
     cfg, _ = resolve_training(preset, overrides, run_name, data_path)
     params = {"preset": preset, "data_path": data_path, "run_name": cfg.run_name, "n_gpus": n_gpus,
-              "overrides": list(overrides)}
+              "overrides": override_tokens(overrides)}
     return execute_notebook(NOTEBOOKS["train"], out_nb_dir or cfg.run_dir, params, log_output=log_output,
                             keep_previous=out_nb_dir is None)
 

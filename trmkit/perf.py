@@ -299,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    from trm.errors import UserError
     from trm.finetune import _arch_overrides
     from trm.model import ModelConfig
     from trm.ttt_params import TTTParams
@@ -312,6 +313,12 @@ def _main(argv: list[str]) -> int:
                     help="a notebook parameter (trm.ttt_params.TTTParams), as in its cell: what-ifs")
     ap.add_argument("--out", type=Path, help="write the projection JSON here too")
     a = ap.parse_args(argv)
+    bad = [kv for kv in a.set if "=" not in kv]
+    if bad:
+        raise UserError(f"--set {bad[0]}: write NAME=VALUE, e.g. --set num_aug=64")
+    overrides = dict(kv.split("=", 1) for kv in a.set)
+    # as the notebook resolves them, with its checks: a misspelt name or a bad value is refused here
+    params = TTTParams.from_namespace({k: _literal(v) for k, v in overrides.items()})
     if not a.test_file.is_file():
         raise FileNotFoundError(f"no test challenges at {a.test_file}: pass --test-file (the "
                                 "arc-agi_test_challenges.json the notebook would see, e.g. from "
@@ -323,9 +330,6 @@ def _main(argv: list[str]) -> int:
         return 1
     ref = reference_from(json.loads(gpu_path.read_text()), json.loads(ttt_path.read_text()),
                          names=(gpu_path.name, ttt_path.name))
-    overrides = dict(kv.split("=", 1) for kv in a.set)
-    # as the notebook resolves them
-    params = TTTParams.from_namespace({k: _literal(v) for k, v in overrides.items()})
     rows = hidden_set_rows(a.test_file, params.epoch_limit, params.num_aug)
     cfg = _arch_overrides(ModelConfig(), params)  # the paper's ARC config, as the notebook fine-tunes it
     result = {"date": dt.date.today().isoformat(), "params_changed": overrides,

@@ -61,16 +61,22 @@ def show_dataset(summary: dict) -> None:
     _show("\n\n".join(notes) + "\n\n" + "\n".join(rows))
 
 
+def override_tokens(overrides) -> list[str]:
+    """02_train's `overrides` as trm.train's argument tokens: a list (or tuple) as it is, one string
+    split like a shell line (`papermill -p overrides "--resume runs/x"` injects a string)."""
+    if isinstance(overrides, str):
+        return shlex.split(overrides)
+    return [str(x) for x in overrides]
+
+
 def training_argv(preset: str | None, overrides=(), run_name: str | None = None,
                   data_path: str | None = None) -> list[str]:
     """trm.train's command-line arguments for the notebook's parameters (overrides win, as last).
-    overrides: a list of tokens, or one string (`papermill -p overrides "--resume runs/x"`)."""
-    if isinstance(overrides, str):
-        overrides = shlex.split(overrides)
+    overrides: a list of tokens, or one string (override_tokens)."""
     argv = [f"--preset={preset}"] if preset else []
     argv += [f"--data_path={data_path}"] if data_path else []
     argv += [f"--run_name={run_name}"] if run_name else []
-    return argv + [str(x) for x in overrides]
+    return argv + override_tokens(overrides)
 
 
 def resolve_training(preset: str | None, overrides=(), run_name: str | None = None,
@@ -101,10 +107,10 @@ def launch_training(preset: str | None, overrides=(), n_gpus: int = 1, run_name:
     its output streamed line by line; otherwise trm.train.train(config) in this process. The
     tqdm bar is off (--progress false; an explicit override wins): a progress line from
     metrics.jsonl is printed every `progress_every` seconds instead (by the trainer itself).
+    overrides: a list of tokens, or one string (override_tokens).
     """
-    cfg, argv = resolve_training(preset,
-                                 ["--progress=false", f"--progress_seconds={progress_every}", *overrides],
-                                 run_name, data_path)
+    cfg, argv = resolve_training(preset, ["--progress=false", f"--progress_seconds={progress_every}",
+                                          *override_tokens(overrides)], run_name, data_path)
     run_dir = Path(cfg.run_dir)
     print(f"run directory: {run_dir}", flush=True)
     if n_gpus > 1:

@@ -9,8 +9,10 @@
 # 2. installs the wheels offline, builds a dataset from `arc-agi_test_challenges.json` (demo
 #    pairs, augmented, for training; test inputs for evaluation);
 # 3. gives every hidden task new puzzle-embedding rows set to the mean of the pretrained ones and
-#    fine-tunes until its share of the 12 h clock (every GPU, bf16 on L4);
-# 4. votes over the augmentations and overwrites `submission.json` with two distinct attempts.
+#    fine-tunes until its share of the 12 h clock, at most `max_epochs` (every GPU, bf16 on L4);
+# 4. votes over the augmentations in rounds (every input's first versions before any input's next
+#    ones) and overwrites `submission.json` after every round with two distinct attempts: a kill
+#    at the deadline costs the last round's votes, not the submission.
 #
 # With the public placeholder test file (or `mode = "validate"`) it runs the same path on the
 # evaluation tasks and prints the official score instead, as a short check (`check_minutes` on
@@ -18,9 +20,10 @@
 # minutes of GPU quota, not 12 hours. Hidden test tasks (the scoring rerun) always get every task and
 # the full budget, decided from the data: no undocumented environment variable is needed.
 #
-# The fine-tune stops in time for an evaluation predicted from its own speed (x2, at least 5% of
-# the clock); 30 min safety margin. Parameters, defaults and reasons: `trm/ttt_params.py` and the
-# kit's docs/kaggle.md.
+# The fine-tune stops in time for an evaluation predicted from its own speed (with a reserve, at
+# least 5% of the clock); 30 min safety margin. Once the fallback is written the notebook never
+# raises: a failure is an alarm in the log and a status in `ttt_report.json`. Parameters, defaults
+# and reasons: `trm/ttt_params.py` and the kit's docs/kaggle.md.
 
 # %%
 # Bootstrap, standard library only: put the kit on sys.path -- the repo bundle's folder, else the

@@ -27,19 +27,28 @@ Flow of `run`:
   2. dataset: the tasks' demo pairs -> train split (num_aug augmentations each), test inputs -> test
      split, outputs dummy (dataset_builder, in memory; the file is read as it is, never hash-checked).
   3. fine-tune in a subprocess (`python -m trm.finetune SPEC`, under torchrun when several GPUs
-     are visible; trm.train's Trainer does the steps) until its share of the clock, then save; a
-     hard kill backs the deadline up. Micro-batches per GPU are chosen from free memory.
-  4. evaluate in a subprocess (`python -m trm.evaluate`, torchrun-able): augmentation voting ->
-     two distinct attempts per test input; merged with the fallback for anything missing,
-     validated, written atomically. Any failure leaves the fallback in place (and re-raises).
+     are visible; trm.engine's Trainer does the steps) until its share of the clock, at most
+     max_epochs (or the finetune_epochs written), then save; a hard kill backs the deadline up.
+     Micro-batches per GPU are chosen from free memory.
+  4. evaluate in a subprocess (`python -m trm.evaluate --rounds anytime`, torchrun-able): rounds over
+     the augmented versions (trm.anytime: every test input's first versions before any input's next
+     ones), each finished round saved and voted into a submission -> two distinct attempts per test
+     input; merged with the fallback for any task not voted on, validated, written atomically.
 
-Clock: the deadline is start() + budget_hours - safety_minutes. The fine-tune stops at the earlier of
-(a) (1 - eval_share) of the time left after the dataset build and (b) the deadline minus twice the
-evaluation time predicted from its own measured speed (+5 min): an evaluation row costs
-halt_max_steps x H / (H + 2) training rows of FLOPs (forward only, every ACT step; a training row runs H
-outer cycles forward and back-propagates through one), which run trm.finetune.EVAL_SLOWDOWN times
-slower than a training row's (measured). Whatever the evaluation does not finish by the
-deadline is killed, and the fallback stays.
+Nothing after start() raises: once the fallback submission.json is written, a failure (a crash, a
+kill, the deadline) is recorded in ttt_report.json ("status": ok | degraded: ... | failed: ...) and
+printed as an alarm, and the notebook ends normally, since Kaggle scores a notebook that finished
+(whether it scores one that raised is not documented). The sim and the tests treat any status but
+"ok" as an error.
+
+Clock: the deadline is start() + budget_hours - safety_minutes. The fine-tune stops at the first of
+(a) its epochs: finetune_epochs as written, else the max_epochs cap; (b) (1 - eval_share) of the time
+left after the dataset build; (c) the deadline minus trm.finetune.EVAL_RESERVE_FACTOR times the evaluation
+time predicted from its own measured speed (+5 min): an evaluation row costs halt_max_steps x H / (H
++ 2) training rows of FLOPs (forward only, every ACT step; a training row runs H outer cycles forward
+and back-propagates through one), which run trm.finetune.EVAL_SLOWDOWN times slower than a training
+row's (measured). The evaluation starts no round it cannot finish by the deadline and is killed at
+it: a slower evaluation than predicted costs its last rounds' votes, never the run.
 
 Import-time dependencies are the standard library only (and trm.submission, which is stdlib-only):
 the notebook imports this module from the repo bundle before any wheel is installed. torch,

@@ -56,7 +56,7 @@ def test_a_fast_machine_stops_at_the_cap():
     assert step == P.max_epochs * 767 // GBS and times[-1] < T0 + BUDGET_S / 2
 
 
-@pytest.mark.parametrize("s_per_step", [10.0, 15.0])  # about T4x2 at base clock, and slower
+@pytest.mark.parametrize("s_per_step", [8.0, 10.0])  # 48 and 38 rows/s: about T4x2 at base clock
 def test_a_slow_machine_stops_for_the_evaluation_and_not_a_step_earlier(s_per_step):
     step, reason, times = simulate(lambda s: s_per_step)
     assert reason.startswith("clock: the evaluation's reserve")

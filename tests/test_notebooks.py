@@ -1,5 +1,5 @@
 """Notebooks: Jupytext pairs in sync, literal-only parameters cells, the runner's plumbing, and
-(slow) the three notebooks executed through papermill at the `make demo --quick` size.
+(slow) the three notebooks executed through papermill at the demo's quick size (`TRM_DEMO_QUICK=1 make demo`).
 
     .venv/bin/pytest -q tests/test_notebooks.py                 # everything (~2-3 min on 2 CPUs)
     .venv/bin/pytest -q tests/test_notebooks.py -m "not slow"   # seconds

@@ -27,7 +27,7 @@ Flow of `run`:
   2. dataset: the tasks' demo pairs -> train split (num_aug augmentations each), test inputs -> test
      split, outputs dummy (dataset_builder, in memory; the file is read as it is, never hash-checked).
   3. fine-tune in a subprocess (`python -m trm.finetune SPEC`, under torchrun when several GPUs
-     are visible; trm.train's Trainer does the steps) until its share of the clock, then save; a
+     are visible; trm.engine's Trainer does the steps) until its share of the clock, then save; a
      hard kill backs the deadline up. Micro-batches per GPU are chosen from free memory.
   4. evaluate in a subprocess (`python -m trm.evaluate`, torchrun-able): augmentation voting ->
      two distinct attempts per test input; merged with the fallback for anything missing,

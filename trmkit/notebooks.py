@@ -76,8 +76,8 @@ def execute_notebook(name: str, out_dir: str | Path, parameters: dict, *, log_ou
     """papermill notebooks/<name>.ipynb -> out_dir/<name>.ipynb (+ .html); returns the .ipynb path.
     keep_previous: if that file exists, write <name>-<UTC time>.ipynb instead (a resumed run).
 
-    Equivalent to `papermill notebooks/NAME.ipynb OUT/NAME.ipynb -k python3 -l python -p ...`
-    followed by `jupyter nbconvert --to html OUT/NAME.ipynb`. The kernel runs in `cwd`
+    Equivalent to `papermill notebooks/NAME.ipynb OUT/NAME.ipynb -p ...` (the notebook names its
+    `python3` kernel) followed by `jupyter nbconvert --to html OUT/NAME.ipynb`. The kernel runs in `cwd`
     (default: this process's working directory), so relative paths mean the same there.
     """
     import papermill as pm

@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ["README.md", "wheels/README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
+DOCS = ["README.md", "wheels/README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))]
 SHELL_LANGS = {"", "bash", "sh", "shell", "console"}
 RUNNERS = {"make", "python", "python3", ".venv/bin/python", "torchrun", "papermill", "bash"}
 # top folders of the kit whose paths the manual may name
@@ -125,7 +125,8 @@ def check_links(text: str, doc: str, root: Path = ROOT) -> list[str]:
             if not file.exists():
                 problems.append(f"{doc}:{n}: link {target}: {path} does not exist")
             elif anchor and file.suffix == ".md" and anchor not in anchors(file.read_text()):
-                problems.append(f"{doc}:{n}: link {target}: no heading with anchor #{anchor} in {path or doc}")
+                problems.append(f"{doc}:{n}: link {target}: no heading with anchor #{anchor} "
+                                f"in {path or doc}")
     return problems
 
 
@@ -133,13 +134,14 @@ def _expand_braces(path: str) -> list[str]:
     m = re.search(r"\{([^{}]*)\}", path)
     if not m:
         return [path]
-    return [q for alt in m.group(1).split(",") for q in _expand_braces(path[:m.start()] + alt + path[m.end():])]
+    head, tail = path[:m.start()], path[m.end():]
+    return [q for alt in m.group(1).split(",") for q in _expand_braces(head + alt + tail)]
 
 
 def check_paths(text: str, doc: str, root: Path = ROOT) -> list[str]:
-    """Kit paths named in code (fenced or inline) exist: `{a,b}` expanded, `::test` and a trailing
-    `:` / `.` dropped; a path with a `<placeholder>` is checked up to the folder before it; a glob
-    must match something."""
+    """Kit paths named in code (fenced or inline; link targets are check_links') exist: `{a,b}`
+    expanded, `::test` and a trailing `:` / `.` dropped; a path with a `<placeholder>` is checked
+    up to the folder before it; a glob must match something."""
     problems = []
     spans = [(ln + k, t) for _, ln, body in code_blocks(text) for k, t in enumerate(body.split("\n"))]
     in_code = False
@@ -147,8 +149,7 @@ def check_paths(text: str, doc: str, root: Path = ROOT) -> list[str]:
         if line.startswith("```"):
             in_code = not in_code
         elif not in_code:
-            spans += [(n, s) for s in re.findall(r"`([^`]+)`", line)]
-            spans += [(n, s) for s in re.findall(r"\]\(([^)\s]+)\)", line) if not s.startswith(("http", "#"))]
+            spans += [(n, s) for s in re.findall(r"`([^`]+)`", line)]  # link targets: check_links
     for n, span in spans:
         for raw in PATH_RE.findall(span):
             for path in _expand_braces(raw.split("::")[0].rstrip(".,:")):
@@ -294,7 +295,8 @@ def check_make(argv: list[str], env: list[str], where: str, root: Path = ROOT) -
             except ValueError:  # a recipe line built by $(foreach ...): its target is checked, not its words
                 continue
             if cmd[:1] == [expand("$(PY)", values)]:
-                problems += [f"{p} (through make {g})" for p in check_command(["python", *cmd[1:]], where, root)]
+                found = check_command(["python", *cmd[1:]], where, root)
+                problems += [f"{p} (through make {g})" for p in found]
     reads = set().union(*(make_reads(g, vars_, targets) for g in goals if g in targets)) if goals else set()
     for v in given:
         if v not in reads:
@@ -303,7 +305,8 @@ def check_make(argv: list[str], env: list[str], where: str, root: Path = ROOT) -
     for v in env:
         if v in vars_ or v in reads:
             if v not in reads:
-                problems.append(f"{where}: {v}= is a Makefile variable that make {' '.join(goals)} does not read")
+                problems.append(f"{where}: {v}= is a Makefile variable that make {' '.join(goals)} "
+                                "does not read")
         elif not _code_reads(v, root):
             problems.append(f"{where}: {v}= is read by no code of the kit")
     return problems
@@ -373,7 +376,7 @@ def check_module(module: str, args: list[str], where: str) -> list[str]:
     except ImportError as e:
         return [f"{where}: {what}: no such module ({e})"]
     if module == "trmkit.notebooks" and args[:1] == ["train"]:  # the rest are trm.train's overrides
-        problems, known = [], {}
+        known = {}
         problems = _parse_with(lambda: known.update(r=mod.parser().parse_known_args(args)), what, where)
         return problems or check_module("trm.train", known["r"][1], where)
     if hasattr(mod, "parser"):
@@ -409,10 +412,11 @@ def check_script(script: str, args: list[str], where: str, root: Path = ROOT) ->
 
 def check_torchrun(argv: list[str], where: str) -> list[str]:
     from torch.distributed.run import get_args_parser
-    problems = _parse_with(lambda: get_args_parser().parse_known_args(argv[1:]), "torchrun", where)
+    parsed = {}
+    problems = _parse_with(lambda: parsed.update(a=get_args_parser().parse_args(argv[1:])), "torchrun", where)
     if problems:
         return problems
-    a = get_args_parser().parse_args(argv[1:])
+    a = parsed["a"]
     if a.module:
         return check_module(a.training_script, a.training_script_args, where)
     return check_script(a.training_script, a.training_script_args, where)

@@ -39,6 +39,8 @@ import sys
 import time
 from pathlib import Path
 
+from trm.errors import cli_main
+
 # Sizes. Steps per epoch ~ 2 x tasks (groups) x 3.7 examples / batch (trm.train). Measured cost
 # of the smoke model on an idle 2-core machine: 0.64 s per batch-16 training step (1.3 CPU-s), so
 # "full" trains ~200 steps in ~2.5 min, then evaluates 80 test rows.
@@ -140,21 +142,24 @@ def report(summary: dict, out: str | Path) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m trmkit.demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
                     default=os.environ.get("TRM_DEMO_QUICK", "") not in ("", "0"),
                     help="CI size (also TRM_DEMO_QUICK=1)")
     ap.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     ap.add_argument("--quiet", action="store_true", help="don't stream the notebooks' output")
-    args = ap.parse_args(argv)
-    from trmkit.notebooks import NotebookError
+    return ap
 
-    try:
-        summary = run(args.out, quick=args.quick, log_output=not args.quiet)
-    except (NotebookError, ValueError) as e:
-        print(f"demo failed: {e}", file=sys.stderr)
-        return 1
+
+def main(argv: list[str] | None = None) -> int:
+    """A failed notebook cell (exit 1) or a user error: one `error:` line (trm.errors.cli_main)."""
+    return cli_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    summary = run(args.out, quick=args.quick, log_output=not args.quiet)
     print(report(summary, args.out))
     return 0
 

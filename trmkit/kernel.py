@@ -185,8 +185,7 @@ def cmd_submit(a) -> int:
         print("$ kaggle " + " ".join(args) + "\ndry run: nothing submitted")
         return 0
     if where is None or owner == NO_OWNER:
-        print(NO_CREDENTIALS)
-        return 2
+        raise BundleError(NO_CREDENTIALS)
     rc, out = run_cli(args, check=False)  # with --wait, exit 1 also means "scored with an error"
     m = SUBMISSION_REF.search(out)
     if m is None:

@@ -73,6 +73,11 @@ class BundleError(UserError):
     exit_code = 1
 
 
+class NoCredentials(UserError):
+    """No credentials to push or upload with: everything is staged, nothing sent (exit 2)."""
+
+
+
 # ---------------------------------------------------------------- helpers
 
 
@@ -314,7 +319,7 @@ def stop_before_pushing(dry_run: bool, where: str | None, owner: str, done: str)
         print(f"dry run: {done}, nothing pushed")
         return 0
     if where is None or owner == NO_OWNER:
-        raise BundleError(NO_CREDENTIALS if where is None else
+        raise NoCredentials(NO_CREDENTIALS if where is None else
                           "a token does not name its user, so nothing was pushed: pass --owner NAME")
     return None
 
@@ -376,7 +381,7 @@ def cmd_hf_publish(a) -> int:
         return 0
     token = get_token()
     if not token:
-        raise BundleError("no Hugging Face token, so nothing was uploaded: set HF_TOKEN or run "
+        raise NoCredentials("no Hugging Face token, so nothing was uploaded: set HF_TOKEN or run "
                           "`hf auth login`, then rerun")
     api = HfApi(endpoint=endpoint, token=token)
     api.create_repo(a.repo, repo_type="model", private=not a.public, exist_ok=True)

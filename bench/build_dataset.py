@@ -22,23 +22,27 @@ import tempfile
 import time
 from pathlib import Path
 
+from data_paths import require, upstream_prefix  # bench/, the script's folder
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--num-aug", type=int, default=100)
-    ap.add_argument("--input-prefix", default=str(REPO.parent / "shared" / "data" / "arc-agi" / "arc-agi"),
-                    help="upstream-layout prefix (default ../shared/data/arc-agi/arc-agi beside the repo)")
+    ap.add_argument("--input-prefix", type=Path, default=upstream_prefix(),
+                    help="upstream-layout prefix (default: the shared copy, else `make data`'s)")
     ap.add_argument("--subsets", nargs="+", default=["training2", "evaluation2", "concept"])
     ap.add_argument("--test-set-name", default="evaluation2")
     ap.add_argument("--tmp-dir", default=None, help="where the temporary output goes (default: system temp)")
     ap.add_argument("--keep", action="store_true", help="keep the built dataset (its path is printed)")
     args = ap.parse_args()
+    require(args.input_prefix.parent, "run `make data` (upstream's ARC JSON into data/raw/) or pass "
+            "--input-prefix")
 
     work = Path(tempfile.mkdtemp(prefix="trm-bench-build-", dir=args.tmp_dir))
     out = work / f"arc-aug-{args.num_aug}"
-    cmd = [sys.executable, "-m", "dataset_builder", "--input-file-prefix", args.input_prefix,
+    cmd = [sys.executable, "-m", "dataset_builder", "--input-file-prefix", str(args.input_prefix),
            "--output-dir", str(out), "--subsets", *args.subsets, "--test-set-name", args.test_set_name,
            "--num-aug", str(args.num_aug), "--quiet"]
     try:

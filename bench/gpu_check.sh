@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check (issue 16): measure the kit on one CUDA GPU, write bench/results/gpu-<date>-<gpu>.json.
+# GPU check: measure the kit on one CUDA GPU, write bench/results/gpu-<date>-<gpu>.json.
 #   bench/gpu_check.sh                          # on a GPU machine whose python3 has torch (no install needed)
 #   bench/gpu_check.sh --dry-run                # CPU, tiny config: proves the script runs end to end
 #   bench/gpu_check.sh --budget 200 --compile off,net,head --comp-dir DIR

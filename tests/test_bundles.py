@@ -187,10 +187,12 @@ def test_clean_tree_and_this_repo_scan_clean(repo):
 def test_missing_credentials_stage_plan_and_fail(tmp_path, repo, wheelhouse, no_creds, capsys):
     out = tmp_path / "stage"
     assert push(out=out, repo=repo, wh=wheelhouse) == 2
-    text = capsys.readouterr().out
-    for needle in ("KAGGLE_USERNAME and KAGGLE_KEY", "~/.kaggle/kaggle.json", "chmod 600", "KAGGLE_API_TOKEN",
-                   "push plan", "YOUR_KAGGLE_USERNAME/trm-kit-repo"):
-        assert needle in text, needle
+    cap = capsys.readouterr()
+    assert "push plan" in cap.out and "YOUR_KAGGLE_USERNAME/trm-kit-repo" in cap.out  # the plan, then 1 line
+    assert len(cap.err.splitlines()) == 1 and cap.err.startswith("error: no Kaggle credentials")
+    for needle in ("KAGGLE_USERNAME and KAGGLE_KEY", "~/.kaggle/kaggle.json", "chmod 600",
+                   "KAGGLE_API_TOKEN"):
+        assert needle in cap.err, needle
     assert (out / "repo" / "COMMIT").is_file() and (out / "wheels" / "MANIFEST.json").is_file()
 
 

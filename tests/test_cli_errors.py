@@ -181,3 +181,41 @@ def test_a_notebook_shows_a_user_error_as_its_line(monkeypatch):
     assert e._render_traceback_() == ["error: checkpoint file x/step_2 is incomplete: 10 bytes"]
     monkeypatch.setenv("TRM_DEBUG", "1")
     assert not hasattr(e, "_render_traceback_")
+
+
+# ------------------------------------------------------------------ in process: the one line and the code
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_sources_unresolvable_spec_is_one_line(tmp_path, capsys, monkeypatch):
+    from trm import sources
+
+    monkeypatch.delenv("TRM_DEBUG", raising=False)
+    assert sources.main([str(tmp_path / "nope")]) == 2
+    assert str(tmp_path / "nope") in one_line(capsys)
+    assert sources.main(["hf://only-owner"]) == 2  # a malformed spec: the resolver's own error
+    assert "hf://" in one_line(capsys)
+
+
+def test_submission_unreadable_submission_is_one_line_on_stderr(tmp_path, capsys, monkeypatch):
+    from trm import submission
+
+    monkeypatch.delenv("TRM_DEBUG", raising=False)
+    (tmp_path / "c.json").write_text("{}")
+    code = submission.main(["validate", str(tmp_path / "s.json"), "--challenges", str(tmp_path / "c.json")])
+    assert code == 1  # an unreadable submission is an INVALID one: a failed check
+    assert str(tmp_path / "s.json") in one_line(capsys)
+
+
+def test_demo_unwritable_output_is_one_line(tmp_path, capsys, monkeypatch):
+    from trmkit import demo
+
+    monkeypatch.delenv("TRM_DEBUG", raising=False)
+    (tmp_path / "file").write_text("")
+    assert demo.main(["--out", str(tmp_path / "file" / "demo"), "--quick"]) == 2
+    assert str(tmp_path / "file") in one_line(capsys)

@@ -19,7 +19,6 @@ from trm.grids import (
     dihedral,
     encode_grid,
     grid_hash,
-    grid_to_list,
     inverse_augment,
     inverse_dihedral,
     parse_aug_name,
@@ -173,12 +172,6 @@ def test_grid_hash_covers_shape_and_cells():
     assert grid_hash(g) == hashlib.sha256(bytes([2, 3]) + g.tobytes()).hexdigest()
     assert grid_hash(g) != grid_hash(g.reshape(3, 2))
     assert grid_hash(g.T) == grid_hash(np.ascontiguousarray(g.T))
-
-
-def test_grid_to_list():
-    g = np.array([[1, 2], [3, 4]], dtype=np.uint8)
-    out = grid_to_list(g)
-    assert out == [[1, 2], [3, 4]] and all(type(v) is int for row in out for v in row)
 
 
 def test_constants():

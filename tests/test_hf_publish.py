@@ -72,7 +72,8 @@ def test_no_token_stages_and_stops(tmp_path, ckpt, monkeypatch, capsys):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # never contacted
     out = tmp_path / "stage"
     assert bundles.main(["hf-publish", "--repo", "me/x", "--checkpoint", str(ckpt), "--out", str(out)]) == 2
-    assert "no Hugging Face token" in capsys.readouterr().out
+    err = capsys.readouterr().err
+    assert err.startswith("error: no Hugging Face token") and len(err.splitlines()) == 1
     assert (out / "weights" / "README.md").is_file()
     assert bundles.main(["hf-publish", "--repo", "me/x", "--out", str(out), "--dry-run"]) == 0
 

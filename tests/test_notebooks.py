@@ -1,5 +1,5 @@
 """Notebooks: Jupytext pairs in sync, literal-only parameters cells, the runner's plumbing, and
-(slow) the three notebooks executed through papermill at the `make demo --quick` size.
+(slow) the three notebooks executed through papermill at the demo's quick size (`TRM_DEMO_QUICK=1 make demo`).
 
     .venv/bin/pytest -q tests/test_notebooks.py                 # everything (~2-3 min on 2 CPUs)
     .venv/bin/pytest -q tests/test_notebooks.py -m "not slow"   # seconds
@@ -13,7 +13,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -253,9 +252,9 @@ def test_stream_echoes_returns_the_code_and_kills_at_the_timeout(capsys):
     out = capsys.readouterr().out
     assert "one\n" in out and "two\n" in out
     assert stream([sys.executable, "-c", "raise SystemExit(3)"]) == 3
-    t = time.time()
+    # killed (-9) at its deadline, and says so: a child that ran its 60 s would exit 0 without the line
     assert stream([sys.executable, "-c", "import time; time.sleep(60)"], timeout=1.0) == -9
-    assert time.time() - t < 30 and "deadline reached" in capsys.readouterr().out
+    assert "deadline reached" in capsys.readouterr().out
 
 
 def test_metrics_rows_solve_rates_first():

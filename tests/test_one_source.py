@@ -62,7 +62,7 @@ def test_evaluation_options_are_trm_evaluate_options():
     """The 03 notebook's parameters and `python -m trmkit.notebooks evaluate` are trm.evaluate's options
     (names and defaults), plus where the notebook itself goes."""
     from trm.evaluate import parser as evaluate_parser
-    from trmkit.notebooks import _parser as runner_parser
+    from trmkit.notebooks import parser as runner_parser
 
     opts = {a.dest: a.default for a in evaluate_parser()._actions if a.dest != "help"}
     params = _parameters(REPO / "notebooks" / "03_evaluate.py")

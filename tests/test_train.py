@@ -42,7 +42,7 @@ def test_sampler_follows_upstream_packing(data):
     sampler = TrainSampler(split, gbs, epochs, seed=5)
     batches = list(sampler.iter_iteration(sampler.start_position(0)))
     assert batches, "one iteration of 3 epochs must yield batches"
-    puzzle_of_row = np.repeat(np.arange(split.num_puzzles), np.diff(split.puzzle_indices))
+    puzzle_of_row = np.repeat(np.arange(len(split.puzzle_identifiers)), np.diff(split.puzzle_indices))
     group_of_puzzle = np.repeat(np.arange(split.num_groups), np.diff(split.group_indices))
     groups_seen = []
     for b, pos in batches:

@@ -27,7 +27,7 @@ Puzzle-table rows: a checkpoint only makes sense with the identifiers.json it wa
 A row-count or fingerprint mismatch with the target dataset is an error unless
 reset_puzzle_emb="mean": then every row gets the mean of the checkpoint's rows 1..N-1 and row 0
 ("<blank>", never trained, used only by padding rows) stays zero. Upstream instead silently
-mean-fills every row including row 0, with the mean taken over all rows (#55).
+mean-fills every row including row 0, with the mean taken over all rows (upstream issue #55).
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ class TrainConfig:
     eval_batch_size: int = 0  # 0 = global_batch_size (as upstream)
 
     # run bookkeeping
-    run_name: str | None = None  # default <preset>-<UTC timestamp>
+    run_name: str | None = None  # default: trm.runlock.default_run_name (<preset>-<UTC time>-<8 hex>)
     run_dir: str | None = None  # default $TRM_RUNS_DIR/<run_name> ($TRM_RUNS_DIR default runs)
     project_name: str = "trm"  # wandb project
     load_checkpoint: str | None = None  # initial weights only (kit checkpoint dir or upstream step_N)

@@ -48,10 +48,6 @@ class Split:
         return int(self.inputs.shape[0])
 
     @property
-    def num_puzzles(self) -> int:
-        return int(self.puzzle_identifiers.shape[0])
-
-    @property
     def num_groups(self) -> int:
         return int(self.group_indices.shape[0] - 1)
 
@@ -266,7 +262,3 @@ class TrainSampler:
             pos = {"iteration": it, "batch": batch_no, "cursor": cursor,
                    "rng": _rng_state_to_plain(rng.bit_generator.state)}
             yield TrainBatch(np.concatenate(rows).astype(np.int64), np.concatenate(pids)), pos
-
-    def count_batches(self, iteration: int = 0) -> int:
-        """Batches iteration `iteration` yields (walks the stream; cheap for small sets)."""
-        return sum(1 for _ in self.iter_iteration(self.start_position(iteration)))

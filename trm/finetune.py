@@ -222,15 +222,15 @@ def stop_reason(p: TTTParams, step: int, total_steps: int, arch, global_batch: i
 # An evaluation row runs halt_max_steps ACT steps forward: H(L+1) net applications each, against a
 # training row's H(L+1) forward + (L+1) back-propagated (2x) = (H+2)(L+1): halt_max_steps x H/(H+2)
 # training rows of FLOPs (9.6 at the paper config). Measured, an evaluation row's FLOPs run slower
-# than a training row's: on an H200 the notebook's evaluation did 46.8 rows/s (compiled net, process
-# start included) and an eager one 42 rows/s, against 923 fine-tune rows/s, i.e. 19.7-22 training
-# rows per evaluation row = 2.05-2.3x the FLOP ratio (docs/performance.md). Predicting with the FLOP
-# ratio alone left a long evaluation (T4x2: hours) short of its reserve.
+# than a training row's: the H200 rates of the notebook's evaluation, an eager one and the fine-tune
+# (docs/performance.md, "The evaluation reserve had to be calibrated") put the time at a multiple of
+# the FLOP ratio. Predicting with the FLOP ratio alone left a long evaluation (T4x2: hours) short of
+# its reserve.
 # The reserve's factor: the evaluation runs in rounds (trm.anytime), so one slower than predicted loses
 # its last rounds' votes, never the run; the prediction already takes the slower end of the measured
 # ratios (EVAL_SLOWDOWN), and 1.25 covers a GPU whose ratio is a quarter worse than that. Every second
 # of reserve beyond the evaluation is a second not fine-tuned (docs/performance.md: the projection).
-EVAL_SLOWDOWN = 2.3  # measured evaluation time / FLOP-predicted time (the upper figure above)
+EVAL_SLOWDOWN = 2.3  # measured evaluation time / FLOP-predicted time (the upper of the measured ratios)
 EVAL_RESERVE_FACTOR = 1.25  # the reserve: this many predicted evaluations ...
 EVAL_START_S = 300.0  # ... plus this: the evaluation's process start, loading and compilation
 
@@ -247,8 +247,8 @@ def eval_reserve_s(eval_rows: int, arch, train_s_per_row: float) -> float:
 
 
 # Activation bytes kept per (token x hidden unit x block application) of a training step: the
-# measured peak (H200, bf16, paper config, micro-batch 192: 33.7 GiB compiled, 42.6 GiB eager;
-# bench/results/gpu-ttt-*.json) less FIXED_BYTES, divided by the units, plus ~10 %.
+# measured peak (H200, bf16, paper config, micro-batch 192, compiled and eager: the GPU table of
+# docs/performance.md) less FIXED_BYTES, divided by the units, plus ~10 %.
 ACT_BYTES_PER_UNIT = {True: 42, False: 53}  # compiled net: True
 FIXED_BYTES = 2 * 2**30  # weights, optimiser state, puzzle table, CUDA context slack
 WARM_STEPS = 5  # fine-tune steps left out of the steady-state speed (compilation, allocator)

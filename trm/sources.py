@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 from trm.checkpoint import META_FILE, CheckpointError, CheckpointNotFound, check_checkpoint, read_yaml
+from trm.errors import UserError, cli_main
 
 HF_SCHEME = "hf://"
 UPSTREAM_CONFIG = "all_config.yaml"
@@ -191,17 +192,24 @@ def _join(folder: str, name: str) -> str:
     return f"{folder}/{name}" if folder else name
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m trm.sources", description=__doc__.split("\n\n")[0])
     ap.add_argument("spec", help="kit checkpoint dir, upstream step_N file, or hf://owner/repo/path[@revision]")
     ap.add_argument("--config", help="upstream all_config.yaml, when it is not beside the step_N file")
-    args = ap.parse_args(argv)
-    try:
-        print(resolve_checkpoint(args.spec, args.config))
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the local path a checkpoint spec resolves to; errors through trm.errors.cli_main."""
+    def run(args: list[str]) -> int:
+        a = parser().parse_args(args)
+        try:
+            print(resolve_checkpoint(a.spec, a.config))
+        except CheckpointError as e:  # a spec that resolves to nothing usable is a wrong input here: exit 2
+            raise UserError(str(e)) from None
+        return 0
+
+    return cli_main(run, argv)
 
 
 if __name__ == "__main__":

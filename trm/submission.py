@@ -43,7 +43,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from trm.errors import UserError, cli_main, disk_full, is_no_space
+from trm.errors import EXIT_FAILED, UserError, cli_main, disk_full, is_no_space
 
 MAX_SIDE = 30
 ATTEMPTS = ("attempt_1", "attempt_2")
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     return cli_main(_main, argv)
 
 
-def _main(argv: list[str]) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m trm.submission", description=__doc__.split("\n\n")[0])
     sp = ap.add_subparsers(dest="cmd", required=True)
     v = sp.add_parser("validate", help="check a submission.json against a challenges file")
@@ -315,7 +315,11 @@ def _main(argv: list[str]) -> int:
     f = sp.add_parser("fallback", help="write the model-free fallback submission")
     f.add_argument("--challenges", required=True)
     f.add_argument("--output", required=True)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
 
     challenges = _load(args.challenges)
     if args.cmd == "fallback":
@@ -325,8 +329,8 @@ def _main(argv: list[str]) -> int:
     try:
         sub = _load(args.submission)
     except UserError as e:  # an unreadable submission is an INVALID one: exit 1, as a failed check
-        print(f"error: {e}")
-        return 1
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     ok = _report(sub, challenges)
     if args.cmd == "score":
         res = score_submission(sub, _load(args.solutions))

@@ -43,12 +43,13 @@ printed as an alarm, and the notebook ends normally, since Kaggle scores a noteb
 
 Clock: the deadline is start() + budget_hours - safety_minutes. The fine-tune stops at the first of
 (a) its epochs: finetune_epochs as written, else the max_epochs cap; (b) (1 - eval_share) of the time
-left after the dataset build; (c) the deadline minus trm.finetune.EVAL_RESERVE_FACTOR times the evaluation
-time predicted from its own measured speed (+5 min): an evaluation row costs halt_max_steps x H / (H
-+ 2) training rows of FLOPs (forward only, every ACT step; a training row runs H outer cycles forward
-and back-propagates through one), which run trm.finetune.EVAL_SLOWDOWN times slower than a training
-row's (measured). The evaluation starts no round it cannot finish by the deadline and is killed at
-it: a slower evaluation than predicted costs its last rounds' votes, never the run.
+left after the dataset build; (c) the deadline minus trm.finetune.EVAL_RESERVE_FACTOR times the
+evaluation time predicted from its own measured speed (+5 min): an evaluation row costs
+halt_max_steps x H / (H + 2) training rows of FLOPs (forward only, every ACT step; a training row
+runs H outer cycles forward and back-propagates through one), which run trm.finetune.EVAL_SLOWDOWN
+times slower than a training row's (measured). The evaluation starts no round it cannot finish by
+the deadline and is killed at it: a slower evaluation than predicted costs its last rounds' votes,
+never the run.
 
 Import-time dependencies are the standard library only (and trm.submission, which is stdlib-only):
 the notebook imports this module from the repo bundle before any wheel is installed. torch,

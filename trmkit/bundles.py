@@ -73,6 +73,11 @@ class BundleError(UserError):
     exit_code = 1
 
 
+class NoCredentials(UserError):
+    """No credentials to push or upload with: everything is staged, nothing sent (exit 2)."""
+
+
+
 # ---------------------------------------------------------------- helpers
 
 
@@ -308,13 +313,14 @@ def resolve_owner(a) -> tuple[str | None, str]:
 
 
 def stop_before_pushing(dry_run: bool, where: str | None, owner: str, done: str) -> int | None:
-    """The exit code when nothing may be pushed: a dry run (0), or no credentials / no owner (2)."""
+    """0 when nothing may be pushed because of a dry run; no credentials or no owner is a
+    BundleError (one `error:` line, exit 2, after the plan is printed); None: push."""
     if dry_run:
         print(f"dry run: {done}, nothing pushed")
         return 0
     if where is None or owner == NO_OWNER:
-        print(NO_CREDENTIALS if where is None else "a token does not name its user: pass --owner NAME")
-        return 2
+        raise NoCredentials(NO_CREDENTIALS if where is None else
+                          "a token does not name its user, so nothing was pushed: pass --owner NAME")
     return None
 
 
@@ -375,8 +381,8 @@ def cmd_hf_publish(a) -> int:
         return 0
     token = get_token()
     if not token:
-        print("no Hugging Face token: set HF_TOKEN or run `hf auth login`, then rerun")
-        return 2
+        raise NoCredentials("no Hugging Face token, so nothing was uploaded: set HF_TOKEN or run "
+                          "`hf auth login`, then rerun")
     api = HfApi(endpoint=endpoint, token=token)
     api.create_repo(a.repo, repo_type="model", private=not a.public, exist_ok=True)
     info = api.upload_folder(folder_path=dest, repo_id=a.repo, repo_type="model",
@@ -401,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     return cli_main(_main, argv)  # one error convention for every entry point (docs/reliability.md)
 
 
-def _main(argv: list[str]) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     common = common_options()
@@ -422,6 +428,11 @@ def _main(argv: list[str]) -> int:
                        help="upload the weights bundle to the HF Hub")
     p.add_argument("--repo", required=True, help="owner/name of the model repo")
     p.add_argument("--public", action="store_true", help="make a new repo public (default private)")
+    return ap
+
+
+def _main(argv: list[str]) -> int:
+    ap = parser()
     a = ap.parse_args(argv)
     a.out = a.out.resolve()
     if not LICENSE_ID.match(a.license):

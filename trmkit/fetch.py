@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     return cli_main(_main, argv)
 
 
-def _main(argv: list[str]) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m trmkit.fetch", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
     up = sub.add_parser("upstream", help="upstream TRM's kaggle/combined JSON (10 files)")
@@ -161,6 +161,11 @@ def _main(argv: list[str]) -> int:
     kg.add_argument("--out", required=True)
     for p in (up, kg):
         p.add_argument("--quiet", action="store_true")
+    return ap
+
+
+def _main(argv: list[str]) -> int:
+    ap = parser()
     args = ap.parse_args(argv)
     if args.what == "upstream":
         fetch_upstream(Path(args.out), args.quiet)

@@ -52,11 +52,11 @@ def kaggle_credentials() -> tuple[str | None, str | None]:
     return None, user
 
 
-NO_CREDENTIALS = """no Kaggle credentials found, so nothing was pushed. Provide one of:
-  - KAGGLE_USERNAME and KAGGLE_KEY environment variables (your API key from kaggle.com/settings),
-  - ~/.kaggle/kaggle.json {"username": ..., "key": ...} with mode 600 (chmod 600 ~/.kaggle/kaggle.json),
-  - KAGGLE_API_TOKEN (a token value or a file path; tokens start with KGAT_), plus --owner.
-Then rerun the same command."""
+NO_CREDENTIALS = ("no Kaggle credentials found, so nothing was pushed: set KAGGLE_USERNAME and KAGGLE_KEY "
+                  "(your API key from kaggle.com/settings), or write ~/.kaggle/kaggle.json "
+                  '{"username": ..., "key": ...} and chmod 600 ~/.kaggle/kaggle.json, or set '
+                  "KAGGLE_API_TOKEN (a token value or a file path; tokens start with KGAT_) plus --owner; "
+                  "then rerun the same command")
 
 
 # ---------------------------------------------------------------- the kaggle CLI

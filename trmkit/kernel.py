@@ -32,6 +32,7 @@ from trmkit.bundles import (
     NO_OWNER,
     PLACEHOLDER,
     BundleError,
+    NoCredentials,
     common_options,
     git,
     load_pushed,
@@ -185,8 +186,7 @@ def cmd_submit(a) -> int:
         print("$ kaggle " + " ".join(args) + "\ndry run: nothing submitted")
         return 0
     if where is None or owner == NO_OWNER:
-        print(NO_CREDENTIALS)
-        return 2
+        raise NoCredentials(NO_CREDENTIALS)
     rc, out = run_cli(args, check=False)  # with --wait, exit 1 also means "scored with an error"
     m = SUBMISSION_REF.search(out)
     if m is None:

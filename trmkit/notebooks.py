@@ -76,8 +76,8 @@ def execute_notebook(name: str, out_dir: str | Path, parameters: dict, *, log_ou
     """papermill notebooks/<name>.ipynb -> out_dir/<name>.ipynb (+ .html); returns the .ipynb path.
     keep_previous: if that file exists, write <name>-<UTC time>.ipynb instead (a resumed run).
 
-    Equivalent to `papermill notebooks/NAME.ipynb OUT/NAME.ipynb -k python3 -l python -p ...`
-    followed by `jupyter nbconvert --to html OUT/NAME.ipynb`. The kernel runs in `cwd`
+    Equivalent to `papermill notebooks/NAME.ipynb OUT/NAME.ipynb -p ...` (the notebook names its
+    `python3` kernel) followed by `jupyter nbconvert --to html OUT/NAME.ipynb`. The kernel runs in `cwd`
     (default: this process's working directory), so relative paths mean the same there.
     """
     import papermill as pm
@@ -220,7 +220,7 @@ def run_evaluate(checkpoint, data, output_dir=None, out_nb_dir=None, log_output:
     return execute_notebook(NOTEBOOKS["evaluate"], out_nb_dir or out, params, log_output=log_output)
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m trmkit.notebooks", allow_abbrev=False,
                                  description="Execute the kit's notebooks with papermill (+ HTML).")
     sp = ap.add_subparsers(dest="cmd", required=True)
@@ -289,9 +289,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    args, extra = _parser().parse_known_args(argv)
+    args, extra = parser().parse_known_args(argv)
     if extra and args.cmd != "train":
-        _parser().error(f"unrecognized arguments: {' '.join(extra)}")
+        parser().error(f"unrecognized arguments: {' '.join(extra)}")
     if args.cmd == "sync":
         return _sync(args.paths, args.check)
     warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -47,6 +47,7 @@ import json
 import sys
 from pathlib import Path
 
+from trm.paths import shared_dir
 from trmkit.gpus import BY_MODEL, GPU, gpu_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -307,8 +308,9 @@ def _main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m trmkit.perf", description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu-json", type=Path, help="bench/gpu_check.py result (default: newest gpu-*.json)")
     ap.add_argument("--ttt-json", type=Path, help="bench/gpu_ttt.py result (default: newest gpu-ttt-*.json)")
-    ap.add_argument("--test-file", type=Path, default=REPO.parent / "shared" / "data" / "arc-prize-2025"
-                    / "arc-agi_test_challenges.json", help="the test challenges the notebook would see")
+    ap.add_argument("--test-file", type=Path, default=shared_dir() / "data" / "arc-prize-2025"
+                    / "arc-agi_test_challenges.json", help="the test challenges the notebook would see "
+                    "(default: the project's shared copy, trm.paths.shared_dir)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="a notebook parameter (trm.ttt_params.TTTParams), as in its cell: what-ifs")
     ap.add_argument("--out", type=Path, help="write the projection JSON here too")
@@ -322,7 +324,7 @@ def _main(argv: list[str]) -> int:
     if not a.test_file.is_file():
         raise FileNotFoundError(f"no test challenges at {a.test_file}: pass --test-file (the "
                                 "arc-agi_test_challenges.json the notebook would see, e.g. from "
-                                "make data-kaggle)")
+                                "make data-kaggle) or set TRM_SHARED_DIR")
     gpu_path = a.gpu_json or newest("gpu-2*.json")
     ttt_path = a.ttt_json or newest("gpu-ttt-*.json")
     if gpu_path is None or ttt_path is None:

@@ -23,9 +23,9 @@ ARC Prize 2024 training files), so no download is needed. Every augmented versio
 own puzzle row and its own colour permutation, so the fine-tune can only solve a new task by
 learning its rows: with the puzzle rows frozen (puzzle_emb_lr 0) it solves none.
 
-Fine-tune settings follow the model's pretraining recipe: the `smoke` settings of trm.ttt.SETTINGS
+Fine-tune settings follow the model's pretraining recipe: the `smoke` settings of trm.ttt_params.SETTINGS
 (lr 5e-3, puzzle lr 0.1, EMA 0.99, batch 16), not the paper-size defaults (1e-4 / 1e-2), with
-which this toy model solved neither unseen task in 200 steps (issue 14's measurement).
+which this toy model solved neither unseen task in 200 steps (measured when the demo was written).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ SIZES = {
     # measured on a shared 2-core machine (docs/checkpoints.md, tests/test_unseen.py):
     # max_steps solves the unseen tasks; transfer_steps is where pretrained and fresh differ most
     "full": {"pretrain_epochs": 720, "max_steps": 300, "transfer_steps": 30, "num_aug": NUM_AUG},
-    # the CI size of `make demo --quick`: the same path, too short to learn anything (one budget:
+    # the CI size (`TRM_DEMO_QUICK=1 make demo`): the same path, too short to learn anything (one budget:
     # the solving run is then the transfer's pretrained run, which `run` does not repeat)
     "quick": {"pretrain_epochs": 8, "max_steps": 2, "transfer_steps": 2, "num_aug": 1},
 }

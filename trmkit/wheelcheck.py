@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     return cli_main(_main, argv)
 
 
-def _main(argv: list[str]) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile")
     ap.add_argument("--wheelhouse", type=Path, help="default build/wheels/<profile>")
@@ -194,6 +194,11 @@ def _main(argv: list[str]) -> int:
     ap.add_argument("--image-env", type=Path, help="default build/image-envs/<profile>")
     ap.add_argument("--setup", action="store_true", help="make the image env (network), then stop")
     ap.add_argument("--keep", action="store_true", help="keep the /tmp venv")
+    return ap
+
+
+def _main(argv: list[str]) -> int:
+    ap = parser()
     a = ap.parse_args(argv)
     profile = wb.load_profile(a.profile)
     image_env = (a.image_env or IMAGE_ENVS / profile["name"]).resolve()

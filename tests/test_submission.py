@@ -160,15 +160,11 @@ def test_build_submission_completes_every_task_and_input():
 
 
 def test_fallback_submission_on_competition_files(arc_data):
-    """The notebook's first action: valid, distinct attempts, deterministic, fast."""
-    import time
-
+    """The notebook's first action: valid, distinct attempts, deterministic."""
     for name in ("arc-prize-2025/arc-agi_test_challenges.json",
                  "arc-prize-2025/arc-agi_evaluation_challenges.json"):
         challenges = json.loads((arc_data / name).read_text())
-        t0 = time.perf_counter()
         sub = fallback_submission(challenges)
-        assert time.perf_counter() - t0 < 2.0
         assert_valid_and_distinct(sub, challenges)
         assert sub == fallback_submission(copy.deepcopy(challenges))
 

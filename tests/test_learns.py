@@ -30,9 +30,10 @@ from trm.evaluate import evaluate_model
 
 
 def recolouring_tasks(prefix: Path) -> list[str]:
-    """The ARC-AGI-1 training tasks (file order) whose rule is a per-cell recolouring: every pair,
-    demos and tests, keeps its shape and maps each colour to one colour, the same map throughout,
-    not the identity; and every colour of the test inputs appears in the demos (learnable)."""
+    """The ARC-AGI-1 training tasks whose rule is a per-cell recolouring: every pair, demos and tests,
+    keeps its shape and maps each colour to one colour, the same map throughout, not the identity;
+    and every colour of the test inputs appears in the demos (learnable). Simplest map first (fewest
+    colours changed, then file order): the order the builder is given is the order it shuffles."""
     challenges = json.loads(Path(f"{prefix}_training_challenges.json").read_text())
     solutions = json.loads(Path(f"{prefix}_training_solutions.json").read_text())
     chosen = []
@@ -45,9 +46,10 @@ def recolouring_tasks(prefix: Path) -> list[str]:
                                       for a, b in pairs for r, q in zip(a, b) for x, y in zip(r, q))
         demo_colours = {x for e in task["train"] for row in e["input"] for x in row}
         test_colours = {x for e in task["test"] for row in e["input"] for x in row}
-        if consistent and any(x != y for x, y in colour_map.items()) and test_colours <= demo_colours:
-            chosen.append(tid)
-    return chosen
+        changed = sum(x != y for x, y in colour_map.items())
+        if consistent and changed and test_colours <= demo_colours:
+            chosen.append((changed, len(chosen), tid))
+    return [tid for *_, tid in sorted(chosen)]
 
 
 NUM_AUG = 8  # 9 versions per task: each test output is voted over 9 augmented rows

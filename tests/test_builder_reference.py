@@ -46,6 +46,15 @@ def _phash(conv: dict) -> str:
 def reference_build(prefix: str, subsets: list[str], test_names: set[str], out: Path, *, seed=42,
                     num_aug=1000, start=1) -> None:
     rs = np.random.RandomState(seed)
+    data, test_puzzles = reference_groups(rs, prefix, subsets, test_names, num_aug)
+    ids = reference_ids(data, start)
+    n_ids = start + len(ids)
+    _write_reference(rs, data, ids, n_ids, test_puzzles, out)
+
+
+def reference_groups(rs: np.random.RandomState, prefix: str, subsets: list[str], test_names: set[str],
+                     num_aug: int) -> tuple[dict[str, list], dict]:
+    """Augmentation: {split: [group = [(name, examples of that split)], ...]} and the test puzzles."""
     data: dict[str, list] = {}
     test_puzzles = {}
     for subset in subsets:
@@ -91,13 +100,21 @@ def reference_build(prefix: str, subsets: list[str], test_names: set[str], out: 
             for d in ("train", "test"):
                 if d in conv:
                     data.setdefault(d, []).append([(n, c[d]) for n, c in group])
-    ids, n_ids = {}, start
+    return data, test_puzzles
+
+
+def reference_ids(data: dict[str, list], start: int = 1) -> dict[str, int]:
+    """Ids split by split, group by group, puzzle by puzzle; a repeated name keeps its id."""
+    ids: dict[str, int] = {}
     for split in data.values():
         for group in split:
             for name, _ in group:
-                if name not in ids:
-                    ids[name] = n_ids
-                    n_ids += 1
+                ids.setdefault(name, start + len(ids))
+    return ids
+
+
+def _write_reference(rs, data: dict[str, list], ids: dict[str, int], n_ids: int, test_puzzles: dict,
+                     out: Path) -> None:
     for split, groups in data.items():
         d = out / split
         d.mkdir(parents=True)

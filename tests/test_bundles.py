@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fakes.checkpoints import make_run
+from fakes.clock import DAY, shift_clock
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -359,9 +360,8 @@ def test_one_competition_slug_everywhere():
 
 def test_staging_twice_gives_identical_bytes(tmp_path, repo, wheelhouse, no_creds, monkeypatch):
     """Same checkpoint, tree and wheelhouse -> every staged file byte-identical, so an unchanged
-    push is skipped for all three bundles. Staged a second later: a clock-based field would show."""
-    import time
-
+    push is skipped for all three bundles. Staged again a day later by the clock: a clock-based field
+    would show."""
     ckpt = make_run(tmp_path / "runs" / "x", step=5, metrics={"pass@2": 0.25, "kaggle_score": 0.2})
     created = json.loads((ckpt / "meta.json").read_text())["created"]
     trees, hashes = [], []
@@ -371,7 +371,7 @@ def test_staging_twice_gives_identical_bytes(tmp_path, repo, wheelhouse, no_cred
                     out=out, repo=repo, wh=wheelhouse) == 0
         trees.append({p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()})
         hashes.append({b: bundles.content_hash(out / b) for b in bundles.BUNDLES})
-        time.sleep(1.1)
+        shift_clock(monkeypatch, DAY)
     assert {p.split("/")[0] for p in trees[0]} == set(bundles.BUNDLES)
     assert sorted(trees[0]) == sorted(trees[1])
     assert [p for p in trees[0] if trees[0][p] != trees[1][p]] == []

@@ -1,4 +1,5 @@
-"""CUDA-only checks, run on a GPU by bench/gpu_check.sh (`pytest -m cuda`); CI deselects them.
+"""CUDA-only checks: `make test` runs them where a CUDA device is visible (bench/gpu_check.sh: `-m cuda`);
+without one (CI) tests/conftest.py deselects them.
 
 Tolerances: bf16 keeps 8 mantissa bits (relative rounding ~4e-3 per op); over one ACT step of
 the smoke-sized recursion (H*(L+1) = 6 applications of a 2-block post-norm net) we accept
@@ -14,10 +15,7 @@ import torch
 from trm.model import TRM, ModelConfig, TRMWithLoss, pick_dtype
 from trm.optim import AdamATan2
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run by bench/gpu_check.sh)"),
-]
+pytestmark = pytest.mark.cuda  # deselected where no CUDA device is visible (tests/conftest.py)
 
 
 def _cfg(dtype: str) -> ModelConfig:

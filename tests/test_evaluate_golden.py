@@ -227,7 +227,6 @@ def test_unlabelled_dataset_and_external_challenges(g, tmp_path):
 
 
 def test_output_files(g, tmp_path):
-    pytest.importorskip("matplotlib")
     _eval(g, g["preds"], tmp_path, n_pictures=2)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     for key in [f"pass@{k}" for k in PASS_KS] + ["kaggle_score", "n_tasks", "n_test_outputs",

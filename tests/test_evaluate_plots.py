@@ -1,4 +1,4 @@
-"""trm.plots: task pictures and training curves (skipped without matplotlib, a tooling extra).
+"""trm.plots: task pictures and training curves (matplotlib: in the lock and the kit's tooling extra).
 
     .venv/bin/pytest -q tests/test_evaluate_plots.py
 """
@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-pytest.importorskip("matplotlib")
-
-from trm.plots import curve_keys, plot_test_input, plot_training_curves  # noqa: E402
+from trm.plots import curve_keys, plot_test_input, plot_training_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -13,21 +13,17 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-import sys
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
 from fakes.checkpoints import make_run
+from fakes.clock import DAY, shift_clock
 from fakes.fake_kaggle import FakeKaggle
 from test_bundles import bundles, git, repo, wheelhouse  # noqa: F401  (fixtures)
 
 from trmkit import kernel as kernel_mod
 
-pytestmark = pytest.mark.skipif(not shutil.which("kaggle", path=str(Path(sys.executable).parent)),
-                                reason="the kaggle CLI is not installed beside this Python")
 STATUS, CREATE, VERSION = (f"datasets.DatasetApiService/{m}" for m in
                            ("GetDatasetStatus", "CreateDataset", "CreateDatasetVersion"))
 SUBMIT, LIMITS, GET = (f"competitions.CompetitionApiService/{m}" for m in
@@ -102,8 +98,8 @@ def test_create_then_skip_then_version(tmp_path, repo, wheelhouse, fake, capsys)
     assert len(fake.datasets["tester/trm-kit-wheels"]) == 1
 
 
-def test_same_checkpoint_twice_pushes_nothing(tmp_path, repo, wheelhouse, fake, capsys):  # noqa: F811
-    """All three bundles, restaged from scratch a second later with the same checkpoint: no request."""
+def test_same_checkpoint_twice_pushes_nothing(tmp_path, repo, wheelhouse, fake, capsys, monkeypatch):  # noqa: F811
+    """All three bundles, restaged from scratch a day later by the clock, same checkpoint: no request."""
     ckpt = make_run(tmp_path / "runs" / "x", step=5)
     assert push(tmp_path, repo, wheelhouse, "--checkpoint", str(ckpt)) == 0
     assert fake.methods().count(CREATE) == 3 and len(fake.datasets["tester/trm-kit-weights"]) == 1
@@ -111,7 +107,7 @@ def test_same_checkpoint_twice_pushes_nothing(tmp_path, repo, wheelhouse, fake, 
             == staged_tree(tmp_path / "stage" / "weights"))
     capsys.readouterr()
     n = len(fake.calls)
-    time.sleep(1.1)  # a staging-time clock in any file would now differ
+    shift_clock(monkeypatch, DAY)  # a staging-time clock in any file would now differ
     assert push(tmp_path, repo, wheelhouse, "--checkpoint", str(ckpt)) == 0
     assert fake.calls[n:] == []
     assert capsys.readouterr().out.count("unchanged since the last push: skip") == 3

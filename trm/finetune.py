@@ -22,6 +22,8 @@ from trm.submission import write_json_atomic
 from trm.ttt import CRASH_ENV, FAULT_ENV, _divisible
 from trm.ttt_params import TTTParams
 
+clock = time.time  # the wall clock every stop and record reads (seconds); tests put a fake clock here
+
 
 def finetune(spec: dict) -> dict:
     """Fine-tune spec["weights"] on spec["data"]'s train split, then save a kit checkpoint to
@@ -42,7 +44,7 @@ def finetune(spec: dict) -> dict:
     ctx = D.setup(p.device, timeout_s=60 * p.rank_timeout_minutes)
     ok = False
     try:
-        t0 = time.time()
+        t0 = clock()
         split = load_split(spec["data"], "train")
         loaded, mean_init = None, None
         if ctx.is_main:  # the weights, their table mean-filled to the new ids; every rank gets the arch
@@ -74,7 +76,7 @@ def finetune(spec: dict) -> dict:
         stopped_by = trainer.fit(TrainSampler(split, gbs, cfg.eval_interval, cfg.seed), hooks.after_step)
         if ctx.is_main:
             hooks.save(stopped_by)
-            print(f"fine-tune done: {trainer.step} steps in {time.time() - hooks.t_loop:.1f} s "
+            print(f"fine-tune done: {trainer.step} steps in {clock() - hooks.t_loop:.1f} s "
                   f"({stopped_by}); "
                   f"saved {spec['out']}", flush=True)
         D.barrier(ctx)
@@ -127,14 +129,14 @@ class _FinetuneHooks:
         self.fault = _fault_hook()
         self.slow_s = float(os.environ.get(SLOW_ENV) or 0)  # test hook: seconds added to every step
         self.losses: list[float] = []
-        self.t_loop = self.last_save = time.time()
+        self.t_loop = self.last_save = clock()
         self.t_warm = None  # time after WARM_STEPS steps: compilation and allocator warm-up excluded
 
     def after_step(self, it: int) -> str | None:
         t, p, ctx = self.t, self.p, self.ctx
         if self.slow_s:
             time.sleep(self.slow_s)  # a slower GPU, as the notebook's clock sees it
-        now = time.time()
+        now = clock()
         if t.step == WARM_STEPS:
             self.t_warm = now
         if self.crash_after and t.step >= self.crash_after:
@@ -143,7 +145,7 @@ class _FinetuneHooks:
             _inject_fault(self.fault[0], ctx.rank, t.step)
         if ctx.is_main and now - self.last_save >= 60 * p.save_every_minutes:
             self.save(f"periodic save at step {t.step}")  # the last good weights, should a worker die
-            self.last_save = time.time()
+            self.last_save = clock()
         if t.step % p.log_interval == 0:
             self.progress()
         reason = stop_reason(p, t.step, t.total_steps, t.cfg.arch, t.cfg.global_batch_size, now, self.t_loop,
@@ -157,8 +159,8 @@ class _FinetuneHooks:
             print(f"step {self.t.step}: loss {m.get('train/loss', 0):.4f} "
                   f"acc {m.get('train/accuracy', 0):.3f} "
                   f"exact {m.get('train/exact_accuracy', 0):.3f} lr {m.get('train/lr', 0):.2e}; "
-                  f"{(time.time() - self.t_loop) / self.t.step:.3f} s/step, "
-                  f"{(self.deadline - time.time()) / 60:.1f} min left", flush=True)
+                  f"{(clock() - self.t_loop) / self.t.step:.3f} s/step, "
+                  f"{(self.deadline - clock()) / 60:.1f} min left", flush=True)
 
     def save(self, stopped: str) -> None:
         """Rank 0: the weights (atomically), then ttt_finetune.json beside them."""
@@ -166,7 +168,7 @@ class _FinetuneHooks:
 
         from trm.checkpoint import save_checkpoint
 
-        t, ctx, now = self.t, self.ctx, time.time()
+        t, ctx, now = self.t, self.ctx, clock()
         arch, gbs, meta = t.cfg.arch, t.cfg.global_batch_size, t.split.meta
         steady = (now - self.t_warm) / (t.step - WARM_STEPS) if self.t_warm and t.step > WARM_STEPS else None
         peak = torch.cuda.max_memory_allocated(ctx.device) if ctx.device.type == "cuda" else None

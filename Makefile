@@ -22,6 +22,7 @@ VERSION ?=
 ACCELERATOR ?=
 IMAGE_PINNING ?=
 WAIT ?=
+WAIT_HOURS ?=
 REPO ?=
 OVERRIDES ?=
 DRY_RUN ?=
@@ -110,8 +111,8 @@ hf-publish: $(STAMP) ## upload the weights bundle to Hugging Face: make hf-publi
 kaggle-kernel: $(STAMP) ## push the competition notebook as a Kaggle kernel (ACCELERATOR=NvidiaTeslaT4 for T4x2; DRY_RUN=1 stages only)
 	$(PY) -m trmkit.kernel push --competition $(COMP) $(if $(ACCELERATOR),--accelerator $(ACCELERATOR)) $(if $(IMAGE_PINNING),--image-pinning $(IMAGE_PINNING)) $(if $(DRY_RUN),--dry-run)
 
-kaggle-submit: $(STAMP) ## submit a kernel version: make kaggle-submit VERSION=n [WAIT=1: wait for the score]
-	$(PY) -m trmkit.kernel submit --competition $(COMP) $(if $(VERSION),--version $(VERSION)) $(if $(WAIT),--wait)
+kaggle-submit: $(STAMP) ## submit a kernel version: make kaggle-submit VERSION=n [WAIT=1: wait for the score, WAIT_HOURS=24 at most]
+	$(PY) -m trmkit.kernel submit --competition $(COMP) $(if $(VERSION),--version $(VERSION)) $(if $(WAIT),--wait $(if $(WAIT_HOURS),--wait-hours $(WAIT_HOURS)))
 
 kaggle-sim: $(STAMP) ## run the staged competition kernel offline in a local Kaggle-like root (COMP_DIR=, CKPT=, ACCELERATOR=)
 	$(PY) -m trmkit.sim $(if $(COMP_DIR),--comp-dir $(COMP_DIR) --variants as-given) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(ACCELERATOR),--accelerator $(ACCELERATOR))

@@ -114,8 +114,8 @@ kaggle-kernel: $(STAMP) ## push the competition notebook as a Kaggle kernel (ACC
 kaggle-submit: $(STAMP) ## submit a kernel version: make kaggle-submit VERSION=n [WAIT=1: wait for the score, WAIT_HOURS=24 at most]
 	$(PY) -m trmkit.kernel submit --competition $(COMP) $(if $(VERSION),--version $(VERSION)) $(if $(WAIT),--wait $(if $(WAIT_HOURS),--wait-hours $(WAIT_HOURS)))
 
-kaggle-sim: $(STAMP) ## run the staged competition kernel offline in a local Kaggle-like root (COMP_DIR=, CKPT=, ACCELERATOR=)
-	$(PY) -m trmkit.sim $(if $(COMP_DIR),--comp-dir $(COMP_DIR) --variants as-given) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(ACCELERATOR),--accelerator $(ACCELERATOR))
+kaggle-sim: $(STAMP) ## run the staged competition kernel (the bytes kaggle-datasets would push) offline in a local Kaggle-like root (COMP_DIR=, CKPT=, ACCELERATOR=, PROFILE=, COMP=)
+	$(PY) -m trmkit.sim --profile $(PROFILE) --competition $(COMP) $(if $(COMP_DIR),--comp-dir $(COMP_DIR) --variants as-given) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(ACCELERATOR),--accelerator $(ACCELERATOR))
 
 clean:
 	rm -rf build runs/demo .pytest_cache

@@ -98,7 +98,7 @@ kaggle-wheels-check: $(STAMP) ## offline install + import + forward pass from th
 
 # Stand-ins for the images whose Python is not the venv's: that Python (pyenv or PATH) with the image's
 # torch (CUDA build, runs on CPU), numpy and tqdm, under build/image-envs/ (~5-7 GB each, downloaded once).
-IMAGE_ENV_PROFILES ?= kaggle-2026 kaggle-2026-py313
+IMAGE_ENV_PROFILES ?= kaggle-2026 kaggle-2026-next colab-2026-py313
 kaggle-image-envs: $(STAMP) ## make the image stand-in envs the wheel checks and tests use (network, GBs)
 	@for p in $(IMAGE_ENV_PROFILES); do $(PY) -m trmkit.wheelcheck --profile $$p --setup || exit 1; done
 

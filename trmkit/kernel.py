@@ -49,10 +49,12 @@ from trmkit.kaggle_cli import NO_CREDENTIALS, run_cli
 NOTEBOOK = KAGGLE_DIR / "trm_arc2_inference_notebook.ipynb"
 TEMPLATE = KAGGLE_DIR / "kernel-metadata.json"
 DEFAULT_KERNEL = "trm-arc2-inference"
-# `machine_shape` values of kaggle 2.2.5's docs and --accelerator help, each with what the notebook
-# does there: every visible GPU gets a fine-tune process; trm.model.pick_dtype chooses bf16 on
-# compute capability >= 8.0 and fp16 with dynamic loss scaling below (the T4 has no bf16 units).
-# The first is the default. Sources and dates: docs/kaggle.md ("Machines").
+# `machine_shape` values of Kaggle/kaggle-cli's docs/kernels.md (the repository's, not in the 2.2.5
+# wheel, whose --accelerator help names NvidiaTeslaT4 = T4 x2), each with what the notebook does
+# there: every visible GPU gets a fine-tune process; trm.model.pick_dtype chooses bf16 on compute
+# capability >= 8.0 and fp16 with dynamic loss scaling below (the T4 has no bf16 units). The first
+# is the default. "4x L4" rests on public notebooks and third-party notes, not Kaggle's code.
+# Sources: docs/kaggle.md ("Machines").
 MACHINE_SHAPES = {
     "NvidiaL4": "4x L4 in ARC Prize 2026 (24 GB each): 4 processes, bf16",
     "NvidiaTeslaT4": "T4 x2 (16 GB each): 2 processes, fp16 with dynamic loss scaling",
@@ -63,7 +65,8 @@ MACHINE_SHAPES = {
 }
 # Names Kaggle has retired or keeps for itself, and names the notebook cannot use: refused with the reason.
 REFUSED_SHAPES = {
-    "NvidiaTeslaT4Highmem": "an internal Kaggle pool since 2026-09, not for users; T4 x2 is NvidiaTeslaT4",
+    "NvidiaTeslaT4Highmem": "an internal Kaggle pool (admin-only, kaggle-cli PR #1198), not for users; "
+                            "T4 x2 is NvidiaTeslaT4",
     "NvidiaTeslaP100": "retired (the image's CUDA 12.8 torch has no P100 kernels)",
     "TpuV38": "retired, and a TPU machine has no CUDA GPU for the fine-tune",
     "Tpu1VmV38": "retired, and a TPU machine has no CUDA GPU for the fine-tune",
@@ -71,8 +74,9 @@ REFUSED_SHAPES = {
     "TpuV6E8": "a TPU machine has no CUDA GPU for the fine-tune",
 }
 # docker_image_pinning_type (kaggle 2.2.5 accepts these two): "original" keeps every version of the
-# kernel on the image its first version ran on, so the wheels profile and the commit runs that
-# checked it stay true for the rerun; "latest" moves each new version to the newest image.
+# kernel slug on the image its first version ran on, so the commit runs and the rerun share one
+# image -- and the wheels PROFILE must be that first version's image, not the newest (a new slug
+# targets a new image); "latest" moves each new version to the newest image. docs/kaggle.md.
 IMAGE_PINNING = ("original", "latest")
 SUBMISSION_REF = re.compile(r"(?m)^Submission ref: (\d+)\s*$")
 # kaggle 2.2.5 `competitions submit --wait` (_poll_submission): its two ways of exiting 1 after a submit

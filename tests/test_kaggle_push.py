@@ -300,3 +300,33 @@ def test_dry_runs_send_nothing(tmp_path, repo, wheelhouse, kernel_files, fake, c
     assert ("kaggle competitions submit arc-prize-2025 -k tester/trm-arc2-test-kernel "
             "-v 3 -f submission.json") in out
     assert os.environ["KAGGLE_KEY"] not in out
+
+
+def test_cli_lines_are_shown_as_they_come(tmp_path, monkeypatch):
+    """run_cli echoes each line while the CLI still runs (a --wait prints for hours): the stand-in
+    CLI prints a line, then goes on only once the kit has echoed it (a file the echo creates)."""
+    from trmkit import kaggle_cli
+
+    seen = tmp_path / "echoed"
+    exe = tmp_path / "kaggle"
+    exe.write_text(f"#!{sys.executable}\n"
+                   "import pathlib, sys, time\n"
+                   "print('Submission status: PENDING...')\n"  # no flush: PYTHONUNBUFFERED must do it
+                   f"seen, end = pathlib.Path({str(seen)!r}), time.monotonic() + 60\n"
+                   "while not seen.exists() and time.monotonic() < end:\n"
+                   "    time.sleep(0.01)\n"
+                   "print('echo seen' if seen.exists() else 'never echoed')\n"
+                   "sys.exit(0 if seen.exists() else 3)\n")
+    exe.chmod(0o755)
+    monkeypatch.setattr(kaggle_cli, "kaggle_exe", lambda: str(exe))
+    echoed = []
+
+    def echo(*args, **kw):
+        echoed.append(" ".join(map(str, args)))
+        if "PENDING" in echoed[-1]:
+            seen.touch()
+
+    monkeypatch.setattr(kaggle_cli, "print", echo, raising=False)
+    rc, out = kaggle_cli.run_cli(["competitions", "submit"], check=False)
+    assert rc == 0 and out.splitlines() == ["Submission status: PENDING...", "echo seen"]
+    assert echoed == ["$ kaggle competitions submit", "  Submission status: PENDING...", "  echo seen"]

@@ -22,6 +22,7 @@ VERSION ?=
 ACCELERATOR ?=
 IMAGE_PINNING ?=
 WAIT ?=
+WAIT_HOURS ?=
 REPO ?=
 OVERRIDES ?=
 DRY_RUN ?=
@@ -97,7 +98,7 @@ kaggle-wheels-check: $(STAMP) ## offline install + import + forward pass from th
 
 # Stand-ins for the images whose Python is not the venv's: that Python (pyenv or PATH) with the image's
 # torch (CUDA build, runs on CPU), numpy and tqdm, under build/image-envs/ (~5-7 GB each, downloaded once).
-IMAGE_ENV_PROFILES ?= kaggle-2026 kaggle-2026-py313
+IMAGE_ENV_PROFILES ?= kaggle-2026 kaggle-2026-next colab-2026-py313
 kaggle-image-envs: $(STAMP) ## make the image stand-in envs the wheel checks and tests use (network, GBs)
 	@for p in $(IMAGE_ENV_PROFILES); do $(PY) -m trmkit.wheelcheck --profile $$p --setup || exit 1; done
 
@@ -110,11 +111,11 @@ hf-publish: $(STAMP) ## upload the weights bundle to Hugging Face: make hf-publi
 kaggle-kernel: $(STAMP) ## push the competition notebook as a Kaggle kernel (ACCELERATOR=NvidiaTeslaT4 for T4x2; DRY_RUN=1 stages only)
 	$(PY) -m trmkit.kernel push --competition $(COMP) $(if $(ACCELERATOR),--accelerator $(ACCELERATOR)) $(if $(IMAGE_PINNING),--image-pinning $(IMAGE_PINNING)) $(if $(DRY_RUN),--dry-run)
 
-kaggle-submit: $(STAMP) ## submit a kernel version: make kaggle-submit VERSION=n [WAIT=1: wait for the score]
-	$(PY) -m trmkit.kernel submit --competition $(COMP) $(if $(VERSION),--version $(VERSION)) $(if $(WAIT),--wait)
+kaggle-submit: $(STAMP) ## submit a kernel version: make kaggle-submit VERSION=n [WAIT=1: wait for the score, WAIT_HOURS=24 at most]
+	$(PY) -m trmkit.kernel submit --competition $(COMP) $(if $(VERSION),--version $(VERSION)) $(if $(WAIT),--wait $(if $(WAIT_HOURS),--wait-hours $(WAIT_HOURS)))
 
-kaggle-sim: $(STAMP) ## run the staged competition kernel offline in a local Kaggle-like root (COMP_DIR=, CKPT=, ACCELERATOR=)
-	$(PY) -m trmkit.sim $(if $(COMP_DIR),--comp-dir $(COMP_DIR) --variants as-given) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(ACCELERATOR),--accelerator $(ACCELERATOR))
+kaggle-sim: $(STAMP) ## run the staged competition kernel (the bytes kaggle-datasets would push) offline in a local Kaggle-like root (COMP_DIR=, CKPT=, ACCELERATOR=, PROFILE=, COMP=)
+	$(PY) -m trmkit.sim --profile $(PROFILE) --competition $(COMP) $(if $(COMP_DIR),--comp-dir $(COMP_DIR) --variants as-given) $(if $(CKPT),--checkpoint $(CKPT)) $(if $(ACCELERATOR),--accelerator $(ACCELERATOR))
 
 clean:
 	rm -rf build runs/demo .pytest_cache

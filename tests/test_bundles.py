@@ -345,8 +345,12 @@ def test_one_competition_slug_everywhere():
     assert any(c.endswith(f"kernel push --competition {COMPETITION}") for c in make_n("kaggle-kernel"))
     assert any(c.endswith(f"kernel submit --competition {COMPETITION} --version 4 --wait")
                for c in make_n("kaggle-submit", "VERSION=4", "WAIT=1"))
+    assert any(c.endswith(f"kernel submit --competition {COMPETITION} --version 4 --wait --wait-hours 30")
+               for c in make_n("kaggle-submit", "VERSION=4", "WAIT=1", "WAIT_HOURS=30"))
     assert any(c.endswith(f"--competition {COMPETITION} --out data/kaggle/{COMPETITION}")
                for c in make_n("data-kaggle"))
+    assert any("trmkit.sim --profile kaggle-2026-next --competition x-y-z" in c
+               for c in make_n("kaggle-sim", "COMP=x-y-z", "PROFILE=kaggle-2026-next"))
     assert any(c.endswith("kernel push --competition x-y-z --accelerator NvidiaTeslaT4")
                for c in make_n("kaggle-kernel", "COMP=x-y-z", "ACCELERATOR=NvidiaTeslaT4"))
     makefile = (REPO / "Makefile").read_text()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 import zipfile
 from pathlib import Path
 
@@ -217,6 +218,55 @@ def test_submit_wait_reports_the_outcome(tmp_path, kernel_files, fake, capsys, o
     assert fake.methods().count(GET) == 2  # the CLI's poll, then the kit's look-up
 
 
+# Loaded by the kaggle CLI's own Python only (PYTHONPATH in its environment): time.sleep advances a
+# faked clock instead of sleeping, time.time reads it; the faked seconds slept are written at exit.
+FAKE_CLOCK = """
+import atexit, os, time
+_slept, _real_time = [0.0], time.time
+def _sleep(seconds):
+    _slept[0] += seconds
+time.sleep, time.time = _sleep, lambda: _real_time() + _slept[0]
+atexit.register(lambda: open(os.environ["FAKE_CLOCK_LOG"], "a").write(f"{_slept[0]}\\n"))
+"""
+
+
+@pytest.fixture
+def fake_clock(tmp_path, monkeypatch):
+    """The CLI subprocesses run on a faked clock; returns a reader of each one's faked seconds."""
+    d = tmp_path / "fake-clock"
+    d.mkdir()
+    (d / "sitecustomize.py").write_text(FAKE_CLOCK)
+    monkeypatch.setenv("PYTHONPATH", str(d))
+    monkeypatch.setenv("FAKE_CLOCK_LOG", str(d / "slept.txt"))
+    return lambda: [float(x) for x in (d / "slept.txt").read_text().split()]
+
+
+def test_submit_wait_outlasts_the_clis_12_hours(tmp_path, kernel_files, fake, fake_clock, capsys):
+    """A scoring that takes longer than 12 h (faked) is waited for (--wait 86400), not reported as
+    a failure; the CLI's status lines come through."""
+    fake.kernels["tester/trm-arc2-test-kernel"] = [{}]
+    fake.scoring[1001] = {"status": "COMPLETE", "publicScore": "0.0417"}
+    fake.pending_polls[1001] = 13 * 3600 // kernel_mod.POLL_SECONDS  # 13 h at the poll cap, and more
+    assert kernel(tmp_path, kernel_files, "submit", "--version", "1", "--wait") == 0
+    out = capsys.readouterr().out
+    assert f"--wait {round(kernel_mod.WAIT_HOURS * 3600)} --poll-interval {kernel_mod.POLL_SECONDS}" in out
+    assert "Submission status: PENDING..." in out and "Submission scored. Public score: 0.0417" in out
+    assert "submission 1001, status COMPLETE, public score 0.0417" in out
+    assert fake_clock()[0] > 12 * 3600  # the CLI's own (faked) wait passed its bare --wait cap
+
+
+def test_submit_wait_that_ends_first_says_still_scoring(tmp_path, kernel_files, fake, fake_clock, capsys):
+    """The CLI's own timeout is not a failure: "still scoring", exit STILL_SCORING (not 1)."""
+    fake.kernels["tester/trm-arc2-test-kernel"] = [{}]
+    fake.pending_polls[1001] = 10 ** 6  # scoring never ends within the wait
+    rc = kernel(tmp_path, kernel_files, "submit", "--version", "1", "--wait", "--wait-hours", "2")
+    out = capsys.readouterr().out
+    assert rc == kernel_mod.STILL_SCORING != 1
+    assert "Timed out after 7200s waiting for submission 1001" in out  # the CLI's line, shown
+    assert "still scoring after 2 h of waiting: not a failure" in out and "failed" not in out.lower()
+    assert 2 * 3600 < fake_clock()[0] < 2 * 3600 + 2 * kernel_mod.POLL_SECONDS
+
+
 def test_submit_stands_when_the_lookup_fails(tmp_path, kernel_files, fake, capsys):
     """A submission proven by its ref stands when the status look-up fails; the status says unknown."""
     fake.kernels["tester/trm-arc2-test-kernel"] = [{}]
@@ -247,3 +297,33 @@ def test_dry_runs_send_nothing(tmp_path, repo, wheelhouse, kernel_files, fake, c
     assert ("kaggle competitions submit arc-prize-2025 -k tester/trm-arc2-test-kernel "
             "-v 3 -f submission.json") in out
     assert os.environ["KAGGLE_KEY"] not in out
+
+
+def test_cli_lines_are_shown_as_they_come(tmp_path, monkeypatch):
+    """run_cli echoes each line while the CLI still runs (a --wait prints for hours): the stand-in
+    CLI prints a line, then goes on only once the kit has echoed it (a file the echo creates)."""
+    from trmkit import kaggle_cli
+
+    seen = tmp_path / "echoed"
+    exe = tmp_path / "kaggle"
+    exe.write_text(f"#!{sys.executable}\n"
+                   "import pathlib, sys, time\n"
+                   "print('Submission status: PENDING...')\n"  # no flush: PYTHONUNBUFFERED must do it
+                   f"seen, end = pathlib.Path({str(seen)!r}), time.monotonic() + 60\n"
+                   "while not seen.exists() and time.monotonic() < end:\n"
+                   "    time.sleep(0.01)\n"
+                   "print('echo seen' if seen.exists() else 'never echoed')\n"
+                   "sys.exit(0 if seen.exists() else 3)\n")
+    exe.chmod(0o755)
+    monkeypatch.setattr(kaggle_cli, "kaggle_exe", lambda: str(exe))
+    echoed = []
+
+    def echo(*args, **kw):
+        echoed.append(" ".join(map(str, args)))
+        if "PENDING" in echoed[-1]:
+            seen.touch()
+
+    monkeypatch.setattr(kaggle_cli, "print", echo, raising=False)
+    rc, out = kaggle_cli.run_cli(["competitions", "submit"], check=False)
+    assert rc == 0 and out.splitlines() == ["Submission status: PENDING...", "echo seen"]
+    assert echoed == ["$ kaggle competitions submit", "  Submission status: PENDING...", "  echo seen"]

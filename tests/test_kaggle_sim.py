@@ -18,10 +18,12 @@ bundles and the kernel folder with the kit's tools and executes the staged noteb
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from test_bundles import repo  # noqa: F401  (fixture)
 
 from trm.competition import COMPETITION
 from trm.submission import validate_submission
@@ -40,9 +42,47 @@ def _sim_module():
 def sim(tmp_path_factory):
     out = tmp_path_factory.mktemp("kaggle-sim")
     mod = _sim_module()
-    rc = mod.main(["--out", str(out)])  # the defaults of `make kaggle-sim`: no ../shared needed
+    with pytest.MonkeyPatch.context() as mp:  # the wheelhouse under a temporary build/, not the repo's
+        mp.setenv("TRM_BUILD_DIR", str(out / "build"))
+        rc = mod.main(["--out", str(out)])  # the defaults of `make kaggle-sim`: no ../shared needed
     results = {r["variant"]: r for r in json.loads((out / "results.json").read_text())}
     return rc, results, out
+
+
+def _tree(d: Path) -> dict[str, str]:
+    """{relative path: sha256} of what a dataset uploads (dataset-metadata.json is never uploaded)."""
+    from trm.util import sha256_file
+
+    return {p.relative_to(d).as_posix(): sha256_file(p) for p in sorted(d.rglob("*"))
+            if p.is_file() and p.name != "dataset-metadata.json"}
+
+
+def test_the_sim_runs_the_bytes_kaggle_datasets_pushes(sim, tmp_path, monkeypatch):
+    """`make kaggle-datasets`'s staging (default profile, `git archive HEAD`) of the sim's checkpoint
+    gives the sim's three bundles file for file, byte for byte."""
+    from trmkit import bundles
+
+    _, _, out = sim
+    monkeypatch.setenv("TRM_BUILD_DIR", str(tmp_path / "build"))
+    ckpt = max((out / "pretrain" / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+    assert bundles.main(["push", "--dry-run", "--force", "--owner", _sim_module().OWNER,
+                         "--out", str(tmp_path / "push"), "--checkpoint", str(ckpt)]) == 0
+    for b in bundles.BUNDLES:
+        pushed, ran = _tree(tmp_path / "push" / b), _tree(out / "stage" / b)
+        assert pushed and ran == pushed, b
+    manifest = json.loads((out / "stage" / "wheels" / "MANIFEST.json").read_text())
+    default = json.loads((REPO / "wheels" / "profiles.json").read_text())["default"]
+    assert manifest["profile"] == default
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    assert (out / "stage" / "repo" / "COMMIT").read_text() == head
+
+
+def test_uncommitted_changes_are_warned_about(repo):  # noqa: F811
+    mod = _sim_module()
+    assert mod.uncommitted_warning(repo) is None
+    (repo / "README.md").write_text("changed\n")
+    warning = mod.uncommitted_warning(repo)
+    assert warning.startswith("warning: 1 tracked file(s)") and "HEAD" in warning
 
 
 def _print_notes(res: dict) -> None:

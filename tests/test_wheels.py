@@ -3,10 +3,10 @@
     .venv/bin/python -m pytest -q tests/test_wheels.py
 
 The build + check tests run for every profile, each check on an interpreter of the profile's own
-Python (kaggle-2025: 3.11, kaggle-2026: 3.12, kaggle-2026-py313: 3.13). They never touch the
-network: builds run under `unshare -n` when possible, with the machine's pip config disabled; the
-stand-ins for the image's torch/numpy/tqdm are this venv's (3.11) or the image envs that
-`make kaggle-image-envs` made beforehand (3.12, 3.13; .ci/run makes them).
+Python (kaggle-2025: 3.11, kaggle-2026 and kaggle-2026-next: 3.12, colab-2026-py313: 3.13). They
+never touch the network: builds run under `unshare -n` when possible, with the machine's pip config
+disabled; the stand-ins for the image's torch/numpy/tqdm are this venv's (3.11) or the image envs
+that `make kaggle-image-envs` made beforehand (3.12 x2, 3.13; .ci/run makes them).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ HERE_PROFILE = next((n for n, p in DOC["profiles"].items()
 needs_profile = pytest.mark.skipif(HERE_PROFILE is None,
                                    reason=f"no profile targets Python "
                                           f"{sys.version_info[0]}.{sys.version_info[1]}")
-# the Kaggle images (gpu-h200 is a bench host)
-PROFILES = [n for n in DOC["profiles"] if n.startswith("kaggle-")]
+# the notebook images, Kaggle's and Colab's (gpu-h200 is a bench host)
+PROFILES = [n for n in DOC["profiles"] if n.startswith(("kaggle-", "colab-"))]
 
 
 def clean_env() -> dict:
@@ -96,11 +96,15 @@ def make_sdist(d: Path, name: str, version: str) -> Path:
 
 def test_profiles_describe_the_images():
     assert DOC["default"] == "kaggle-2026"
-    p25, p26, p13 = (DOC["profiles"][n] for n in ("kaggle-2025", "kaggle-2026", "kaggle-2026-py313"))
+    assert PROFILES == ["kaggle-2025", "kaggle-2026", "kaggle-2026-next", "colab-2026-py313"]
+    p25, p26, nxt, p13 = (DOC["profiles"][n] for n in PROFILES)
     assert (p25["python"], p25["abi"], p25["preinstalled"]["torch"]) == ("3.11.13", "cp311", "2.6.0+cu124")
     assert (p26["python"], p26["abi"], p26["preinstalled"]["torch"]) == ("3.12.13", "cp312", "2.10.0+cu128")
+    # docker-python's pending bump: the same Python as today's image, torch 2.11
+    assert (nxt["python"], nxt["abi"], nxt["preinstalled"]["torch"]) == ("3.12.13", "cp312", "2.11.0+cu128")
     assert (p13["python"], p13["abi"], p13["preinstalled"]["torch"]) == ("3.13.15", "cp313", "2.11.0+cu128")
-    for p in (p25, p26, p13):
+    assert "Colab's image, not Kaggle's" in p13["description"]
+    for p in (p25, p26, nxt, p13):
         assert p["abi"] == "cp" + "".join(p["python"].split(".")[:2]) and "tqdm" in p["preinstalled"]
         assert {"manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux2014_x86_64",
                 "manylinux_2_17_x86_64"} <= set(p["platforms"])

@@ -136,11 +136,40 @@ def find_competition_dir(root: str | Path) -> Path:
     return sorted(found, key=lambda d: (not (d / EVAL_CHALLENGES).is_file(), len(d.parts)))[0]
 
 
+def public_files(comp_dir: Path) -> list[Path]:
+    """The attached files whose task ids are public: every *_solutions.json, then every
+    *_challenges.json but the test file (training, evaluation), each group by name."""
+    comp_dir = Path(comp_dir)
+    return [*sorted(comp_dir.glob("*_solutions.json")),
+            *sorted(f for f in comp_dir.glob("*_challenges.json") if f.name != TEST_CHALLENGES)]
+
+
+def id_sources(comp_dir: Path, challenges: dict) -> dict[str, str | None]:
+    """{test id: the first public file (public_files) that holds it, or None}. The hidden set's ids
+    are in none of them; the public placeholder's are all in one (its solutions when attached,
+    else its challenges). Never a hash check: the test file is read as it is."""
+    found: dict[str, str | None] = dict.fromkeys(challenges)
+    for f in public_files(comp_dir):
+        ids = set(read_json(f))
+        for t in found:
+            if found[t] is None and t in ids:
+                found[t] = f.name
+    return found
+
+
+def all_known(sources: dict[str, str | None]) -> bool:
+    """Every test id is in a public file (id_sources); an empty test file is not the placeholder."""
+    return bool(sources) and None not in sources.values()
+
+
+def known_by(sources: dict[str, str | None]) -> dict[str | None, int]:
+    """{file name: how many test ids it knew first} (id_sources), the unknown ids under None."""
+    counts: dict[str | None, int] = {}
+    for f in sources.values():
+        counts[f] = counts.get(f, 0) + 1
+    return counts
+
+
 def is_placeholder(comp_dir: Path, challenges: dict) -> bool:
-    """Whether the test file is the public placeholder: every id has a solution in one of the
-    attached arc-agi_*_solutions.json files (the hidden set's never do). Never a hash check: the
-    file is read as it is."""
-    known: set[str] = set()
-    for f in sorted(Path(comp_dir).glob("arc-agi_*_solutions.json")):
-        known |= set(read_json(f))
-    return bool(challenges) and set(challenges) <= known
+    """Whether the test file is the public placeholder: every id is in an attached public file."""
+    return all_known(id_sources(comp_dir, challenges))

@@ -18,9 +18,10 @@ on Kaggle; NVARC (1st place) and Trelis fine-tuned inside the notebook this way.
 
 Flow of `run`:
   1. mode and budget, from the data: hidden test tasks (ids absent from every attached
-     *_solutions.json) always get "submit", every task and the full budget. The public placeholder
-     (every id known) gets "validate" and a short check: the evaluation tasks go through the same
-     path and the official score is printed; submission.json stays the (valid) fallback.
+     *_solutions.json and every *_challenges.json but the test file) always get "submit", every task
+     and the full budget. The public placeholder (every id known) gets "validate" and a short check:
+     the evaluation tasks go through the same path and the official score is printed;
+     submission.json stays the (valid) fallback.
      KAGGLE_IS_COMPETITION_RERUN, whose presence and value in the scoring rerun Kaggle does not
      document, can only lengthen a budget (placeholder + variable: "submit", full budget), never
      shorten one; the report records both signals and the budget chosen.
@@ -71,10 +72,12 @@ from trm.kaggle_input import (
     EVAL_CHALLENGES,
     EVAL_SOLUTIONS,
     TEST_CHALLENGES,
+    all_known,
     find_bundle,
     find_competition_dir,
     find_weights,
-    is_placeholder,
+    id_sources,
+    known_by,
     read_json,
     unpack,
 )
@@ -99,7 +102,8 @@ class Context:
     comp_dir: Path
     scratch: Path
     bundles: dict[str, Path | None] = field(default_factory=dict)
-    placeholder: bool = False  # every test id has a solution in an attached *_solutions.json
+    placeholder: bool = False  # every test id is in an attached public file (trm.kaggle_input.id_sources)
+    id_sources: dict[str, str | None] = field(default_factory=dict)  # test id -> the file that knew it
     rerun_var: str | None = None  # $KAGGLE_IS_COMPETITION_RERUN as found (None: not set)
 
     @property
@@ -111,12 +115,12 @@ class Context:
         commit run Kaggle makes of every pushed version, or a local run); hidden tasks always get
         the full budget; the rerun variable can only lengthen a budget."""
         if not self.placeholder:
-            return "full", "hidden test tasks (ids absent from the attached solutions files)"
+            return "full", "hidden test tasks (ids in no attached solutions or training/evaluation file)"
         if self.rerun:
             return "full", f"the public placeholder, but {RERUN_ENV}={self.rerun_var!r} lengthens it"
         if p.check_minutes is None:
             return "full", "the public placeholder with check_minutes = None"
-        return "short check", "the public placeholder (every test id has a known solution)"
+        return "short check", "the public placeholder (every test id is in an attached public file)"
 
     def short_check(self, p: TTTParams) -> bool:
         return self.budget(p)[0] == "short check"
@@ -154,12 +158,15 @@ def start(input_root: str | None = None, working_dir: str | None = None) -> Cont
     log(f"fallback submission.json written: {len(challenges)} tasks, {n_inputs} test inputs "
         f"({comp / TEST_CHALLENGES})")
     scratch = Path(os.environ.get("TRM_TTT_SCRATCH", "/tmp/trm-ttt"))
-    placeholder = is_placeholder(comp, challenges)
-    log(f"test challenges {'are' if placeholder else 'are not'} the public placeholder (ids "
-        f"{'all' if placeholder else 'not all'} in the attached solutions files); "
+    sources = id_sources(comp, challenges)
+    placeholder = all_known(sources)
+    counts = known_by(sources)
+    where = [f"{n} in {f}" for f, n in counts.items() if f is not None]
+    log(f"test challenges {'are' if placeholder else 'are not'} the public placeholder (test ids: "
+        + ", ".join([*where, f"{counts.get(None, 0)} in no attached file"]) + "); "
         f"{RERUN_ENV} {'= ' + repr(os.environ[RERUN_ENV]) if RERUN_ENV in os.environ else 'not set'}")
     return Context(t0=t0, input_root=root, working_dir=working, comp_dir=comp, scratch=scratch,
-                   placeholder=placeholder, rerun_var=os.environ.get(RERUN_ENV))
+                   placeholder=placeholder, id_sources=sources, rerun_var=os.environ.get(RERUN_ENV))
 
 
 def install(ctx: Context, p: TTTParams) -> dict[str, Path | None]:
@@ -266,7 +273,10 @@ def _budget(ctx: Context, p: TTTParams, deadline: float) -> dict:
     log(f"budget: {kind} ({why}): "
         + (f"{p.check_minutes:g} min on <= {p.check_tasks} tasks" if kind != "full"
            else f"{p.budget_hours:g} h less {p.safety_minutes:g} min safety, every task"))
+    counts = known_by(ctx.id_sources)
     return {"kind": kind, "why": why, "test_ids_known": ctx.placeholder, "rerun_variable": ctx.rerun_var,
+            "test_ids_known_by": {f: n for f, n in counts.items() if f is not None},
+            "test_ids_unknown": counts.get(None, 0),
             "seconds": round(deadline - ctx.t0, 1), "full_hours": p.budget_hours,
             "safety_minutes": p.safety_minutes,
             "check_minutes": p.check_minutes, "check_tasks": p.check_tasks}

@@ -167,7 +167,7 @@ def stage_wheels(dest: Path, profile: dict, wheelhouse: Path | None, force: bool
     it was built with, so the bundle always matches the tree (an unchanged tree rebuilds to the
     same bytes, and then the push skips it)."""
     if wheelhouse is None:
-        wheelhouse = REPO / "build" / "wheels" / profile["name"]
+        wheelhouse = _wheels_module().default_out(profile["name"])
         old = wheelhouse / "MANIFEST.json"
         extras = json.loads(old.read_text()).get("extras", []) if old.is_file() else []
         cmd = [sys.executable, "-m", "trmkit.wheelhouse", "--profile", profile["name"],

@@ -78,17 +78,26 @@ def _mask(text: str) -> str:
 
 
 def run_cli(args: list[str], check: bool = True) -> tuple[int, str]:
-    """Run `kaggle ARGS`, echo its output (progress bars dropped, secrets masked); with check,
-    a non-zero exit OR a printed error line raises KaggleError."""
+    """Run `kaggle ARGS`, echoing its output line by line as it comes (progress bars dropped,
+    secrets masked: a `--wait` shows its status lines live, for hours); with check, a non-zero
+    exit OR a printed error line raises KaggleError. Returns (exit code, the whole output)."""
     print("$ kaggle " + " ".join(args), flush=True)
-    r = subprocess.run([kaggle_exe(), *args], capture_output=True, text=True)
-    out = _mask(r.stdout + r.stderr)
-    for line in out.splitlines():
+    # stderr into stdout: one stream, in the order the CLI wrote it; text mode turns a progress
+    # bar's carriage returns into line ends, so each redraw is a line holding "%|" (dropped)
+    # PYTHONUNBUFFERED: the CLI writes to a pipe here, which Python would otherwise block-buffer
+    proc = subprocess.Popen([kaggle_exe(), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    for line in proc.stdout:
+        line = _mask(line.rstrip("\n"))
+        lines.append(line)
         if line.strip() and "%|" not in line:
-            print("  " + line)
-    if check and (r.returncode or CLI_ERROR.search(out)):
-        raise KaggleError(f"`kaggle {args[0]} {args[1]}` failed (exit {r.returncode})")
-    return r.returncode, out
+            print("  " + line, flush=True)
+    rc = proc.wait()
+    out = "\n".join(lines)
+    if check and (rc or CLI_ERROR.search(out)):
+        raise KaggleError(f"`kaggle {args[0]} {args[1]}` failed (exit {rc})")
+    return rc, out
 
 
 def dataset_exists(ref: str) -> bool:

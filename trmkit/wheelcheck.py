@@ -218,7 +218,7 @@ def _main(argv: list[str]) -> int:
                         f"(or python -m trmkit.wheelcheck --profile {profile['name']} --setup)")
     if mode == "link" and not here:
         raise UserError(f"--stand-ins link needs this interpreter to be Python {minor(profile)}; use env")
-    wh = (a.wheelhouse or wb.REPO / "build" / "wheels" / profile["name"]).resolve()
+    wh = (a.wheelhouse or wb.default_out(profile["name"])).resolve()
     if not (wh / "MANIFEST.json").is_file():
         raise UserError(f"no wheelhouse at {wh}: "
                         f"run `python -m trmkit.wheelhouse --profile {profile['name']}` first")

@@ -30,6 +30,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
 from trm.errors import UserError, cli_main
+from trm.paths import build_root
 from trm.util import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -219,6 +220,12 @@ def build(profile: dict, out: Path, extras: list[str], index_args: list[str], is
     return manifest
 
 
+def default_out(profile: str) -> Path:
+    """build/wheels/<profile> (trm.paths: $TRM_BUILD_DIR, default build/): the wheelhouse that
+    `make kaggle-wheels`, the wheel check and `make kaggle-datasets` share."""
+    return REPO / build_root() / "wheels" / profile
+
+
 def main(argv: list[str] | None = None) -> int:
     return cli_main(_main, argv)
 
@@ -238,7 +245,7 @@ def _main(argv: list[str]) -> int:
     ap = parser()
     a = ap.parse_args(argv)
     profile = load_profile(a.profile)
-    out = (a.out or REPO / "build" / "wheels" / profile["name"]).resolve()
+    out = (a.out or default_out(profile["name"])).resolve()
     index_args = ([x for d in a.find_links for x in ("--find-links", str(d))]
                   + (["--no-index"] if a.no_index else []))
     m = build(profile, out, a.extra, index_args, not a.no_build_isolation)

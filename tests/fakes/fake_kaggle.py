@@ -29,6 +29,8 @@ class FakeKaggle:
         self.submissions: list[dict] = []  # CreateCodeSubmission request bodies; ref = 1001 + index
         # what GetSubmission answers for a ref (ApiSubmission fields); default PENDING, no scores
         self.scoring: dict[int, dict] = {}
+        # how many GetSubmission answers for a ref stay PENDING before `scoring` applies (a long scoring)
+        self.pending_polls: dict[int, int] = {}
         # CreateCodeSubmission's `message`: the client prints it as is, but what the real server puts
         # there for a code submission is not documented, so by default the fake sends none
         self.submit_message: str | None = None
@@ -132,6 +134,9 @@ class FakeKaggle:
             if not 1001 <= ref <= 1000 + len(self.submissions):
                 return 404, {"code": 404, "message": f"submission {ref} not found"}
             b = self.submissions[ref - 1001]
+            if self.pending_polls.get(ref, 0) > 0:
+                self.pending_polls[ref] -= 1
+                return 200, {"ref": ref, "fileName": b.get("fileName"), "status": "PENDING"}
             return 200, {"ref": ref, "fileName": b.get("fileName"), "date": "2026-11-27T12:00:00Z",
                          "description": b.get("submissionDescription"), "status": "PENDING",
                          **self.scoring.get(ref, {})}

@@ -237,3 +237,17 @@ def test_notebook_killed_before_the_first_round_keeps_the_fallback(setup, tmp_pa
     report, sub = _notebook_run(setup, tmp_path, monkeypatch, eval_kill_after_rounds=0)
     assert report["status"].startswith("failed: RuntimeError: the evaluation ended (exit code -9) before")
     assert sub == ttt.fallback_submission(TASKS)
+
+
+@pytest.mark.slow
+def test_notebook_with_a_deadline_too_short_for_the_evaluation_submits_the_rounds_that_fit(
+        setup, tmp_path, monkeypatch):
+    """An evaluation 600 s a row (its clock runs ahead, trm.anytime.RowClock; nothing sleeps) against
+    a 1-hour budget: round 1 (one row per test input) fits, the next would not; the notebook submits
+    round 1's votes on every task and says why it stopped."""
+    monkeypatch.setenv(anytime.SLOW_ENV, "600")
+    report, sub = _notebook_run(setup, tmp_path, monkeypatch)
+    rounds = report["eval"]["rounds"]
+    assert rounds["done"] == 1 and rounds["stopped_by"].startswith("deadline: round 2")
+    assert report["status"].startswith("degraded: deadline: round 2")
+    assert report["tasks_from_model"] == len(TASKS) and validate_submission(sub, TASKS) == []

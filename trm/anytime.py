@@ -38,6 +38,7 @@ SCHEDULES = ("one", "anytime")
 MAX_ROUND_VERSIONS = 16  # the doubling stops here: later rounds take this many versions of every task
 STATE_FILE = "state.json"
 KILL_ENV = "TRM_EVAL_KILL_AFTER_ROUNDS"  # test hook: SIGKILL before round N + 1 (0: before the first)
+SLOW_ENV = "TRM_EVAL_SECONDS_PER_ROW"  # test hook: the evaluation's clock gains this much per row (RowClock)
 
 
 def row_versions(split) -> np.ndarray:
@@ -170,6 +171,22 @@ class Progress:
               f"{rate:.1f} rows/s{left}", flush=True)
 
 
+class RowClock:
+    """The evaluation's clock when $TRM_EVAL_SECONDS_PER_ROW is set (tests): wall time plus that many
+    seconds for every row predicted so far, as a GPU that slow would see it; no sleeping."""
+
+    def __init__(self, s_per_row: float):
+        self.s_per_row, self.rows = s_per_row, 0
+
+    def __call__(self) -> float:
+        return time.time() + self.s_per_row * self.rows
+
+
+def evaluation_clock():
+    raw = os.environ.get(SLOW_ENV)
+    return RowClock(float(raw)) if raw else time.time
+
+
 def predicted_round_s(rows: int, seconds_per_row: float | None) -> float:
     """A round's predicted seconds from the rows/s measured so far (0 before any round: try it)."""
     return 0.0 if seconds_per_row is None else rows * seconds_per_row
@@ -241,6 +258,8 @@ def run_rounds(model, dataset_dir, output_dir, *, kind: str, fingerprint: dict, 
         preds = predict(model, dataset_dir, global_batch_size=global_batch_size, device=device, rank=rank,
                         world_size=world_size, early_exit=early_exit, graph=graph, rows=rounds[r],
                         on_batch=progress)
+        if isinstance(clock, RowClock):
+            clock.rows += len(preds)
         done.append(preds)
         rows_done, rows_run = rows_done + len(preds), rows_run + len(preds)
         if is_main:

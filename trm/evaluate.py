@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trm.anytime import SCHEDULES, run_rounds
+from trm.anytime import SCHEDULES, evaluation_clock, run_rounds
 from trm.checkpoint import PuzzleTableMismatch, load_checkpoint
 from trm.data import (
     IGNORE_LABEL_ID,
@@ -682,7 +682,8 @@ def _anytime(args, model, meta: dict, ctx, graph: bool) -> dict | None:
                       world_size=ctx.world_size, early_exit=args.early_exit, graph=graph, resume=args.resume,
                       deadline=args.deadline, progress_every_s=args.progress_seconds,
                       challenges=args.challenges, solutions=args.solutions, n_pictures=args.pictures,
-                      checkpoint=args.checkpoint, step=meta.get("step"), agree=agree)
+                      checkpoint=args.checkpoint, step=meta.get("step"), agree=agree,
+                      clock=evaluation_clock())
 
 
 if __name__ == "__main__":

@@ -79,11 +79,15 @@ def main() -> int:
     t_rounds, marks = evaluate(work, "rounds", a.batch_size, "anytime", snaps)
     t_one, _ = evaluate(work, "one", a.batch_size, "one", None)
     final = json.loads((work / "rounds" / "submission.json").read_text())
+    state = json.loads((work / "rounds" / "rounds" / "state.json").read_text())
+    predict_s = sum(state["round_seconds"])  # predicting and saving each round, without its vote
     assert final == json.loads((work / "one" / "submission.json").read_text()), "rounds must end as one pass"
     rows = built["splits"]["test"]["examples"]
     print(f"{len(tasks)} tasks, {sum(len(t['test']) for t in tasks.values())} test inputs, {rows} rows "
           f"(num_aug {a.num_aug}), {len(marks)} rounds; one pass {t_one:.1f} s, in rounds {t_rounds:.1f} s "
-          f"({100 * (t_rounds / t_one - 1):+.1f} %)")
+          f"({100 * (t_rounds / t_one - 1):+.1f} %: predicting {predict_s:.1f} s, voting and writing after "
+          f"each round {t_rounds - predict_s - (marks[0][0] - state['round_seconds'][0]):.1f} s, "
+          f"process start and loading {marks[0][0] - state['round_seconds'][0]:.1f} s)")
     print(f"{'killed at':>10} {'rounds':>7} {'tasks from model':>17} {'tasks as final':>15} "
           f"{'min votes':>10}")
     table = []
@@ -105,6 +109,7 @@ def main() -> int:
               "command": "python bench/anytime.py " + " ".join(sys.argv[1:]), "num_aug": a.num_aug,
               "tasks": len(tasks), "rows": rows, "rounds": len(marks), "arch": ARCH,
               "seconds_one_pass": round(t_one, 1), "seconds_rounds": round(t_rounds, 1),
+              "seconds_predicting_in_rounds": round(predict_s, 1),
               "round_end_seconds": [round(s, 1) for s, _ in marks], "at": table}
     out = a.out or REPO / "bench" / "results" / f"anytime-{result['date']}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")

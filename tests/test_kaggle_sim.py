@@ -150,7 +150,7 @@ def test_an_evaluation_killed_after_its_first_round_submits_that_rounds_votes(si
     rounds = report["eval"]["rounds"]
     assert rounds["done"] == 1 < rounds["total"] and not rounds["complete"]
     assert report["tasks_from_model"] == report["tasks"] and report["tasks_fallback_ids"] == []
-    assert report["eval"]["votes_per_input"]["min"] == 1  # one version of every input: the task as given
+    assert report["eval"]["votes_per_input"]["min"] >= 1  # at least the task as given, for every input
     assert "score_test_file" in r  # scored on the held-back solutions
 
 

@@ -11,7 +11,9 @@ identity first), then the accepted augmentations in order. Round r covers the ve
 [b_r, b_r+1) of every task: "anytime" doubles the bounds 0, 1, 2, 4, 8, 16 (so round 1 puts one
 vote on every test input at about 1/(num_aug + 1) of the evaluation's time), then adds
 MAX_ROUND_VERSIONS versions a round, so no single round is a large share of the clock; "one" is
-one round of every row (the classic evaluation). Within a round rows keep dataset order.
+one round of every row (the classic evaluation). A round ends on a whole batch: it also takes the
+first rows of the next versions that fill its last batch, so rounds cost no more batches than one
+pass. Within a round rows keep dataset order.
 
 Faithful at the end. The vote after a round takes every finished row in dataset row order (never in
 round order), so after the last round the vote counts, the q sums, their ties and the submission are
@@ -67,15 +69,28 @@ def version_bounds(n_versions: int, kind: str) -> list[int]:
     return bounds
 
 
-def schedule(split, kind: str) -> list[np.ndarray]:
-    """The rows of each round (int64, ascending): every row exactly once over the rounds."""
+def schedule(split, kind: str, batch: int = 1) -> list[np.ndarray]:
+    """The rows of each round (int64, ascending): every row exactly once over the rounds.
+
+    Rows are taken in (version, row) order and round r ends at the first multiple of `batch` (the
+    evaluation's global batch) at or after the last row of versions < b_r+1, so no round but the last
+    predicts a part-empty batch: a round covers versions [b_r, b_r+1) of every input, plus the first
+    rows of the next versions that fill its last batch."""
+    n = split.num_examples
     if kind == "one":
-        return [np.arange(split.num_examples, dtype=np.int64)]
+        return [np.arange(n, dtype=np.int64)]
     versions = row_versions(split)
-    top = int(versions.max()) + 1 if versions.size else 1
-    bounds = version_bounds(top, kind)
-    return [np.flatnonzero((versions >= lo) & (versions < hi)).astype(np.int64)
-            for lo, hi in zip(bounds[:-1], bounds[1:])]
+    order = np.lexsort((np.arange(n), versions))  # by version, then by row
+    bounds = version_bounds(int(versions.max()) + 1 if n else 1, kind)
+    counts = np.searchsorted(versions[order], bounds[1:], side="left")  # rows below each bound
+    ends, start = [], 0
+    for c in counts:
+        end = min(n, -(-int(c) // batch) * batch)
+        if end > start:
+            ends.append(end)
+            start = end
+    starts = [0, *ends[:-1]]
+    return [np.sort(order[a:b]).astype(np.int64) for a, b in zip(starts, ends)]
 
 
 def _atomic_write_bytes(path: Path, write) -> None:
@@ -225,7 +240,7 @@ def run_rounds(model, dataset_dir, output_dir, *, kind: str, fingerprint: dict, 
 
     is_main = rank == 0
     split = load_split(dataset_dir, "test")
-    rounds = schedule(split, kind)
+    rounds = schedule(split, kind, global_batch_size)
     store = RoundStore(output_dir, fingerprint)
     done = store.load() if resume else []
     if not resume and is_main:

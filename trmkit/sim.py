@@ -77,7 +77,7 @@ IMAGE_PACKAGES = ["torch", "numpy", "tqdm", "pip"]  # what the Kaggle image prei
 RUNNER_PACKAGES = ["papermill", "ipykernel"]  # Kaggle's own notebook runner, stood in by papermill
 # Tiny CPU settings: the notebook's parameters cell names, overridden through papermill.
 SIM_PARAMS = {"num_aug": 3, "global_batch_size": 4, "max_steps": 24, "lr_warmup_steps": 4, "log_interval": 6,
-              "eval_batch_size": 16, "validate_tasks": 3, "device": "cpu", "budget_hours": 1.0,
+              "eval_batch_size": 4, "validate_tasks": 3, "device": "cpu", "budget_hours": 1.0,
               "safety_minutes": 0.0, "check_minutes": 5.0}
 # The sim's weights: a shrunk `smoke` preset (one block, one cycle, two supervision steps).
 WEIGHTS_ARCH = ["--arch.hidden_size", "32", "--arch.num_heads", "2", "--arch.n_layers", "1",

@@ -85,9 +85,8 @@ def main() -> int:
     rows = built["splits"]["test"]["examples"]
     print(f"{len(tasks)} tasks, {sum(len(t['test']) for t in tasks.values())} test inputs, {rows} rows "
           f"(num_aug {a.num_aug}), {len(marks)} rounds; one pass {t_one:.1f} s, in rounds {t_rounds:.1f} s "
-          f"({100 * (t_rounds / t_one - 1):+.1f} %: predicting {predict_s:.1f} s, voting and writing after "
-          f"each round {t_rounds - predict_s - (marks[0][0] - state['round_seconds'][0]):.1f} s, "
-          f"process start and loading {marks[0][0] - state['round_seconds'][0]:.1f} s)")
+          f"({100 * (t_rounds / t_one - 1):+.1f} %: predicting {predict_s:.1f} s; process start, loading "
+          f"and a vote and write after each round {t_rounds - predict_s:.1f} s)")
     print(f"{'killed at':>10} {'rounds':>7} {'tasks from model':>17} {'tasks as final':>15} "
           f"{'min votes':>10}")
     table = []

@@ -16,7 +16,9 @@ inputs of the trained tasks (their test pairs are never trained on), votes over 
 Figures per recipe, over the seeds: the first evaluated step (and the training seconds, wall and
 process CPU, evaluations excluded) at which pass@2 >= --threshold, and pass@1 / pass@2 at the budget
 (the last step). Ratios are to upstream's recipe (the first lever). A run that never reaches the
-threshold counts as "> budget". Results: printed, and written to bench/results/tta-<UTC time>.json.
+threshold counts as "> budget". Results: printed, and written to bench/results/tta-<UTC time>.json
+(each evaluation also as one line of tta-<UTC time>.curves.jsonl as it happens, so an interrupted
+invocation keeps its curves).
 A training step of the smoke preset costs ~1.2 s of one CPU core (900 tokens x 16 rows): 6 runs of
 240 steps are ~30 min of CPU.
 """
@@ -80,6 +82,8 @@ def run_one(job: dict) -> dict:
         curve.append({"step": tr.step, "train_wall_s": round(wall, 2), "train_cpu_s": round(cpu, 2),
                       "pass@1": m["pass@1"], "pass@2": m["pass@2"],
                       "exact_row_accuracy": m["exact_row_accuracy"]})
+        with open(job["log"], "a") as f:  # one short line per evaluation: an interrupted run keeps its curve
+            f.write(json.dumps({"lever": job["lever"], "seed": job["seed"], **curve[-1]}) + "\n")
 
     def after_step(_it):
         nonlocal wall, cpu
@@ -188,10 +192,16 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown:
         raise SystemExit(f"error: --only {unknown}: not a lever; levers: {', '.join(levers)}")
     t0 = time.time()
+    stamp = time.strftime("%Y-%m-%d-%H%M", time.gmtime()) + ("-quick" if a.quick else "")
+    out = a.out or RESULTS / f"tta-{stamp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log = out.with_suffix(".curves.jsonl")
+    log.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="tta-") as tmp:
         data = str(build_data(Path(tmp) / "data"))
         jobs = [{"lever": n, "overrides": levers[n], "seed": s, "data": data, "budget": a.budget,
-                 "eval_every": a.eval_every, "threshold": a.threshold} for s in a.seeds for n in names]
+                 "eval_every": a.eval_every, "threshold": a.threshold, "log": str(log)}
+                for s in a.seeds for n in names]
         runs = []
         if a.jobs > 1:
             with mp.get_context("spawn").Pool(a.jobs) as pool:
@@ -211,9 +221,6 @@ def main(argv: list[str] | None = None) -> dict:
               "levers": {n: levers[n] for n in names}, "summary": rows, "runs": runs, "jobs": a.jobs,
               "torch": torch.__version__, "wall_s": round(time.time() - t0, 1),
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    stamp = time.strftime("%Y-%m-%d-%H%M", time.gmtime()) + ("-quick" if a.quick else "")
-    out = a.out or RESULTS / f"tta-{stamp}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"\nwrote {out} ({result['wall_s']} s)")
     return result

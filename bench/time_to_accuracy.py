@@ -137,7 +137,9 @@ def summarise(runs: list[dict], levers: list[str], budget: int) -> list[dict]:
                      "pass@2_at_budget": [r["pass@2_at_budget"] for r in rs]})
     base = rows[0]["median_steps_to_threshold"]
     for row in rows:
-        row["steps_ratio_to_" + levers[0]] = round(row["median_steps_to_threshold"] / base, 3)
+        # a censored median (> budget) gives a bound: none when the baseline's is censored
+        row["steps_ratio_to_" + levers[0]] = (round(row["median_steps_to_threshold"] / base, 3)
+                                              if base <= budget else None)
         cpu = [x for x in row["cpu_s_to_threshold"] if x is not None]
         base_cpu = [x for x in rows[0]["cpu_s_to_threshold"] if x is not None]
         row["cpu_ratio_to_" + levers[0]] = (round(statistics.median(cpu) / statistics.median(base_cpu), 3)
@@ -155,8 +157,9 @@ def print_table(rows: list[dict], budget: int, threshold: float) -> None:
     for r in rows:
         med = r["median_steps_to_threshold"]
         steps = ">" + str(budget) if med > budget else _spread([s for s in r["steps_to_threshold"] if s])
-        print(f"{r['lever']:<22} {r['reached']}/{r['seeds']:<5} {steps:>22} "
-              f"{r['steps_ratio_to_' + base]:>10} "
+        ratio = r["steps_ratio_to_" + base]
+        ratio = "-" if ratio is None else (">" if med > budget else "") + f"{ratio:.2f}"
+        print(f"{r['lever']:<22} {str(r['reached']) + '/' + str(r['seeds']):>7} {steps:>22} {ratio:>10} "
               f"{_spread([c for c in r['cpu_s_to_threshold'] if c is not None]):>22} "
               f"{_spread(r['pass@1_at_budget']):>20} {_spread(r['pass@2_at_budget']):>20}")
 

@@ -96,12 +96,31 @@ def run_one(job: dict) -> dict:
 
     clock = [time.perf_counter(), time.process_time()]
     tr.fit(sampler, after_step, n_iters=None)
-    hit = next((c for c in curve if c["pass@2"] >= job["threshold"]), None)
-    return {"lever": job["lever"], "seed": job["seed"], "total_steps": tr.total_steps, "curve": curve,
+    return {**run_record(job["lever"], job["seed"], curve, job["threshold"]), "total_steps": tr.total_steps}
+
+
+def run_record(lever: str, seed: int, curve: list[dict], threshold: float) -> dict:
+    """One run's figures from its evaluation curve (the first evaluation at pass@2 >= threshold)."""
+    hit = next((c for c in curve if c["pass@2"] >= threshold), None)
+    return {"lever": lever, "seed": seed, "curve": curve,
             "steps_to_threshold": hit["step"] if hit else None,
             "wall_s_to_threshold": hit["train_wall_s"] if hit else None,
             "cpu_s_to_threshold": hit["train_cpu_s"] if hit else None,
             "pass@1_at_budget": curve[-1]["pass@1"], "pass@2_at_budget": curve[-1]["pass@2"]}
+
+
+def resummarise(path: Path, threshold: float) -> None:
+    """The table again from a .curves.jsonl (also an interrupted invocation's) at another threshold;
+    the budget is each run's last evaluated step (the smallest over runs)."""
+    curves: dict[tuple, list] = {}
+    for line in path.read_text().splitlines():
+        point = json.loads(line)
+        curves.setdefault((point.pop("lever"), point.pop("seed")), []).append(point)
+    levers = list(dict.fromkeys(lever for lever, _ in curves))
+    budget = min(c[-1]["step"] for c in curves.values())
+    runs = [run_record(lever, seed, [p for p in c if p["step"] <= budget], threshold)
+            for (lever, seed), c in curves.items()]
+    print_table(summarise(runs, levers, budget), budget, threshold)
 
 
 class _null:
@@ -152,7 +171,7 @@ def print_table(rows: list[dict], budget: int, threshold: float) -> None:
     base = rows[0]["lever"]
     print(f"\ntime to pass@2 >= {threshold} (median [min-max] over seeds; '>' = not reached by step "
           f"{budget})")
-    print(f"{'lever':<22} {'reached':>7} {'steps':>22} {'x ' + base:>10} {'cpu s':>22} "
+    print(f"{'lever':<22} {'reached':>7} {'steps':>22} {'x ' + base:>10} {'cpu s':>22} {'x ' + base:>10} "
           f"{'pass@1 @budget':>20} {'pass@2 @budget':>20}")
     for r in rows:
         med = r["median_steps_to_threshold"]
@@ -161,6 +180,7 @@ def print_table(rows: list[dict], budget: int, threshold: float) -> None:
         ratio = "-" if ratio is None else (">" if med > budget else "") + f"{ratio:.2f}"
         print(f"{r['lever']:<22} {str(r['reached']) + '/' + str(r['seeds']):>7} {steps:>22} {ratio:>10} "
               f"{_spread([c for c in r['cpu_s_to_threshold'] if c is not None]):>22} "
+              f"{'-' if r['cpu_ratio_to_' + base] is None else format(r['cpu_ratio_to_' + base], '.2f'):>10} "
               f"{_spread(r['pass@1_at_budget']):>20} {_spread(r['pass@2_at_budget']):>20}")
 
 
@@ -185,8 +205,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--only", nargs="+", help="run only these levers (the first is the ratios' baseline)")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel processes, one core each")
     ap.add_argument("--quick", action="store_true", help="1 seed, 40 steps, evaluations every 20")
+    ap.add_argument("--resummarise", type=Path, metavar="CURVES_JSONL",
+                    help="no training: the table from a .curves.jsonl at --threshold")
     ap.add_argument("--out", type=Path, default=None, help="JSON (default bench/results/tta-<time>.json)")
     a = ap.parse_args(argv)
+    if a.resummarise:
+        return resummarise(a.resummarise, a.threshold)
     if a.quick:
         a.seeds, a.budget, a.eval_every = a.seeds[:1], 40, 20
     levers = parse_levers(a.lever)

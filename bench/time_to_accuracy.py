@@ -110,12 +110,16 @@ def run_record(lever: str, seed: int, curve: list[dict], threshold: float) -> di
 
 
 def resummarise(path: Path, threshold: float) -> None:
-    """The table again from a .curves.jsonl (also an interrupted invocation's) at another threshold;
-    the budget is each run's last evaluated step (the smallest over runs)."""
+    """The table again from a result .json or a .curves.jsonl (also an interrupted invocation's) at
+    another threshold; the budget is the runs' last evaluated step (the smallest over runs)."""
     curves: dict[tuple, list] = {}
-    for line in path.read_text().splitlines():
-        point = json.loads(line)
-        curves.setdefault((point.pop("lever"), point.pop("seed")), []).append(point)
+    if path.suffix == ".json":
+        for run in json.loads(path.read_text())["runs"]:
+            curves[(run["lever"], run["seed"])] = run["curve"]
+    else:
+        for line in path.read_text().splitlines():
+            point = json.loads(line)
+            curves.setdefault((point.pop("lever"), point.pop("seed")), []).append(point)
     levers = list(dict.fromkeys(lever for lever, _ in curves))
     budget = min(c[-1]["step"] for c in curves.values())
     runs = [run_record(lever, seed, [p for p in c if p["step"] <= budget], threshold)
@@ -205,8 +209,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--only", nargs="+", help="run only these levers (the first is the ratios' baseline)")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel processes, one core each")
     ap.add_argument("--quick", action="store_true", help="1 seed, 40 steps, evaluations every 20")
-    ap.add_argument("--resummarise", type=Path, metavar="CURVES_JSONL",
-                    help="no training: the table from a .curves.jsonl at --threshold")
+    ap.add_argument("--resummarise", type=Path, metavar="PATH",
+                    help="no training: the table from a result .json or .curves.jsonl at --threshold")
     ap.add_argument("--out", type=Path, default=None, help="JSON (default bench/results/tta-<time>.json)")
     a = ap.parse_args(argv)
     if a.resummarise:

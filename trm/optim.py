@@ -14,7 +14,8 @@ Checked against the golden optimizer references by tests/test_optim.py.
 
 An option (`--optimizer muon`, not upstream's recipe): torch.optim.Muon on the 2-D weight matrices of
 the recurrent net (muon_params), AdamATan2 on every other weight (embeddings, lm/q heads, q bias;
-TRM's RMSNorm has no weights), the puzzle table unchanged (SparseSignSGD). docs/training.md#muon.
+TRM's RMSNorm has no weights), the puzzle table unchanged (SparseSignSGD).
+docs/training.md#muon---optimizer-muon.
 """
 
 from __future__ import annotations

@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 TASKS = ("b1948b0a", "c8f0f002", "d511f180", "0d3d703e")  # per-cell recolourings (tests/test_learns.py)
 NUM_AUG = 8
 # name -> trm.config overrides on top of the smoke preset; the first is the baseline of every ratio.
-# Muon's LR: its update has an Adam step's RMS x 0.2 (trm.optim.MUON_LR_RULE) while AdamATan2's
-# per-element step is ~lr early on, so 3x the preset's 5e-3 sits between the two RMS matches.
-LEVERS = {"upstream": [], "muon": ["--optimizer", "muon", "--muon_lr", "1.5e-2"]}
+# Muon at the preset's LR (muon_lr unset = lr): the best of the LR sweep in docs/performance.md
+# (5e-3; 1.5e-2 and 4.5e-2 were worse).
+LEVERS = {"upstream": [], "muon": ["--optimizer", "muon"]}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -34,9 +34,10 @@ def _final(run: Path) -> tuple[int, dict]:
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(golden_build, tmp_path):
+@pytest.mark.parametrize("optimizer", ["adam_atan2", "muon"])
+def test_two_processes_match_one(golden_build, tmp_path, optimizer):
     data = golden_build.output
-    args = ["--preset", "smoke", *TINY, "--data_path", str(data)]
+    args = ["--preset", "smoke", *TINY, "--data_path", str(data), "--optimizer", optimizer]
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(T.__file__).parents[1])}
     proc = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "trm.train", *args,
@@ -59,8 +60,10 @@ def test_two_processes_match_one(golden_build, tmp_path):
     for k in two_sd:
         # 2 processes vs 1 process x 2 micro-batches: identical micro-batch shapes and sum order
         torch.testing.assert_close(acc_sd[k], two_sd[k], rtol=0, atol=1e-6, msg=k)
-        # vs one micro-batch of 8: other matmul shapes, so float rounding differs slightly
-        torch.testing.assert_close(one_sd[k], two_sd[k], rtol=0, atol=1e-4, msg=k)
+        # vs one micro-batch of 8: other matmul shapes, so float rounding differs slightly; Muon's
+        # bf16 orthogonalisation amplifies that over steps (tests/test_train.py bounds it in-process)
+        if not (optimizer == "muon" and k.startswith("net.blocks.")):
+            torch.testing.assert_close(one_sd[k], two_sd[k], rtol=0, atol=1e-4, msg=k)
     moved = one_sd["puzzle_emb.weights"].abs().sum()
     assert moved > 0, "the sparse table must have been trained"
 

@@ -199,6 +199,68 @@ def test_make_adam_atan2_falls_back_on_cpu():
     assert type(make_adam_atan2([p], lr=0.0)) is AdamATan2
 
 
+def test_muon_params_are_the_blocks_matrices():
+    model = TRM(ModelConfig(hidden_size=8, num_heads=2, n_layers=2, puzzle_emb_ndim=4, puzzle_emb_len=1,
+                            seq_len=4, num_puzzle_identifiers=3, forward_dtype="float32"))
+    chosen = {id(p) for p in optim_mod.muon_params(model)}
+    names = {n for n, p in model.named_parameters() if id(p) in chosen}
+    blocks = {n for n, p in model.named_parameters() if n.startswith("net.blocks.")}
+    assert names == blocks and all(p.ndim == 2 for p in optim_mod.muon_params(model))
+    assert len(names) == 4 * model.config.n_layers  # qkv, o, gate_up, down per block
+    # the rest (embeddings, heads, q bias) stays on AdamATan2; the puzzle table is a buffer (SignSGD)
+    assert {"embed_tokens.weight", "lm_head.weight", "q_head.weight", "q_head.bias"} <= (
+        {n for n, _ in model.named_parameters()} - names)
+
+
+def test_muon_step_is_an_orthogonalised_update_at_adam_rms():
+    """One step, no momentum history (nesterov on a zero buffer: the update is g's direction), no
+    decay: the change is lr * 0.2 * sqrt(max(A, B)) times a near-orthogonal matrix (singular values
+    near 1 after 5 Newton-Schulz steps), whatever the gradient's scale; RMS ~0.2 * lr."""
+    torch.manual_seed(0)
+    for shape in [(48, 16), (16, 48)]:
+        changes = []
+        for scale in (1e-6, 1.0):
+            p = torch.nn.Parameter(torch.zeros(shape))
+            opt = optim_mod.make_muon([p], lr=1e-2, momentum=0.95, weight_decay=0.0)
+            torch.manual_seed(1)
+            p.grad = torch.randn(shape) * scale
+            opt.step()
+            changes.append(-p.detach() / (1e-2 * 0.2 * math.sqrt(max(shape))))
+        sv = torch.linalg.svdvals(changes[1])
+        assert sv.min() > 0.5 and sv.max() < 1.5, sv
+        torch.testing.assert_close(changes[0], changes[1], atol=2e-2, rtol=0)  # scale-free
+        rms = (changes[1] * 1e-2 * 0.2 * math.sqrt(max(shape))).pow(2).mean().sqrt().item()
+        assert 0.1 * 1e-2 < rms < 0.3 * 1e-2
+    # decoupled weight decay: p *= 1 - lr*wd; lr 0 moves nothing (the engine's schedule sets lr)
+    p = torch.nn.Parameter(torch.ones(4, 4))
+    opt = optim_mod.make_muon([p], lr=0.0, momentum=0.95, weight_decay=0.1)
+    p.grad = torch.randn(4, 4)
+    opt.step()
+    assert torch.equal(p.detach(), torch.ones(4, 4)) and opt.state[p]["momentum_buffer"].abs().sum() > 0
+
+
+def test_muon_state_dict_round_trip():
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(6, 4))
+    opt = optim_mod.make_muon([p], lr=1e-2, momentum=0.9, weight_decay=0.1)
+    p.grad = torch.randn(6, 4)
+    opt.step()
+    q = torch.nn.Parameter(p.detach().clone())
+    opt2 = optim_mod.make_muon([q], lr=1.0, momentum=0.5, weight_decay=0.0)
+    opt2.load_state_dict(copy.deepcopy(opt.state_dict()))  # momentum buffer and hyper-parameters
+    g = torch.randn(6, 4)
+    p.grad, q.grad = g.clone(), g.clone()
+    opt.step()
+    opt2.step()
+    assert torch.equal(p, q) and opt2.param_groups[0]["momentum"] == 0.9
+
+
+def test_muon_missing_is_one_clear_error(monkeypatch):
+    monkeypatch.delattr(torch.optim, "Muon")
+    with pytest.raises(optim_mod.UserError, match="torch >= 2.9.*--optimizer adam_atan2"):
+        optim_mod.make_muon([torch.nn.Parameter(torch.zeros(2, 2))], lr=0.0, momentum=0.95, weight_decay=0.1)
+
+
 def _fused_available() -> bool:
     if not torch.cuda.is_available():
         return False

@@ -50,17 +50,38 @@ def data(golden_build):
 
 
 @pytest.fixture(scope="module")
-def full_run(data, tmp_path_factory):
-    run = tmp_path_factory.mktemp("full") / "run"
-    assert T.main(_args(data, run, "--epochs", "2")) == 0
-    return run
+def full_runs(data, tmp_path_factory):
+    """optimizer -> a finished 2-epoch run with it (made on first use, once per module)."""
+    runs = {}
+
+    def get(optimizer: str) -> Path:
+        if optimizer not in runs:
+            run = tmp_path_factory.mktemp(f"full-{optimizer}") / "run"
+            assert T.main(_args(data, run, "--epochs", "2", "--optimizer", optimizer)) == 0
+            runs[optimizer] = run
+        return runs[optimizer]
+
+    return get
 
 
-def test_resume_continues_exactly(data, full_run, tmp_path):
+@pytest.fixture(scope="module")
+def full_run(full_runs):
+    return full_runs("adam_atan2")
+
+
+# the optimizer state each checkpoint must carry: AdamATan2's second moments, Muon's momentum too
+OPT_STATE = {"adam_atan2": {"dense": "exp_avg_sq"},
+             "muon": {"dense": "exp_avg_sq", "muon": "momentum_buffer"}}
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPT_STATE))
+def test_resume_continues_exactly(data, full_runs, tmp_path, optimizer):
+    full_run = full_runs(optimizer)
     final = _steps(full_run)[-1]
     half = final // 2 + 1  # mid-iteration: the data position and carries must carry over
     run = tmp_path / "run"
-    assert T.main(_args(data, run, "--epochs", "2", "--stop_at_step", str(half))) == 0
+    assert T.main(_args(data, run, "--epochs", "2", "--stop_at_step", str(half),
+                        "--optimizer", optimizer)) == 0
     assert _steps(run)[-1] == half
     assert T.main(["--resume", str(run), "--stop_at_step", "0"]) == 0  # config comes from the run dir
     assert _steps(run)[-1] == final
@@ -73,16 +94,28 @@ def test_resume_continues_exactly(data, full_run, tmp_path):
                 assert torch.equal(sa[k], sb[k]), k
         else:
             assert sa["step"] == sb["step"] == final and sa["loader"] == sb["loader"]
+            assert sa["optimizer"] == sb["optimizer"] == optimizer
             for k in sa["raw_params"]:
                 assert torch.equal(sa["raw_params"][k], sb["raw_params"][k]), k
                 assert torch.equal(sa["ema"][k], sb["ema"][k]), k
-            ma, mb = sa["optimizers"]["dense"]["state"], sb["optimizers"]["dense"]["state"]
-            assert all(torch.equal(ma[i]["exp_avg_sq"], mb[i]["exp_avg_sq"]) for i in ma)
+            for opt, key in OPT_STATE[optimizer].items():
+                ma, mb = sa["optimizers"][opt]["state"], sb["optimizers"][opt]["state"]
+                assert ma and all(torch.equal(ma[i][key], mb[i][key]) for i in ma), opt
+            assert (sa["optimizers"]["muon"] is None) == (optimizer == "adam_atan2")
     # the same data, step by step: identical loss curves, no step repeated or skipped
     la, lb = _train_lines(full_run), _train_lines(run)
     assert [x["step"] for x in lb] == list(range(1, final + 1))
     assert [x["train/loss"] for x in la] == [x["train/loss"] for x in lb]
     assert (run / "COMMANDS.txt").read_text().count("launcher:") == 2
+
+
+def test_resume_with_another_optimizer_is_refused(data, full_runs, tmp_path, capsys):
+    """Muon's run keeps fewer tensors in AdamATan2's state: one clear line, not a state-dict error."""
+    run = tmp_path / "run"
+    shutil.copytree(full_runs("muon"), run)
+    assert T.main(["--resume", str(run), "--optimizer", "adam_atan2", "--epochs", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "trained with --optimizer muon" in err and "resume with --optimizer muon" in err
 
 
 def test_sigkill_then_resume(data, tmp_path):

@@ -65,6 +65,14 @@ class TrainConfig:
     weight_decay: float = 0.1
     puzzle_emb_lr: float = 1e-2
     puzzle_emb_weight_decay: float = 0.1
+    # kit option (docs/training.md#muon---optimizer-muon): "muon" = torch.optim.Muon on the recurrent
+    # blocks' 2-D weights (trm.optim.muon_params), AdamATan2 (lr, beta1/2, weight_decay) on the rest;
+    # "adam_atan2" = upstream
+    optimizer: str = "adam_atan2"
+    muon_lr: float | None = None  # Muon's base LR, same warm-up/cosine schedule; None = `lr` (its update
+    #   is scaled per matrix to an Adam step's RMS: trm.optim.MUON_LR_RULE)
+    muon_momentum: float = 0.95  # Nesterov momentum (the Muon paper's and torch's default)
+    muon_weight_decay: float = 0.1  # decoupled, p *= 1 - lr*wd, as weight_decay (upstream's 0.1)
     freeze_weights: bool = False  # train only the puzzle table
     ema: bool = False  # every command of upstream's README passes ema=True
     ema_rate: float = 0.999

@@ -24,7 +24,15 @@ from trm.config import ConfigError, TrainConfig
 from trm.data import TrainSampler
 from trm.errors import EXIT_CHECKPOINT, UserError
 from trm.model import TRM, CompiledStep, TRMWithLoss, compile_enabled, compile_net, pick_dtype
-from trm.optim import DynamicLossScale, SparseSignSGD, cosine_schedule_with_warmup_lr, make_adam_atan2
+from trm.optim import (
+    OPTIMIZERS,
+    DynamicLossScale,
+    SparseSignSGD,
+    cosine_schedule_with_warmup_lr,
+    make_adam_atan2,
+    make_muon,
+    muon_params,
+)
 from trm.sources import resolve_checkpoint
 
 # ModelConfig fields that fix tensor shapes: a checkpoint must agree on these to be loaded.
@@ -116,8 +124,15 @@ class Trainer:
             self.compiled = compile_net(self.model, cfg.compile, ctx.device)
         self.sparse = (SparseSignSGD(self.model, lr=0, weight_decay=cfg.puzzle_emb_weight_decay)
                        if cfg.arch.puzzle_emb_ndim > 0 else None)
-        self.dense = (make_adam_atan2(self.params, lr=0, betas=(cfg.beta1, cfg.beta2),
-                                      weight_decay=cfg.weight_decay) if self.params else None)
+        if cfg.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer {cfg.optimizer!r}: not one of {', '.join(OPTIMIZERS)}")
+        # --optimizer muon: Muon on the blocks' matrices, AdamATan2 (`dense`) on the other weights
+        on_muon = muon_params(self.model) if cfg.optimizer == "muon" else []
+        self.muon = (make_muon(on_muon, lr=0, momentum=cfg.muon_momentum, weight_decay=cfg.muon_weight_decay)
+                     if on_muon else None)
+        rest = [p for p in self.params if all(p is not q for q in on_muon)]
+        self.dense = (make_adam_atan2(rest, lr=0, betas=(cfg.beta1, cfg.beta2),
+                                      weight_decay=cfg.weight_decay) if rest else None)
         self.ema: EMA | None = None
         # float16 forwards (T4) need loss scaling; bf16 / fp32 run exactly as upstream
         self.scaler = DynamicLossScale() if cfg.arch.forward_dtype == "float16" else None
@@ -135,11 +150,19 @@ class Trainer:
 
     # -- one optimizer step on one global batch
     def lrs(self, step: int) -> tuple[float, float]:
+        """(weights' LR, puzzle table's LR) at update `step`."""
+        return self._lr(step, self.cfg.lr), self._lr(step, self.cfg.puzzle_emb_lr)
+
+    def muon_lr(self, step: int) -> float:
         c = self.cfg
-        return (cosine_schedule_with_warmup_lr(step, c.lr, c.lr_warmup_steps, self.total_steps,
-                                               c.lr_min_ratio),
-                cosine_schedule_with_warmup_lr(step, c.puzzle_emb_lr, c.lr_warmup_steps, self.total_steps,
-                                               c.lr_min_ratio))
+        return self._lr(step, c.lr if c.muon_lr is None else c.muon_lr)
+
+    def _lr(self, step: int, base: float) -> float:
+        c = self.cfg
+        return cosine_schedule_with_warmup_lr(step, base, c.lr_warmup_steps, self.total_steps, c.lr_min_ratio)
+
+    def _dense_opts(self) -> list[torch.optim.Optimizer]:
+        return [o for o in (self.dense, self.muon) if o is not None]
 
     def train_step(self, gbatch) -> None:
         cfg, ctx = self.cfg, self.ctx
@@ -181,17 +204,22 @@ class Trainer:
                                           + ([sparse_rows[1]] if sparse_rows is not None else []))
             self.scaler.update(finite)
             if not finite:  # overflow: skip this update everywhere (same sums on every rank)
-                if self.dense is not None:
-                    self.dense.zero_grad(set_to_none=not self.graphed)
+                for opt in self._dense_opts():
+                    opt.zero_grad(set_to_none=not self.graphed)
                 return
         if sparse_rows is not None:
             self.sparse.param_groups[0]["lr"] = pe_lr
             self.sparse.apply(*sparse_rows)
+        if self.muon is not None:
+            for g in self.muon.param_groups:
+                g["lr"] = self.muon_lr(self.step)
+            self.muon.step()
         if self.dense is not None:
             for g in self.dense.param_groups:
                 g["lr"] = lr
             self.dense.step()
-            self.dense.zero_grad(set_to_none=not self.graphed)
+        for opt in self._dense_opts():  # after both steps: Muon and AdamATan2 share no parameter
+            opt.zero_grad(set_to_none=not self.graphed)
         if self.ema is not None:
             self.ema.update(self.model)
 
@@ -237,6 +265,8 @@ class Trainer:
             else:
                 out[f"train/{k}"] = v / count
         out["train/lr"], out["train/puzzle_emb_lr"] = self.lrs(self.step)
+        if self.muon is not None:
+            out["train/muon_lr"] = self.muon_lr(self.step)
         if self.scaler is not None:
             out["train/loss_scale"], out["train/skipped_steps"] = (self.scaler.scale,
                                                                    float(self.scaler.skipped))
@@ -261,8 +291,10 @@ class Trainer:
             # model.pt holds the EMA weights when EMA is on; the raw parameters live here
             "raw_params": ({n: p.detach().cpu().clone() for n, p in self.model.named_parameters()}
                            if self.ema is not None else None),
+            "optimizer": self.cfg.optimizer,
             "optimizers": {"dense": self.dense.state_dict() if self.dense else None,
-                           "sparse": self.sparse.state_dict() if self.sparse else None},
+                           "sparse": self.sparse.state_dict() if self.sparse else None,
+                           "muon": self.muon.state_dict() if self.muon else None},
             "ema": {n: s.cpu() for n, s in self.ema.shadows.items()} if self.ema is not None else None,
             "loss_scale": self.scaler.state_dict() if self.scaler is not None else None,
             "ranks": ranks,  # per rank: rng states + carries, in rank order (= slot order)
@@ -270,6 +302,11 @@ class Trainer:
 
     def load_train_state(self, ts: dict) -> None:
         cfg, ctx = self.cfg, self.ctx
+        saved = ts.get("optimizer", "adam_atan2")  # checkpoints from before the option: upstream's
+        if saved != cfg.optimizer:  # the dense state covers other parameters: it cannot carry over
+            raise ConfigError(f"the checkpoint was trained with --optimizer {saved}, this run has "
+                              f"--optimizer {cfg.optimizer}: resume with --optimizer {saved}, or start a "
+                              "new run from its weights with +load_checkpoint=<checkpoint>")
         self.step = int(ts["step"])
         if ts["raw_params"] is not None:
             params = dict(self.model.named_parameters())
@@ -280,6 +317,8 @@ class Trainer:
             self.dense.load_state_dict(ts["optimizers"]["dense"])
         if self.sparse is not None and ts["optimizers"]["sparse"] is not None:
             self.sparse.load_state_dict(ts["optimizers"]["sparse"])
+        if self.muon is not None and ts["optimizers"].get("muon") is not None:
+            self.muon.load_state_dict(ts["optimizers"]["muon"])
         if self.ema is not None and ts["ema"] is not None:
             for n, s in ts["ema"].items():
                 self.ema.shadows[n].copy_(s)

@@ -11,6 +11,11 @@
             opt.step(); opt.zero_grad()
 
 Checked against the golden optimizer references by tests/test_optim.py.
+
+An option (`--optimizer muon`, not upstream's recipe): torch.optim.Muon on the 2-D weight matrices of
+the recurrent net (muon_params), AdamATan2 on every other weight (embeddings, lm/q heads, q bias;
+TRM's RMSNorm has no weights), the puzzle table unchanged (SparseSignSGD).
+docs/training.md#muon---optimizer-muon.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import math
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from trm.errors import UserError
 
 
 def _closure_loss(closure):
@@ -95,6 +102,31 @@ def make_adam_atan2(params, lr: float = 1e-3, betas: tuple[float, float] = (0.9,
             else:
                 return FusedAdamATan2(params, lr=lr, betas=betas, weight_decay=weight_decay)
     return AdamATan2(params, lr=lr, betas=betas, weight_decay=weight_decay)
+
+
+OPTIMIZERS = ("adam_atan2", "muon")  # TrainConfig.optimizer: upstream's recipe, or Muon on the blocks
+# Muon's per-matrix LR rule: lr * 0.2 * sqrt(max(rows, cols)) ("Muon is Scalable for LLM Training",
+# Moonshot 2025), which gives the orthogonalised update the RMS of an Adam step (~0.2), so Muon runs
+# at the LR tuned for the Adam-family optimizer it replaces.
+MUON_LR_RULE = "match_rms_adamw"
+
+
+def muon_params(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters Muon trains: every 2-D weight of the recurrent net's blocks (attention qkv / o,
+    SwiGLU gate_up / down, or the token-mixing SwiGLU of mlp_t), each one matrix (qkv not split)."""
+    return [p for p in model.net.parameters() if p.ndim == 2 and p.requires_grad]
+
+
+def make_muon(params, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    """torch.optim.Muon (torch >= 2.9): Nesterov momentum (buf <- lerp(buf, g, 1 - momentum), update
+    from lerp(g, buf, momentum)), 5 Newton-Schulz steps in bfloat16 orthogonalising it, decoupled
+    weight decay p <- p * (1 - lr*wd), then p <- p - lr * 0.2 * sqrt(max(A, B)) * update."""
+    muon_cls = getattr(torch.optim, "Muon", None)
+    if muon_cls is None:
+        raise UserError(f"--optimizer muon needs torch.optim.Muon (torch >= 2.9); this torch is "
+                        f"{torch.__version__}: upgrade torch or use --optimizer adam_atan2")
+    return muon_cls(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True,
+                    adjust_lr_fn=MUON_LR_RULE)
 
 
 class SparseSignSGD(torch.optim.Optimizer):

@@ -72,6 +72,7 @@ n_outer_cycles = None  # H_cycles at fine-tune time
 n_latent_steps = None  # L_cycles at fine-tune time
 grad_accum_steps = None  # None: as many micro-batches as the GPU memory needs
 weight_decay = 0.1
+optimizer = "adam_atan2"  # upstream's; "muon": Muon on the recurrent blocks' matrices (the kit's option)
 puzzle_emb_weight_decay = 0.1
 ema = True
 freeze_weights = False  # True: train only the new puzzle embeddings

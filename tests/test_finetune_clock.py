@@ -131,3 +131,24 @@ def test_the_record_says_why_it_stopped(tiny, params, kind):
     assert rec["stop_kind"] == kind and rec["stopped_by"].startswith(kind + ":")
     if kind != "steps":  # 2 epochs of the 4 demo pairs at batch 4
         assert rec["steps"] == rec["total_steps"] == 2 and rec["epochs_done"] == 2.0
+
+
+def test_the_fine_tune_runs_with_muon(tiny):
+    """optimizer = "muon" reaches the engine through the notebook's parameters (trm.finetune passes
+    every shared name): the fine-tune trains with it and saves."""
+    import time
+
+    import torch
+
+    spec = {"data": str(tiny / "data"), "weights": str(tiny / "slim"), "out": str(tiny / "muon"),
+            "deadline": time.time() + 600,
+            "params": {"device": "cpu", "global_batch_size": 4, "lr_warmup_steps": 1, "max_steps": 2,
+                       "optimizer": "muon"}}
+    finetune.finetune(spec)
+    rec = json.loads((tiny / "muon" / "ttt_finetune.json").read_text())
+    assert rec["steps"] == 2 and rec["stop_kind"] == "steps"
+    before = torch.load(tiny / "full" / "model.pt", map_location="cpu", weights_only=True)
+    after = torch.load(tiny / "muon" / "model.pt", map_location="cpu", weights_only=True)
+    moved = [k for k in before
+             if "blocks" in k and before[k].ndim == 2 and not torch.equal(before[k], after[k])]
+    assert moved  # the block matrices trained

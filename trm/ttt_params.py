@@ -60,6 +60,7 @@ OPEN_0_1 = (lambda v: 0 < v < 1), "must be between 0 and 1, both excluded"
 RULES: dict[str, tuple] = {
     "settings": _choice(*SETTINGS),
     "mode": _choice("auto", "submit", "validate"),
+    "optimizer": _choice("adam_atan2", "muon"),  # trm.config.TrainConfig.optimizer's values
     "device": _choice("auto", "cpu", "cuda"),
     "dtype": _choice("auto", "bfloat16", "float16", "float32"),  # what trm.model.pick_dtype takes
     "safety_minutes": AT_LEAST_0,
@@ -119,6 +120,9 @@ class TTTParams:
     # ---
     grad_accum_steps: int | None = none_means("chosen from free GPU memory")  # micro-batches per GPU step
     weight_decay: float = 0.1
+    # adam_atan2: upstream's; muon: Muon on the recurrent blocks' matrices, the rest as upstream
+    # (docs/training.md)
+    optimizer: str = "adam_atan2"
     puzzle_emb_weight_decay: float = 0.1
     ema: bool = True  # upstream's recipe: the evaluation uses the EMA weights and the live table
     freeze_weights: bool = False  # True: train only the new puzzle embeddings

@@ -135,7 +135,7 @@ def solve_unseen(out: str | Path, weights: str | Path, task_ids=UNSEEN_TASKS, kn
             "cell_accuracy": round(acc, 4),
             "mode": report["mode"],
             "finetune": {k: report["finetune"].get(k) for k in
-                         ("steps", "seconds", "stopped_by", "mean_init", "last_loss", "losses")},
+                         ("steps", "seconds", "stopped_by", "stop_kind", "mean_init", "last_loss", "losses")},
             "seconds": round(time.time() - t0, 1)}
 
 

@@ -152,3 +152,18 @@ def test_the_fine_tune_runs_with_muon(tiny):
     moved = [k for k in before
              if "blocks" in k and before[k].ndim == 2 and not torch.equal(before[k], after[k])]
     assert moved  # the block matrices trained
+
+
+def _config(**params):
+    from trm.model import ModelConfig
+
+    return finetune.finetune_config(TTTParams(**params).resolved(), ModelConfig(), "data", 8, 1)
+
+
+def test_the_cap_changes_no_early_batch():
+    """A clock-fitted run draws its data order in blocks of SAMPLER_EPOCHS whatever its cap; a written
+    finetune_epochs is one iteration of that many epochs."""
+    blocks = {_config(max_epochs=m).eval_interval for m in (4000, 6000)}
+    assert blocks == {finetune.SAMPLER_EPOCHS}
+    assert _config(max_epochs=500).eval_interval == 500 and _config(finetune_epochs=300).eval_interval == 300
+    assert (_config(max_epochs=6000).epochs, _config(finetune_epochs=300).epochs) == (6000, 300)

@@ -91,13 +91,17 @@ def finetune_config(p: TTTParams, arch, data: str, global_batch: int, accum: int
     field (lr, puzzle_emb_lr, lr_warmup_steps, weight_decay, ema, seed, ...: one meaning, passed
     through by name, tests/test_ttt.py checks it), the batch split as computed, and what a fine-tune
     always is: no evaluation during training, a constant LR after warm-up (so a length known only when
-    the clock stops it changes no step's LR), one sampler iteration of `finetune_epochs` epochs, or of
-    `max_epochs` when the clock decides the length (which sets total_steps, hence the epochs stop)."""
+    the clock stops it changes no step's LR), `finetune_epochs` epochs in one sampler iteration, or up
+    to `max_epochs` when the clock decides the length, in iterations of SAMPLER_EPOCHS (the epochs set
+    total_steps, hence the epochs stop)."""
     from trm.config import TrainConfig
 
     epochs = p.epoch_limit
+    # the sampler's iteration (its draws of group order and versions): the written epochs, else blocks
+    # of SAMPLER_EPOCHS, so a clock-fitted run's batches do not depend on its cap
+    per_iter = p.finetune_epochs or min(epochs, SAMPLER_EPOCHS)
     fixed = {"arch": arch, "data_path": data, "global_batch_size": global_batch, "grad_accum_steps": accum,
-             "epochs": epochs, "eval_interval": epochs, "evaluate": False, "lr_min_ratio": 1.0,
+             "epochs": epochs, "eval_interval": per_iter, "evaluate": False, "lr_min_ratio": 1.0,
              "progress": False}
     shared = ({f.name for f in dataclasses.fields(TrainConfig)}
               & {f.name for f in dataclasses.fields(TTTParams)})
@@ -195,6 +199,9 @@ class _FinetuneHooks:
         write_json_atomic(Path(self.spec["out"]) / "ttt_finetune.json", result, indent=2)
 
 
+# A clock-fitted fine-tune draws its data order in blocks of this many epochs (NVARC's competition run;
+# the kit's earlier fixed length), whatever its max_epochs: raising the cap changes no early batch.
+SAMPLER_EPOCHS = 2000
 STOP_KINDS = ("steps", "epochs", "cap", "clock")  # a stop reason's first word: ttt_finetune.json "stop_kind"
 
 

@@ -29,6 +29,8 @@ DRY_RUN ?=
 PUBLIC ?=
 FORCE ?=
 LICENSE ?=
+# pytest-xdist workers for `make test` / `make test-fast`: CI has 2 cores and most tests use one
+TEST_WORKERS ?= 2
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help install demo test test-fast lint lock data data-kaggle train evaluate bench gpu-prep \
@@ -51,11 +53,11 @@ install: $(STAMP) ## create .venv and install the kit from the lock
 demo: $(STAMP) ## the main job on the bundled ARC-AGI-2 data (CPU, minutes)
 	$(PY) -m trmkit.demo
 
-test: $(STAMP) ## the whole test suite (what CI runs)
-	$(PY) -m pytest -q
+test: $(STAMP) ## the whole test suite (what CI runs), on TEST_WORKERS processes
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 test-fast: $(STAMP) ## everything but the slow tier (learning test, torchrun, papermill, kaggle sim)
-	$(PY) -m pytest -q -m "not slow and not cuda"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow and not cuda"
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .

@@ -123,9 +123,25 @@ def unseen_pretrained(tmp_path_factory) -> Path:
 CUDA_DESELECTED = pytest.StashKey[int]()  # how many `cuda` tests this session deselected
 
 
+# The two longest files (about 11 minutes each on CI's 2 cores, one thread each: the learning test and
+# the unseen-task checks, which share one pretraining). `make test` runs files on two workers
+# (pytest-xdist, --dist loadfile in pyproject.toml, in collection order): these go first, one to each
+# worker, and the rest fills in around them; started last, either would end the run alone.
+LONGEST_FILES = ("test_unseen.py", "test_learns.py")
+
+
+def _file_rank(item) -> tuple[int, int]:
+    name = item.path.name
+    if name in LONGEST_FILES:
+        return (0, LONGEST_FILES.index(name))
+    return (1, 0)
+
+
 def pytest_collection_modifyitems(config, items):
-    """`cuda` tests run where a CUDA device is visible and are deselected (not skipped: TRM_NO_SKIPS
-    fails on skips) where none is, so `make test` on a GPU machine runs them and CI's CPU run does not."""
+    """The longest files first (a stable sort: each file's tests keep their order). Then: `cuda`
+    tests run where a CUDA device is visible and are deselected (not skipped: TRM_NO_SKIPS fails on
+    skips) where none is, so `make test` on a GPU machine runs them and CI's CPU run does not."""
+    items.sort(key=_file_rank)
     cuda_items = [item for item in items if item.get_closest_marker("cuda")]
     if not cuda_items:
         return

@@ -1,7 +1,7 @@
 """Time to accuracy: upstream's recipe and each lever, same tasks, seeds and machine, in one invocation.
 
-    nice -n 10 .venv/bin/python bench/time_to_accuracy.py                 # 3 seeds x 2 recipes
-    nice -n 10 .venv/bin/python bench/time_to_accuracy.py --jobs 3        # runs in parallel processes
+    nice -n 10 .venv/bin/python bench/time_to_accuracy.py                 # 3 seeds x the LEVERS
+    nice -n 10 .venv/bin/python bench/time_to_accuracy.py --jobs 2 --only upstream batch32
     .venv/bin/python bench/time_to_accuracy.py --quick                    # 1 seed, 40 steps: it works
     .venv/bin/python bench/time_to_accuracy.py --lever muon-lr5e-3="--optimizer muon --muon_lr 5e-3"
 
@@ -13,14 +13,17 @@ task). Evaluated as upstream evaluates: every `--eval-every` steps the EMA weigh
 inputs of the trained tasks (their test pairs are never trained on), votes over the 9 versions
 (trm.evaluate.predict + evaluate_predictions), and pass@1 / pass@2 (exact match) are recorded.
 
-Figures per recipe, over the seeds: the first evaluated step (and the training seconds, wall and
-process CPU, evaluations excluded) at which pass@2 >= --threshold, and pass@1 / pass@2 at the budget
-(the last step). Ratios are to upstream's recipe (the first lever). A run that never reaches the
-threshold counts as "> budget". Results: printed, and written to bench/results/tta-<UTC time>.json
+Each run trains to --budget steps, by default its recipe's whole schedule (585 steps at batch 16; a
+lever that changes the batch changes the steps, not the samples: batch32 runs 292 steps of 32).
+Figures per recipe, over the seeds: the first evaluated step, its samples (step x batch) and the
+training seconds (wall and process CPU, evaluations excluded) at which pass@2 >= --threshold, and
+pass@1 / pass@2 / exact rows at the budget (the last step). Ratios are to the first lever
+(upstream's recipe). A run that never reaches the threshold counts as its budget + 1 step.
+Results: printed, and written to bench/results/tta-<UTC time>.json
 (each evaluation also as one line of tta-<UTC time>.curves.jsonl as it happens, so an interrupted
 invocation keeps its curves).
-A training step of the smoke preset costs ~1.2 s of one CPU core (900 tokens x 16 rows): 6 runs of
-240 steps are ~30 min of CPU.
+A training step of the smoke preset costs ~1.2 s of one CPU core (900 tokens x 16 rows): a run of
+the whole schedule is ~12 min of CPU, at either batch.
 """
 
 from __future__ import annotations
@@ -42,7 +45,12 @@ NUM_AUG = 8
 # name -> trm.config overrides on top of the smoke preset; the first is the baseline of every ratio.
 # Muon at the preset's LR (muon_lr unset = lr): the best of the LR sweep in docs/performance.md
 # (5e-3; 1.5e-2 and 4.5e-2 were worse).
-LEVERS = {"upstream": [], "muon": ["--optimizer", "muon"]}
+# batch32: twice the batch at the square-root LR rule (lr and the table's LR x sqrt 2, half the
+# warm-up steps: the same samples warm up); its schedule is half the steps for the same samples.
+SQRT2 = 2 ** 0.5
+LEVERS = {"upstream": [], "muon": ["--optimizer", "muon"],
+          "batch32": ["--global_batch_size", "32", "--lr", f"{5e-3 * SQRT2:.4g}",
+                      "--puzzle_emb_lr", f"{0.1 * SQRT2:.4g}", "--lr_warmup_steps", "10"]}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -79,31 +87,38 @@ def run_one(job: dict) -> dict:
         with tr.ema.applied(tr.model) if tr.ema else _null():
             preds = predict(tr.model, data, global_batch_size=64, device="cpu")
         m = evaluate_predictions(preds, data, write=False, verbose=False)
-        curve.append({"step": tr.step, "train_wall_s": round(wall, 2), "train_cpu_s": round(cpu, 2),
+        curve.append({"step": tr.step, "samples": tr.step * cfg.global_batch_size,
+                      "train_wall_s": round(wall, 2), "train_cpu_s": round(cpu, 2),
                       "pass@1": m["pass@1"], "pass@2": m["pass@2"],
                       "exact_row_accuracy": m["exact_row_accuracy"]})
         with open(job["log"], "a") as f:  # one short line per evaluation: an interrupted run keeps its curve
             f.write(json.dumps({"lever": job["lever"], "seed": job["seed"], **curve[-1]}) + "\n")
 
+    budget = job["budget"] or tr.total_steps  # None: the recipe's whole schedule
+
     def after_step(_it):
         nonlocal wall, cpu
         wall += time.perf_counter() - clock[0]
         cpu += time.process_time() - clock[1]
-        if tr.step % job["eval_every"] == 0 or tr.step >= job["budget"]:
+        if tr.step % job["eval_every"] == 0 or tr.step >= budget:
             evaluate()
         clock[:] = [time.perf_counter(), time.process_time()]
-        return "budget" if tr.step >= job["budget"] else None
+        return "budget" if tr.step >= budget else None
 
     clock = [time.perf_counter(), time.process_time()]
     tr.fit(sampler, after_step, n_iters=None)
-    return {**run_record(job["lever"], job["seed"], curve, job["threshold"]), "total_steps": tr.total_steps}
+    return {**run_record(job["lever"], job["seed"], curve, job["threshold"]), "total_steps": tr.total_steps,
+            "batch": cfg.global_batch_size}
 
 
 def run_record(lever: str, seed: int, curve: list[dict], threshold: float) -> dict:
     """One run's figures from its evaluation curve (the first evaluation at pass@2 >= threshold)."""
     hit = next((c for c in curve if c["pass@2"] >= threshold), None)
     return {"lever": lever, "seed": seed, "curve": curve,
-            "steps_to_threshold": hit["step"] if hit else None,
+            "steps_to_threshold": hit["step"] if hit else None, "budget_steps": curve[-1]["step"],
+            # results from before samples were recorded have none: their sample figures are None
+            "samples_to_threshold": hit.get("samples") if hit else None,
+            "budget_samples": curve[-1].get("samples"),
             "wall_s_to_threshold": hit["train_wall_s"] if hit else None,
             "cpu_s_to_threshold": hit["train_cpu_s"] if hit else None,
             "pass@1_at_budget": curve[-1]["pass@1"], "pass@2_at_budget": curve[-1]["pass@2"]}
@@ -111,7 +126,7 @@ def run_record(lever: str, seed: int, curve: list[dict], threshold: float) -> di
 
 def resummarise(path: Path, threshold: float) -> None:
     """The table again from a result .json or a .curves.jsonl (also an interrupted invocation's) at
-    another threshold; the budget is the runs' last evaluated step (the smallest over runs)."""
+    another threshold; each run's budget is its last evaluated step."""
     curves: dict[tuple, list] = {}
     if path.suffix == ".json":
         for run in json.loads(path.read_text())["runs"]:
@@ -121,10 +136,8 @@ def resummarise(path: Path, threshold: float) -> None:
             point = json.loads(line)
             curves.setdefault((point.pop("lever"), point.pop("seed")), []).append(point)
     levers = list(dict.fromkeys(lever for lever, _ in curves))
-    budget = min(c[-1]["step"] for c in curves.values())
-    runs = [run_record(lever, seed, [p for p in c if p["step"] <= budget], threshold)
-            for (lever, seed), c in curves.items()]
-    print_table(summarise(runs, levers, budget), budget, threshold)
+    runs = [run_record(lever, seed, c, threshold) for (lever, seed), c in curves.items()]
+    print_table(summarise(runs, levers), threshold)
 
 
 class _null:
@@ -143,49 +156,66 @@ def _spread(xs: list) -> str:
     return f"{statistics.median(xs):.3g} [{min(xs):.3g}-{max(xs):.3g}]"
 
 
-def summarise(runs: list[dict], levers: list[str], budget: int) -> list[dict]:
-    """Per lever: medians with [min-max] over seeds; unreached thresholds counted as > budget."""
+def summarise(runs: list[dict], levers: list[str]) -> list[dict]:
+    """Per lever: medians with [min-max] over seeds. A run that misses the threshold counts as its
+    own budget + 1 step (+ 1 batch of samples): the median is then a lower bound ('>')."""
     rows = []
     for lever in levers:
         rs = [r for r in runs if r["lever"] == lever]
         reached = [r for r in rs if r["steps_to_threshold"] is not None]
-        # a run that misses counts as budget + 1 step: the median is then a lower bound ('>')
-        steps = sorted(r["steps_to_threshold"] or budget + 1 for r in rs)
+        steps = [r["steps_to_threshold"] or r["budget_steps"] + 1 for r in rs]
+        per_step = [r["budget_samples"] // r["budget_steps"] if r["budget_samples"] else None for r in rs]
+        samples = ([r["samples_to_threshold"] or (r["budget_steps"] + 1) * b for r, b in zip(rs, per_step)]
+                   if all(per_step) else None)
         rows.append({"lever": lever, "seeds": len(rs), "reached": len(reached),
+                     "budget_steps": max(r["budget_steps"] for r in rs),
                      "median_steps_to_threshold": statistics.median(steps),
+                     "median_samples_to_threshold": statistics.median(samples) if samples else None,
+                     "censored": len(reached) * 2 <= len(rs),  # the median is a missed run's bound
                      "steps_to_threshold": [r["steps_to_threshold"] for r in rs],
+                     "samples_to_threshold": [r["samples_to_threshold"] for r in rs],
                      "cpu_s_to_threshold": [r["cpu_s_to_threshold"] for r in rs],
                      "wall_s_to_threshold": [r["wall_s_to_threshold"] for r in rs],
                      "pass@1_at_budget": [r["pass@1_at_budget"] for r in rs],
-                     "pass@2_at_budget": [r["pass@2_at_budget"] for r in rs]})
-    base = rows[0]["median_steps_to_threshold"]
+                     "pass@2_at_budget": [r["pass@2_at_budget"] for r in rs],
+                     "exact_rows_at_budget": [r["curve"][-1]["exact_row_accuracy"] for r in rs]})
+    base = rows[0]
     for row in rows:
-        # a censored median (> budget) gives a bound: none when the baseline's is censored
-        row["steps_ratio_to_" + levers[0]] = (round(row["median_steps_to_threshold"] / base, 3)
-                                              if base <= budget else None)
+        for unit in ("steps", "samples"):
+            # a censored baseline median gives no ratio; a censored lever's is a lower bound
+            row[f"{unit}_ratio_to_{base['lever']}"] = (
+                None if base["censored"] or row[f"median_{unit}_to_threshold"] is None
+                or base[f"median_{unit}_to_threshold"] is None else
+                round(row[f"median_{unit}_to_threshold"] / base[f"median_{unit}_to_threshold"], 3))
         cpu = [x for x in row["cpu_s_to_threshold"] if x is not None]
-        base_cpu = [x for x in rows[0]["cpu_s_to_threshold"] if x is not None]
-        row["cpu_ratio_to_" + levers[0]] = (round(statistics.median(cpu) / statistics.median(base_cpu), 3)
-                                            if cpu and base_cpu and row["reached"] == row["seeds"]
-                                            and rows[0]["reached"] == rows[0]["seeds"] else None)
+        base_cpu = [x for x in base["cpu_s_to_threshold"] if x is not None]
+        row["cpu_ratio_to_" + base["lever"]] = (round(statistics.median(cpu) / statistics.median(base_cpu), 3)
+                                                if cpu and base_cpu and row["reached"] == row["seeds"]
+                                                and base["reached"] == base["seeds"] else None)
     return rows
 
 
-def print_table(rows: list[dict], budget: int, threshold: float) -> None:
+def print_table(rows: list[dict], threshold: float) -> None:
     base = rows[0]["lever"]
-    print(f"\ntime to pass@2 >= {threshold} (median [min-max] over seeds; '>' = not reached by step "
-          f"{budget})")
-    print(f"{'lever':<22} {'reached':>7} {'steps':>22} {'x ' + base:>10} {'cpu s':>22} {'x ' + base:>10} "
-          f"{'pass@1 @budget':>20} {'pass@2 @budget':>20}")
+    print(f"\ntime to pass@2 >= {threshold} (median [min-max] over seeds; '>': the median run did not "
+          "reach it within its budget)")
+    print(f"{'lever':<16} {'budget':>6} {'reached':>7} {'steps':>18} {'x ' + base:>11} {'samples':>20} "
+          f"{'x ' + base:>11} {'cpu s':>18} {'x ' + base:>11} {'pass@2 @budget':>18} "
+          f"{'exact rows @budget':>20}")
+
+    def ratio(r, key):
+        x = r[f"{key}_ratio_to_{base}"]
+        return "-" if x is None else (">" if r["censored"] else "") + f"{x:.2f}"
+
     for r in rows:
-        med = r["median_steps_to_threshold"]
-        steps = ">" + str(budget) if med > budget else _spread([s for s in r["steps_to_threshold"] if s])
-        ratio = r["steps_ratio_to_" + base]
-        ratio = "-" if ratio is None else (">" if med > budget else "") + f"{ratio:.2f}"
-        print(f"{r['lever']:<22} {str(r['reached']) + '/' + str(r['seeds']):>7} {steps:>22} {ratio:>10} "
-              f"{_spread([c for c in r['cpu_s_to_threshold'] if c is not None]):>22} "
-              f"{'-' if r['cpu_ratio_to_' + base] is None else format(r['cpu_ratio_to_' + base], '.2f'):>10} "
-              f"{_spread(r['pass@1_at_budget']):>20} {_spread(r['pass@2_at_budget']):>20}")
+        steps = _spread([s for s in r["steps_to_threshold"] if s])
+        samples = _spread([s for s in r["samples_to_threshold"] if s])  # "-" where none were recorded
+        if r["censored"]:
+            steps, samples = ">" + str(r["median_steps_to_threshold"] - 1), ">" + samples
+        print(f"{r['lever']:<16} {r['budget_steps']:>6} {str(r['reached']) + '/' + str(r['seeds']):>7} "
+              f"{steps:>18} {ratio(r, 'steps'):>11} {samples:>20} {ratio(r, 'samples'):>11} "
+              f"{_spread([c for c in r['cpu_s_to_threshold'] if c is not None]):>18} {ratio(r, 'cpu'):>11} "
+              f"{_spread(r['pass@2_at_budget']):>18} {_spread(r['exact_rows_at_budget']):>20}")
 
 
 def parse_levers(specs: list[str]) -> dict[str, list[str]]:
@@ -202,7 +232,8 @@ def parse_levers(specs: list[str]) -> dict[str, list[str]]:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--budget", type=int, default=240, help="training steps per run (default 240)")
+    ap.add_argument("--budget", type=int, default=None,
+                    help="training steps per run (default: each recipe's whole schedule; the preset's: 585)")
     ap.add_argument("--eval-every", type=int, default=20, help="steps between evaluations (default 20)")
     ap.add_argument("--threshold", type=float, default=0.75, help="pass@2 to reach (default 0.75 = 3 of 4)")
     ap.add_argument("--lever", action="append", default=[], help='NAME="overrides": one more recipe')
@@ -243,8 +274,8 @@ def main(argv: list[str] | None = None) -> dict:
             for job in jobs:
                 runs.append(run_one(job))
                 print(json.dumps({k: v for k, v in runs[-1].items() if k != "curve"}), flush=True)
-    rows = summarise(runs, names, a.budget)
-    print_table(rows, a.budget, a.threshold)
+    rows = summarise(runs, names)
+    print_table(rows, a.threshold)
     import torch
 
     result = {"tasks": list(TASKS), "num_aug": NUM_AUG, "preset": "smoke", "budget_steps": a.budget,

@@ -154,6 +154,14 @@ def pytest_collection_modifyitems(config, items):
     config.stash[CUDA_DESELECTED] = len(cuda_items)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist (`make test`): the workers collect and deselect, the controller prints the
+    summary, so each worker's count comes back in its workeroutput (set in pytest_sessionfinish)."""
+    n = getattr(node, "workeroutput", {}).get("cuda_deselected", 0)
+    node.config.stash[CUDA_DESELECTED] = max(n, node.config.stash.get(CUDA_DESELECTED, 0))
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     n = config.stash.get(CUDA_DESELECTED, 0)
     if n:
@@ -162,7 +170,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 def pytest_sessionfinish(session, exitstatus):
     """With TRM_NO_SKIPS=1 (set by .ci/run) a skipped test fails the run: in CI every test must
-    run (a missing dev package or missing ../shared data would otherwise pass silently)."""
+    run (a missing dev package or missing ../shared data would otherwise pass silently). Under
+    pytest-xdist the controller sees every worker's reports and decides; a worker only hands its
+    deselected count back."""
+    if hasattr(session.config, "workeroutput"):  # an xdist worker
+        session.config.workeroutput["cuda_deselected"] = session.config.stash.get(CUDA_DESELECTED, 0)
+        return
     if not os.environ.get("TRM_NO_SKIPS") or exitstatus != 0:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

@@ -169,6 +169,7 @@ def summarise(runs: list[dict], levers: list[str]) -> list[dict]:
                    if all(per_step) else None)
         rows.append({"lever": lever, "seeds": len(rs), "reached": len(reached),
                      "budget_steps": max(r["budget_steps"] for r in rs),
+                     "budget_samples": max(r["budget_samples"] or 0 for r in rs),
                      "median_steps_to_threshold": statistics.median(steps),
                      "median_samples_to_threshold": statistics.median(samples) if samples else None,
                      "censored": len(reached) * 2 <= len(rs),  # the median is a missed run's bound
@@ -211,7 +212,8 @@ def print_table(rows: list[dict], threshold: float) -> None:
         steps = _spread([s for s in r["steps_to_threshold"] if s])
         samples = _spread([s for s in r["samples_to_threshold"] if s])  # "-" where none were recorded
         if r["censored"]:
-            steps, samples = ">" + str(r["median_steps_to_threshold"] - 1), ">" + samples
+            steps = ">" + str(r["budget_steps"])
+            samples = ">" + str(r["budget_samples"]) if r["budget_samples"] else "-"
         print(f"{r['lever']:<16} {r['budget_steps']:>6} {str(r['reached']) + '/' + str(r['seeds']):>7} "
               f"{steps:>18} {ratio(r, 'steps'):>11} {samples:>20} {ratio(r, 'samples'):>11} "
               f"{_spread([c for c in r['cpu_s_to_threshold'] if c is not None]):>18} {ratio(r, 'cpu'):>11} "

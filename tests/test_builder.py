@@ -401,6 +401,49 @@ def test_fetch_upstream_hashes_match_shared_copies(arc_data):
         assert hashlib.sha256((arc_data / "arc-agi" / name).read_bytes()).hexdigest() == digest
 
 
+def test_fetch_upstream_writes_verified_files_whole(arc_data, tmp_path, monkeypatch):
+    """`python -m trmkit.fetch upstream` against a loopback server holding the shared copies: every
+    file lands verified, with no temporary left; a second fetch downloads nothing; a file whose
+    bytes do not match upstream's hash is refused and leaves nothing behind."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    for name in fetch.UPSTREAM_SHA256:
+        (served / name).write_bytes((arc_data / "arc-agi" / name).read_bytes())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    real = fetch.upstream_files
+
+    def local():
+        base = f"http://127.0.0.1:{server.server_port}"
+        return [(name, f"{base}/{name}") for name, _ in real()]
+
+    monkeypatch.setattr(fetch, "upstream_files", local)
+    try:
+        out = tmp_path / "out"
+        written = fetch.fetch_upstream(out, quiet=True)
+        assert sorted(p.name for p in written) == sorted(fetch.UPSTREAM_SHA256)
+        assert sorted(p.name for p in out.iterdir()) == sorted(fetch.UPSTREAM_SHA256), "no temporaries"
+        for p in written:
+            assert fetch.sha256_file(p) == fetch.UPSTREAM_SHA256[p.name]
+        stamps = {p: p.stat().st_mtime_ns for p in written}
+        fetch.fetch_upstream(out, quiet=True)
+        assert {p: p.stat().st_mtime_ns for p in written} == stamps, "verified files are not fetched again"
+        victim = sorted(fetch.UPSTREAM_SHA256)[0]
+        (served / victim).write_bytes(b"{}")
+        fresh = tmp_path / "fresh"
+        with pytest.raises(fetch.FetchError, match="does not match upstream"):
+            fetch.fetch_upstream(fresh, quiet=True)
+        assert not (fresh / victim).exists() and not any(p.name.startswith(".") for p in fresh.glob("*"))
+    finally:
+        server.shutdown()
+
+
 def test_fetch_kaggle_without_credentials(tmp_path, monkeypatch, capsys):
     for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "XDG_CONFIG_HOME"):
         monkeypatch.delenv(var, raising=False)

@@ -10,12 +10,12 @@ import errno
 import hashlib
 import io
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
+import trm.atomic as A
 import trm.checkpoint as C
 import trm.submission as S
 import trm.train as T
@@ -173,18 +173,17 @@ def test_reserve_ignores_filesystems_without_fallocate(tmp_path, monkeypatch):
 
 def test_submission_enospc_keeps_previous(tmp_path, monkeypatch):
     path = tmp_path / "submission.json"
-    S.write_json_atomic(path, {"old": [1, 2, 3]})
-    real_fdopen = os.fdopen
+    A.write_json_atomic(path, {"old": [1, 2, 3]})
 
-    class HalfFull(io.TextIOWrapper):
-        def write(self, s):
-            super().write(s[: len(s) // 2])
+    class HalfFull(io.BufferedWriter):
+        def write(self, data):
+            super().write(data[: len(data) // 2])
             self.flush()
             raise enospc(path)
 
-    monkeypatch.setattr(S.os, "fdopen", lambda fd, mode="r": HalfFull(real_fdopen(fd, mode + "b")))
+    monkeypatch.setattr(A.os, "fdopen", lambda fd, mode="r": HalfFull(io.FileIO(fd, "w")))
     with pytest.raises(DiskFullError, match=f"writing {path} .*needs about"):
-        S.write_json_atomic(path, {"new": list(range(1000))})
+        A.write_json_atomic(path, {"new": list(range(1000))})
     monkeypatch.undo()
     assert (json.loads(path.read_text()) == {"old": [1, 2, 3]}
             and sorted(p.name for p in tmp_path.iterdir()) == ["submission.json"])
@@ -193,7 +192,7 @@ def test_submission_enospc_keeps_previous(tmp_path, monkeypatch):
 def test_submission_cli_enospc_exit_code(tmp_path, monkeypatch, capsys):
     ch = tmp_path / "c.json"
     ch.write_text(json.dumps({"t1": {"train": [], "test": [{"input": [[1]]}]}}))
-    monkeypatch.setattr(S.os, "replace", lambda a, b: (_ for _ in ()).throw(enospc(b)))
+    monkeypatch.setattr(A.os, "replace", lambda a, b: (_ for _ in ()).throw(enospc(b)))
     assert S.main(["fallback", "--challenges", str(ch), "--output", str(tmp_path / "s.json")]) == 4
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "s.json" in err[0] and sorted(p.name for p in tmp_path.iterdir()) == ["c.json"]

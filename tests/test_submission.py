@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 
+from trm.atomic import write_json_atomic
 from trm.submission import (
     build_submission,
     check_submission,
@@ -23,7 +24,6 @@ from trm.submission import (
     pick_attempts,
     score_submission,
     validate_submission,
-    write_json_atomic,
 )
 
 CHALLENGES = {

@@ -29,12 +29,15 @@ runs the rest, and refuses a state made by another evaluation.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import time
 from pathlib import Path
 
 import numpy as np
+
+from trm.atomic import write_bytes_atomic, write_json_atomic
 
 SCHEDULES = ("one", "anytime")
 MAX_ROUND_VERSIONS = 16  # the doubling stops here: later rounds take this many versions of every task
@@ -93,15 +96,6 @@ def schedule(split, kind: str, batch: int = 1) -> list[np.ndarray]:
     return [np.sort(order[a:b]).astype(np.int64) for a, b in zip(starts, ends)]
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class RoundStore:
     """<output-dir>/rounds/: each finished round's predictions and the state that lists them."""
 
@@ -143,11 +137,9 @@ class RoundStore:
     def save(self, r: int, preds, rounds_total: int, rows_total: int, seconds: float) -> None:
         """Round r's predictions, then the state naming it as finished (a kill between the two
         leaves the state at r - 1 rounds: the file is simply written again on resume)."""
-        from trm.submission import write_json_atomic
-
-        self.dir.mkdir(parents=True, exist_ok=True)
-        arrays = {f.name: getattr(preds, f.name) for f in dataclasses.fields(preds)}
-        _atomic_write_bytes(self.dir / f"round_{r}.npz", lambda f: np.savez(f, **arrays))
+        buf = io.BytesIO()
+        np.savez(buf, **{f.name: getattr(preds, f.name) for f in dataclasses.fields(preds)})
+        write_bytes_atomic(self.dir / f"round_{r}.npz", buf.getvalue(), "a round's predictions")
         old = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
         write_json_atomic(self.state_path, {
             "fingerprint": self.fingerprint, "rounds_done": r + 1, "rounds_total": rounds_total,
@@ -292,7 +284,5 @@ def run_rounds(model, dataset_dir, output_dir, *, kind: str, fingerprint: dict, 
         if metrics is not None:  # no second vote at the deadline: the record says why it stopped
             metrics["rounds"]["stopped_by"] = stopped
             if is_main:
-                from trm.submission import write_json_atomic
-
                 write_json_atomic(Path(output_dir) / "metrics.json", metrics, indent=1)
     return metrics

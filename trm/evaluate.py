@@ -50,7 +50,6 @@ import dataclasses
 import io
 import json
 import math
-import os
 import sys
 import time
 from collections import deque
@@ -62,6 +61,7 @@ import numpy as np
 import torch
 
 from trm.anytime import SCHEDULES, evaluation_clock, run_rounds
+from trm.atomic import write_bytes_atomic, write_json_atomic
 from trm.checkpoint import PuzzleTableMismatch, load_checkpoint
 from trm.data import (
     IGNORE_LABEL_ID,
@@ -76,7 +76,7 @@ from trm.errors import UserError, cli_main
 from trm.grids import crop, grid_hash, inverse_augment, parse_aug_name
 from trm.model import CompiledStep, TRMWithLoss, compile_enabled, compile_net, pick_dtype
 from trm.sources import resolve_checkpoint
-from trm.submission import pick_attempts, score_submission, write_json_atomic
+from trm.submission import pick_attempts, score_submission
 
 PASS_KS = (1, 2, 5, 10, 100, 1000)
 CSV_TOP = 3  # candidates per test input listed in per_task.csv
@@ -508,9 +508,7 @@ def _write_csv_atomic(path: Path, records: list[dict]) -> None:
             row += [c.count, f"{c.mean_q:.6f}", c.hash[:16], "x".join(map(str, c.grid.shape))]
         row += [""] * (len(head) - len(row))
         w.writerow(row)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    write_bytes_atomic(path, buf.getvalue().encode(), "the per-task table")
 
 
 def _pictures(out: Path, records: list[dict], n: int, verbose: bool) -> None:

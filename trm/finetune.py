@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from trm.atomic import write_json_atomic
 from trm.kaggle_input import read_json
-from trm.submission import write_json_atomic
 from trm.ttt import CRASH_ENV, FAULT_ENV, _divisible
 from trm.ttt_params import TTTParams
 

@@ -37,13 +37,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
-from trm.errors import EXIT_FAILED, UserError, cli_main, disk_full, is_no_space
+from trm.atomic import write_json_atomic
+from trm.errors import EXIT_FAILED, UserError, cli_main
 
 MAX_SIDE = 30
 ATTEMPTS = ("attempt_1", "attempt_2")
@@ -169,31 +167,6 @@ def build_submission(candidates: dict, challenges: dict) -> dict:
             (a1, a2), _ = pick_attempts(cands, pair.get("input"))
             sub[task_id].append({"attempt_1": a1, "attempt_2": a2})
     return sub
-
-
-def write_json_atomic(path: str | Path, obj, indent: int | None = None) -> Path:
-    """json.dump to a temp file in the same directory, fsync, then rename over `path`.
-
-    A failed write (e.g. a full disk: DiskFullError naming the path and the size) leaves the
-    previous file as it was and removes the temporary.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(obj, indent=indent)  # serialised first: the size is known if the disk is full
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())  # data on disk before the rename makes it the real file
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the output is meant to be shared
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if is_no_space(e):
-            raise disk_full(path, len(text.encode()), "the JSON file") from e
-        raise
-    return path
 
 
 # --------------------------------------------------------------------------- validate / score

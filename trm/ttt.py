@@ -67,6 +67,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trm.atomic import write_json_atomic
 from trm.kaggle_input import (
     BUNDLE_MARKERS,
     EVAL_CHALLENGES,
@@ -82,7 +83,7 @@ from trm.kaggle_input import (
     unpack,
 )
 from trm.launch import stream, torchrun_command
-from trm.submission import fallback_submission, score_submission, validate_submission, write_json_atomic
+from trm.submission import fallback_submission, score_submission, validate_submission
 from trm.ttt_params import FINETUNE, TTTParams
 
 CRASH_ENV = "TRM_TTT_CRASH_AFTER_STEPS"  # test hook: the fine-tune raises after N steps

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from trm.atomic import write_bytes_atomic
 from trm.competition import COMPETITION
 from trm.errors import UserError, cli_main
 from trm.util import sha256_file
@@ -68,17 +68,6 @@ def upstream_files() -> list[tuple[str, str]]:
 
 
 
-def _atomic_write(dest: Path, data: bytes) -> None:
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def fetch_upstream(out: Path, quiet: bool = False, timeout: float = 60.0) -> list[Path]:
     written = []
     for name, url in upstream_files():
@@ -100,7 +89,7 @@ def fetch_upstream(out: Path, quiet: bool = False, timeout: float = 60.0) -> lis
         if got != want:
             raise FetchError(f"{url}: sha256 {got} does not match upstream's {want}")
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(dest, data)
+        write_bytes_atomic(dest, data, "an upstream data file")
         if not quiet:
             print(f"{dest} ({len(data):,} bytes)")
         written.append(dest)
@@ -138,7 +127,7 @@ def fetch_kaggle(competition: str, out: Path, quiet: bool = False) -> list[Path]
                 if member.is_dir():
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
-                _atomic_write(target, zf.read(member))
+                write_bytes_atomic(target, zf.read(member), "a competition file")
                 extracted.append(target)
         z.unlink()
     if not quiet:

@@ -126,22 +126,23 @@ CUDA_DESELECTED = pytest.StashKey[int]()  # how many `cuda` tests this session d
 # The two longest files (about 11 minutes each on CI's 2 cores, one thread each: the learning test and
 # the unseen-task checks, which share one pretraining). `make test` runs files on two workers
 # (pytest-xdist, --dist loadfile in pyproject.toml, in collection order): these go first, one to each
-# worker, and the rest fills in around them; started last, either would end the run alone.
+# worker, then the other files with a `slow` test, then the rest, so that short files fill the end;
+# started last, either long file would end the run alone.
 LONGEST_FILES = ("test_unseen.py", "test_learns.py")
 
 
-def _file_rank(item) -> tuple[int, int]:
-    name = item.path.name
-    if name in LONGEST_FILES:
-        return (0, LONGEST_FILES.index(name))
-    return (1, 0)
+def _file_ranks(items) -> dict:
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    return {item.path: (0, LONGEST_FILES.index(item.path.name)) if item.path.name in LONGEST_FILES
+            else (1 if item.path in slow else 2, 0) for item in items}
 
 
 def pytest_collection_modifyitems(config, items):
-    """The longest files first (a stable sort: each file's tests keep their order). Then: `cuda`
+    """Longest files first (a stable sort: each file's tests keep their order). Then: `cuda`
     tests run where a CUDA device is visible and are deselected (not skipped: TRM_NO_SKIPS fails on
     skips) where none is, so `make test` on a GPU machine runs them and CI's CPU run does not."""
-    items.sort(key=_file_rank)
+    ranks = _file_ranks(items)
+    items.sort(key=lambda item: ranks[item.path])
     cuda_items = [item for item in items if item.get_closest_marker("cuda")]
     if not cuda_items:
         return

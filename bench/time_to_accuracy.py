@@ -149,11 +149,14 @@ class _null:
 
 
 def _spread(xs: list) -> str:
+    def fmt(x) -> str:  # whole numbers (steps, samples) in full, fractions to 3 digits
+        return str(int(x)) if float(x).is_integer() else f"{x:.3g}"
+
     if not xs:
         return "-"
     if len(xs) == 1:
-        return f"{xs[0]:.3g}"
-    return f"{statistics.median(xs):.3g} [{min(xs):.3g}-{max(xs):.3g}]"
+        return fmt(xs[0])
+    return f"{fmt(statistics.median(xs))} [{fmt(min(xs))}-{fmt(max(xs))}]"
 
 
 def summarise(runs: list[dict], levers: list[str]) -> list[dict]:

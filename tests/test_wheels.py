@@ -162,11 +162,22 @@ def test_build_ships_only_the_kit(tmp_path):
     assert m["source"]["commit"] and {"dirty", "time"} <= set(m["source"])
 
 
+def test_image_envs_follow_the_build_root_of_each_call(monkeypatch, tmp_path):
+    """Read at each call: a worker that first imported trmkit.wheelcheck under another build root
+    (the Kaggle sim's temporary one) still finds the stand-ins of `make kaggle-image-envs`."""
+    from trmkit import wheelcheck
+
+    monkeypatch.setenv("TRM_BUILD_DIR", str(tmp_path / "b"))
+    assert wheelcheck.image_envs() == tmp_path / "b" / "image-envs"
+    monkeypatch.delenv("TRM_BUILD_DIR")
+    assert wheelcheck.image_envs() == wb.REPO / "build" / "image-envs"
+
+
 def _stand_ins_ready(profile: str) -> None:
     from trmkit import wheelcheck
 
     prof = wb.load_profile(profile)
-    if profile != HERE_PROFILE and not (wheelcheck.IMAGE_ENVS / profile / "image-env.json").is_file():
+    if profile != HERE_PROFILE and not (wheelcheck.image_envs() / profile / "image-env.json").is_file():
         pytest.skip(f"no image env for {profile}: run `make kaggle-image-envs` first (.ci/run does)")
     assert wheelcheck.find_interpreter(prof) is not None, f"no Python {prof['python']} here"
 

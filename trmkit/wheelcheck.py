@@ -36,7 +36,12 @@ from trm.errors import UserError, cli_main
 from trm.paths import build_root
 from trmkit import wheelhouse as wb
 
-IMAGE_ENVS = wb.REPO / build_root() / "image-envs"  # --setup's stand-in venvs, one per profile
+
+def image_envs() -> Path:
+    """--setup's stand-in venvs, one per profile, under $TRM_BUILD_DIR (read at each call, not at
+    import: a process that imported this module under another build root still finds them)."""
+    return wb.REPO / build_root() / "image-envs"
+
 
 SMOKE = """
 import sys, numpy, torch, trm
@@ -201,7 +206,7 @@ def _main(argv: list[str]) -> int:
     ap = parser()
     a = ap.parse_args(argv)
     profile = wb.load_profile(a.profile)
-    image_env = (a.image_env or IMAGE_ENVS / profile["name"]).resolve()
+    image_env = (a.image_env or image_envs() / profile["name"]).resolve()
     if a.setup:
         setup_image_env(profile, image_env)
         return 0
